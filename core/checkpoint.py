@@ -1,0 +1,58 @@
+"""The one checkpoint format: task, config, weights, tokenizers as plain data, and the trainer's state.
+
+Files are written to a temporary name and renamed, so a crash never leaves a half-written checkpoint, and
+read with `torch.load(weights_only=True)`, so loading never runs code from the file.
+"""
+from __future__ import annotations
+
+import os
+import pickle
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from core.cli import UserError
+
+FORMAT = "seqgen-checkpoint/1"
+
+
+class CheckpointError(UserError):
+    """A checkpoint that is missing, unreadable, foreign or of another task."""
+
+
+def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:
+    """Write `payload` (with task, config, model, tokenizers, optionally trainer) atomically to `path`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save({"format": FORMAT, **payload}, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load_checkpoint(path: str | Path, task: str | None = None, map_location: str | torch.device = "cpu") -> dict:
+    """Read a checkpoint safely; one clear CheckpointError for a missing, truncated, foreign or wrong-task file."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    try:
+        data = torch.load(path, map_location=map_location, weights_only=True)
+    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError, OSError) as err:
+        reason = (str(err).strip().splitlines() or [type(err).__name__])[0][:120]
+        raise CheckpointError(f"{path} is not a readable checkpoint (truncated, or not made by this toolkit): "
+                              f"{reason}") from None
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not a checkpoint of this toolkit (expected format {FORMAT})")
+    if task is not None and data.get("task") != task:
+        raise CheckpointError(f"{path} is a {data.get('task')!r} checkpoint; this needs a {task!r} checkpoint")
+    return data

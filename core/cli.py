@@ -1,0 +1,90 @@
+"""What every command line shares: one-line errors, device choice, dataclass configs as flags."""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import typing
+import warnings
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+
+class UserError(ValueError):
+    """A problem with the user's input; command lines print it as one line, with no traceback."""
+
+
+def run_main(main: Callable[[list[str] | None], Any], argv: list[str] | None = None) -> None:
+    """Run a command-line `main`, turning bad input into `error: ...` on stderr and exit status 2."""
+    warnings.formatwarning = lambda message, category, *args, **kwargs: f"warning: {message}\n"
+    try:
+        main(argv)
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
+
+
+def resolve_device(name: str) -> torch.device:
+    """`auto` picks CUDA when present, else the CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name not in ("cpu", "cuda") and not name.startswith("cuda:"):
+        raise UserError(f"--device {name!r} is not one of auto, cpu, cuda")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"--device {name} asked for, but CUDA is not available here (use --device auto or cpu)")
+    return torch.device(name)
+
+
+def check_range(name: str, value: float, low: float | None = None, high: float | None = None,
+                low_open: bool = False) -> None:
+    """Raise a UserError naming `name`, the value and the allowed range when value falls outside it."""
+    too_low = low is not None and (value <= low if low_open else value < low)
+    too_high = high is not None and value > high
+    if too_low or too_high:
+        left = "(" if low_open else "["
+        lo = "-inf" if low is None else f"{low:g}"
+        hi = "inf" if high is None else f"{high:g}"
+        raise UserError(f"{name} = {value:g} is out of range; allowed: {left}{lo}, {hi}]")
+
+
+def _flag_type(field_type: Any) -> Any:
+    if field_type in (bool, "bool"):
+        return lambda s: s.lower() in ("1", "true", "yes", "on")
+    origin_args = typing.get_args(field_type)
+    if origin_args:  # Optional[X]: take X
+        field_type = next(a for a in origin_args if a is not type(None))
+    return {"int": int, "float": float, "str": str}.get(getattr(field_type, "__name__", str(field_type)), field_type)
+
+
+def add_config_flags(parser: argparse.ArgumentParser, config: Any, group: str) -> None:
+    """Expose every field of the dataclass instance `config` as `--field-name` with its value as default."""
+    hints = typing.get_type_hints(type(config))
+    section = parser.add_argument_group(group)
+    for field in dataclasses.fields(config):
+        flag = "--" + field.name.replace("_", "-")
+        default = getattr(config, field.name)
+        choices = getattr(type(config), "CHOICES", {}).get(field.name)
+        section.add_argument(flag, dest=field.name, type=_flag_type(hints[field.name]), default=default,
+                             choices=choices, help=f"(default: {default})")
+
+
+def config_from_args(cls: type, args: argparse.Namespace, **overrides: Any) -> Any:
+    """Build the dataclass `cls` from parsed flags added by `add_config_flags`."""
+    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if hasattr(args, f.name)}
+    values.update(overrides)
+    return cls(**values)
+
+
+def save_config(out_dir: Path, **configs: Any) -> Path:
+    """Write the resolved configuration next to the checkpoint, as JSON."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / "config.json"
+    plain = {name: dataclasses.asdict(c) if dataclasses.is_dataclass(c) else c for name, c in configs.items()}
+    path.write_text(json.dumps(plain, indent=2, default=str) + "\n")
+    return path

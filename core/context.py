@@ -1,0 +1,42 @@
+"""`Context`: everything a provider hands to the decoder, made once per batch."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+
+@dataclass(frozen=True)
+class Context:
+    """Initial state and optional memory for the decoder.
+
+    h0: (layers, B, H) initial hidden state; c0: (layers, B, H) initial cell state (LSTM) or None.
+    memory: (B, S, M) vectors to attend to, or None; memory_mask: (B, S), True on real positions.
+    """
+
+    h0: Tensor
+    c0: Tensor | None = None
+    memory: Tensor | None = None
+    memory_mask: Tensor | None = None
+
+    @property
+    def batch_size(self) -> int:
+        return self.h0.size(1)
+
+    def repeat_interleave(self, k: int) -> "Context":
+        """Repeat each example k times in a row (example b becomes rows b*k .. b*k+k-1), for beam search."""
+        def rep(t: Tensor | None, dim: int) -> Tensor | None:
+            return None if t is None else t.repeat_interleave(k, dim=dim)
+        return Context(rep(self.h0, 1), rep(self.c0, 1), rep(self.memory, 0), rep(self.memory_mask, 0))
+
+    def index_select(self, rows: Tensor) -> "Context":
+        """Keep the examples `rows` (B',), in that order."""
+        def sel(t: Tensor | None, dim: int) -> Tensor | None:
+            return None if t is None else t.index_select(dim, rows)
+        return Context(sel(self.h0, 1), sel(self.c0, 1), sel(self.memory, 0), sel(self.memory_mask, 0))
+
+    def to(self, device: torch.device | str) -> "Context":
+        def move(t: Tensor | None) -> Tensor | None:
+            return None if t is None else t.to(device)
+        return Context(move(self.h0), move(self.c0), move(self.memory), move(self.memory_mask))

@@ -1,0 +1,144 @@
+"""`RNNDecoder`: the one recurrent decoder every task shares."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from core.attention import ATTENTIONS
+from core.context import Context
+from core.tokenizers import PAD
+
+
+class DecoderState(NamedTuple):
+    """Recurrent state, batch on dimension 0 of every tensor, so search reorders beams by indexing.
+
+    h, c: (B, layers, H); feed: (B, H) the last attentional vector (input feeding) or None;
+    keys: (B, S, A) attention keys computed once from the memory, or None; attn: (B, S) last weights or None.
+    """
+
+    h: Tensor
+    c: Tensor | None
+    feed: Tensor | None
+    keys: Tensor | None
+    attn: Tensor | None
+
+
+@dataclass
+class DecoderConfig:
+    emb_dim: int = 256
+    hidden_dim: int = 512
+    num_layers: int = 1
+    cell: str = "lstm"
+    attention: str = "none"
+    dropout: float = 0.2
+    tie_embeddings: bool = False
+    input_feeding: bool = True
+
+    CHOICES = {"cell": ["gru", "lstm"], "attention": ["none", "bahdanau", "luong"]}
+
+
+def build_decoder(vocab_size: int, config: DecoderConfig, memory_dim: int | None = None) -> "RNNDecoder":
+    """Flatten a DecoderConfig into RNNDecoder arguments."""
+    return RNNDecoder(vocab_size, config.emb_dim, config.hidden_dim, config.num_layers, cell=config.cell,
+                      attention=None if config.attention == "none" else config.attention, memory_dim=memory_dim, dropout=config.dropout,
+                      tie_embeddings=config.tie_embeddings, input_feeding=config.input_feeding)
+
+
+class RNNDecoder(nn.Module):
+    """GRU/LSTM decoder with optional attention over a memory (input feeding) and tied embeddings."""
+
+    def __init__(self, vocab_size: int, emb_dim: int, hidden_dim: int, num_layers: int = 1, cell: str = "gru",
+                 attention: str | None = None, memory_dim: int | None = None, dropout: float = 0.0,
+                 tie_embeddings: bool = False, input_feeding: bool = True):
+        super().__init__()
+        if cell not in ("gru", "lstm"):
+            raise ValueError(f"cell must be 'gru' or 'lstm', got {cell!r}")
+        if attention is not None and attention not in ATTENTIONS:
+            raise ValueError(f"attention must be None, 'bahdanau' or 'luong', got {attention!r}")
+        if attention is not None and not memory_dim:
+            raise ValueError("an attention decoder needs memory_dim (the size of the provider's memory vectors)")
+        self.vocab_size, self.hidden_dim, self.num_layers, self.cell = vocab_size, hidden_dim, num_layers, cell
+        self.input_feeding = attention is not None and input_feeding
+        self.embedding = nn.Embedding(vocab_size, emb_dim, padding_idx=PAD)
+        rnn_input = emb_dim + (hidden_dim if self.input_feeding else 0)
+        rnn_class = nn.GRU if cell == "gru" else nn.LSTM
+        self.rnn = rnn_class(rnn_input, hidden_dim, num_layers, batch_first=True,
+                             dropout=dropout if num_layers > 1 else 0.0)
+        self.attention = ATTENTIONS[attention](hidden_dim, memory_dim, hidden_dim) if attention else None
+        # Luong's attentional vector tanh(W [h; context]), used as output and as the next step's feed.
+        self.combine = nn.Linear(hidden_dim + memory_dim, hidden_dim) if attention else None
+        self.dropout = nn.Dropout(dropout)
+        # Tying needs the output layer's input to have the embedding size; project when it does not.
+        self.pre_output = nn.Linear(hidden_dim, emb_dim) if tie_embeddings and hidden_dim != emb_dim else None
+        self.output = nn.Linear(emb_dim if tie_embeddings else hidden_dim, vocab_size)
+        if tie_embeddings:
+            self.output.weight = self.embedding.weight
+
+    def start(self, ctx: Context) -> DecoderState:
+        """The state before the first step, from the context."""
+        if ctx.h0.dim() != 3 or ctx.h0.size(0) != self.num_layers or ctx.h0.size(2) != self.hidden_dim:
+            raise ValueError(f"context h0 has shape {tuple(ctx.h0.shape)}; this decoder needs "
+                             f"({self.num_layers}, B, {self.hidden_dim})")
+        if self.attention is not None and ctx.memory is None:
+            raise ValueError("this decoder attends to a memory, but the context has none")
+        h = ctx.h0.transpose(0, 1)  # (B, L, H)
+        c = None
+        if self.cell == "lstm":
+            c = torch.zeros_like(h) if ctx.c0 is None else ctx.c0.transpose(0, 1)
+        feed = h.new_zeros(h.size(0), self.hidden_dim) if self.input_feeding else None
+        keys = self.attention.keys(ctx.memory) if self.attention is not None else None  # (B, S, A)
+        return DecoderState(h, c, feed, keys, None)
+
+    def step(self, tokens: Tensor, state: DecoderState, ctx: Context) -> tuple[Tensor, DecoderState]:
+        """tokens (B,) -> log-probabilities (B, V) of the next token and the new state."""
+        output, state = self._advance(tokens.unsqueeze(1), state, ctx)  # (B, 1, H')
+        return F.log_softmax(self._logits(output.squeeze(1)).float(), dim=-1), state
+
+    def forward(self, tokens: Tensor, ctx: Context) -> Tensor:
+        """Teacher forcing: tokens (B, T) -> logits (B, T, V)."""
+        return self.unroll(tokens, ctx)[0]
+
+    def unroll(self, tokens: Tensor, ctx: Context, state: DecoderState | None = None
+               ) -> tuple[Tensor, DecoderState, Tensor | None]:
+        """Teacher forcing from `state` (default: `start(ctx)`): logits (B, T, V), final state, attention (B, T, S)."""
+        state = self.start(ctx) if state is None else state
+        if self.attention is None:  # no per-step dependency: one call over the whole sequence
+            output, state = self._advance(tokens, state, ctx)
+            return self._logits(output), state, None
+        outputs, weights = [], []
+        for t in range(tokens.size(1)):  # input feeding makes each step depend on the last one's output
+            output, state = self._advance(tokens[:, t:t + 1], state, ctx)
+            outputs.append(output)
+            weights.append(state.attn)
+        return self._logits(torch.cat(outputs, dim=1)), state, torch.stack(weights, dim=1)
+
+    def _advance(self, tokens: Tensor, state: DecoderState, ctx: Context) -> tuple[Tensor, DecoderState]:
+        """Run the RNN over tokens (B, T) (T = 1 when attending); returns outputs (B, T, H) and the state."""
+        emb = self.dropout(self.embedding(tokens))  # (B, T, E)
+        if self.input_feeding:
+            emb = torch.cat([emb, state.feed.unsqueeze(1)], dim=2)  # (B, 1, E + H)
+        h = state.h.transpose(0, 1).contiguous()  # (L, B, H), the layout nn.RNN wants
+        if self.cell == "lstm":
+            out, (h, c) = self.rnn(emb, (h, state.c.transpose(0, 1).contiguous()))
+            c = c.transpose(0, 1)
+        else:
+            out, h = self.rnn(emb, h)
+            c = None
+        h = h.transpose(0, 1)  # (B, L, H)
+        if self.attention is None:
+            return out, DecoderState(h, c, None, None, None)
+        query = out.squeeze(1)  # (B, H)
+        context, weights = self.attention(query, state.keys, ctx.memory, ctx.memory_mask)  # (B, M), (B, S)
+        attentional = torch.tanh(self.combine(torch.cat([query, context], dim=1)))  # (B, H)
+        feed = attentional if self.input_feeding else None
+        return attentional.unsqueeze(1), DecoderState(h, c, feed, state.keys, weights)
+
+    def _logits(self, output: Tensor) -> Tensor:
+        output = self.dropout(output)
+        if self.pre_output is not None:
+            output = self.pre_output(output)
+        return self.output(output)

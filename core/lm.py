@@ -1,0 +1,148 @@
+"""Text generation: the prompt encoder (the language model read over the prompt) and `LanguageModel`."""
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+from torch import Tensor, nn
+
+from core.checkpoint import load_checkpoint, save_checkpoint
+from core.context import Context
+from core.decoder import DecoderConfig, DecoderState, RNNDecoder, build_decoder
+from core.search import beam_search, generate, stream
+from core.tokenizers import BOS, EOS, Tokenizer, tokenizer_from_dict
+
+TASK = "textgen"
+
+
+class PromptEncoder(nn.Module):
+    """Reads a prompt with the language model's own RNN and hands over the state as a `Context`.
+
+    The prompt (B, P) starts with <bos>; all but each row's last token are read, so generation continues
+    from the last one (`start_tokens`). A prompt of just <bos> reads nothing: the context is the zero state.
+    """
+
+    def __init__(self, decoder: RNNDecoder):
+        super().__init__()
+        self.decoder = decoder
+
+    def forward(self, prompt: Tensor, lengths: Tensor) -> Context:
+        """prompt (B, P) padded ids, lengths (B,) -> Context with h0 (layers, B, H)."""
+        dec, B = self.decoder, prompt.size(0)
+        zeros = prompt.new_zeros((dec.num_layers, B, dec.hidden_dim), dtype=dec.embedding.weight.dtype)
+        ctx = Context(zeros, zeros if dec.cell == "lstm" else None)
+        read = (lengths - 1).tolist()
+        if max(read) == 0:
+            return ctx
+        state = dec.start(ctx)
+        if min(read) == max(read):  # one call over the whole prompt
+            _, state, _ = dec.unroll(prompt[:, : read[0]], ctx, state)
+        else:  # rows of different lengths: advance a row only while it still has prompt to read
+            for t in range(max(read)):
+                _, new, _ = dec.unroll(prompt[:, t:t + 1], ctx, state)
+                active = (torch.tensor(read, device=prompt.device) > t).view(B, 1, 1)  # (B, 1, 1)
+                state = DecoderState(torch.where(active, new.h, state.h),
+                                     None if new.c is None else torch.where(active, new.c, state.c), None, None, None)
+        return Context(state.h.transpose(0, 1), None if state.c is None else state.c.transpose(0, 1))
+
+    @staticmethod
+    def start_tokens(prompt: Tensor, lengths: Tensor) -> Tensor:
+        """Each row's last prompt token (B,), where generation continues."""
+        return prompt.gather(1, (lengths - 1).unsqueeze(1)).squeeze(1)
+
+
+def lm_forward(model: "LanguageModel", batch: tuple[Tensor, Tensor], carry: DecoderState | None
+               ) -> tuple[Tensor, Tensor, DecoderState]:
+    """Trainer step for a language model: inputs (B, T) -> logits (B, T, V), targets, the state to carry."""
+    inputs, targets = batch
+    dec = model.decoder
+    zeros = inputs.new_zeros((dec.num_layers, inputs.size(0), dec.hidden_dim), dtype=torch.float)
+    ctx = Context(zeros, zeros if dec.cell == "lstm" else None)
+    logits, state, _ = dec.unroll(inputs, ctx, carry)
+    return logits, targets, state
+
+
+class LanguageModel(nn.Module):
+    """Tokenizer + decoder + prompt encoder, with one friendly call: `generate(prompt) -> str`."""
+
+    task = TASK
+
+    def __init__(self, tokenizer: Tokenizer, config: DecoderConfig):
+        super().__init__()
+        self.tokenizer, self.config = tokenizer, config
+        self.decoder = build_decoder(tokenizer.vocab_size, config)
+
+    @property
+    def prompt_encoder(self) -> PromptEncoder:
+        return PromptEncoder(self.decoder)  # holds no weights of its own, so it is made on demand
+
+    @property
+    def device(self) -> torch.device:
+        return self.decoder.embedding.weight.device
+
+    # -- checkpoints --------------------------------------------------------------------------------
+    def payload(self) -> dict[str, Any]:
+        return {"task": TASK, "config": {"decoder": asdict(self.config)},
+                "tokenizers": {"text": self.tokenizer.to_dict()}}
+
+    def save(self, path: str | Path) -> Path:
+        return save_checkpoint(path, {**self.payload(), "model": self.state_dict()})
+
+    @classmethod
+    def load(cls, path: str | Path, device: str | torch.device = "cpu") -> "LanguageModel":
+        ckpt = load_checkpoint(path, task=TASK, map_location=device)
+        model = cls(tokenizer_from_dict(ckpt["tokenizers"]["text"]), DecoderConfig(**ckpt["config"]["decoder"]))
+        model.load_state_dict(ckpt["model"])
+        return model.to(device).eval()
+
+    # -- generation ---------------------------------------------------------------------------------
+    def _context(self, prompt: str, copies: int) -> tuple[Context, Tensor]:
+        ids = torch.tensor([BOS] + self.tokenizer.encode(prompt), device=self.device)
+        prompt_ids = ids.unsqueeze(0).expand(copies, -1)  # (N, P)
+        lengths = torch.full((copies,), ids.numel(), device=self.device)
+        return self.prompt_encoder(prompt_ids, lengths), PromptEncoder.start_tokens(prompt_ids, lengths)
+
+    def _generator(self, seed: int | None) -> torch.Generator | None:
+        return None if seed is None else torch.Generator(self.device).manual_seed(seed)
+
+    @torch.no_grad()
+    def generate_many(self, prompt: str = "", num_samples: int = 1, *, method: str = "sample", max_len: int = 200,
+                      temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, beam_size: int = 5,
+                      length_penalty: float = 0.0, no_repeat_ngram: int = 0, repetition_penalty: float = 1.0,
+                      seed: int | None = None) -> list[str]:
+        """Continuations of `prompt` (without the prompt): num_samples draws, or the n best beams."""
+        self.eval()
+        common = dict(max_len=max_len, eos=EOS, no_repeat_ngram=no_repeat_ngram,
+                      repetition_penalty=repetition_penalty)
+        if method == "beam":
+            ctx, start = self._context(prompt, 1)
+            hyps = beam_search(self.decoder, ctx, start, beam_size=max(beam_size, num_samples),
+                               length_penalty=length_penalty, n_best=num_samples, **common)[0]
+        else:
+            ctx, start = self._context(prompt, num_samples)
+            hyps = generate(self.decoder, ctx, start, method=method, temperature=temperature, top_k=top_k,
+                            top_p=top_p, generator=self._generator(seed), **common)
+        return [self.tokenizer.decode(h.tokens) for h in hyps]
+
+    def generate(self, prompt: str = "", **options: Any) -> str:
+        """One continuation of `prompt` (without the prompt); options as in `generate_many`."""
+        return self.generate_many(prompt, 1, **options)[0]
+
+    @torch.no_grad()
+    def stream(self, prompt: str = "", *, method: str = "sample", max_len: int = 200, temperature: float = 1.0,
+               top_k: int = 0, top_p: float = 1.0, no_repeat_ngram: int = 0, repetition_penalty: float = 1.0,
+               seed: int | None = None) -> Iterator[str]:
+        """Yield the continuation piece by piece as tokens are chosen."""
+        self.eval()
+        ctx, start = self._context(prompt, 1)
+        ids: list[int] = []
+        text = ""
+        for token in stream(self.decoder, ctx, int(start[0]), max_len=max_len, eos=EOS, method=method,
+                            temperature=temperature, top_k=top_k, top_p=top_p, generator=self._generator(seed),
+                            no_repeat_ngram=no_repeat_ngram, repetition_penalty=repetition_penalty):
+            ids.append(token)
+            new_text = self.tokenizer.decode(ids)
+            yield new_text[len(text):]
+            text = new_text

@@ -1,0 +1,294 @@
+"""Choosing the next token: greedy, sampling (temperature, top-k, top-p) and batched beam search.
+
+Every function takes any decoder with `start(ctx) -> state` and `step(tokens (N,), state, ctx) ->
+(log_probs (N, V), state)`, where every tensor in the state has the batch on dimension 0.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from core.cli import UserError, check_range
+from core.context import Context
+
+
+@dataclass
+class Hypothesis:
+    """One output sequence. `tokens` excludes the start token and EOS; `log_prob` sums every emitted token's
+    log-probability (EOS included when `finished`); `score` is `log_prob` after the length penalty;
+    `attention` is (len(tokens), S) when the decoder attends."""
+
+    tokens: list[int]
+    log_prob: float
+    score: float
+    finished: bool
+    attention: Tensor | None = None
+
+
+def gnmt_penalty(length: int, alpha: float) -> float:
+    """GNMT length penalty ((5 + length) / 6) ** alpha; alpha = 0 leaves scores as raw log-probabilities."""
+    return ((5 + length) / 6) ** alpha
+
+
+def reorder_state(state: Any, rows: Tensor) -> Any:
+    """Index every tensor in a (nested) state along dimension 0."""
+    if state is None:
+        return None
+    if isinstance(state, Tensor):
+        return state.index_select(0, rows)
+    if isinstance(state, tuple) and hasattr(state, "_fields"):
+        return type(state)(*(reorder_state(s, rows) for s in state))
+    if isinstance(state, (tuple, list)):
+        return type(state)(reorder_state(s, rows) for s in state)
+    if isinstance(state, dict):
+        return {k: reorder_state(v, rows) for k, v in state.items()}
+    raise TypeError(f"cannot reorder a decoder state part of type {type(state).__name__}")
+
+
+# ---- log-prob processors: small functions applied to (N, V) log-probs before choosing -----------------
+
+def block_repeated_ngrams(logp: Tensor, history: Tensor, n: int) -> Tensor:
+    """Forbid any token that would complete an n-gram already present in history (N, t)."""
+    if n <= 0 or history.size(1) < n:
+        return logp
+    windows = history.unfold(1, n, 1)  # (N, W, n)
+    suffix = history[:, history.size(1) - n + 1:]  # (N, n-1)
+    match = (windows[:, :, :-1] == suffix.unsqueeze(1)).all(dim=2)  # (N, W)
+    rows, where = match.nonzero(as_tuple=True)
+    if rows.numel():
+        logp = logp.index_put((rows, windows[rows, where, -1]), logp.new_tensor(float("-inf")))
+    return logp
+
+
+def penalize_repetitions(logp: Tensor, history: Tensor, penalty: float) -> Tensor:
+    """Multiply the log-probs of tokens seen in history by `penalty` (> 1 discourages them), renormalized."""
+    if penalty == 1.0:
+        return logp
+    seen = torch.zeros_like(logp, dtype=torch.bool).scatter_(1, history, True)  # (N, V)
+    return F.log_softmax(torch.where(seen, logp * penalty, logp), dim=-1)
+
+
+def _process(logp: Tensor, history: Tensor, step: int, eos: int, min_len: int, no_repeat_ngram: int,
+             repetition_penalty: float) -> Tensor:
+    logp = penalize_repetitions(logp, history, repetition_penalty)
+    logp = block_repeated_ngrams(logp, history, no_repeat_ngram)
+    if step < min_len:
+        logp = logp.index_fill(1, torch.tensor([eos], device=logp.device), float("-inf"))
+    return logp
+
+
+def _check(max_len: int, min_len: int, no_repeat_ngram: int, repetition_penalty: float) -> None:
+    check_range("max_len", max_len, 1)
+    check_range("min_len", min_len, 0, max_len)
+    check_range("no_repeat_ngram", no_repeat_ngram, 0)
+    check_range("repetition_penalty", repetition_penalty, 0, low_open=True)
+
+
+# ---- greedy and sampling: one token per row per step -------------------------------------------------
+
+def _sampler(temperature: float, top_k: int, top_p: float, generator: torch.Generator | None
+             ) -> Callable[[Tensor], Tensor]:
+    check_range("temperature", temperature, 0, low_open=True)
+    check_range("top_k", top_k, 0)
+    check_range("top_p", top_p, 0, 1, low_open=True)
+
+    def choose(logp: Tensor) -> Tensor:
+        scores = logp / temperature  # log_softmax(logits / T) up to a constant
+        if top_k > 0:
+            kth = scores.topk(min(top_k, scores.size(1)), dim=1).values[:, -1:]  # (N, 1)
+            scores = scores.masked_fill(scores < kth, float("-inf"))
+        if top_p < 1.0:
+            sorted_scores, order = scores.sort(dim=1, descending=True)
+            probs = sorted_scores.softmax(dim=1)
+            outside = probs.cumsum(dim=1) - probs >= top_p  # the mass before this token already reaches p
+            scores = scores.scatter(1, order, sorted_scores.masked_fill(outside, float("-inf")))
+        return torch.multinomial(scores.softmax(dim=1), 1, generator=generator).squeeze(1)  # (N,)
+    return choose
+
+
+def _argmax(logp: Tensor) -> Tensor:
+    return logp.argmax(dim=1)
+
+
+def _token_by_token(decoder: Any, ctx: Context, start_tokens: Tensor, choose: Callable[[Tensor], Tensor], *,
+                    max_len: int, eos: int, min_len: int, no_repeat_ngram: int, repetition_penalty: float
+                    ) -> Iterator[tuple[Tensor, Tensor, Tensor | None]]:
+    """Yield (tokens (B,), their log-probs (B,), attention (B, S) or None) step by step; rows that have
+    emitted EOS keep emitting EOS with log-prob 0; stops when every row has."""
+    _check(max_len, min_len, no_repeat_ngram, repetition_penalty)
+    state = decoder.start(ctx)
+    tokens, history = start_tokens, start_tokens.unsqueeze(1)  # (B,), (B, 1)
+    done = torch.zeros_like(start_tokens, dtype=torch.bool)
+    for t in range(max_len):
+        logp, state = decoder.step(tokens, state, ctx)  # (B, V)
+        logp = _process(logp, history, t, eos, min_len, no_repeat_ngram, repetition_penalty)
+        tokens = choose(logp).masked_fill(done, eos)  # (B,)
+        token_logp = logp.gather(1, tokens.unsqueeze(1)).squeeze(1).masked_fill(done, 0.0)  # (B,)
+        yield tokens, token_logp, getattr(state, "attn", None)
+        history = torch.cat([history, tokens.unsqueeze(1)], dim=1)
+        done = done | (tokens == eos)
+        if bool(done.all()):
+            return
+
+
+def _collect(steps: Iterator[tuple[Tensor, Tensor, Tensor | None]], batch_size: int, eos: int) -> list[Hypothesis]:
+    tokens, logps, attns = [], [], []
+    for tok, logp, attn in steps:
+        tokens.append(tok)
+        logps.append(logp)
+        attns.append(attn)
+    tokens_bt = torch.stack(tokens, dim=1).tolist()  # (B, T)
+    logp_b = torch.stack(logps, dim=1).sum(dim=1).tolist()  # (B,)
+    hyps = []
+    for b in range(batch_size):
+        row = tokens_bt[b]
+        finished = eos in row
+        n = row.index(eos) if finished else len(row)
+        attention = torch.stack([a[b] for a in attns[:n]]) if n and attns[0] is not None else None
+        hyps.append(Hypothesis(row[:n], logp_b[b], logp_b[b], finished, attention))
+    return hyps
+
+
+@torch.no_grad()
+def greedy(decoder: Any, ctx: Context, start_tokens: Tensor, *, max_len: int, eos: int, min_len: int = 0,
+           no_repeat_ngram: int = 0, repetition_penalty: float = 1.0) -> list[Hypothesis]:
+    """The most probable next token at every step; one Hypothesis per row of start_tokens (B,)."""
+    steps = _token_by_token(decoder, ctx, start_tokens, _argmax, max_len=max_len, eos=eos, min_len=min_len,
+                            no_repeat_ngram=no_repeat_ngram, repetition_penalty=repetition_penalty)
+    return _collect(steps, start_tokens.size(0), eos)
+
+
+@torch.no_grad()
+def sample(decoder: Any, ctx: Context, start_tokens: Tensor, *, max_len: int, eos: int, min_len: int = 0,
+           temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, generator: torch.Generator | None = None,
+           no_repeat_ngram: int = 0, repetition_penalty: float = 1.0) -> list[Hypothesis]:
+    """Draw each token from softmax(logits / T), optionally cut to the top k or the top-p nucleus.
+    `log_prob` is under the model's own distribution (the one teacher forcing scores)."""
+    choose = _sampler(temperature, top_k, top_p, generator)
+    steps = _token_by_token(decoder, ctx, start_tokens, choose, max_len=max_len, eos=eos, min_len=min_len,
+                            no_repeat_ngram=no_repeat_ngram, repetition_penalty=repetition_penalty)
+    return _collect(steps, start_tokens.size(0), eos)
+
+
+@torch.no_grad()
+def stream(decoder: Any, ctx: Context, start_token: int, *, max_len: int, eos: int, method: str = "sample",
+           min_len: int = 0, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
+           generator: torch.Generator | None = None, no_repeat_ngram: int = 0,
+           repetition_penalty: float = 1.0) -> Iterator[int]:
+    """Yield token ids one at a time, as they are chosen, for a single sequence (greedy or sample)."""
+    if method not in ("greedy", "sample"):
+        raise UserError(f"streaming takes method 'greedy' or 'sample', not {method!r}")
+    choose = _argmax if method == "greedy" else _sampler(temperature, top_k, top_p, generator)
+    device = ctx.h0.device
+    for tokens, _, _ in _token_by_token(decoder, ctx, torch.tensor([start_token], device=device), choose,
+                                        max_len=max_len, eos=eos, min_len=min_len, no_repeat_ngram=no_repeat_ngram,
+                                        repetition_penalty=repetition_penalty):
+        token = int(tokens[0])
+        if token == eos:
+            return
+        yield token
+
+
+# ---- beam search ------------------------------------------------------------------------------------
+
+@torch.no_grad()
+def beam_search(decoder: Any, ctx: Context, start_tokens: Tensor, *, max_len: int, eos: int, min_len: int = 0,
+                beam_size: int = 5, length_penalty: float = 0.0, n_best: int = 1, no_repeat_ngram: int = 0,
+                repetition_penalty: float = 1.0) -> list[list[Hypothesis]]:
+    """Batched beam search: all K beams of all B examples advance as one (B*K)-row batch.
+
+    Returns the n_best hypotheses per example, best score first. An example stops once K hypotheses have
+    finished and no live beam can still beat the K-th of them under the length penalty.
+    """
+    _check(max_len, min_len, no_repeat_ngram, repetition_penalty)
+    check_range("beam_size", beam_size, 1)
+    check_range("n_best", n_best, 1, beam_size)
+    alpha, lp = length_penalty, gnmt_penalty
+    B, K, device = start_tokens.size(0), beam_size, start_tokens.device
+    ctx = ctx.repeat_interleave(K)
+    state = decoder.start(ctx)
+    tokens = start_tokens.repeat_interleave(K)  # (B*K,)
+    history = tokens.unsqueeze(1)  # (B*K, t + 1), the start token first
+    attn_history: Tensor | None = None  # (B*K, t, S)
+    beam_logp = torch.full((B, K), float("-inf"), device=device)
+    beam_logp[:, 0] = 0.0  # all beams start identical: keep one alive so the first step does not pick duplicates
+    offsets = torch.arange(B, device=device).unsqueeze(1) * K  # (B, 1): first row of each example
+    final: list[list[Hypothesis]] = [[] for _ in range(B)]
+    done = [False] * B
+
+    for t in range(max_len):
+        logp, state = decoder.step(tokens, state, ctx)  # (B*K, V)
+        logp = _process(logp, history, t, eos, min_len, no_repeat_ngram, repetition_penalty)
+        V = logp.size(1)
+        candidates = (beam_logp.unsqueeze(2) + logp.view(B, K, V)).view(B, K * V)
+        top_logp, top_index = candidates.topk(min(2 * K, K * V), dim=1)  # (B, 2K), best first
+        origin, token = top_index // V, top_index % V  # (B, 2K) beam within example, token id
+        is_eos = token == eos
+
+        # EOS candidates ranked among the best K end a hypothesis.
+        for b, j in (is_eos[:, :K] & top_logp[:, :K].isfinite()).nonzero().tolist():
+            if done[b]:
+                continue
+            row = b * K + int(origin[b, j])
+            words = history[row, 1:].tolist()
+            attn = attn_history[row] if attn_history is not None else None
+            log_prob = float(top_logp[b, j])
+            final[b].append(Hypothesis(words, log_prob, log_prob / lp(len(words) + 1, alpha), True, attn))
+
+        # The best K candidates that do not end continue (stable sort keeps the score order).
+        rank = torch.arange(top_logp.size(1), device=device).expand_as(top_logp)
+        keep = torch.where(is_eos, rank + top_logp.size(1), rank).argsort(dim=1)[:, :K]  # (B, K)
+        rows = (offsets + origin.gather(1, keep)).view(-1)  # (B*K,) rows of the previous step
+        tokens = token.gather(1, keep).view(-1)  # (B*K,)
+        beam_logp = top_logp.gather(1, keep)  # (B, K)
+        state = reorder_state(state, rows)
+        history = torch.cat([history.index_select(0, rows), tokens.unsqueeze(1)], dim=1)
+        step_attn = getattr(state, "attn", None)
+        if step_attn is not None:
+            prev = attn_history.index_select(0, rows) if attn_history is not None else step_attn[:, :0]
+            attn_history = torch.cat([prev, step_attn.unsqueeze(1)], dim=1)  # (B*K, t + 1, S)
+
+        for b in range(B):
+            if done[b] or len(final[b]) < K:
+                continue
+            kth = sorted((h.score for h in final[b]), reverse=True)[K - 1]
+            best = float(beam_logp[b].max())
+            # log-probs only fall, so a live beam's best reachable score is its log-prob under the most
+            # favourable length still possible.
+            bound = max(best / lp(t + 2, alpha), best / lp(max_len, alpha)) if best > float("-inf") else best
+            done[b] = kth >= bound
+        beam_logp = beam_logp.masked_fill(torch.tensor(done, device=device).unsqueeze(1), float("-inf"))
+        if all(done):
+            break
+
+    for b in range(B):  # beams still alive at max_len end unfinished
+        for k in range(K):
+            log_prob = float(beam_logp[b, k])
+            if log_prob > float("-inf"):
+                row = b * K + k
+                words = history[row, 1:].tolist()
+                attn = attn_history[row] if attn_history is not None else None
+                final[b].append(Hypothesis(words, log_prob, log_prob / lp(len(words), alpha), False, attn))
+    return [sorted(hyps, key=lambda h: h.score, reverse=True)[:n_best] for hyps in final]
+
+
+def generate(decoder: Any, ctx: Context, start_tokens: Tensor, *, method: str = "greedy", max_len: int, eos: int,
+             min_len: int = 0, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
+             generator: torch.Generator | None = None, beam_size: int = 5, length_penalty: float = 0.0,
+             no_repeat_ngram: int = 0, repetition_penalty: float = 1.0) -> list[Hypothesis]:
+    """Dispatch to greedy, sample or beam_search by `method`; the best Hypothesis per row."""
+    common = dict(max_len=max_len, eos=eos, min_len=min_len, no_repeat_ngram=no_repeat_ngram,
+                  repetition_penalty=repetition_penalty)
+    if method == "greedy":
+        return greedy(decoder, ctx, start_tokens, **common)
+    if method == "sample":
+        return sample(decoder, ctx, start_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
+                      generator=generator, **common)
+    if method == "beam":
+        return [nbest[0] for nbest in beam_search(decoder, ctx, start_tokens, beam_size=beam_size,
+                                                  length_penalty=length_penalty, **common)]
+    raise UserError(f"method {method!r} is not one of greedy, sample, beam")

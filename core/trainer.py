@@ -1,0 +1,290 @@
+"""One `Trainer` for every task: teacher forcing, cross-entropy, Adam(W), clipping, schedule, validation,
+early stopping, best/last checkpoints, exact resume, Ctrl-C that saves, progress bar, logs and a loss plot."""
+from __future__ import annotations
+
+import json
+import math
+import signal
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable, Protocol
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from tqdm import tqdm
+
+from core.checkpoint import load_checkpoint, save_checkpoint
+from core.cli import UserError
+from core.tokenizers import PAD
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 2000
+    lr: float = 2e-3
+    weight_decay: float = 0.0
+    clip_norm: float = 1.0
+    label_smoothing: float = 0.0
+    schedule: str = "cosine"
+    warmup_steps: int = 100
+    min_lr: float = 1e-4
+    plateau_factor: float = 0.5
+    plateau_patience: int = 1
+    valid_every: int = 250
+    patience: int = 0
+    seed: int = 1
+
+    CHOICES = {"schedule": ["cosine", "plateau", "constant"]}
+
+
+class BatchSource(Protocol):
+    carries_state: bool
+
+    def __len__(self) -> int: ...
+
+    def batch(self, epoch: int, index: int) -> Any: ...
+
+
+# forward_fn(model, batch, carry) -> (logits (B, T, V), targets (B, T), carry for the next batch or None)
+ForwardFn = Callable[[nn.Module, Any, Any], tuple[Tensor, Tensor, Any]]
+
+
+def _map_tensors(obj: Any, fn: Callable[[Tensor], Tensor]) -> Any:
+    if isinstance(obj, Tensor):
+        return fn(obj)
+    if isinstance(obj, tuple) and hasattr(obj, "_fields"):
+        return type(obj)(*(_map_tensors(o, fn) for o in obj))
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_map_tensors(o, fn) for o in obj)
+    if isinstance(obj, dict):
+        return {k: _map_tensors(v, fn) for k, v in obj.items()}
+    return obj
+
+
+class Trainer:
+    """Trains `model` with `forward_fn` on `train`; validates on `valid` (loss, perplexity) plus `metrics_fn`.
+
+    `payload_fn()` returns the task's checkpoint fields (task, config, tokenizers); the trainer adds the
+    weights and its own state. `select` names the validation figure that picks the best checkpoint.
+    """
+
+    def __init__(self, model: nn.Module, forward_fn: ForwardFn, train: BatchSource, config: TrainConfig,
+                 out_dir: str | Path, payload_fn: Callable[[], dict], valid: BatchSource | None = None,
+                 metrics_fn: Callable[[nn.Module], dict[str, float]] | None = None, select: str = "valid_loss",
+                 maximize: bool = False, device: torch.device | str = "cpu"):
+        if config.steps < 1:
+            raise UserError(f"--steps = {config.steps} is out of range; allowed: [1, inf]")
+        self.model, self.forward_fn, self.train_data, self.valid_data = model, forward_fn, train, valid
+        self.config, self.out_dir, self.payload_fn, self.metrics_fn = config, Path(out_dir), payload_fn, metrics_fn
+        self.select, self.maximize, self.device = select, maximize, torch.device(device)
+        self.model.to(self.device)
+        self.optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        self.amp = self.device.type == "cuda"
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
+        torch.manual_seed(config.seed)
+        # Everything below is saved in checkpoints so that a resumed run continues exactly.
+        self.step, self.epoch, self.batch_index, self.carry = 0, 0, 0, None
+        self.plateau_scale, self.bad_validations, self.best = 1.0, 0, None
+        self.stop_requested = False
+
+    # -- learning rate ------------------------------------------------------------------------------
+    def lr_at(self, step: int) -> float:
+        c = self.config
+        warm = min(1.0, (step + 1) / c.warmup_steps) if c.warmup_steps > 0 else 1.0
+        if c.schedule == "cosine":
+            progress = min(1.0, max(0, step - c.warmup_steps) / max(1, c.steps - c.warmup_steps))
+            return warm * (c.min_lr + (c.lr - c.min_lr) * 0.5 * (1 + math.cos(math.pi * progress)))
+        return warm * c.lr * self.plateau_scale  # plateau (the scale shrinks on bad validations) or constant
+
+    # -- checkpoints ----------------------------------------------------------------------------------
+    def state(self) -> dict:
+        return {"optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict(),
+                "scheduler": {"plateau_scale": self.plateau_scale, "bad_validations": self.bad_validations},
+                "step": self.step, "epoch": self.epoch, "batch_index": self.batch_index, "best": self.best,
+                "carry": _map_tensors(self.carry, lambda t: t.detach().cpu()),
+                "rng": {"torch": torch.get_rng_state(),
+                        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
+                "train_config": asdict(self.config)}
+
+    def save(self, name: str) -> Path:
+        payload = {**self.payload_fn(), "model": self.model.state_dict(), "trainer": self.state()}
+        return save_checkpoint(self.out_dir / name, payload)
+
+    def resume(self, path: str | Path, task: str) -> None:
+        """Continue from a checkpoint: same weights, optimizer, schedule, RNG, data position and carry."""
+        ckpt = load_checkpoint(path, task=task, map_location=self.device)
+        if not ckpt.get("trainer"):
+            raise UserError(f"{path} holds no trainer state (it was exported for inference); cannot --resume")
+        state = ckpt["trainer"]
+        self.model.load_state_dict(ckpt["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.plateau_scale = state["scheduler"]["plateau_scale"]
+        self.bad_validations = state["scheduler"]["bad_validations"]
+        self.step, self.epoch, self.batch_index = state["step"], state["epoch"], state["batch_index"]
+        self.best = state["best"]
+        self.carry = _map_tensors(state["carry"], lambda t: t.to(self.device))
+        torch.set_rng_state(state["rng"]["torch"].cpu())
+        if state["rng"]["cuda"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all([s.cpu() for s in state["rng"]["cuda"]])
+        self._truncate_log(self.step)
+
+    # -- logging --------------------------------------------------------------------------------------
+    @property
+    def log_path(self) -> Path:
+        return self.out_dir / "log.jsonl"
+
+    def _log(self, record: dict) -> None:
+        with self.log_path.open("a") as f:
+            f.write(json.dumps(record) + "\n")
+
+    def _truncate_log(self, step: int) -> None:
+        """Drop records written after `step` by the run being resumed, so the log reads as one run."""
+        if self.log_path.exists():
+            kept = [line for line in self.log_path.read_text().splitlines() if json.loads(line)["step"] <= step]
+            self.log_path.write_text("".join(line + "\n" for line in kept))
+
+    def records(self) -> list[dict]:
+        if not self.log_path.exists():
+            return []
+        return [json.loads(line) for line in self.log_path.read_text().splitlines()]
+
+    # -- the loop -------------------------------------------------------------------------------------
+    def _loss(self, batch: Any, carry: Any) -> tuple[Tensor, Tensor, int, Any]:
+        """Mean loss to optimise (with label smoothing), summed plain NLL, target token count, new carry."""
+        with torch.autocast("cuda", dtype=torch.float16, enabled=self.amp):
+            logits, targets, carry = self.forward_fn(self.model, batch, carry)
+        logits = logits.float().reshape(-1, logits.size(-1))  # (B*T, V)
+        targets = targets.reshape(-1)
+        n_tokens = int((targets != PAD).sum())
+        nll = F.cross_entropy(logits, targets, ignore_index=PAD, reduction="sum")
+        if self.config.label_smoothing > 0:
+            loss = F.cross_entropy(logits, targets, ignore_index=PAD, reduction="sum",
+                                   label_smoothing=self.config.label_smoothing)
+        else:
+            loss = nll
+        return loss / max(1, n_tokens), nll.detach(), n_tokens, carry
+
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, float]:
+        """Validation loss (nats per target token), perplexity and the task's own metrics."""
+        self.model.eval()
+        metrics: dict[str, float] = {}
+        if self.valid_data is not None:
+            total, count, carry = 0.0, 0, None
+            for index in range(len(self.valid_data)):
+                batch = _map_tensors(self.valid_data.batch(0, index), lambda t: t.to(self.device))
+                _, nll, n, carry = self._loss(batch, carry if self.valid_data.carries_state else None)
+                total, count = total + float(nll), count + n
+            metrics["valid_loss"] = total / max(1, count)
+            metrics["valid_ppl"] = math.exp(min(metrics["valid_loss"], 50.0))
+        if self.metrics_fn is not None:
+            metrics.update(self.metrics_fn(self.model))
+        self.model.train()
+        return metrics
+
+    def _validate_and_save(self) -> bool:
+        """Validate, log, keep best and last; returns True when early stopping says stop."""
+        metrics = self.evaluate()
+        self._log({"step": self.step, "split": "valid", **metrics})
+        value = metrics.get(self.select)
+        improved = value is not None and (self.best is None or
+                                          (value > self.best if self.maximize else value < self.best))
+        if improved:
+            self.best, self.bad_validations = value, 0
+        else:
+            self.bad_validations += 1
+            if self.config.schedule == "plateau" and self.bad_validations % max(1, self.config.plateau_patience) == 0:
+                self.plateau_scale *= self.config.plateau_factor
+        self.save("last.pt")
+        if improved:
+            self.save("best.pt")
+        self.plot()
+        shown = ", ".join(f"{k} {v:.4g}" for k, v in metrics.items())
+        tqdm.write(f"step {self.step}: {shown}" + (" (best)" if improved else ""))
+        return self.config.patience > 0 and self.bad_validations >= self.config.patience
+
+    def fit(self) -> dict[str, float]:
+        """Train until `config.steps`, early stopping or Ctrl-C; returns the last validation metrics."""
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.model.train()
+        previous_handler = signal.signal(signal.SIGINT, self._on_interrupt)
+        bar = tqdm(total=self.config.steps, initial=self.step, desc="train", dynamic_ncols=True,
+                   mininterval=1.0)
+        tokens_seen, started = 0, time.perf_counter()
+        try:
+            while self.step < self.config.steps and not self.stop_requested:
+                if self.batch_index >= len(self.train_data):
+                    self.epoch, self.batch_index, self.carry = self.epoch + 1, 0, None
+                batch = _map_tensors(self.train_data.batch(self.epoch, self.batch_index), lambda t: t.to(self.device))
+                lr = self.lr_at(self.step)
+                for group in self.optimizer.param_groups:
+                    group["lr"] = lr
+                loss, _, n_tokens, carry = self._loss(batch, self.carry)
+                self.optimizer.zero_grad(set_to_none=True)
+                self.scaler.scale(loss).backward()
+                self.scaler.unscale_(self.optimizer)
+                grad_norm = nn.utils.clip_grad_norm_(self.model.parameters(), self.config.clip_norm)
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
+                # truncated BPTT: keep the state's values, cut its history
+                self.carry = _map_tensors(carry, Tensor.detach) if self.train_data.carries_state else None
+                self.step, self.batch_index = self.step + 1, self.batch_index + 1
+                tokens_seen += n_tokens
+                speed = tokens_seen / (time.perf_counter() - started)
+                loss_value = loss.item()
+                self._log({"step": self.step, "split": "train", "loss": loss_value, "lr": lr,
+                           "grad_norm": float(grad_norm), "tokens_per_s": speed})
+                bar.set_postfix(loss=f"{loss_value:.3f}", tok_s=f"{speed:.0f}", lr=f"{lr:.2e}")
+                bar.update(1)
+                last_step = self.step == self.config.steps
+                if (self.step % self.config.valid_every == 0 or last_step) and self._validate_and_save():
+                    tqdm.write(f"early stopping: no better {self.select} in {self.config.patience} validations")
+                    break
+            if self.stop_requested:
+                path = self.save("last.pt")
+                tqdm.write(f"interrupted at step {self.step}; saved {path} (continue with --resume {path})")
+        finally:
+            bar.close()
+            signal.signal(signal.SIGINT, previous_handler)
+        return self._last_valid()
+
+    def _last_valid(self) -> dict[str, float]:
+        valid = [r for r in self.records() if r["split"] == "valid"]
+        return {k: v for k, v in valid[-1].items() if k not in ("step", "split")} if valid else {}
+
+    def _on_interrupt(self, signum: int, frame: Any) -> None:
+        if self.stop_requested:  # a second Ctrl-C stops at once
+            raise KeyboardInterrupt
+        self.stop_requested = True
+        tqdm.write("Ctrl-C: finishing this step and saving a checkpoint (press again to quit now)")
+
+    def plot(self) -> Path | None:
+        """Save the loss curve (training loss, validation loss) as loss.png."""
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+        records = self.records()
+        train = [(r["step"], r["loss"]) for r in records if r["split"] == "train"]
+        valid = [(r["step"], r["valid_loss"]) for r in records if r["split"] == "valid" and "valid_loss" in r]
+        if not train:
+            return None
+        fig, ax = plt.subplots(figsize=(7, 4))
+        steps, losses = zip(*train)
+        window = max(1, len(losses) // 100)  # smooth noisy per-step losses
+        smooth = [sum(losses[max(0, i - window + 1): i + 1]) / len(losses[max(0, i - window + 1): i + 1])
+                  for i in range(len(losses))]
+        ax.plot(steps, smooth, label="train loss")
+        if valid:
+            ax.plot(*zip(*valid), marker="o", label="valid loss")
+        ax.set_xlabel("step")
+        ax.set_ylabel("nats per token")
+        ax.legend()
+        ax.grid(alpha=0.3)
+        path = self.out_dir / "loss.png"
+        fig.tight_layout()
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+        return path
