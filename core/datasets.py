@@ -40,6 +40,7 @@ def cached(name: str, build: Callable[[Path], None], data_dir: str | Path | None
     tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=root))
     try:
         build(tmp)
+        tmp.chmod(0o755)  # mkdtemp makes it private; the cache is ordinary data
         if final.exists():  # a folder without SOURCE.txt is a leftover from an older layout
             shutil.rmtree(final)
         tmp.rename(final)

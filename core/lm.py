@@ -57,6 +57,7 @@ def lm_forward(model: "LanguageModel", batch: tuple[Tensor, Tensor], carry: Deco
                ) -> tuple[Tensor, Tensor, DecoderState]:
     """Trainer step for a language model: inputs (B, T) -> logits (B, T, V), targets, the state to carry."""
     inputs, targets = batch
+    carry = None if carry is None else DecoderState(*carry)  # a resumed carry comes back as a plain tuple
     dec = model.decoder
     zeros = inputs.new_zeros((dec.num_layers, inputs.size(0), dec.hidden_dim), dtype=torch.float)
     ctx = Context(zeros, zeros if dec.cell == "lstm" else None)

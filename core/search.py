@@ -249,7 +249,7 @@ def beam_search(decoder: Any, ctx: Context, start_tokens: Tensor, *, max_len: in
         history = torch.cat([history.index_select(0, rows), tokens.unsqueeze(1)], dim=1)
         step_attn = getattr(state, "attn", None)
         if step_attn is not None:
-            prev = attn_history.index_select(0, rows) if attn_history is not None else step_attn[:, :0]
+            prev = attn_history.index_select(0, rows) if attn_history is not None else step_attn.unsqueeze(1)[:, :0]
             attn_history = torch.cat([prev, step_attn.unsqueeze(1)], dim=1)  # (B*K, t + 1, S)
 
         for b in range(B):

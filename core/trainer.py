@@ -103,7 +103,9 @@ class Trainer:
         return {"optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict(),
                 "scheduler": {"plateau_scale": self.plateau_scale, "bad_validations": self.bad_validations},
                 "step": self.step, "epoch": self.epoch, "batch_index": self.batch_index, "best": self.best,
-                "carry": _map_tensors(self.carry, lambda t: t.detach().cpu()),
+                # as a plain tuple: weights_only loading accepts no custom classes such as a NamedTuple
+                "carry": _map_tensors(tuple(self.carry) if isinstance(self.carry, tuple) else self.carry,
+                                      lambda t: t.cpu()),
                 "rng": {"torch": torch.get_rng_state(),
                         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
                 "train_config": asdict(self.config)}
@@ -129,7 +131,6 @@ class Trainer:
         torch.set_rng_state(state["rng"]["torch"].cpu())
         if state["rng"]["cuda"] and torch.cuda.is_available():
             torch.cuda.set_rng_state_all([s.cpu() for s in state["rng"]["cuda"]])
-        self._truncate_log(self.step)
 
     # -- logging --------------------------------------------------------------------------------------
     @property
@@ -141,7 +142,7 @@ class Trainer:
             f.write(json.dumps(record) + "\n")
 
     def _truncate_log(self, step: int) -> None:
-        """Drop records written after `step` by the run being resumed, so the log reads as one run."""
+        """Drop records written after `step`, so the log reads as one run."""
         if self.log_path.exists():
             kept = [line for line in self.log_path.read_text().splitlines() if json.loads(line)["step"] <= step]
             self.log_path.write_text("".join(line + "\n" for line in kept))
@@ -168,21 +169,31 @@ class Trainer:
         return loss / max(1, n_tokens), nll.detach(), n_tokens, carry
 
     @torch.no_grad()
+    def total_loss(self, data: BatchSource) -> tuple[float, int]:
+        """Summed NLL (nats) and target-token count over every batch of `data`, in eval mode."""
+        was_training = self.model.training
+        self.model.eval()
+        total, count, carry = 0.0, 0, None
+        for index in range(len(data)):
+            batch = _map_tensors(data.batch(0, index), lambda t: t.to(self.device))
+            _, nll, n, carry = self._loss(batch, carry if data.carries_state else None)
+            total, count = total + float(nll), count + n
+        self.model.train(was_training)
+        return total, count
+
     def evaluate(self) -> dict[str, float]:
         """Validation loss (nats per target token), perplexity and the task's own metrics."""
-        self.model.eval()
         metrics: dict[str, float] = {}
         if self.valid_data is not None:
-            total, count, carry = 0.0, 0, None
-            for index in range(len(self.valid_data)):
-                batch = _map_tensors(self.valid_data.batch(0, index), lambda t: t.to(self.device))
-                _, nll, n, carry = self._loss(batch, carry if self.valid_data.carries_state else None)
-                total, count = total + float(nll), count + n
+            total, count = self.total_loss(self.valid_data)
             metrics["valid_loss"] = total / max(1, count)
             metrics["valid_ppl"] = math.exp(min(metrics["valid_loss"], 50.0))
         if self.metrics_fn is not None:
-            metrics.update(self.metrics_fn(self.model))
-        self.model.train()
+            was_training = self.model.training
+            self.model.eval()
+            with torch.no_grad():
+                metrics.update(self.metrics_fn(self.model))
+            self.model.train(was_training)
         return metrics
 
     def _validate_and_save(self) -> bool:
@@ -209,6 +220,7 @@ class Trainer:
     def fit(self) -> dict[str, float]:
         """Train until `config.steps`, early stopping or Ctrl-C; returns the last validation metrics."""
         self.out_dir.mkdir(parents=True, exist_ok=True)
+        self._truncate_log(self.step)  # a fresh run starts a fresh log; a resumed one drops what came after
         self.model.train()
         previous_handler = signal.signal(signal.SIGINT, self._on_interrupt)
         bar = tqdm(total=self.config.steps, initial=self.step, desc="train", dynamic_ncols=True,

@@ -1,0 +1,167 @@
+"""Score translations with sacreBLEU: corpus BLEU and chrF with their signatures, like the `sacrebleu` command.
+
+    python -m seq2seq.bleu HYP --ref REF [--ref REF2 ...] [--tokenize 13a] [--lowercase] [--json] [--sentence]
+    python -m seq2seq.bleu --checkpoint CK --src SRC --ref REF [--method beam --beam-size 5]
+
+The scores are the sacrebleu library's own, so they can be quoted with the printed signature.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any, Sequence
+
+from sacrebleu.metrics import BLEU, CHRF
+from sacrebleu.metrics.base import Metric
+
+from core.cli import UserError, check_range, resolve_device, run_main
+from seq2seq.data import read_lines
+
+METRICS = ("bleu", "chrf")
+
+
+def _metric(name: str, tokenize: str, lowercase: bool, sentence: bool) -> Metric:
+    """A sacrebleu metric; sentence-level BLEU uses effective order, as `sacrebleu.sentence_bleu` does."""
+    try:
+        if name == "bleu":
+            return BLEU(lowercase=lowercase, tokenize=tokenize, effective_order=sentence)
+        return CHRF(lowercase=lowercase)
+    except (ImportError, RuntimeError, OSError) as err:  # a tokenizer's missing extra or model download
+        raise UserError(f"--tokenize {tokenize}: {' '.join(str(err).split())}") from None
+
+
+def _check_lengths(hyps: Sequence[str], refs: Sequence[Sequence[str]]) -> None:
+    if not refs:
+        raise UserError("no reference given (use --ref REF)")
+    for i, ref in enumerate(refs, start=1):
+        if len(ref) != len(hyps):
+            raise UserError(f"{len(hyps)} hypotheses but reference {i} has {len(ref)} lines")
+
+
+def _details(score: Any) -> dict:
+    """What a score holds beyond its value: n-gram statistics for BLEU, the settings for chrF."""
+    if hasattr(score, "counts"):
+        return {"counts": score.counts, "totals": score.totals, "precisions": score.precisions,
+                "bp": score.bp, "sys_len": score.sys_len, "ref_len": score.ref_len}
+    return {"char_order": score.char_order, "word_order": score.word_order, "beta": score.beta}
+
+
+def score_files(hyps: list[str], refs: list[list[str]], metrics: Sequence[str] = METRICS,
+                tokenize: str = "13a", lowercase: bool = False) -> list[dict]:
+    """Corpus scores of `hyps` against reference streams `refs` (each aligned with `hyps`), one dict per metric."""
+    _check_lengths(hyps, refs)
+    results = []
+    for name in metrics:
+        metric = _metric(name, tokenize, lowercase, sentence=False)
+        score = metric.corpus_score(hyps, refs)
+        signature = metric.get_signature().format()
+        results.append({"name": score.name, "score": score.score, "signature": signature,
+                        **_details(score), "text": score.format(width=2, signature=signature)})
+    return results
+
+
+def sentence_scores(hyps: list[str], refs: list[list[str]], metrics: Sequence[str] = METRICS,
+                    tokenize: str = "13a", lowercase: bool = False) -> list[dict]:
+    """Per-line scores, one dict per metric: name, signature and `scores` (one float per hypothesis)."""
+    _check_lengths(hyps, refs)
+    results = []
+    for name in metrics:
+        metric = _metric(name, tokenize, lowercase, sentence=True)
+        scores = [metric.sentence_score(hyp, list(line_refs)) for hyp, *line_refs in zip(hyps, *refs)]
+        results.append({"name": scores[0].name if scores else name, "signature": metric.get_signature().format(),
+                        "scores": [s.score for s in scores]})
+    return results
+
+
+def _translator():
+    """`seq2seq.translator.translate_file`, imported only when a checkpoint is to be scored."""
+    try:
+        from seq2seq.translator import translate_file
+    except ImportError as err:
+        if err.name != "seq2seq.translator":  # a real bug inside the translator: let it show
+            raise
+        raise UserError("--checkpoint needs seq2seq.translator, which is not available yet") from None
+    return translate_file
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m seq2seq.bleu", description=__doc__.split("\n\n")[0],
+        epilog="Either give HYP (one translation per line), or --checkpoint and --src to translate first.")
+    parser.add_argument("hyp", nargs="?", metavar="HYP", help="hypothesis file, one sentence per line")
+    parser.add_argument("--ref", action="append", required=True, metavar="REF",
+                        help="reference file aligned with HYP; repeat for several references")
+    parser.add_argument("--tokenize", default=BLEU.TOKENIZER_DEFAULT, choices=sorted(BLEU.TOKENIZERS),
+                        help="BLEU tokenizer (default: %(default)s)")
+    parser.add_argument("--lowercase", action="store_true", help="case-insensitive scores")
+    parser.add_argument("--metrics", nargs="+", default=list(METRICS), choices=METRICS,
+                        help="metrics to compute (default: bleu chrf)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+    parser.add_argument("--sentence", action="store_true", help="print a score for every line")
+    translate = parser.add_argument_group("translate, then score")
+    translate.add_argument("--checkpoint", metavar="CK", help="translation checkpoint to translate --src with")
+    translate.add_argument("--src", metavar="SRC", help="source sentences, one per line, aligned with --ref")
+    translate.add_argument("--method", default="beam", choices=("greedy", "beam"), help="(default: %(default)s)")
+    translate.add_argument("--beam-size", type=int, default=5, help="(default: %(default)s)")
+    translate.add_argument("--device", default="auto", help="auto, cpu or cuda (default: %(default)s)")
+    return parser
+
+
+def _hypotheses(args: argparse.Namespace, n_refs: int) -> list[str]:
+    """The hypothesis lines: read from HYP, or translated from --src with --checkpoint."""
+    if args.checkpoint is None:
+        if args.hyp is None:
+            raise UserError("give a hypothesis file HYP, or --checkpoint CK --src SRC to translate one")
+        if args.src is not None:
+            raise UserError("--src is only used with --checkpoint")
+        return read_lines(args.hyp)
+    if args.hyp is not None:
+        raise UserError("give either HYP or --checkpoint, not both")
+    if args.src is None:
+        raise UserError("--checkpoint needs --src SRC, the sentences to translate")
+    check_range("--beam-size", args.beam_size, low=1)
+    if not Path(args.checkpoint).is_file():
+        raise UserError(f"checkpoint {args.checkpoint} does not exist")
+    src = read_lines(args.src)
+    if len(src) != n_refs:  # fail before the slow part
+        raise UserError(f"source file {args.src} has {len(src)} lines but reference file {args.ref[0]} "
+                        f"has {n_refs}")
+    translate_file = _translator()
+    return translate_file(args.checkpoint, src, args.beam_size, args.method, resolve_device(args.device))
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    """Score a hypothesis file (or a checkpoint's translations) against references and print the scores."""
+    args = _parser().parse_args(argv)
+    refs = [read_lines(path) for path in args.ref]
+    for path, ref in zip(args.ref[1:], refs[1:]):
+        if len(ref) != len(refs[0]):
+            raise UserError(f"reference file {args.ref[0]} has {len(refs[0])} lines but reference file "
+                            f"{path} has {len(ref)}")
+    hyps = _hypotheses(args, len(refs[0]))
+    if len(hyps) != len(refs[0]):
+        what = f"hypothesis file {args.hyp}" if args.hyp else f"the translation of {args.src}"
+        raise UserError(f"{what} has {len(hyps)} lines but reference file {args.ref[0]} has {len(refs[0])}")
+
+    score = sentence_scores if args.sentence else score_files
+    results = score(hyps, refs, args.metrics, args.tokenize, args.lowercase)
+    if args.json:
+        report = {"hyp": args.hyp, "refs": args.ref, "sentences" if args.sentence else "scores": results}
+        if args.checkpoint:
+            report.update(checkpoint=args.checkpoint, src=args.src, method=args.method, beam_size=args.beam_size)
+        print(json.dumps(report, indent=1, ensure_ascii=False))
+    elif args.sentence:
+        for result in results:
+            print(f"# {result['name']}|{result['signature']}")
+        print("\t".join(["line"] + [r["name"] for r in results]))
+        for number, row in enumerate(zip(*(r["scores"] for r in results)), start=1):
+            print("\t".join([str(number)] + [f"{s:.2f}" for s in row]))
+    else:
+        for result in results:
+            print(result["text"])
+    return results
+
+
+if __name__ == "__main__":
+    run_main(main)

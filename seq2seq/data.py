@@ -1,0 +1,230 @@
+"""Parallel-corpus data: the Ding German-English example sentences (DATA.md), TSV pairs, aligned files.
+
+The default corpus comes from Debian's `trans-de-en` package, fetched with `apt-get download`, unpacked
+without installing anything, reduced to whole example sentences and split by a hash of the German side, so
+that every machine gets the same train/valid/test sentences. Users with their own data pass a TSV file or
+two aligned files instead.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import os
+import shutil
+import subprocess
+import tarfile
+from pathlib import Path
+from typing import Callable, Iterable, Iterator, TypeVar
+
+from core.cli import UserError
+from core.datasets import cached, read_text, run_fetch
+
+DING_PACKAGE = "trans-de-en"
+DING_VERSION = "1.9-6"  # pinned: other versions hold other sentences, so the splits would differ
+DING_DICTIONARY = "usr/share/trans/de-en"
+DING_COPYRIGHT = "usr/share/doc/trans-de-en/copyright"
+LOCAL_FLAG = "--corpus PAIRS.tsv"
+SPLITS = ("train", "valid", "test")
+
+END_PUNCTUATION = (".", "?", "!")
+FORBIDDEN = frozenset(";/[]{}")  # dictionary notation (alternatives, usage labels), not sentence text
+MIN_WORDS = 4
+
+Pair = tuple[str, str]
+T = TypeVar("T")
+
+
+# ---- extraction and split: pure functions, exactly as DATA.md states them ----
+
+def _is_sentence(text: str) -> bool:
+    return (text.endswith(END_PUNCTUATION) and len(text.split()) >= MIN_WORDS
+            and not FORBIDDEN.intersection(text))
+
+
+def extract_ding_pairs(lines: Iterable[str]) -> list[Pair]:
+    """Whole example sentences (german, english) from Ding dictionary lines, first occurrence of each pair."""
+    pairs: list[Pair] = []
+    seen: set[Pair] = set()
+    for line in lines:
+        if line.startswith("#") or "::" not in line:
+            continue
+        german, english = line.split("::", 1)
+        de_parts = [p.strip() for p in german.split("|")]
+        en_parts = [p.strip() for p in english.split("|")]
+        if len(de_parts) != len(en_parts):  # the parts would not line up
+            continue
+        for pair in zip(de_parts, en_parts):
+            if _is_sentence(pair[0]) and _is_sentence(pair[1]) and pair not in seen:
+                seen.add(pair)
+                pairs.append(pair)
+    return pairs
+
+
+def _bucket(key: str) -> int:
+    return int(hashlib.sha256(key.encode("utf-8")).hexdigest(), 16) % 100
+
+
+def hash_split(items: Iterable[T], key: Callable[[T], str] = lambda p: p[0],
+               test: int = 7, valid: int = 7) -> dict[str, list[T]]:
+    """Split by sha256 bucket of `key(item)` (percent): test < test, valid < test + valid, train the rest."""
+    splits: dict[str, list[T]] = {name: [] for name in SPLITS}
+    for item in items:
+        bucket = _bucket(key(item))
+        # The bucket depends only on the key, so one German sentence never lands in two splits.
+        name = "test" if bucket < test else "valid" if bucket < test + valid else "train"
+        splits[name].append(item)
+    return splits
+
+
+# ---- fetching the Debian package ----
+
+def _apt_download(folder: Path) -> Path:
+    """Download the pinned .deb into `folder`, refreshing the package lists once if apt cannot find it."""
+    what = f"the Ding dictionary (Debian {DING_PACKAGE} {DING_VERSION})"
+    if shutil.which("apt-get") is None:
+        raise UserError(f"could not fetch {what}: apt-get is not available on this machine; "
+                        f"use {LOCAL_FLAG} to point at local files")
+    command = ["apt-get", "download", f"{DING_PACKAGE}={DING_VERSION}"]
+    folder.mkdir(parents=True, exist_ok=True)
+    with _working_dir(folder):  # apt-get download has no output-folder option
+        try:
+            run_fetch(command, what, LOCAL_FLAG)
+        except UserError as first:
+            # Usually the package lists are missing (fresh containers ship without them): fetch them once.
+            try:
+                run_fetch(["apt-get", "update"], "the Debian package lists", LOCAL_FLAG)
+            except UserError:
+                raise first from None  # no network at all: the download's own error says the most
+            run_fetch(command, what, LOCAL_FLAG)
+    debs = sorted(folder.glob(f"{DING_PACKAGE}_*.deb"))
+    if not debs:
+        raise UserError(f"could not fetch {what}: apt-get download left no .deb file; "
+                        f"use {LOCAL_FLAG} to point at local files")
+    return debs[0]
+
+
+@contextlib.contextmanager
+def _working_dir(folder: Path) -> Iterator[None]:
+    previous = os.getcwd()
+    os.chdir(folder)
+    try:
+        yield
+    finally:
+        os.chdir(previous)
+
+
+def _ar_members(data: bytes) -> dict[str, bytes]:
+    """The members of a Unix `ar` archive (a .deb is one), by name."""
+    if not data.startswith(b"!<arch>\n"):
+        raise UserError("the downloaded .deb is not an ar archive")
+    members, pos = {}, 8
+    while pos + 60 <= len(data):
+        header = data[pos:pos + 60]
+        name = header[:16].decode("ascii").strip().rstrip("/")
+        size = int(header[48:58].decode("ascii").strip())
+        members[name] = data[pos + 60:pos + 60 + size]
+        pos += 60 + size + size % 2  # members are aligned to even offsets
+    return members
+
+
+def _deb_tar(deb: Path) -> tarfile.TarFile:
+    """The file-system tar of a .deb: via dpkg-deb when present (it knows every compression), else Python."""
+    if shutil.which("dpkg-deb"):
+        result = subprocess.run(["dpkg-deb", "--fsys-tarfile", str(deb)], capture_output=True)
+        if result.returncode != 0:
+            last = (result.stderr.decode("utf-8", "replace").strip().splitlines() or ["no output"])[-1]
+            raise UserError(f"could not unpack {deb.name} (dpkg-deb failed: {last})")
+        return tarfile.open(fileobj=io.BytesIO(result.stdout))
+    members = _ar_members(deb.read_bytes())
+    name = next((n for n in members if n.startswith("data.tar")), None)
+    if name is None:
+        raise UserError(f"{deb.name} holds no data.tar member")
+    try:
+        return tarfile.open(fileobj=io.BytesIO(members[name]))  # gz, bz2, xz or plain
+    except tarfile.ReadError:
+        raise UserError(f"cannot read {name} from {deb.name} without dpkg-deb "
+                        f"(install dpkg, or use {LOCAL_FLAG})") from None
+
+
+def _read_member(tar: tarfile.TarFile, path: str) -> str:
+    for member in tar.getmembers():
+        if member.name.removeprefix("./") == path:
+            return tar.extractfile(member).read().decode("utf-8")
+    raise UserError(f"the {DING_PACKAGE} package has no {path}; use {LOCAL_FLAG} to point at local files")
+
+
+def _build_ding(folder: Path) -> None:
+    """Fetch, extract and split the Ding sentences into `folder` (a temporary folder `cached` renames)."""
+    deb = _apt_download(folder / "download")
+    with _deb_tar(deb) as tar:
+        dictionary = _read_member(tar, DING_DICTIONARY)
+        copyright_text = _read_member(tar, DING_COPYRIGHT)
+    # split("\n"), not splitlines(): the latter also breaks at U+2028 and friends, changing the rule.
+    pairs = extract_ding_pairs(dictionary.split("\n"))
+    splits = hash_split(pairs)
+    for name, split in splits.items():
+        for side, lang in enumerate(("de", "en")):
+            text = "".join(pair[side] + "\n" for pair in split)
+            (folder / f"{name}.{lang}").write_text(text, encoding="utf-8")
+    (folder / "COPYRIGHT.txt").write_text(copyright_text, encoding="utf-8")
+    counts = ", ".join(f"{name} {len(split):,}" for name, split in splits.items())
+    (folder / "SOURCE.txt").write_text(
+        f"source: Debian package {DING_PACKAGE} {DING_VERSION} (apt-get download), file {DING_DICTIONARY}\n"
+        f"licence: GPL-2+ (COPYRIGHT.txt)\n"
+        f"pairs: {len(pairs):,} whole example sentences (rule: shared/DATA.md, seq2seq/data.py)\n"
+        f"split by sha256 of the German sentence: {counts}\n", encoding="utf-8")
+    shutil.rmtree(folder / "download")
+
+
+def ding_pairs(data_dir: str | Path | None = None) -> dict[str, list[Pair]]:
+    """The Ding German-English sentence pairs as {"train", "valid", "test"} lists of (german, english)."""
+    folder = cached(f"ding-de-en-{DING_VERSION}", _build_ding, data_dir)
+    splits = {}
+    for name in SPLITS:
+        # Plain reads: the cache is ours, and a split of a small corpus may rightly be empty.
+        german, english = (_lines((folder / f"{name}.{lang}").read_text(encoding="utf-8")) for lang in ("de", "en"))
+        if len(german) != len(english):
+            raise UserError(f"the cache {folder} is damaged ({name}.de and {name}.en differ in length); "
+                            "delete it to fetch again")
+        splits[name] = list(zip(german, english))
+    return splits
+
+
+# ---- the user's own data ----
+
+def _lines(text: str) -> list[str]:
+    """Lines of a text file without their line ends; a final newline does not start another line."""
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    return [line.removesuffix("\r") for line in lines]
+
+
+def read_pairs_tsv(path: str | Path) -> list[Pair]:
+    """(source, target) pairs from a UTF-8 file with one `source<TAB>target` per line."""
+    pairs = []
+    for number, line in enumerate(_lines(read_text(path)), start=1):
+        fields = line.split("\t")
+        if len(fields) != 2:
+            raise UserError(f"{path}:{number}: expected source<TAB>target, found {len(fields) - 1} tabs "
+                            f"in {line[:60]!r}")
+        src, tgt = fields[0].strip(), fields[1].strip()
+        if not src or not tgt:
+            raise UserError(f"{path}:{number}: the {'source' if not src else 'target'} side is empty")
+        pairs.append((src, tgt))
+    return pairs
+
+
+def read_lines(path: str | Path) -> list[str]:
+    """The lines of a UTF-8 text file, with one-line errors for a missing, empty or non-UTF-8 file."""
+    return _lines(read_text(path))
+
+
+def read_parallel(src_path: str | Path, tgt_path: str | Path) -> list[Pair]:
+    """(source, target) pairs from two line-aligned UTF-8 files."""
+    src, tgt = read_lines(src_path), read_lines(tgt_path)
+    if len(src) != len(tgt):
+        raise UserError(f"{src_path} has {len(src)} lines but {tgt_path} has {len(tgt)}; "
+                        "parallel files must be aligned line by line")
+    return list(zip(src, tgt))
