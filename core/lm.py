@@ -119,7 +119,7 @@ class LanguageModel(nn.Module):
                       repetition_penalty=repetition_penalty)
         if method == "beam":
             ctx, start = self._context(prompt, 1)
-            hyps = beam_search(self.decoder, ctx, start, beam_size=max(beam_size, num_samples),
+            hyps = beam_search(self.decoder, ctx, start, beam_size=beam_size,
                                length_penalty=length_penalty, n_best=num_samples, **common)[0]
         else:
             ctx, start = self._context(prompt, num_samples)

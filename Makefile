@@ -1,0 +1,29 @@
+# The venv lives outside the clone (it is ~5.5 GB) and is reused by every clone and by CI.
+VENV ?= $(HOME)/.cache/seqgen/venv
+PYTHON := $(VENV)/bin/python
+PYTEST_FLAGS ?=
+
+.PHONY: setup demo test test-fast bench clean
+
+$(PYTHON):
+	python3 -m venv $(VENV)
+
+# Installs torch/torchvision (pinned in pyproject.toml) and the rest; pip skips what is already there.
+setup: $(PYTHON)
+	$(PYTHON) -m pip install --quiet --disable-pip-version-check -e '.[test]'
+
+demo: setup
+	$(PYTHON) recipes/textgen.py --out runs/textgen --overwrite
+
+test: setup
+	$(PYTHON) -m pytest -q $(PYTEST_FLAGS)
+
+test-fast: setup
+	$(PYTHON) -m pytest -q -m "not slow" $(PYTEST_FLAGS)
+
+bench: setup
+	$(PYTHON) benchmarks/decode.py
+	$(PYTHON) benchmarks/train.py
+
+clean:
+	rm -rf runs build *.egg-info .pytest_cache

@@ -1,0 +1,25 @@
+"""Attention heat maps as PNG."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from torch import Tensor
+
+
+def save_attention_png(source: list[str], target: list[str], weights: Tensor, path: str | Path) -> Path:
+    """Draw weights (len(target), len(source)): one row per output piece, one column per source piece."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    weights = weights.detach().float().cpu()
+    fig, ax = plt.subplots(figsize=(max(4, 0.45 * len(source) + 1.5), max(3, 0.4 * len(target) + 1.5)))
+    ax.imshow(weights.numpy(), cmap="Greys", vmin=0.0, vmax=1.0, aspect="auto")
+    ax.set_xticks(range(len(source)), [s.replace(" ", "") or "_" for s in source], rotation=60, ha="right")
+    ax.set_yticks(range(len(target)), [t.replace(" ", "") or "_" for t in target])
+    ax.set_xlabel("source")
+    ax.set_ylabel("output")
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

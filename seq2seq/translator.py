@@ -1,0 +1,141 @@
+"""`Translator`: RNN encoder + the shared attention decoder + source/target tokenizers, with `translate`."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from core.batching import pad
+from core.checkpoint import load_checkpoint, save_checkpoint
+from core.decoder import DecoderConfig, build_decoder
+from core.search import Hypothesis, beam_search, generate
+from core.tokenizers import BOS, EOS, Tokenizer, tokenizer_from_dict
+from seq2seq.encoder import RNNEncoder
+
+TASK = "translation"
+
+
+@dataclass
+class EncoderConfig:
+    enc_emb_dim: int = 256
+    enc_hidden_dim: int = 256
+    enc_layers: int = 1
+    enc_cell: str = "gru"
+    enc_dropout: float = 0.3
+    bridge: str = "learned"
+
+    CHOICES = {"enc_cell": ["gru", "lstm"], "bridge": ["learned", "last", "zero"]}
+
+
+def build_encoder(vocab_size: int, config: EncoderConfig, decoder: DecoderConfig) -> RNNEncoder:
+    """Flatten the configs into RNNEncoder arguments."""
+    return RNNEncoder(vocab_size, config.enc_emb_dim, config.enc_hidden_dim, config.enc_layers, cell=config.enc_cell,
+                      dropout=config.enc_dropout, bridge=config.bridge, decoder_hidden=decoder.hidden_dim,
+                      decoder_layers=decoder.num_layers)
+
+
+def seq2seq_forward(model: "Translator", batch: tuple[Tensor, ...], carry: Any) -> tuple[Tensor, Tensor, None]:
+    """Trainer step: (src, src_lengths, tgt_in, tgt_out) -> logits (B, T, V), targets (B, T)."""
+    src, src_lengths, tgt_in, tgt_out = batch
+    return model.decoder(tgt_in, model.encoder(src, src_lengths)), tgt_out, None
+
+
+class Translator(nn.Module):
+    """Source tokenizer -> RNNEncoder -> Context -> RNNDecoder (attention) -> target tokenizer."""
+
+    task = TASK
+
+    def __init__(self, src_tokenizer: Tokenizer, tgt_tokenizer: Tokenizer, encoder: EncoderConfig,
+                 decoder: DecoderConfig):
+        super().__init__()
+        if decoder.attention == "none":
+            raise ValueError("a translator's decoder needs attention: 'bahdanau' or 'luong'")
+        self.src_tokenizer, self.tgt_tokenizer = src_tokenizer, tgt_tokenizer
+        self.encoder_config, self.decoder_config = encoder, decoder
+        self.encoder = build_encoder(src_tokenizer.vocab_size, encoder, decoder)
+        self.decoder = build_decoder(tgt_tokenizer.vocab_size, decoder, memory_dim=self.encoder.memory_dim)
+
+    @property
+    def device(self) -> torch.device:
+        return self.decoder.embedding.weight.device
+
+    # -- data -----------------------------------------------------------------------------------------
+    def source_ids(self, sentence: str) -> list[int]:
+        return self.src_tokenizer.encode(sentence) + [EOS]
+
+    def target_ids(self, sentence: str) -> list[int]:
+        return [BOS] + self.tgt_tokenizer.encode(sentence) + [EOS]
+
+    def collate(self, pairs: list[tuple[list[int], list[int]]]) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Encoded (source, target) pairs -> src (B, S), src_lengths (B,), tgt_in (B, T), tgt_out (B, T)."""
+        src, src_lengths = pad([s for s, _ in pairs])
+        tgt_in, _ = pad([t[:-1] for _, t in pairs])
+        tgt_out, _ = pad([t[1:] for _, t in pairs])
+        return src, src_lengths, tgt_in, tgt_out
+
+    # -- checkpoints --------------------------------------------------------------------------------
+    def payload(self) -> dict[str, Any]:
+        return {"task": TASK, "config": {"encoder": asdict(self.encoder_config), "decoder": asdict(self.decoder_config)},
+                "tokenizers": {"source": self.src_tokenizer.to_dict(), "target": self.tgt_tokenizer.to_dict()}}
+
+    def save(self, path: str | Path) -> Path:
+        return save_checkpoint(path, {**self.payload(), "model": self.state_dict()})
+
+    @classmethod
+    def load(cls, path: str | Path, device: str | torch.device = "cpu") -> "Translator":
+        ckpt = load_checkpoint(path, task=TASK, map_location=device)
+        model = cls(tokenizer_from_dict(ckpt["tokenizers"]["source"]), tokenizer_from_dict(ckpt["tokenizers"]["target"]),
+                    EncoderConfig(**ckpt["config"]["encoder"]), DecoderConfig(**ckpt["config"]["decoder"]))
+        model.load_state_dict(ckpt["model"])
+        return model.to(device).eval()
+
+    # -- translation ----------------------------------------------------------------------------------
+    @torch.no_grad()
+    def search(self, sentences: list[str], *, method: str = "beam", beam_size: int = 5, n_best: int = 1,
+               length_penalty: float = 1.0, max_len_ratio: float = 1.5, batch_size: int = 64,
+               no_repeat_ngram: int = 0, repetition_penalty: float = 1.0) -> list[list[Hypothesis]]:
+        """The n best hypotheses per sentence (greedy gives one). Empty sentences get an empty hypothesis."""
+        self.eval()
+        results: list[list[Hypothesis]] = [[Hypothesis([], 0.0, 0.0, True)] for _ in sentences]
+        encoded = {i: self.source_ids(s) for i, s in enumerate(sentences) if s.strip()}
+        order = sorted(encoded, key=lambda i: len(encoded[i]))  # similar lengths together: little padding
+        for start in range(0, len(order), batch_size):
+            rows = order[start:start + batch_size]
+            src, lengths = pad([encoded[i] for i in rows])
+            ctx = self.encoder(src.to(self.device), lengths.to(self.device))
+            bos = torch.full((len(rows),), BOS, device=self.device)
+            common = dict(max_len=int(src.size(1) * max_len_ratio) + 10, eos=EOS, no_repeat_ngram=no_repeat_ngram,
+                          repetition_penalty=repetition_penalty)
+            if method == "beam":
+                found = beam_search(self.decoder, ctx, bos, beam_size=beam_size, n_best=n_best,
+                                    length_penalty=length_penalty, **common)
+            else:
+                found = [[h] for h in generate(self.decoder, ctx, bos, method=method, **common)]
+            for i, hyps in zip(rows, found):
+                results[i] = hyps
+        return results
+
+    def translate(self, sentences: list[str], **options: Any) -> list[str]:
+        """Translate each sentence (detokenized text); options as in `search`."""
+        return [self.tgt_tokenizer.decode(hyps[0].tokens) for hyps in self.search(sentences, **options)]
+
+    def translate_nbest(self, sentences: list[str], n_best: int, **options: Any) -> list[list[tuple[str, float]]]:
+        """The n best translations of each sentence (beam search, n_best <= beam_size) with their scores."""
+        return [[(self.tgt_tokenizer.decode(h.tokens), h.score) for h in hyps]
+                for hyps in self.search(sentences, method="beam", n_best=n_best, **options)]
+
+    def attention(self, sentence: str, **options: Any) -> tuple[list[str], list[str], Tensor]:
+        """Source pieces, target pieces and the attention matrix (target x source) of one translation."""
+        hyp = self.search([sentence], **options)[0][0]
+        src = [self.src_tokenizer.decode([i]) for i in self.source_ids(sentence)[:-1]] + ["</s>"]
+        tgt = [self.tgt_tokenizer.decode([i]) for i in hyp.tokens]
+        return src, tgt, hyp.attention if hyp.attention is not None else torch.zeros(0, len(src))
+
+
+def translate_file(checkpoint: str | Path, src_lines: list[str], beam_size: int, method: str,
+                   device: torch.device) -> list[str]:
+    """Load a translation checkpoint and translate lines (used by `python -m seq2seq.bleu --checkpoint`)."""
+    return Translator.load(checkpoint, device=device).translate(src_lines, method=method, beam_size=beam_size)

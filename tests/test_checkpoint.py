@@ -1,0 +1,65 @@
+import pickle
+
+import pytest
+import torch
+
+from core import CheckpointError, load_checkpoint, save_checkpoint
+
+
+def payload(task="textgen"):
+    return {"task": task, "config": {"a": 1}, "model": {"w": torch.arange(6.0)}, "tokenizers": {"text": {"kind": "char"}}}
+
+
+def test_round_trip_and_no_temporary_files_left(tmp_path):
+    path = save_checkpoint(tmp_path / "ck" / "model.pt", payload())
+    assert [p.name for p in path.parent.iterdir()] == ["model.pt"]
+    data = load_checkpoint(path, task="textgen")
+    assert torch.equal(data["model"]["w"], torch.arange(6.0)) and data["config"] == {"a": 1}
+
+
+def test_failed_write_leaves_the_old_checkpoint_intact(tmp_path, monkeypatch):
+    path = save_checkpoint(tmp_path / "model.pt", payload())
+    before = path.read_bytes()
+
+    def broken_save(obj, f):
+        f.write(b"half a file")
+        raise OSError("disk full")
+    monkeypatch.setattr(torch, "save", broken_save)
+    with pytest.raises(OSError):
+        save_checkpoint(path, payload())
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["model.pt"]
+
+
+def test_truncated_file_is_one_clear_error(tmp_path):
+    path = save_checkpoint(tmp_path / "model.pt", payload())
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match="not a readable checkpoint") as err:
+        load_checkpoint(path)
+    assert "\n" not in str(err.value)
+
+
+def test_foreign_files_are_refused(tmp_path):
+    plain = tmp_path / "plain.pt"
+    torch.save({"weights": torch.zeros(2)}, plain)
+    with pytest.raises(CheckpointError, match="not a checkpoint of this toolkit"):
+        load_checkpoint(plain)
+    text = tmp_path / "notes.txt"
+    text.write_text("hello")
+    with pytest.raises(CheckpointError, match="not a readable checkpoint"):
+        load_checkpoint(text)
+    # a pickle that would run code is refused by weights_only loading, not executed
+    evil = tmp_path / "evil.pt"
+    with evil.open("wb") as f:
+        pickle.dump(print, f)
+    with pytest.raises(CheckpointError):
+        load_checkpoint(evil)
+
+
+def test_wrong_task_and_missing_file(tmp_path):
+    path = save_checkpoint(tmp_path / "mt.pt", payload(task="translation"))
+    with pytest.raises(CheckpointError, match="'translation' checkpoint; this needs a 'textgen'"):
+        load_checkpoint(path, task="textgen")
+    with pytest.raises(CheckpointError, match="does not exist"):
+        load_checkpoint(tmp_path / "nothing.pt")

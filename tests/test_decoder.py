@@ -1,0 +1,213 @@
+"""RNNDecoder: incremental decoding = teacher forcing, padding and masks, gradients, tied embeddings, state layout."""
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+
+from core import PAD, Context, DecoderState, RNNDecoder
+
+V, E, H, M = 13, 8, 12, 6  # vocabulary, embedding, hidden and memory sizes: tiny, all different
+
+
+def make_decoder(cell: str = "gru", layers: int = 1, attention: str | None = None, **kw) -> RNNDecoder:
+    return RNNDecoder(V, kw.pop("emb_dim", E), kw.pop("hidden_dim", H), layers, cell=cell, attention=attention,
+                      memory_dim=M if attention else None, **kw).eval()
+
+
+def make_context(dec: RNNDecoder, lengths: list[int], *, pad_to: int | None = None) -> Context:
+    """Random h0 (and c0 for LSTM) and, for attention, a memory (B, S, M) whose padding holds garbage."""
+    B, S = len(lengths), pad_to or max(lengths)
+    h0 = torch.randn(dec.num_layers, B, dec.hidden_dim)
+    c0 = torch.randn(dec.num_layers, B, dec.hidden_dim) if dec.cell == "lstm" else None
+    if dec.attention is None:
+        return Context(h0=h0, c0=c0)
+    memory = torch.randn(B, S, M) * 3
+    mask = torch.arange(S).unsqueeze(0) < torch.tensor(lengths).unsqueeze(1)  # (B, S)
+    return Context(h0=h0, c0=c0, memory=memory, memory_mask=mask)
+
+
+def random_tokens(B: int, T: int) -> torch.Tensor:
+    return torch.randint(4, V, (B, T))  # no specials, so PAD's zero embedding never hides a bug
+
+
+def index_state(state: DecoderState, rows: torch.Tensor) -> DecoderState:
+    return DecoderState(*(None if s is None else s[rows] for s in state))
+
+
+CONFIGS = [(cell, layers, attention, True) for cell, layers, attention
+           in itertools.product(["gru", "lstm"], [1, 2], [None, "bahdanau", "luong"])]
+CONFIGS += [("gru", 2, "bahdanau", False), ("lstm", 1, "luong", False)]  # attention without input feeding
+CONFIG_IDS = [f"{c}-{n}layer-{a or 'noattn'}{'' if f else '-nofeed'}" for c, n, a, f in CONFIGS]
+
+
+@pytest.mark.parametrize("cell, layers, attention, feed", CONFIGS, ids=CONFIG_IDS)
+def test_step_by_step_equals_teacher_forcing(cell, layers, attention, feed):
+    dec = make_decoder(cell, layers, attention, input_feeding=feed, dropout=0.3)  # eval: dropout is off
+    ctx = make_context(dec, [4, 2, 5])
+    tokens = random_tokens(3, 6)
+    with torch.no_grad():
+        expected = dec(tokens, ctx).log_softmax(-1)  # (B, T, V)
+        _, _, expected_attn = dec.unroll(tokens, ctx)
+        state, steps, attns = dec.start(ctx), [], []
+        for t in range(tokens.size(1)):
+            logp, state = dec.step(tokens[:, t], state, ctx)  # (B, V)
+            steps.append(logp)
+            attns.append(state.attn)
+    got = torch.stack(steps, dim=1)  # (B, T, V)
+    assert got.shape == (3, 6, V)
+    assert torch.allclose(got.exp().sum(-1), torch.ones(3, 6), atol=1e-5)
+    assert torch.allclose(got, expected, atol=1e-5)
+    if attention:
+        assert torch.allclose(torch.stack(attns, dim=1), expected_attn, atol=1e-6)
+    else:
+        assert expected_attn is None and all(a is None for a in attns)
+
+
+@pytest.mark.parametrize("cell, attention", [("gru", "bahdanau"), ("lstm", "luong"), ("gru", "luong")])
+def test_padded_batch_equals_each_example_alone(cell, attention):
+    dec = make_decoder(cell, 2, attention)
+    src_lengths, tgt_lengths = [5, 2, 7, 3], [6, 3, 4, 1]
+    B, T = len(src_lengths), max(tgt_lengths)
+    ctx = make_context(dec, src_lengths)
+    tokens = random_tokens(B, T)
+    tokens[torch.arange(T).unsqueeze(0) >= torch.tensor(tgt_lengths).unsqueeze(1)] = PAD  # padded targets
+    with torch.no_grad():
+        logits, _, attn = dec.unroll(tokens, ctx)  # (B, T, V), _, (B, T, S)
+        # the same batch with more (garbage) padding on the memory changes nothing
+        S2 = max(src_lengths) + 3
+        memory2 = torch.cat([ctx.memory, torch.randn(B, 3, M) * 3], dim=1)
+        mask2 = torch.arange(S2).unsqueeze(0) < torch.tensor(src_lengths).unsqueeze(1)
+        logits2, _, attn2 = dec.unroll(tokens, Context(ctx.h0, ctx.c0, memory2, mask2))
+        unmasked = dec(tokens, Context(ctx.h0, ctx.c0, ctx.memory, None))
+    assert not torch.allclose(unmasked, logits, atol=1e-3), "precondition: the padding would matter unmasked"
+    assert torch.allclose(logits2, logits, atol=1e-5)
+    assert torch.equal(attn2[:, :, max(src_lengths):], torch.zeros(B, T, 3))
+
+    real = torch.arange(max(src_lengths)).unsqueeze(0) < torch.tensor(src_lengths).unsqueeze(1)  # (B, S)
+    assert torch.allclose(attn.sum(-1), torch.ones(B, T), atol=1e-5)  # each row a distribution over the memory
+    assert torch.all(attn.masked_select(~real.unsqueeze(1).expand_as(attn)) == 0)  # exactly 0 on padding
+    assert torch.all(attn.masked_select(real.unsqueeze(1).expand_as(attn)) > 0)
+
+    for b, (n, t) in enumerate(zip(src_lengths, tgt_lengths)):
+        alone = Context(ctx.h0[:, b:b + 1], None if ctx.c0 is None else ctx.c0[:, b:b + 1],
+                        ctx.memory[b:b + 1, :n], None)  # no padding, no mask
+        with torch.no_grad():
+            logits_b, _, attn_b = dec.unroll(tokens[b:b + 1, :t], alone)
+        assert torch.allclose(logits[b:b + 1, :t], logits_b, atol=1e-5)
+        assert torch.allclose(attn[b:b + 1, :t, :n], attn_b, atol=1e-6)
+
+
+@pytest.mark.parametrize("attention", [None, "bahdanau", "luong"])
+@pytest.mark.parametrize("tie, emb_dim", [(False, E), (True, E), (True, H)], ids=["untied", "tied-proj", "tied"])
+@pytest.mark.parametrize("cell", ["gru", "lstm"])
+def test_every_parameter_gets_a_gradient(cell, tie, emb_dim, attention):
+    dec = make_decoder(cell, 2, attention, emb_dim=emb_dim, tie_embeddings=tie).train()
+    ctx = make_context(dec, [4, 2, 5])
+    tokens = random_tokens(3, 6)
+    logits = dec(tokens[:, :-1], ctx)  # (B, T-1, V)
+    torch.nn.functional.cross_entropy(logits.reshape(-1, V), tokens[:, 1:].reshape(-1)).backward()
+    names = [name for name, _ in dec.named_parameters()]
+    assert ("pre_output.weight" in names) == (tie and emb_dim != H)
+    assert any(name.startswith("attention.") for name in names) == (attention is not None)
+    for name, p in dec.named_parameters():
+        assert p.grad is not None, f"{name} is not used"
+        assert p.grad.abs().sum() > 0, f"{name} gets a zero gradient"
+    if attention is not None:  # input feeding: the columns reading the last attentional vector learn too
+        assert dec.rnn.weight_ih_l0.shape[1] == emb_dim + H
+        assert dec.rnn.weight_ih_l0.grad[:, emb_dim:].abs().sum() > 0, "the fed-back attentional vector is always 0"
+
+
+@pytest.mark.parametrize("emb_dim", [E, H], ids=["hidden!=emb", "hidden==emb"])
+def test_tie_embeddings_shares_the_weight(emb_dim):
+    tied = make_decoder("gru", 1, "luong", emb_dim=emb_dim, tie_embeddings=True)
+    untied = make_decoder("gru", 1, "luong", emb_dim=emb_dim, tie_embeddings=False)
+    assert tied.output.weight is tied.embedding.weight
+    assert tied.output.weight.data_ptr() == tied.embedding.weight.data_ptr()
+    assert untied.output.weight.data_ptr() != untied.embedding.weight.data_ptr()
+    n_tied = sum(p.numel() for p in tied.parameters())
+    n_untied = sum(p.numel() for p in untied.parameters())
+    projection = (H * emb_dim + emb_dim) if emb_dim != H else 0
+    assert n_tied == n_untied - V * H + projection  # untied output layer: V x H weights, now gone
+    assert len(tied.state_dict()["output.weight"]) == V
+
+    ctx = make_context(tied, [3, 5])
+    tokens = random_tokens(2, 4)
+    with torch.no_grad():
+        before = tied(tokens, ctx)
+        assert before.shape == (2, 4, V)
+        tied.embedding.weight[7] += 1.0  # one row, changed through the embedding ...
+        after = tied(torch.full((2, 1), 4), ctx)[:, 0]  # ... moves the output logit of token 7 (input is not 7)
+        tied.embedding.weight[7] -= 1.0
+        restored = tied(torch.full((2, 1), 4), ctx)[:, 0]
+    others = [i for i in range(V) if i != 7]
+    assert torch.allclose(after[:, others], restored[:, others], atol=1e-6)
+    assert not torch.allclose(after[:, 7], restored[:, 7], atol=1e-3)
+
+
+@pytest.mark.parametrize("cell, attention", [("gru", None), ("lstm", None), ("gru", "bahdanau"),
+                                             ("lstm", "luong")])
+def test_state_has_batch_first_and_reorders_by_indexing(cell, attention):
+    L, B, S = 2, 5, 7
+    dec = make_decoder(cell, L, attention)
+    ctx = make_context(dec, [7, 3, 5, 1, 6])
+    tokens = random_tokens(B, 3)
+    with torch.no_grad():
+        state = dec.start(ctx)
+        for t in range(2):
+            _, state = dec.step(tokens[:, t], state, ctx)
+    A = dec.attention.key_proj.out_features if attention == "bahdanau" else M
+    expected = {"h": (B, L, H), "c": (B, L, H) if cell == "lstm" else None,
+                "feed": (B, H) if attention else None, "keys": (B, S, A) if attention else None,
+                "attn": (B, S) if attention else None}
+    assert {k: None if v is None else tuple(v.shape) for k, v in state._asdict().items()} == expected
+
+    perm = torch.tensor([3, 0, 4, 2, 1])
+    with torch.no_grad():
+        logp, after = dec.step(tokens[:, 2], state, ctx)
+        logp_p, after_p = dec.step(tokens[perm, 2], index_state(state, perm), ctx.index_select(perm))
+    assert not torch.allclose(logp, logp[perm]), "precondition: rows differ, so a wrong order shows"
+    assert torch.allclose(logp_p, logp[perm], atol=1e-6)
+    for a, b in zip(after_p, index_state(after, perm)):
+        assert (a is None and b is None) or torch.allclose(a, b, atol=1e-6)
+
+
+@pytest.mark.parametrize("attention", [None, "luong"])
+def test_lstm_starts_from_the_context_cell_state(attention):
+    dec = make_decoder("lstm", 2, attention)
+    ctx = make_context(dec, [3, 4])
+    tokens = random_tokens(2, 3)
+    zero_c = Context(ctx.h0, None, ctx.memory, ctx.memory_mask)
+    with torch.no_grad():
+        assert torch.equal(dec.start(ctx).c, ctx.c0.transpose(0, 1))
+        assert torch.equal(dec.start(zero_c).c, torch.zeros(2, 2, H))
+        assert not torch.allclose(dec(tokens, ctx), dec(tokens, zero_c), atol=1e-4)
+
+
+def test_bad_construction_raises_clear_errors():
+    with pytest.raises(ValueError, match="memory_dim"):
+        RNNDecoder(V, E, H, 1, attention="bahdanau")
+    with pytest.raises(ValueError, match="'rnn'") as err:
+        RNNDecoder(V, E, H, 1, cell="rnn")
+    assert "gru" in str(err.value) and "lstm" in str(err.value)
+    with pytest.raises(ValueError, match="'dot'"):
+        RNNDecoder(V, E, H, 1, attention="dot", memory_dim=M)
+
+
+@pytest.mark.parametrize("h0_shape", [(1, 3, H), (2, 3, H + 1), (3, H), (2, 3, H, 1)])
+def test_context_with_wrong_h0_shape_names_the_expected_shape(h0_shape):
+    dec = make_decoder("gru", 2)
+    with pytest.raises(ValueError) as err:
+        dec.start(Context(h0=torch.zeros(h0_shape)))
+    assert f"(2, B, {H})" in str(err.value)
+    assert str(tuple(h0_shape)) in str(err.value)
+    with pytest.raises(ValueError) as err:
+        dec(torch.zeros(3, 2, dtype=torch.long), Context(h0=torch.zeros(h0_shape)))
+    assert f"(2, B, {H})" in str(err.value)
+
+
+def test_attention_decoder_needs_a_memory():
+    dec = make_decoder("gru", 1, "bahdanau")
+    with pytest.raises(ValueError, match="memory"):
+        dec.start(Context(h0=torch.zeros(1, 2, H)))

@@ -1,0 +1,148 @@
+"""The text-generation recipe and `python -m core.generate`, including every bad input the issue lists."""
+import hashlib
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from core import save_checkpoint
+from core.cli import run_main
+from core.generate import main as generate_main
+from recipes.textgen import main as textgen_main
+
+ROOT = Path(__file__).resolve().parents[1]
+CORPUS = ("First Citizen:\nBefore we proceed any further, hear me speak.\n\nAll:\nSpeak, speak.\n\n"
+          "First Citizen:\nYou are all resolved rather to die than to famish?\n\n") * 40
+TINY = ["--steps", "12", "--valid-every", "6", "--hidden-dim", "32", "--emb-dim", "8", "--batch-size", "4",
+        "--bptt", "32", "--sample-len", "20", "--device", "cpu"]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("textgen")
+    corpus = folder / "corpus.txt"
+    corpus.write_text(CORPUS)
+    results = textgen_main(["--corpus", str(corpus), "--out", str(folder / "run"), *TINY])
+    return folder, results
+
+
+def fails_with(capsys, main, argv, *expected):
+    """Run a command line in-process; it must exit 2 with one `error:` line containing `expected`."""
+    with pytest.raises(SystemExit) as exit_info:
+        run_main(main, argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: "), err
+    for text in expected:
+        assert text in err[0], err[0]
+    return err[0]
+
+
+def digest(folder):
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.glob("*.pt"))}
+
+
+def test_recipe_writes_everything_and_reports(trained):
+    folder, results = trained
+    run = folder / "run"
+    for name in ("best.pt", "last.pt", "config.json", "log.jsonl", "loss.png", "results.json"):
+        assert (run / name).exists(), name
+    assert json.loads((run / "config.json").read_text())["model"]["hidden_dim"] == 32
+    assert results["steps"] == 12 and results["test_bits_per_char"] > 0
+    assert abs(results["test_bits_per_char"] * 0.6931471805599453 - results["test_nats_per_char"]) < 1e-9
+
+
+@pytest.mark.parametrize("level, vocab", [("word", "60"), ("bpe", "400")])  # bpe: 256 byte pieces + chars
+def test_word_and_subword_levels_run(tmp_path, level, vocab):
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text(CORPUS)
+    results = textgen_main(["--corpus", str(corpus), "--out", str(tmp_path / "run"), "--level", level,
+                            "--vocab-size", vocab, *TINY])
+    assert results["level"] == level and results["test_ppl"] > 1
+
+
+def test_generate_command_streams_samples_and_beams(trained, capsys):
+    folder, _ = trained
+    ck = str(folder / "run" / "best.pt")
+    generate_main(["--checkpoint", ck, "--prompt", "First", "--max-len", "15", "--seed", "1", "--device", "cpu"])
+    out = capsys.readouterr().out
+    assert out.startswith("First") and len(out.strip()) > len("First")
+    generate_main(["--checkpoint", ck, "--prompt", "All", "--method", "beam", "--beam-size", "3",
+                   "--num-samples", "2", "--max-len", "10", "--device", "cpu"])
+    assert capsys.readouterr().out.count("--- ") == 2
+
+
+def test_generate_command_as_a_process(trained):
+    folder, _ = trained
+    result = subprocess.run([sys.executable, "-m", "core.generate", "--checkpoint", str(folder / "run" / "best.pt"),
+                             "--prompt", "Speak", "--method", "greedy", "--max-len", "10"],
+                            cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("Speak")
+    bad = subprocess.run([sys.executable, "-m", "core.generate", "--checkpoint", str(folder / "run" / "best.pt"),
+                          "--temperature", "0"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr
+    assert bad.stderr.strip() == "error: temperature = 0 is out of range; allowed: (0, inf]"
+
+
+@pytest.mark.parametrize("flags, expected", [
+    (["--temperature", "0"], ["temperature = 0", "(0, inf]"]),
+    (["--temperature", "-1"], ["temperature = -1"]),
+    (["--top-p", "1.5"], ["top_p = 1.5", "(0, 1]"]),
+    (["--top-p", "0"], ["top_p = 0"]),
+    (["--method", "beam", "--beam-size", "0"], ["beam_size = 0", "[1, inf]"]),
+    (["--max-len", "0"], ["max_len = 0", "[1, inf]"]),
+])
+def test_generate_bad_options(trained, capsys, flags, expected):
+    folder, _ = trained
+    before = digest(folder / "run")
+    fails_with(capsys, generate_main, ["--checkpoint", str(folder / "run" / "best.pt"), *flags], *expected)
+    assert digest(folder / "run") == before
+
+
+def test_generate_bad_checkpoints(tmp_path, capsys, trained):
+    other = save_checkpoint(tmp_path / "mt.pt", {"task": "translation", "config": {}, "model": {}})
+    fails_with(capsys, generate_main, ["--checkpoint", str(other)], "'translation' checkpoint", "'textgen'")
+    truncated = tmp_path / "cut.pt"
+    data = (trained[0] / "run" / "best.pt").read_bytes()
+    truncated.write_bytes(data[: len(data) // 3])
+    fails_with(capsys, generate_main, ["--checkpoint", str(truncated)], "not a readable checkpoint", "cut.pt")
+    fails_with(capsys, generate_main, ["--checkpoint", str(tmp_path / "none.pt")], "does not exist")
+
+
+def test_recipe_bad_corpus_files(tmp_path, capsys):
+    empty = tmp_path / "empty.txt"
+    empty.write_text("  \n")
+    fails_with(capsys, textgen_main, ["--corpus", str(empty), "--out", str(tmp_path / "o")], "empty.txt", "empty")
+    fails_with(capsys, textgen_main, ["--corpus", str(tmp_path / "missing.txt")], "missing.txt", "does not exist")
+    latin1 = tmp_path / "latin1.txt"
+    latin1.write_bytes("line one\nline two\nCaf\xe9 au lait\n".encode("latin-1"))
+    fails_with(capsys, textgen_main, ["--corpus", str(latin1)], "latin1.txt:3:", "0xe9", "not UTF-8")
+
+
+def test_recipe_resume_errors_keep_checkpoints(trained, tmp_path, capsys):
+    folder, _ = trained
+    run = folder / "run"
+    before = digest(run)
+    corpus = str(folder / "corpus.txt")
+    fails_with(capsys, textgen_main, ["--corpus", corpus, "--resume", str(tmp_path / "nope.pt"), "--out", str(run)],
+               "nope.pt", "does not exist")
+    fails_with(capsys, textgen_main, ["--corpus", corpus, "--out", str(run), *TINY], "already holds checkpoints",
+               "--resume")
+    other = save_checkpoint(tmp_path / "mt.pt", {"task": "translation", "config": {}, "model": {}})
+    fails_with(capsys, textgen_main, ["--corpus", corpus, "--resume", str(other), "--out", str(run)],
+               "'translation' checkpoint")
+    assert digest(run) == before
+
+
+def test_recipe_resume_continues_to_more_steps(trained, tmp_path):
+    folder, _ = trained
+    run = folder / "run"
+    args = ["--corpus", str(folder / "corpus.txt"), "--out", str(run), *TINY]
+    results = textgen_main([*args, "--resume", str(run / "last.pt"), "--steps", "18"])
+    assert results["steps"] == 18
+    steps = [json.loads(line)["step"] for line in (run / "log.jsonl").read_text().splitlines()
+             if json.loads(line)["split"] == "train"]
+    assert steps == list(range(1, 19))

@@ -1,0 +1,134 @@
+import json
+import os
+import signal
+
+import torch
+
+from core import BOS, BucketBatches, CharTokenizer, DecoderConfig, LanguageModel, TokenStream, TrainConfig, Trainer
+from core.batching import pad
+from core.lm import lm_forward
+
+TEXT = "the quick brown fox jumps over the lazy dog; pack my box with five dozen liquor jugs."
+
+
+def small_lm(tokenizer, dropout=0.0, hidden=64):
+    return LanguageModel(tokenizer, DecoderConfig(emb_dim=16, hidden_dim=hidden, num_layers=1, cell="lstm",
+                                                  dropout=dropout))
+
+
+def test_tiny_corpus_is_overfit_and_regenerated_exactly(tmp_path):
+    tok = CharTokenizer.train(TEXT)
+    model = small_lm(tok)
+    ids = [BOS] + tok.encode(TEXT)
+    config = TrainConfig(steps=150, lr=1e-2, warmup_steps=0, valid_every=150, schedule="constant")
+    trainer = Trainer(model, lm_forward, TokenStream(ids, 1, len(ids)), config, tmp_path, model.payload,
+                      valid=TokenStream(ids, 1, len(ids)))
+    metrics = trainer.fit()
+    assert metrics["valid_loss"] < 0.05
+    continuation = model.generate(TEXT[0], method="greedy", max_len=len(TEXT) - 1)
+    assert TEXT[0] + continuation == TEXT
+
+
+def run_training(tmp_path, steps, interrupt_at=None, resume=None):
+    """A char LM over a stream with dropout (so RNG state matters) that wraps around epochs."""
+    tok = CharTokenizer.train(TEXT)
+    torch.manual_seed(123)
+    model = small_lm(tok, dropout=0.3, hidden=32)
+    calls = {"n": 0}
+
+    def forward(m, batch, carry):
+        calls["n"] += m.training  # count training steps, not validation batches
+        if m.training and calls["n"] == interrupt_at:
+            os.kill(os.getpid(), signal.SIGINT)  # as if Ctrl-C were pressed during this step
+        return lm_forward(m, batch, carry)
+    config = TrainConfig(steps=steps, lr=5e-3, warmup_steps=3, valid_every=4, seed=7)
+    ids = [BOS] + tok.encode(TEXT * 3)
+    trainer = Trainer(model, forward, TokenStream(ids, 4, 16), config, tmp_path, model.payload,
+                      valid=TokenStream(ids, 2, 16))
+    if resume:
+        trainer.resume(resume, task="textgen")
+    trainer.fit()
+    return trainer
+
+
+def test_resumed_run_matches_the_uninterrupted_one(tmp_path):
+    full = run_training(tmp_path / "full", steps=14)
+    assert len(full.train_data) < 14  # the run crosses epochs, so carry reset and data position matter
+    interrupted = run_training(tmp_path / "split", steps=14, interrupt_at=6)
+    assert interrupted.step == 6  # Ctrl-C finished the step, saved and stopped
+    assert (tmp_path / "split" / "last.pt").exists()
+    resumed = run_training(tmp_path / "split", steps=14, resume=tmp_path / "split" / "last.pt")
+    assert resumed.step == 14
+
+    def losses(trainer):
+        return [(r["step"], r["loss"]) for r in trainer.records() if r["split"] == "train"]
+    assert [s for s, _ in losses(resumed)] == list(range(1, 15))
+    assert losses(resumed) == losses(full)
+    valid = [r["valid_loss"] for r in resumed.records() if r["split"] == "valid"]
+    assert valid == [r["valid_loss"] for r in full.records() if r["split"] == "valid"]
+
+
+def test_outputs_best_last_log_and_plot(tmp_path):
+    trainer = run_training(tmp_path, steps=8)
+    for name in ("best.pt", "last.pt", "log.jsonl", "loss.png"):
+        assert (tmp_path / name).exists(), name
+    records = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert {"loss", "lr", "tokens_per_s"} <= set(records[0])
+    assert [r["step"] for r in records if r["split"] == "valid"] == [4, 8]
+    assert trainer.best == min(r["valid_loss"] for r in records if r["split"] == "valid")
+
+
+def test_early_stopping_and_plateau_schedule(tmp_path):
+    tok = CharTokenizer.train(TEXT)
+    model = small_lm(tok)
+    scores = iter([5.0, 4.0, 4.5, 4.6, 4.7, 4.8])  # improves once, then only worsens
+    config = TrainConfig(steps=100, valid_every=2, patience=2, schedule="plateau", plateau_patience=1,
+                         plateau_factor=0.5, warmup_steps=0)
+    ids = [BOS] + tok.encode(TEXT)
+    trainer = Trainer(model, lm_forward, TokenStream(ids, 2, 8), config, tmp_path, model.payload,
+                      metrics_fn=lambda m: {"score": next(scores)}, select="score", maximize=False)
+    trainer.fit()
+    assert trainer.step == 8  # validations at 2, 4 (best), 6, 8: two without improvement stop it
+    assert trainer.best == 4.0
+    assert trainer.lr_at(trainer.step) == config.lr * 0.25
+
+
+def test_cosine_schedule_warms_up_then_decays():
+    tok = CharTokenizer.train(TEXT)
+    config = TrainConfig(steps=100, lr=1e-3, warmup_steps=10, min_lr=1e-5)
+    trainer = Trainer(small_lm(tok), lm_forward, TokenStream(list(range(4, 20)) * 4, 2, 4), config, "unused",
+                      lambda: {})
+    lrs = [trainer.lr_at(s) for s in range(100)]
+    assert lrs[0] < lrs[5] < lrs[9] == max(lrs) and abs(lrs[-1] - 1e-5) < 1e-6
+    assert all(a >= b for a, b in zip(lrs[10:], lrs[11:]))
+
+
+def test_padding_is_ignored_by_the_loss(tmp_path):
+    tok = CharTokenizer.train(TEXT)
+    model = small_lm(tok).eval()
+    sentences = [[BOS] + tok.encode(s) for s in ("the fox", "a dog jumps over", "box")]
+    trainer = Trainer(model, lm_forward, TokenStream(sentences[1] * 4, 2, 4), TrainConfig(), tmp_path, lambda: {})
+
+    def batch_of(rows):
+        x, _ = pad([r[:-1] for r in rows])
+        y, _ = pad([r[1:] for r in rows])
+        return x, y
+    _, together, n_together, _ = trainer._loss(batch_of(sentences), None)
+    alone = [trainer._loss(batch_of([s]), None) for s in sentences]
+    assert n_together == sum(a[2] for a in alone)
+    assert torch.allclose(together, sum(a[1] for a in alone), atol=1e-4)
+
+
+def test_bucket_batches_respect_budget_and_cover_each_example_once():
+    examples = [list(range(n)) for n in [3, 9, 1, 7, 7, 2, 12, 5, 5, 8, 4, 6]]
+    source = BucketBatches(examples, len, lambda rows: rows, max_tokens=16, seed=3)
+    for epoch in range(2):
+        seen = []
+        for i in range(len(source)):
+            rows = source.batch(epoch, i)
+            assert max(map(len, rows)) * len(rows) <= 16 or len(rows) == 1
+            seen += [tuple(r) for r in rows]
+        assert sorted(seen) == sorted(tuple(e) for e in examples)
+    orders = [[tuple(map(len, source.batch(e, i))) for i in range(len(source))] for e in range(3)]
+    assert orders[0] == [tuple(map(len, source.batch(0, i))) for i in range(len(source))]  # deterministic
+    assert len({tuple(o) for o in orders}) > 1  # reshuffled between epochs
