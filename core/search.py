@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from core.cli import UserError, check_range
-from core.context import Context
+from core.context import Context, map_tensors
 
 
 @dataclass
@@ -36,17 +36,7 @@ def gnmt_penalty(length: int, alpha: float) -> float:
 
 def reorder_state(state: Any, rows: Tensor) -> Any:
     """Index every tensor in a (nested) state along dimension 0."""
-    if state is None:
-        return None
-    if isinstance(state, Tensor):
-        return state.index_select(0, rows)
-    if isinstance(state, tuple) and hasattr(state, "_fields"):
-        return type(state)(*(reorder_state(s, rows) for s in state))
-    if isinstance(state, (tuple, list)):
-        return type(state)(reorder_state(s, rows) for s in state)
-    if isinstance(state, dict):
-        return {k: reorder_state(v, rows) for k, v in state.items()}
-    raise TypeError(f"cannot reorder a decoder state part of type {type(state).__name__}")
+    return map_tensors(state, lambda t: t.index_select(0, rows))
 
 
 # ---- log-prob processors: small functions applied to (N, V) log-probs before choosing -----------------

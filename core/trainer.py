@@ -17,6 +17,7 @@ from tqdm import tqdm
 
 from core.checkpoint import load_checkpoint, save_checkpoint
 from core.cli import UserError
+from core.context import map_tensors
 from core.tokenizers import PAD
 
 
@@ -49,18 +50,6 @@ class BatchSource(Protocol):
 
 # forward_fn(model, batch, carry) -> (logits (B, T, V), targets (B, T), carry for the next batch or None)
 ForwardFn = Callable[[nn.Module, Any, Any], tuple[Tensor, Tensor, Any]]
-
-
-def _map_tensors(obj: Any, fn: Callable[[Tensor], Tensor]) -> Any:
-    if isinstance(obj, Tensor):
-        return fn(obj)
-    if isinstance(obj, tuple) and hasattr(obj, "_fields"):
-        return type(obj)(*(_map_tensors(o, fn) for o in obj))
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(_map_tensors(o, fn) for o in obj)
-    if isinstance(obj, dict):
-        return {k: _map_tensors(v, fn) for k, v in obj.items()}
-    return obj
 
 
 class Trainer:
@@ -104,7 +93,7 @@ class Trainer:
                 "scheduler": {"plateau_scale": self.plateau_scale, "bad_validations": self.bad_validations},
                 "step": self.step, "epoch": self.epoch, "batch_index": self.batch_index, "best": self.best,
                 # as a plain tuple: weights_only loading accepts no custom classes such as a NamedTuple
-                "carry": _map_tensors(tuple(self.carry) if isinstance(self.carry, tuple) else self.carry,
+                "carry": map_tensors(tuple(self.carry) if isinstance(self.carry, tuple) else self.carry,
                                       lambda t: t.cpu()),
                 "rng": {"torch": torch.get_rng_state(),
                         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
@@ -127,7 +116,7 @@ class Trainer:
         self.bad_validations = state["scheduler"]["bad_validations"]
         self.step, self.epoch, self.batch_index = state["step"], state["epoch"], state["batch_index"]
         self.best = state["best"]
-        self.carry = _map_tensors(state["carry"], lambda t: t.to(self.device))
+        self.carry = map_tensors(state["carry"], lambda t: t.to(self.device))
         torch.set_rng_state(state["rng"]["torch"].cpu())
         if state["rng"]["cuda"] and torch.cuda.is_available():
             torch.cuda.set_rng_state_all([s.cpu() for s in state["rng"]["cuda"]])
@@ -175,7 +164,7 @@ class Trainer:
         self.model.eval()
         total, count, carry = 0.0, 0, None
         for index in range(len(data)):
-            batch = _map_tensors(data.batch(0, index), lambda t: t.to(self.device))
+            batch = map_tensors(data.batch(0, index), lambda t: t.to(self.device))
             _, nll, n, carry = self._loss(batch, carry if data.carries_state else None)
             total, count = total + float(nll), count + n
         self.model.train(was_training)
@@ -230,7 +219,7 @@ class Trainer:
             while self.step < self.config.steps and not self.stop_requested:
                 if self.batch_index >= len(self.train_data):
                     self.epoch, self.batch_index, self.carry = self.epoch + 1, 0, None
-                batch = _map_tensors(self.train_data.batch(self.epoch, self.batch_index), lambda t: t.to(self.device))
+                batch = map_tensors(self.train_data.batch(self.epoch, self.batch_index), lambda t: t.to(self.device))
                 lr = self.lr_at(self.step)
                 for group in self.optimizer.param_groups:
                     group["lr"] = lr
@@ -242,7 +231,7 @@ class Trainer:
                 self.scaler.step(self.optimizer)
                 self.scaler.update()
                 # truncated BPTT: keep the state's values, cut its history
-                self.carry = _map_tensors(carry, Tensor.detach) if self.train_data.carries_state else None
+                self.carry = map_tensors(carry, Tensor.detach) if self.train_data.carries_state else None
                 self.step, self.batch_index = self.step + 1, self.batch_index + 1
                 tokens_seen += n_tokens
                 speed = tokens_seen / (time.perf_counter() - started)

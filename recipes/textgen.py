@@ -53,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prompt", default="\n", help="prompt for the printed samples")
     p.add_argument("--sample-len", type=int, default=300, help="tokens per printed sample")
     add_config_flags(p, DecoderConfig(emb_dim=64, hidden_dim=384, num_layers=1, cell="lstm", dropout=0.1), "model")
-    add_config_flags(p, TrainConfig(steps=1200, lr=3e-3, warmup_steps=50, valid_every=300, min_lr=1e-4), "training")
+    add_config_flags(p, TrainConfig(steps=800, lr=3e-3, warmup_steps=50, valid_every=200, min_lr=1e-4), "training")
     return p
 
 

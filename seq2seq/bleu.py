@@ -74,17 +74,6 @@ def sentence_scores(hyps: list[str], refs: list[list[str]], metrics: Sequence[st
     return results
 
 
-def _translator():
-    """`seq2seq.translator.translate_file`, imported only when a checkpoint is to be scored."""
-    try:
-        from seq2seq.translator import translate_file
-    except ImportError as err:
-        if err.name != "seq2seq.translator":  # a real bug inside the translator: let it show
-            raise
-        raise UserError("--checkpoint needs seq2seq.translator, which is not available yet") from None
-    return translate_file
-
-
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m seq2seq.bleu", description=__doc__.split("\n\n")[0],
@@ -127,7 +116,7 @@ def _hypotheses(args: argparse.Namespace, n_refs: int) -> list[str]:
     if len(src) != n_refs:  # fail before the slow part
         raise UserError(f"source file {args.src} has {len(src)} lines but reference file {args.ref[0]} "
                         f"has {n_refs}")
-    translate_file = _translator()
+    from seq2seq.translator import translate_file  # loads the model code only when translating
     return translate_file(args.checkpoint, src, args.beam_size, args.method, resolve_device(args.device))
 
 

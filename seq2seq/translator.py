@@ -125,7 +125,7 @@ class Translator(nn.Module):
     def translate_nbest(self, sentences: list[str], n_best: int, **options: Any) -> list[list[tuple[str, float]]]:
         """The n best translations of each sentence (beam search, n_best <= beam_size) with their scores."""
         return [[(self.tgt_tokenizer.decode(h.tokens), h.score) for h in hyps]
-                for hyps in self.search(sentences, method="beam", n_best=n_best, **options)]
+                for hyps in self.search(sentences, n_best=n_best, **{**options, "method": "beam"})]
 
     def attention(self, sentence: str, **options: Any) -> tuple[list[str], list[str], Tensor]:
         """Source pieces, target pieces and the attention matrix (target x source) of one translation."""

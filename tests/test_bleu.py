@@ -169,12 +169,6 @@ def test_needs_hyp_or_checkpoint(files, capsys):
     assert "either HYP or --checkpoint" in err
 
 
-def test_checkpoint_without_translator(files, capsys, monkeypatch):
-    monkeypatch.setitem(sys.modules, "seq2seq.translator", None)  # behaves as if the module did not exist
-    err = _error(capsys, ["--checkpoint", files["hyp"], "--src", files["ref2"], "--ref", files["ref"]])
-    assert err == "error: --checkpoint needs seq2seq.translator, which is not available yet\n"
-
-
 def test_checkpoint_translates_then_scores(files, capsys, monkeypatch):
     calls = []
 

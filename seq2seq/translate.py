@@ -1,0 +1,54 @@
+"""Translate with a trained checkpoint: `python -m seq2seq.translate --checkpoint CK [--input FILE]`.
+
+Without --input it reads sentences from the terminal, one per line, and answers each at once.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from core.cli import resolve_device, run_main
+from seq2seq.data import read_lines
+from seq2seq.translator import Translator
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--checkpoint", required=True, help="a translation checkpoint (e.g. runs/translate/best.pt)")
+    p.add_argument("--input", help="a UTF-8 file, one source sentence per line (default: read the terminal)")
+    p.add_argument("--method", default="beam", choices=["greedy", "sample", "beam"])
+    p.add_argument("--beam-size", type=int, default=5)
+    p.add_argument("--n-best", type=int, default=1, help="print the n best translations with their scores")
+    p.add_argument("--length-penalty", type=float, default=1.0, help="GNMT alpha for beam search")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    model = Translator.load(args.checkpoint, device=resolve_device(args.device))
+    options = dict(method=args.method, beam_size=args.beam_size, length_penalty=args.length_penalty,
+                   batch_size=args.batch_size)
+
+    def show(sentences: list[str]) -> None:
+        if args.n_best > 1:
+            for i, nbest in enumerate(model.translate_nbest(sentences, args.n_best, **options)):
+                for text, score in nbest:
+                    print(f"{i}\t{score:.4f}\t{text}")
+        else:
+            for text in model.translate(sentences, **options):
+                print(text)
+        sys.stdout.flush()
+
+    if args.input:
+        show(read_lines(args.input))
+        return
+    if sys.stdin.isatty():
+        print("type a sentence and press Enter (Ctrl-D to quit)", file=sys.stderr)
+    for line in sys.stdin:
+        show([line.rstrip("\n")])
+
+
+if __name__ == "__main__":
+    run_main(main)

@@ -1,0 +1,161 @@
+"""The translation model: encoder masking, learning a tiny task, batching, save/load, command lines."""
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import sacrebleu
+import torch
+
+from core import BOS, EOS, BucketBatches, DecoderConfig, TrainConfig, Trainer, WordTokenizer, save_checkpoint
+from core.cli import run_main
+from seq2seq.bleu import main as bleu_main
+from seq2seq.encoder import RNNEncoder
+from seq2seq.translate import main as translate_main
+from seq2seq.translator import EncoderConfig, Translator, seq2seq_forward
+
+ROOT = Path(__file__).resolve().parents[1]
+SYMBOLS = "a b c d e f g".split()
+
+
+def reversal_pairs(n, seed):
+    rng = random.Random(seed)
+    pairs = []
+    for _ in range(n):
+        words = [rng.choice(SYMBOLS) for _ in range(rng.randint(2, 6))]
+        pairs.append((" ".join(words), " ".join(reversed(words))))
+    return pairs
+
+
+def tiny_translator(cell="gru", attention="bahdanau", bridge="learned"):
+    tok = WordTokenizer(SYMBOLS)
+    return Translator(tok, tok, EncoderConfig(enc_emb_dim=16, enc_hidden_dim=32, enc_cell=cell, enc_dropout=0.0,
+                                              bridge=bridge),
+                      DecoderConfig(emb_dim=16, hidden_dim=64, cell=cell, attention=attention, dropout=0.0))
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A translator that learned to reverse short sequences (a task that needs attention)."""
+    torch.manual_seed(0)
+    model = tiny_translator()
+    train = [(model.source_ids(s), model.target_ids(t)) for s, t in reversal_pairs(600, seed=1)]
+    batches = BucketBatches(train, lambda e: len(e[1]), model.collate, max_tokens=400, seed=0)
+    out = tmp_path_factory.mktemp("mt")
+    config = TrainConfig(steps=500, lr=5e-3, warmup_steps=20, valid_every=500, schedule="constant")
+    Trainer(model, seq2seq_forward, batches, config, out, model.payload).fit()
+    model.save(out / "model.pt")
+    return model.eval(), out
+
+
+def test_encoder_ignores_padding():
+    torch.manual_seed(0)
+    for cell in ("gru", "lstm"):
+        enc = RNNEncoder(20, 8, 16, num_layers=2, cell=cell, decoder_hidden=24, decoder_layers=2).eval()
+        src = torch.randint(4, 20, (3, 7))
+        lengths = torch.tensor([7, 4, 2])
+        src = src.masked_fill(torch.arange(7) >= lengths.unsqueeze(1), 0)
+        ctx = enc(src, lengths)
+        garbage = torch.cat([src, torch.randint(4, 20, (3, 5))], dim=1)  # more padding, not even zeros
+        longer = enc(garbage, lengths)
+        assert torch.allclose(ctx.h0, longer.h0, atol=1e-6)
+        assert torch.allclose(ctx.memory, longer.memory[:, :7], atol=1e-6)
+        assert torch.equal(ctx.memory_mask, torch.arange(7) < lengths.unsqueeze(1))
+        assert torch.count_nonzero(longer.memory[1, 4:]) == 0  # padding never leaks into the memory
+        alone = enc(src[2:, :2], lengths[2:])
+        assert torch.allclose(ctx.h0[:, 2], alone.h0[:, 0], atol=1e-6)
+
+
+@pytest.mark.parametrize("bridge", ["learned", "last", "zero"])
+def test_bridges_and_every_parameter_learns(bridge):
+    model = tiny_translator(bridge=bridge) if bridge != "last" else Translator(
+        WordTokenizer(SYMBOLS), WordTokenizer(SYMBOLS),
+        EncoderConfig(enc_emb_dim=8, enc_hidden_dim=32, enc_dropout=0.0, bridge="last"),
+        DecoderConfig(emb_dim=8, hidden_dim=64, attention="luong", dropout=0.0))
+    batch = model.collate([(model.source_ids(s), model.target_ids(t)) for s, t in reversal_pairs(4, seed=2)])
+    ctx = model.encoder(batch[0], batch[1])
+    assert ctx.h0.shape == (1, 4, 64)
+    if bridge == "zero":
+        assert torch.count_nonzero(ctx.h0) == 0
+    logits, targets, _ = seq2seq_forward(model, batch, None)
+    torch.nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)), targets.reshape(-1)).backward()
+    for name, p in model.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, name
+
+
+def test_tiny_task_learned_exactly_with_greedy_and_beam(trained):
+    model, _ = trained
+    test = reversal_pairs(60, seed=99)
+    sources, targets = [s for s, _ in test], [t for _, t in test]
+    for options in ({"method": "greedy"}, {"method": "beam", "beam_size": 4}):
+        outputs = model.translate(sources, **options)
+        exact = sum(o == t for o, t in zip(outputs, targets)) / len(test)
+        assert exact == 1.0, (options, [(s, o) for s, o, t in zip(sources, outputs, targets) if o != t][:3])
+
+
+def test_batched_equals_one_by_one_and_empty_lines(trained):
+    model, _ = trained
+    sources = [s for s, _ in reversal_pairs(12, seed=5)] + ["", "  "]
+    batched = model.translate(sources, method="beam", beam_size=3, batch_size=5)
+    alone = [model.translate([s], method="beam", beam_size=3)[0] for s in sources]
+    assert batched == alone and batched[-2:] == ["", ""]
+    nbest = model.translate_nbest(sources[:2], n_best=3, beam_size=3)
+    assert [len(n) for n in nbest] == [3, 3] and nbest[0][0][1] >= nbest[0][1][1] >= nbest[0][2][1]
+
+
+def test_attention_matrix_on_request(trained):
+    model, _ = trained
+    src, tgt, weights = model.attention("a b c d", method="beam", beam_size=3)
+    assert src == ["a", "b", "c", "d", "</s>"] and tgt == ["d", "c", "b", "a"]
+    assert weights.shape == (4, 5) and torch.allclose(weights.sum(dim=1), torch.ones(4), atol=1e-5)
+
+
+def test_save_load_round_trip(trained):
+    model, out = trained
+    again = Translator.load(out / "model.pt")
+    sources = [s for s, _ in reversal_pairs(10, seed=7)]
+    assert again.translate(sources) == model.translate(sources)
+    batch = model.collate([(model.source_ids(s), model.target_ids(s)) for s in sources])
+    assert torch.equal(seq2seq_forward(model, batch, None)[0], seq2seq_forward(again, batch, None)[0])
+
+
+def test_translate_command_file_nbest_and_interactive(trained, tmp_path, capsys):
+    model, out = trained
+    src = tmp_path / "src.txt"
+    src.write_text("a b c\n\nd e\n")
+    translate_main(["--checkpoint", str(out / "model.pt"), "--input", str(src), "--device", "cpu"])
+    assert capsys.readouterr().out == "c b a\n\ne d\n"
+    translate_main(["--checkpoint", str(out / "model.pt"), "--input", str(src), "--n-best", "2", "--device", "cpu"])
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 5 and lines[0].startswith("0\t") and lines[0].endswith("\tc b a")  # 2 + 1 (empty) + 2
+    assert lines[2] == "1\t0.0000\t"
+    result = subprocess.run([sys.executable, "-m", "seq2seq.translate", "--checkpoint", str(out / "model.pt")],
+                            input="a b\nc d e f\n", capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert result.returncode == 0 and result.stdout == "b a\nf e d c\n"
+
+
+def test_translate_command_bad_input(trained, tmp_path, capsys):
+    _, out = trained
+    other = save_checkpoint(tmp_path / "lm.pt", {"task": "textgen", "config": {}, "model": {}})
+    for argv, expected in (([ "--checkpoint", str(other)], "'textgen' checkpoint"),
+                           (["--checkpoint", str(out / "model.pt"), "--input", str(tmp_path / "no.txt")], "no.txt"),
+                           (["--checkpoint", str(out / "model.pt"), "--input", str(other), "--beam-size", "0"],
+                            "")):
+        with pytest.raises(SystemExit) as exit_info:
+            run_main(translate_main, argv)
+        assert exit_info.value.code == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("error: ") and expected in err[0]
+
+
+def test_bleu_command_translates_and_scores(trained, tmp_path, capsys):
+    model, out = trained
+    pairs = reversal_pairs(20, seed=11)
+    (tmp_path / "src").write_text("".join(s + "\n" for s, _ in pairs))
+    (tmp_path / "ref").write_text("".join(t + "\n" for _, t in pairs))
+    results = bleu_main(["--checkpoint", str(out / "model.pt"), "--src", str(tmp_path / "src"),
+                         "--ref", str(tmp_path / "ref"), "--device", "cpu"])
+    hyps = model.translate([s for s, _ in pairs], method="beam", beam_size=5)
+    expected = sacrebleu.corpus_bleu(hyps, [[t for _, t in pairs]]).score
+    assert results[0]["score"] == pytest.approx(expected) and "BLEU" in capsys.readouterr().out
