@@ -44,6 +44,15 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def run_folder(out: str, resume: str | None, overwrite: bool) -> Path:
+    """The recipe's output folder; refuses to train afresh over existing checkpoints unless told to."""
+    folder = Path(out)
+    if not resume and not overwrite and (folder / "last.pt").exists():
+        raise UserError(f"{folder} already holds checkpoints; continue with --resume {folder / 'last.pt'} "
+                        "or start afresh with --overwrite (or another --out)")
+    return folder
+
+
 def check_range(name: str, value: float, low: float | None = None, high: float | None = None,
                 low_open: bool = False) -> None:
     """Raise a UserError naming `name`, the value and the allowed range when value falls outside it."""

@@ -202,7 +202,7 @@ class Trainer:
         if improved:
             self.save("best.pt")
         self.plot()
-        shown = ", ".join(f"{k} {v:.4g}" for k, v in metrics.items())
+        shown = ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()) or "checkpoint saved"
         tqdm.write(f"step {self.step}: {shown}" + (" (best)" if improved else ""))
         return self.config.patience > 0 and self.bad_validations >= self.config.patience
 

@@ -19,7 +19,8 @@ import torch
 
 from core.batching import TokenStream
 from core.checkpoint import load_checkpoint
-from core.cli import UserError, add_config_flags, config_from_args, resolve_device, run_main, save_config
+from core.cli import (UserError, add_config_flags, config_from_args, resolve_device, run_folder, run_main,
+                      save_config)
 from core.datasets import read_text, shakespeare, split_by_position
 from core.decoder import DecoderConfig
 from core.lm import LanguageModel, lm_forward
@@ -59,11 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> dict:
     args = build_parser().parse_args(argv)
-    out = Path(args.out)
+    out = run_folder(args.out, args.resume, args.overwrite)
     device = resolve_device(args.device)
-    if not args.resume and not args.overwrite and (out / "last.pt").exists():
-        raise UserError(f"{out} already holds checkpoints; continue with --resume {out / 'last.pt'} "
-                        "or start afresh with --overwrite (or another --out)")
 
     # Data: continuous text split by position, so validation and test are unseen continuous text.
     text = read_text(args.corpus) if args.corpus else read_text(shakespeare(args.data_dir, whole=args.whole))
