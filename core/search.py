@@ -225,7 +225,8 @@ def beam_search(decoder: Any, ctx: Context, start_tokens: Tensor, *, max_len: in
                 continue
             row = b * K + int(origin[b, j])
             words = history[row, 1:].tolist()
-            attn = attn_history[row] if attn_history is not None else None
+            # clone: a view would keep the whole (B*K, t, S) history alive as long as the hypothesis
+            attn = attn_history[row].clone() if attn_history is not None else None
             log_prob = float(top_logp[b, j])
             final[b].append(Hypothesis(words, log_prob, log_prob / lp(len(words) + 1, alpha), True, attn))
 
@@ -261,7 +262,7 @@ def beam_search(decoder: Any, ctx: Context, start_tokens: Tensor, *, max_len: in
             if log_prob > float("-inf"):
                 row = b * K + k
                 words = history[row, 1:].tolist()
-                attn = attn_history[row] if attn_history is not None else None
+                attn = attn_history[row].clone() if attn_history is not None else None
                 final[b].append(Hypothesis(words, log_prob, log_prob / lp(len(words), alpha), False, attn))
     return [sorted(hyps, key=lambda h: h.score, reverse=True)[:n_best] for hyps in final]
 
