@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import statistics
 import sys
 import time
@@ -30,14 +28,10 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from torch import nn  # noqa: E402
 
-from benchmarks.decode import cpu_busy_pct  # noqa: E402
+from benchmarks.decode import environment, log  # noqa: E402
 from core import PAD, SPECIALS, Context, RNNDecoder  # noqa: E402
 
 QUICK = dict(vocab=500, emb=32, hidden=32, src_len=6, memory_dim=48, batch=4, tgt_len=6, steps=2)
-
-
-def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -104,7 +98,7 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     B, H = args.batch, args.hidden
-    load_before, busy_before = [round(x, 2) for x in os.getloadavg()], cpu_busy_pct()
+    before = environment()
 
     log(f"attention decoder ({args.cell}), batch {B}, {args.tgt_len} target tokens")
     attn = RNNDecoder(args.vocab, args.emb, H, 1, cell=args.cell, attention="bahdanau",
@@ -118,12 +112,6 @@ def main(argv: list[str] | None = None) -> None:
     lm_ctx = Context(torch.zeros(1, B, H), torch.zeros(1, B, H))
     language_model = measure(args, lm, lm_ctx)
 
-    cpu = platform.processor()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
-    except OSError:
-        pass
     out = {
         "benchmark": "train",
         "config": {"vocab": args.vocab, "emb": args.emb, "hidden": H, "layers": 1, "batch": B,
@@ -133,11 +121,8 @@ def main(argv: list[str] | None = None) -> None:
         "attention": {"cell": args.cell, "attention": "bahdanau", "input_feeding": True, **with_attention},
         "lm": {"cell": "lstm", "attention": None, **language_model},
         "attention_over_lm_time": with_attention["step_seconds"] / language_model["step_seconds"],
-        "environment": {"date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "cpu": cpu, "cpu_count": os.cpu_count(),
-                        "torch": torch.__version__, "python": platform.python_version(),
-                        "threads": torch.get_num_threads(), "load_average_before": load_before,
-                        "load_average": [round(x, 2) for x in os.getloadavg()],
-                        "cpu_busy_pct_others_before": busy_before, "cpu_busy_pct_others": cpu_busy_pct()},
+        "environment": {**environment(), "load_average_before": before["load_average"],
+                        "cpu_busy_pct_others_before": before["cpu_busy_pct_others"]},
     }
     print(json.dumps(out, indent=2))
 
