@@ -31,6 +31,7 @@ if str(ROOT) not in sys.path:
 import torch  # noqa: E402
 
 import core.search  # noqa: E402
+from core import packed  # noqa: E402
 from core import BOS, EOS, Context, RNNDecoder, beam_search, greedy  # noqa: E402
 
 TARGETS = {"greedy_sentences_per_s": 80.0, "beam_sentences_per_s": 20.0, "batched_over_one_at_a_time": 5.0}
@@ -287,8 +288,8 @@ def step_parts(decoder: RNNDecoder, ctx: Context, start: torch.Tensor, K: int) -
     att = decoder.attention
     emb = torch.cat([decoder.embedding(tokens.unsqueeze(1)), state.feed.unsqueeze(1)], dim=2)  # (N, 1, E + H)
     h = state.h.transpose(0, 1).contiguous()  # (1, N, H)
-    query = state.feed  # (N, H): any (N, H) tensor will do
-    context, _ = att(query, state.keys, ctx_k.memory, ctx_k.memory_mask)  # (N, M)
+    query = state.feed.unsqueeze(1)  # (N, 1, H): any such tensor will do
+    context, _ = att(query, state.keys, ctx_k.memory, ctx_k.memory_mask)  # (N, 1, M)
     logp = torch.log_softmax(torch.randn(N, V), dim=-1)  # (N, V)
     beam_logp = torch.randn(B, K)
     rows = torch.arange(N).view(B, K).flip(1).reshape(-1)  # a reordering within each example
@@ -297,16 +298,19 @@ def step_parts(decoder: RNNDecoder, ctx: Context, start: torch.Tensor, K: int) -
         return round(1e3 * median_time(fn, 20)[0], 2)
 
     parts = {
-        "output projection": ms(lambda: decoder.output(query)),
+        "output projection (core.packed: oneDNN, packed weight)": ms(lambda: packed.linear(decoder.output, query)),
+        "  the same with plain nn.Linear (MKL)": ms(lambda: decoder.output(query)),
         "rnn (nn.GRU/LSTM call)": ms(lambda: decoder.rnn(emb, h) if decoder.cell == "gru"
                                      else decoder.rnn(emb, (h, h))),
         "attention (all)": ms(lambda: att(query, state.keys, ctx_k.memory, ctx_k.memory_mask)),
-        "  attention: keys + query_proj(q) (N, S, A)": ms(lambda: state.keys + att.query_proj(query).unsqueeze(1)),
+        "  attention: keys + query_proj(q) (N, 1, S, A)": ms(
+            lambda: state.keys.unsqueeze(1) + att.query_proj(query).unsqueeze(2)),
         "  attention: tanh of that": (lambda e: ms(lambda: torch.tanh(e)))(
-            state.keys + att.query_proj(query).unsqueeze(1)),
+            state.keys.unsqueeze(1) + att.query_proj(query).unsqueeze(2)),
         "  attention: weights @ memory (bmm, memory repeated K times)": ms(
             lambda: torch.bmm(state.attn.unsqueeze(1), ctx_k.memory)),
-        "combine (cat + Linear + tanh)": ms(lambda: torch.tanh(decoder.combine(torch.cat([query, context], 1)))),
+        "combine (cat + packed Linear with tanh)": ms(
+            lambda: packed.linear(decoder.combine, torch.cat([query, context], 2), "tanh")),
         "log_softmax": ms(lambda: torch.log_softmax(logp, dim=-1)),
         "min_len EOS mask (index_fill copy)": ms(lambda: logp.index_fill(1, torch.tensor([EOS]), float("-inf"))),
         "candidates + topk over K*V": ms(lambda: (beam_logp.unsqueeze(2) + logp.view(B, K, V)).view(B, K * V)
@@ -328,7 +332,7 @@ def step_parts(decoder: RNNDecoder, ctx: Context, start: torch.Tensor, K: int) -
         scores = ((keys_b.unsqueeze(1) + q).tanh_() @ v).masked_fill(~ctx.memory_mask.unsqueeze(1), float("-inf"))
         weights = scores.softmax(dim=-1)  # (B, K, S)
         return torch.bmm(weights, ctx.memory).view(N, -1), weights.view(N, -1)  # (N, M), (N, S)
-    same = torch.allclose(shared_keys_attention()[0], context, atol=1e-5)
+    same = torch.allclose(shared_keys_attention()[0], context.squeeze(1), atol=1e-5)
     w_emb = decoder.rnn.weight_ih_l0[:, :decoder.embedding.embedding_dim]  # (3H or 4H, E)
     emb_only = emb[:, 0, :decoder.embedding.embedding_dim]  # (N, E)
     what_if = {

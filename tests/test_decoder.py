@@ -6,7 +6,7 @@ import itertools
 import pytest
 import torch
 
-from core import PAD, Context, DecoderState, RNNDecoder
+from core import PAD, Context, DecoderState, RNNDecoder, packed
 
 V, E, H, M = 13, 8, 12, 6  # vocabulary, embedding, hidden and memory sizes: tiny, all different
 
@@ -211,3 +211,28 @@ def test_attention_decoder_needs_a_memory():
     dec = make_decoder("gru", 1, "bahdanau")
     with pytest.raises(ValueError, match="memory"):
         dec.start(Context(h0=torch.zeros(1, 2, H)))
+
+
+@pytest.mark.parametrize("cell, layers, attention, tie", [("gru", 1, "bahdanau", True), ("lstm", 2, "luong", False),
+                                                      ("gru", 2, None, False)])
+def test_packed_inference_path_equals_the_autograd_path_and_follows_weight_updates(monkeypatch, cell, layers,
+                                                                                   attention, tie):
+    """Without autograd, search steps run the RNN cell written out and every linear map through core.packed
+    (oneDNN, weights packed once per weight version; forced here for tiny weights too). Step by step they must
+    give the logits of the plain autograd path (nn.GRU/LSTM over the sequence, nn.Linear), also after an
+    optimizer step has changed the weights in place."""
+    monkeypatch.setattr(packed, "MIN_WEIGHT_SIZE", 0)
+    dec = make_decoder(cell, layers, attention, tie_embeddings=tie)
+    ctx, tokens = make_context(dec, [5, 3]), random_tokens(2, 4)
+    optimizer = torch.optim.SGD(dec.parameters(), lr=0.5)
+    for _ in range(2):
+        with torch.no_grad():
+            state, steps = dec.start(ctx), []
+            for t in range(tokens.size(1)):
+                logp, state = dec.step(tokens[:, t], state, ctx)
+                steps.append(logp)
+        plain = dec(tokens, ctx)  # autograd on: the plain path
+        assert torch.allclose(torch.stack(steps, dim=1), plain.log_softmax(-1), atol=1e-5)
+        plain.sum().backward()
+        optimizer.step()  # in-place update: the packed copies must be remade
+    assert packed._packed.get(dec.output) or not packed.AVAILABLE  # the packed path did run
