@@ -24,6 +24,7 @@ from core.cli import (UserError, add_config_flags, config_from_args, resolve_dev
 from core.decoder import DecoderConfig
 from core.tokenizers import SentencePieceTokenizer, WordTokenizer, tokenizer_from_dict
 from core.trainer import TrainConfig, Trainer
+from seq2seq.bible import bible_pairs
 from seq2seq.bleu import score_files
 from seq2seq.data import ding_pairs, hash_split, read_pairs_tsv, read_parallel
 from seq2seq.plots import save_attention_png
@@ -32,6 +33,7 @@ from seq2seq.translator import EncoderConfig, Translator, seq2seq_forward
 EXAMPLES = """examples:
   python recipes/translate.py                                  # German -> English, Ding sentences
   python recipes/translate.py --corpus pairs.tsv --out runs/mine
+  python recipes/translate.py --dataset bible --out runs/bible   # Spanish -> English Bible verses
   python recipes/translate.py --train-src tr.de --train-tgt tr.en --valid-src va.de --valid-tgt va.en \\
                               --test-src te.de --test-tgt te.en
   python recipes/translate.py --steps 7000 --valid-every 700 --out runs/translate-long   # the longer run (README)
@@ -46,6 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--corpus", help="source TAB target per line; split by the hash rule of the default data")
     for flag in SPLIT_FLAGS:
         data.add_argument(flag, help="aligned files (all six together) instead of --corpus")
+    data.add_argument("--dataset", default="ding", choices=["ding", "bible"],
+                      help="built-in corpus: ding (German -> English example sentences, the default) or bible "
+                           "(Spanish -> English verses, Reina-Valera 1909 and KJV)")
     data.add_argument("--data-dir", help="where default data is cached (default: $SEQGEN_DATA or ~/.cache/seqgen/data)")
     data.add_argument("--level", default="unigram", choices=["unigram", "bpe", "word"], help="token unit")
     data.add_argument("--vocab-size", type=int, default=4000, help="joint sentencepiece (or word) vocabulary size")
@@ -88,7 +93,7 @@ def load_pairs(args: argparse.Namespace) -> dict[str, list[tuple[str, str]]]:
         if not splits["valid"] or not splits["test"]:
             raise UserError(f"{args.corpus} is too small: the hash split left no validation or test pairs")
         return splits
-    return ding_pairs(args.data_dir)
+    return bible_pairs(args.data_dir) if args.dataset == "bible" else ding_pairs(args.data_dir)
 
 
 def train_tokenizers(args: argparse.Namespace, train: list[tuple[str, str]]):
@@ -144,7 +149,7 @@ def main(argv: list[str] | None = None) -> dict:
     if args.resume:
         trainer.resume(args.resume, task="translation")
     save_config(out, encoder=enc_config, decoder=dec_config, train=train_config,
-                data={"corpus": args.corpus or "ding trans-de-en 1.9-6", "level": args.level,
+                data={"corpus": args.corpus or args.dataset, "level": args.level,
                       "vocab_size": args.vocab_size, "joint": not args.separate_vocab, "max_tokens": args.max_tokens})
     started = time.perf_counter()
     trainer.fit()

@@ -79,13 +79,13 @@ def hash_split(items: Iterable[T], key: Callable[[T], str] = lambda p: p[0],
 
 # ---- fetching the Debian package ----
 
-def _apt_download(folder: Path) -> Path:
+def apt_download(folder: Path, package: str, version: str, what: str) -> Path:
     """Download the pinned .deb into `folder`, refreshing the package lists once if apt cannot find it."""
-    what = f"the Ding dictionary (Debian {DING_PACKAGE} {DING_VERSION})"
+    what = f"{what} (Debian {package} {version})"
     if shutil.which("apt-get") is None:
         raise UserError(f"could not fetch {what}: apt-get is not available on this machine; "
                         f"use {LOCAL_FLAG} to point at local files")
-    command = ["apt-get", "download", f"{DING_PACKAGE}={DING_VERSION}"]
+    command = ["apt-get", "download", f"{package}={version}"]
     folder.mkdir(parents=True, exist_ok=True)
     with _working_dir(folder):  # apt-get download has no output-folder option
         try:
@@ -97,7 +97,7 @@ def _apt_download(folder: Path) -> Path:
             except UserError:
                 raise first from None  # no network at all: the download's own error says the most
             run_fetch(command, what, LOCAL_FLAG)
-    debs = sorted(folder.glob(f"{DING_PACKAGE}_*.deb"))
+    debs = sorted(folder.glob(f"{package}_*.deb"))
     if not debs:
         raise UserError(f"could not fetch {what}: apt-get download left no .deb file; "
                         f"use {LOCAL_FLAG} to point at local files")
@@ -128,7 +128,7 @@ def _ar_members(data: bytes) -> dict[str, bytes]:
     return members
 
 
-def _deb_tar(deb: Path) -> tarfile.TarFile:
+def deb_tar(deb: Path) -> tarfile.TarFile:
     """The file-system tar of a .deb: via dpkg-deb when present (it knows every compression), else Python."""
     if shutil.which("dpkg-deb"):
         result = subprocess.run(["dpkg-deb", "--fsys-tarfile", str(deb)], capture_output=True)
@@ -156,8 +156,8 @@ def _read_member(tar: tarfile.TarFile, path: str) -> str:
 
 def _build_ding(folder: Path) -> None:
     """Fetch, extract and split the Ding sentences into `folder` (a temporary folder `cached` renames)."""
-    deb = _apt_download(folder / "download")
-    with _deb_tar(deb) as tar:
+    deb = apt_download(folder / "download", DING_PACKAGE, DING_VERSION, "the Ding dictionary")
+    with deb_tar(deb) as tar:
         dictionary = _read_member(tar, DING_DICTIONARY)
         copyright_text = _read_member(tar, DING_COPYRIGHT)
     # split("\n"), not splitlines(): the latter also breaks at U+2028 and friends, changing the rule.

@@ -280,3 +280,26 @@ def test_ding_pairs_without_apt_get(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", str(tmp_path))
     with pytest.raises(UserError, match="apt-get is not available.*--corpus PAIRS.tsv"):
         ding_pairs(tmp_path / "data")
+
+
+def test_bible_verses_are_cleaned_and_paired_by_reference():
+    from seq2seq.bible import align_verses, clean_verse
+    assert clean_verse(" \u00b6 For God so loved\n the world. ") == "For God so loved the world."
+    spanish = {("Genesis", 1, 1): "EN el principio crió Dios los cielos y la tierra. ",
+               ("Genesis", 1, 2): "Y la tierra estaba desordenada y vacía.",
+               ("Romans", 16, 25): "  ",  # empty in one text: dropped
+               ("Romans", 16, 26): "Mas manifestado ahora."}  # missing in the other: dropped
+    english = {("Genesis", 1, 2): "And the earth was without form, and void.",
+               ("Genesis", 1, 1): "\u00b6 In the beginning God created the heaven and the earth.",
+               ("Romans", 16, 25): "Now to him that is of power."}
+    assert align_verses(spanish, english) == [
+        ("EN el principio crió Dios los cielos y la tierra.", "In the beginning God created the heaven and the earth."),
+        ("Y la tierra estaba desordenada y vacía.", "And the earth was without form, and void.")]
+
+
+def test_translate_recipe_reads_the_bible_corpus_with_dataset_bible(monkeypatch):
+    import recipes.translate as recipe
+    splits = {"train": [("uno", "one")], "valid": [("dos", "two")], "test": [("tres", "three")]}
+    monkeypatch.setattr(recipe, "bible_pairs", lambda data_dir: splits)
+    monkeypatch.setattr(recipe, "ding_pairs", lambda data_dir: pytest.fail("read Ding instead of the Bible"))
+    assert recipe.load_pairs(recipe.build_parser().parse_args(["--dataset", "bible"])) == splits
