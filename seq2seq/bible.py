@@ -14,7 +14,7 @@ from pathlib import Path
 
 from core.cli import UserError
 from core.datasets import cached
-from seq2seq.data import SPLITS, Pair, _lines, apt_download, deb_tar, hash_split
+from seq2seq.data import Pair, apt_download, deb_tar, hash_split, read_splits, write_splits
 
 PACKAGES = {"es": ("sword-text-sparv", "2.60-1"), "en": ("sword-text-kjv", "14.3-1")}  # pinned, like Ding's
 VerseKey = tuple[str, int, int]
@@ -69,9 +69,7 @@ def _build_bible(folder: Path) -> None:
     verses = {lang: _read_module(_unpacked(*PACKAGES[lang], folder)) for lang in ("es", "en")}
     pairs = align_verses(verses["es"], verses["en"])
     splits = hash_split(pairs)
-    for name, split in splits.items():
-        for side, lang in enumerate(("es", "en")):
-            (folder / f"{name}.{lang}").write_text("".join(p[side] + "\n" for p in split), encoding="utf-8")
+    write_splits(folder, splits, ("es", "en"))
     for package, _ in PACKAGES.values():
         copyright_file = folder / package / "usr/share/doc" / package / "copyright"
         (folder / f"COPYRIGHT.{package}.txt").write_text(copyright_file.read_text(encoding="utf-8"), encoding="utf-8")
@@ -87,12 +85,5 @@ def _build_bible(folder: Path) -> None:
 
 def bible_pairs(data_dir: str | Path | None = None) -> dict[str, list[Pair]]:
     """Spanish-English Bible verse pairs as {"train", "valid", "test"} lists of (spanish, english)."""
-    folder = cached("bible-es-en-" + "-".join(v for _, v in PACKAGES.values()), _build_bible, data_dir)
-    splits = {}
-    for name in SPLITS:
-        spanish, english = (_lines((folder / f"{name}.{lang}").read_text(encoding="utf-8")) for lang in ("es", "en"))
-        if len(spanish) != len(english):
-            raise UserError(f"the cache {folder} is damaged ({name}.es and {name}.en differ in length); "
-                            "delete it to fetch again")
-        splits[name] = list(zip(spanish, english))
-    return splits
+    return read_splits(cached("bible-es-en-" + "-".join(v for _, v in PACKAGES.values()), _build_bible, data_dir),
+                       ("es", "en"))

@@ -163,10 +163,7 @@ def _build_ding(folder: Path) -> None:
     # split("\n"), not splitlines(): the latter also breaks at U+2028 and friends, changing the rule.
     pairs = extract_ding_pairs(dictionary.split("\n"))
     splits = hash_split(pairs)
-    for name, split in splits.items():
-        for side, lang in enumerate(("de", "en")):
-            text = "".join(pair[side] + "\n" for pair in split)
-            (folder / f"{name}.{lang}").write_text(text, encoding="utf-8")
+    write_splits(folder, splits, ("de", "en"))
     (folder / "COPYRIGHT.txt").write_text(copyright_text, encoding="utf-8")
     counts = ", ".join(f"{name} {len(split):,}" for name, split in splits.items())
     (folder / "SOURCE.txt").write_text(
@@ -179,15 +176,26 @@ def _build_ding(folder: Path) -> None:
 
 def ding_pairs(data_dir: str | Path | None = None) -> dict[str, list[Pair]]:
     """The Ding German-English sentence pairs as {"train", "valid", "test"} lists of (german, english)."""
-    folder = cached(f"ding-de-en-{DING_VERSION}", _build_ding, data_dir)
+    return read_splits(cached(f"ding-de-en-{DING_VERSION}", _build_ding, data_dir), ("de", "en"))
+
+
+def write_splits(folder: Path, splits: dict[str, list[Pair]], langs: tuple[str, str]) -> None:
+    """Each split as two aligned files, folder/<split>.<lang>, one sentence per line."""
+    for name, split in splits.items():
+        for side, lang in enumerate(langs):
+            (folder / f"{name}.{lang}").write_text("".join(pair[side] + "\n" for pair in split), encoding="utf-8")
+
+
+def read_splits(folder: Path, langs: tuple[str, str]) -> dict[str, list[Pair]]:
+    """The splits `write_splits` wrote to a cache folder."""
     splits = {}
     for name in SPLITS:
         # Plain reads: the cache is ours, and a split of a small corpus may rightly be empty.
-        german, english = (_lines((folder / f"{name}.{lang}").read_text(encoding="utf-8")) for lang in ("de", "en"))
-        if len(german) != len(english):
-            raise UserError(f"the cache {folder} is damaged ({name}.de and {name}.en differ in length); "
-                            "delete it to fetch again")
-        splits[name] = list(zip(german, english))
+        source, target = (_lines((folder / f"{name}.{lang}").read_text(encoding="utf-8")) for lang in langs)
+        if len(source) != len(target):
+            raise UserError(f"the cache {folder} is damaged ({name}.{langs[0]} and {name}.{langs[1]} differ in "
+                            "length); delete it to fetch again")
+        splits[name] = list(zip(source, target))
     return splits
 
 
