@@ -30,6 +30,7 @@ if str(ROOT) not in sys.path:
 
 import torch  # noqa: E402
 
+import core.attention  # noqa: E402
 import core.search  # noqa: E402
 from core import packed  # noqa: E402
 from core import BOS, EOS, Context, RNNDecoder, beam_search, greedy  # noqa: E402
@@ -226,7 +227,8 @@ def _label(name: str, fn: Callable) -> Callable:
 
 REGIONS = {"reorder_state": "reorder_state (index_select of every state tensor)",
            "_process": "_process (log-prob processors; the min_len EOS mask)",
-           "step": "decoder.step (all of it)", "rnn": "rnn (nn.GRU/LSTM, one step)",
+           "step": "decoder.step (all of it)", "_input_gates": "rnn input gates (per-token table + feed product)",
+           "_cell_step": "rnn step (written-out GRU/LSTM cell)",
            "attention": "attention (Bahdanau scores, softmax, context)", "combine": "combine (attentional vector)",
            "output": "output projection (H x V)"}
 
@@ -251,8 +253,9 @@ def profile_run(decoder: RNNDecoder, run: Callable[[], Any]) -> dict:
     saved = core.search.reorder_state, core.search._process
     core.search.reorder_state = _label(REGIONS["reorder_state"], saved[0])
     core.search._process = _label(REGIONS["_process"], saved[1])
-    decoder.step = _label(REGIONS["step"], decoder.step)
-    for name in ("rnn", "attention", "combine", "output"):
+    for name in ("step", "_input_gates", "_cell_step"):
+        setattr(decoder, name, _label(REGIONS[name], getattr(decoder, name)))
+    for name in ("attention", "combine", "output"):
         module = getattr(decoder, name)
         module.forward = _label(REGIONS[name], module.forward)
     try:
@@ -261,8 +264,9 @@ def profile_run(decoder: RNNDecoder, run: Callable[[], Any]) -> dict:
                 run()
     finally:
         core.search.reorder_state, core.search._process = saved
-        for obj in (decoder, decoder.rnn, decoder.attention, decoder.combine, decoder.output):
-            obj.__dict__.pop("step", None)
+        for name in ("step", "_input_gates", "_cell_step"):
+            decoder.__dict__.pop(name, None)
+        for obj in (decoder.attention, decoder.combine, decoder.output):
             obj.__dict__.pop("forward", None)
     averages = prof.key_averages()
     total_us = next(e.cpu_time_total for e in averages if e.key == "whole call")
@@ -300,9 +304,13 @@ def step_parts(decoder: RNNDecoder, ctx: Context, start: torch.Tensor, K: int) -
     parts = {
         "output projection (core.packed: oneDNN, packed weight)": ms(lambda: packed.linear(decoder.output, query)),
         "  the same with plain nn.Linear (MKL)": ms(lambda: decoder.output(query)),
-        "rnn (nn.GRU/LSTM call)": ms(lambda: decoder.rnn(emb, h) if decoder.cell == "gru"
-                                     else decoder.rnn(emb, (h, h))),
-        "attention (all)": ms(lambda: att(query, state.keys, ctx_k.memory, ctx_k.memory_mask)),
+        "rnn input gates (per-token table + feed product)": ms(lambda: decoder._input_gates(tokens, state.feed)),
+        "rnn step (written-out cell, packed weights)": ms(
+            lambda: decoder._cell_step(decoder._input_gates(tokens, state.feed), state)),
+        "  the same with nn.GRU/LSTM's own step": ms(lambda: decoder.rnn(emb, h) if decoder.cell == "gru"
+                                                     else decoder.rnn(emb, (h, h))),
+        "attention (all; scores in cache-sized chunks)": ms(
+            lambda: att(query, state.keys, ctx_k.memory, ctx_k.memory_mask)),
         "  attention: keys + query_proj(q) (N, 1, S, A)": ms(
             lambda: state.keys.unsqueeze(1) + att.query_proj(query).unsqueeze(2)),
         "  attention: tanh of that": (lambda e: ms(lambda: torch.tanh(e)))(
@@ -333,14 +341,19 @@ def step_parts(decoder: RNNDecoder, ctx: Context, start: torch.Tensor, K: int) -
         weights = scores.softmax(dim=-1)  # (B, K, S)
         return torch.bmm(weights, ctx.memory).view(N, -1), weights.view(N, -1)  # (N, M), (N, S)
     same = torch.allclose(shared_keys_attention()[0], context.squeeze(1), atol=1e-5)
-    w_emb = decoder.rnn.weight_ih_l0[:, :decoder.embedding.embedding_dim]  # (3H or 4H, E)
-    emb_only = emb[:, 0, :decoder.embedding.embedding_dim]  # (N, E)
+
+    def attention_in_one_chunk() -> tuple[torch.Tensor, torch.Tensor]:
+        saved = core.attention.CHUNK_VALUES
+        core.attention.CHUNK_VALUES = 1 << 40  # all energies (N, 1, S, A) as one tensor
+        try:
+            return att(query, state.keys, ctx_k.memory, ctx_k.memory_mask)
+        finally:
+            core.attention.CHUNK_VALUES = saved
     what_if = {
         "attention with keys and memory shared by the K beams (no repeat, no reorder, in-place tanh)":
             ms(shared_keys_attention),
         "  (matches the current attention's context)": same,
-        "embedding part of the rnn's input GEMM (what an embedding-x-W_ih table per token would save)":
-            ms(lambda: emb_only @ w_emb.t()),
+        "attention with all energies in one tensor (no chunks)": ms(attention_in_one_chunk),
         "min_len EOS mask in place (logp[:, eos] = -inf)": ms(lambda: logp.__setitem__((slice(None), EOS),
                                                                                        float("-inf"))),
     }

@@ -13,6 +13,8 @@ from core.attention import ATTENTIONS
 from core.context import Context
 from core.tokenizers import PAD
 
+MAX_TABLE_VALUES = 1 << 24  # 64 MB of float32: the largest per-token table of input gates search keeps
+
 
 class DecoderState(NamedTuple):
     """Recurrent state, batch on dimension 0 of every tensor, so search reorders beams by indexing.
@@ -28,6 +30,15 @@ class DecoderState(NamedTuple):
     attn: Tensor | None
 
 
+def drop_words(emb: Tensor, p: float, training: bool) -> Tensor:
+    """Word dropout: zero whole token embeddings (B, T, E) with probability p while training, so the model
+    cannot lean on any single input token (Sennrich and Zhang's regulariser for small parallel corpora)."""
+    if not training or p <= 0:
+        return emb
+    keep = emb.new_empty(emb.shape[:-1] + (1,)).bernoulli_(1 - p)
+    return emb * keep / (1 - p)
+
+
 @dataclass
 class DecoderConfig:
     emb_dim: int = 256
@@ -36,6 +47,7 @@ class DecoderConfig:
     cell: str = "lstm"
     attention: str = "none"
     dropout: float = 0.2
+    word_dropout: float = 0.0
     tie_embeddings: bool = False
     input_feeding: bool = True
 
@@ -45,7 +57,8 @@ class DecoderConfig:
 def build_decoder(vocab_size: int, config: DecoderConfig, memory_dim: int | None = None) -> "RNNDecoder":
     """Flatten a DecoderConfig into RNNDecoder arguments."""
     return RNNDecoder(vocab_size, config.emb_dim, config.hidden_dim, config.num_layers, cell=config.cell,
-                      attention=None if config.attention == "none" else config.attention, memory_dim=memory_dim, dropout=config.dropout,
+                      attention=None if config.attention == "none" else config.attention, memory_dim=memory_dim,
+                      dropout=config.dropout, word_dropout=config.word_dropout,
                       tie_embeddings=config.tie_embeddings, input_feeding=config.input_feeding)
 
 
@@ -54,7 +67,7 @@ class RNNDecoder(nn.Module):
 
     def __init__(self, vocab_size: int, emb_dim: int, hidden_dim: int, num_layers: int = 1, cell: str = "gru",
                  attention: str | None = None, memory_dim: int | None = None, dropout: float = 0.0,
-                 tie_embeddings: bool = False, input_feeding: bool = True):
+                 tie_embeddings: bool = False, input_feeding: bool = True, word_dropout: float = 0.0):
         super().__init__()
         if cell not in ("gru", "lstm"):
             raise ValueError(f"cell must be 'gru' or 'lstm', got {cell!r}")
@@ -73,6 +86,7 @@ class RNNDecoder(nn.Module):
         # Luong's attentional vector tanh(W [h; context]), used as output and as the next step's feed.
         self.combine = nn.Linear(hidden_dim + memory_dim, hidden_dim) if attention else None
         self.dropout = nn.Dropout(dropout)
+        self.word_dropout = word_dropout
         # Tying needs the output layer's input to have the embedding size; project when it does not.
         self.pre_output = nn.Linear(hidden_dim, emb_dim) if tie_embeddings and hidden_dim != emb_dim else None
         self.output = nn.Linear(emb_dim if tie_embeddings else hidden_dim, vocab_size)
@@ -129,13 +143,13 @@ class RNNDecoder(nn.Module):
     def _advance(self, tokens: Tensor, state: DecoderState, ctx: Context
                  ) -> tuple[Tensor, DecoderState, Tensor | None]:
         """Run over tokens (B, T) (T = 1 with input feeding): outputs (B, T, H), the state, attention (B, T, S)."""
-        emb = self.dropout(self.embedding(tokens))  # (B, T, E)
-        if self.input_feeding:
-            emb = torch.cat([emb, state.feed.unsqueeze(1)], dim=2)  # (B, 1, E + H)
-        if tokens.size(1) == 1 and packed.inference(self.rnn, emb):  # one search step
-            h, c = self._cell_step(emb[:, 0], state)
+        if tokens.size(1) == 1 and packed.inference(self.rnn, state.h):  # one search step
+            h, c = self._cell_step(self._input_gates(tokens[:, 0], state.feed), state)
             out = h[:, -1:]  # (B, 1, H): the top layer
         else:
+            emb = self.dropout(drop_words(self.embedding(tokens), self.word_dropout, self.training))  # (B, T, E)
+            if self.input_feeding:
+                emb = torch.cat([emb, state.feed.unsqueeze(1)], dim=2)  # (B, 1, E + H)
             h = state.h.transpose(0, 1).contiguous()  # (L, B, H), the layout nn.RNN wants
             if self.cell == "lstm":
                 out, (h, c) = self.rnn(emb, (h, state.c.transpose(0, 1).contiguous()))
@@ -151,13 +165,32 @@ class RNNDecoder(nn.Module):
         feed = attentional[:, -1] if self.input_feeding else None
         return attentional, DecoderState(h, c, feed, state.keys, weights[:, -1]), weights
 
-    def _cell_step(self, x: Tensor, state: DecoderState) -> tuple[Tensor, Tensor | None]:
+    def _input_gates(self, tokens: Tensor, feed: Tensor | None) -> Tensor:
+        """Layer 0's input product W_ih [embedding; feed] + b_ih at inference, tokens (B,) -> (B, G). The
+        embedding's share is a row of a per-token table (embedding @ W_ih[:, :E]^T + b_ih, made once per
+        weights): a lookup instead of a third of the step's RNN arithmetic with input feeding, all of it without.
+        A large vocabulary would make the table too big; then the product is done as nn.GRU/LSTM does it."""
+        E = self.embedding.embedding_dim
+        if self.vocab_size * self.rnn.weight_ih_l0.size(0) > MAX_TABLE_VALUES:
+            x = self.embedding(tokens)
+            x = x if feed is None else torch.cat([x, feed], dim=1)
+            return packed.linear(self.rnn, x, weight="weight_ih_l0", bias="bias_ih_l0")
+        sources = (self.embedding.weight, self.rnn.weight_ih_l0, self.rnn.bias_ih_l0)
+        table = packed.derived(self, "input_table", sources, lambda emb, w, b: torch.addmm(b, emb, w[:, :E].t()))
+        gates = table.index_select(0, tokens)
+        if feed is not None:
+            gates = gates + packed.linear(self.rnn, feed, weight="weight_ih_l0", bias=None, columns=slice(E, None))
+        return gates
+
+    def _cell_step(self, gates_x0: Tensor, state: DecoderState) -> tuple[Tensor, Tensor | None]:
         """One step of self.rnn at inference, written out so its GEMMs use packed weights (nn.GRU's own step
-        was 1.4-1.7x slower at search's shapes): x (B, In) -> h, c (B, L, H). Same equations as nn.GRU/LSTM."""
+        was 1.4-1.7x slower at search's shapes): layer 0's input gates (B, G) -> h, c (B, L, H). Same
+        equations as nn.GRU/LSTM."""
         hs, cs = [], []
         for layer in range(self.num_layers):
             h = state.h[:, layer]
-            gx = packed.linear(self.rnn, x, weight=f"weight_ih_l{layer}", bias=f"bias_ih_l{layer}")
+            gx = gates_x0 if layer == 0 else packed.linear(self.rnn, x, weight=f"weight_ih_l{layer}",
+                                                           bias=f"bias_ih_l{layer}")
             gh = packed.linear(self.rnn, h, weight=f"weight_hh_l{layer}", bias=f"bias_hh_l{layer}")
             if self.cell == "gru":
                 xr, xz, xn = gx.chunk(3, dim=1)

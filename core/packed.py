@@ -13,6 +13,7 @@ Train mode, autograd, CUDA and other dtypes take the plain path; so does a torch
 from __future__ import annotations
 
 import weakref
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -27,7 +28,7 @@ except (AttributeError, RuntimeError):
 
 MIN_WEIGHT_SIZE = 500_000  # values; below this oneDNN's call overhead outweighs the faster product
 
-# module -> {weight name: ((storage, version, shape), packed weight)}; modules compare by identity
+# module -> {name: (((storage, version, shape) of each source), derived tensor)}; modules compare by identity
 _packed: "weakref.WeakKeyDictionary[nn.Module, dict[str, tuple[tuple, Tensor]]]" = weakref.WeakKeyDictionary()
 
 
@@ -37,19 +38,30 @@ def inference(module: nn.Module, x: Tensor) -> bool:
             and x.dtype == torch.float32)
 
 
-def linear(module: nn.Module, x: Tensor, activation: str = "none", weight: str = "weight", bias: str = "bias"
-           ) -> Tensor:
-    """F.linear(x, module.<weight>, module.<bias>), then `activation` ("none" or "tanh"); packed when
-    that is safe and faster. The names let nn.GRU/nn.LSTM weights (weight_ih_l0, ...) use it too."""
-    w, b = getattr(module, weight), getattr(module, bias, None)
+def linear(module: nn.Module, x: Tensor, activation: str = "none", weight: str = "weight", bias: str | None = "bias",
+           columns: slice | None = None) -> Tensor:
+    """F.linear(x, module.<weight>[:, columns], module.<bias>), then `activation` ("none" or "tanh"); packed
+    when that is safe and faster. The names let nn.GRU/nn.LSTM weights (weight_ih_l0, ...) use it too;
+    `columns` multiplies by a block of the weight's input columns (bias None: no bias)."""
+    w = getattr(module, weight)
+    b = getattr(module, bias) if bias else None
+    if columns is not None:
+        w = w[:, columns]
     if w.numel() < MIN_WEIGHT_SIZE or w.dtype != torch.float32 or not inference(module, x):
         y = F.linear(x, w, b)
         return torch.tanh(y) if activation == "tanh" else y
-    key = (w.data_ptr(), w._version, tuple(w.shape))
+    name = weight if columns is None else f"{weight}[:, {columns.start}:{columns.stop}]"
+    return _linear(x, derived(module, name, (w,), lambda w: _reorder(w.contiguous())), b, activation, [], "")
+
+
+def derived(module: nn.Module, name: str, sources: tuple[Tensor, ...], make: Callable[..., Tensor]) -> Tensor:
+    """make(*sources) for weights `sources` of `module`, computed once and cached under `name` until `forget`
+    or until any source's storage, version or shape changes."""
+    key = tuple((t.data_ptr(), t._version, tuple(t.shape)) for t in sources)
     cache = _packed.setdefault(module, {})
-    if weight not in cache or cache[weight][0] != key:
-        cache[weight] = (key, _reorder(w.detach()))
-    return _linear(x, cache[weight][1], b, activation, [], "")
+    if name not in cache or cache[name][0] != key:
+        cache[name] = (key, make(*(t.detach() for t in sources)))
+    return cache[name][1]
 
 
 def forget(module: nn.Module) -> None:

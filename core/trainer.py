@@ -6,9 +6,10 @@ import json
 import math
 import signal
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import Any, Callable, Iterator, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -35,6 +36,7 @@ class TrainConfig:
     plateau_patience: int = 1
     valid_every: int = 250
     patience: int = 0
+    ema_decay: float = 0.0
     seed: int = 1
 
     CHOICES = {"schedule": ["cosine", "plateau", "constant"]}
@@ -78,6 +80,9 @@ class Trainer:
         # Everything below is saved in checkpoints so that a resumed run continues exactly.
         self.step, self.epoch, self.batch_index, self.carry = 0, 0, 0, None
         self.plateau_scale, self.bad_validations, self.best = 1.0, 0, None
+        # An exponential moving average of the weights (ema_decay > 0) is what validation sees and what
+        # checkpoints hold as "model"; the raw weights travel in the trainer state for --resume.
+        self.ema = [p.detach().clone() for p in model.parameters()] if config.ema_decay > 0 else None
         self.stop_requested = False
 
     # -- learning rate ------------------------------------------------------------------------------
@@ -90,8 +95,8 @@ class Trainer:
         return warm * c.lr * self.plateau_scale  # plateau (the scale shrinks on bad validations) or constant
 
     # -- checkpoints ----------------------------------------------------------------------------------
-    def state(self) -> dict:
-        return {"optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict(),
+    def state(self, raw_params: list[Tensor] | None = None) -> dict:
+        return {"raw_params": raw_params,"optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict(),
                 "scheduler": {"plateau_scale": self.plateau_scale, "bad_validations": self.bad_validations},
                 "step": self.step, "epoch": self.epoch, "batch_index": self.batch_index, "best": self.best,
                 # as a plain tuple: weights_only loading accepts no custom classes such as a NamedTuple
@@ -102,8 +107,33 @@ class Trainer:
                 "train_config": asdict(self.config)}
 
     def save(self, name: str) -> Path:
-        payload = {**self.payload_fn(), "model": self.model.state_dict(), "trainer": self.state()}
-        return save_checkpoint(self.out_dir / name, payload)
+        with self.averaged_weights() as raw_params:
+            payload = {**self.payload_fn(), "model": self.model.state_dict(), "trainer": self.state(raw_params)}
+            return save_checkpoint(self.out_dir / name, payload)
+
+    @contextmanager
+    def averaged_weights(self) -> Iterator[list[Tensor] | None]:
+        """Inside, the model holds the moving average of its weights; yields copies of the raw ones (or None
+        without an average). The raw weights are back on exit."""
+        if self.ema is None:
+            yield None
+            return
+        params = list(self.model.parameters())
+        raw = [p.detach().clone() for p in params]
+        with torch.no_grad():
+            torch._foreach_copy_(params, self.ema)
+        try:
+            yield raw
+        finally:
+            with torch.no_grad():
+                torch._foreach_copy_(params, raw)
+
+    def _update_average(self) -> None:
+        # Early on the average would be dominated by the random initial weights: ramp the decay up with the
+        # number of updates (as TensorFlow's ExponentialMovingAverage does with num_updates).
+        decay = min(self.config.ema_decay, (1 + self.step) / (10 + self.step))
+        with torch.no_grad():
+            torch._foreach_lerp_(self.ema, [p.detach() for p in self.model.parameters()], 1.0 - decay)
 
     def resume(self, path: str | Path, task: str) -> None:
         """Continue from a checkpoint: same weights, optimizer, schedule, RNG, data position and carry."""
@@ -111,7 +141,12 @@ class Trainer:
         if not ckpt.get("trainer"):
             raise UserError(f"{path} holds no trainer state (it was exported for inference); cannot --resume")
         state = ckpt["trainer"]
-        self.model.load_state_dict(ckpt["model"])
+        self.model.load_state_dict(ckpt["model"])  # the average, when the run kept one
+        if self.ema is not None:
+            self.ema = [p.detach().clone() for p in self.model.parameters()]
+        if state.get("raw_params") is not None:
+            with torch.no_grad():
+                torch._foreach_copy_(list(self.model.parameters()), [t.to(self.device) for t in state["raw_params"]])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scaler.load_state_dict(state["scaler"])
         self.plateau_scale = state["scheduler"]["plateau_scale"]
@@ -189,7 +224,8 @@ class Trainer:
 
     def _validate_and_save(self) -> bool:
         """Validate, log, keep best and last; returns True when early stopping says stop."""
-        metrics = self.evaluate()
+        with self.averaged_weights():
+            metrics = self.evaluate()
         self._log({"step": self.step, "split": "valid", **metrics})
         value = metrics.get(self.select)
         improved = value is not None and (self.best is None or
@@ -232,6 +268,8 @@ class Trainer:
                 grad_norm = nn.utils.clip_grad_norm_(self.model.parameters(), self.config.clip_norm)
                 self.scaler.step(self.optimizer)
                 self.scaler.update()
+                if self.ema is not None:
+                    self._update_average()
                 # truncated BPTT: keep the state's values, cut its history
                 self.carry = map_tensors(carry, Tensor.detach) if self.train_data.carries_state else None
                 self.step, self.batch_index = self.step + 1, self.batch_index + 1

@@ -127,7 +127,10 @@ def main(argv: list[str] | None = None) -> dict:
         enc_config, dec_config = config_from_args(EncoderConfig, args), config_from_args(DecoderConfig, args)
     train_config = config_from_args(TrainConfig, args)
     torch.manual_seed(train_config.seed)
-    model = Translator(src_tok, tgt_tok, enc_config, dec_config)
+    try:
+        model = Translator(src_tok, tgt_tok, enc_config, dec_config)
+    except ValueError as err:  # settings that do not fit together, e.g. --share-embeddings with --separate-vocab
+        raise UserError(str(err)) from None
     n_params = sum(p.numel() for p in model.parameters())
     print(f"vocabulary {src_tok.vocab_size}/{tgt_tok.vocab_size}, model {n_params / 1e6:.2f}M parameters, "
           f"device {device}")

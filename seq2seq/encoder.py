@@ -6,6 +6,7 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from core.context import Context
+from core.decoder import drop_words
 from core.tokenizers import PAD
 
 
@@ -17,7 +18,7 @@ class RNNEncoder(nn.Module):
 
     def __init__(self, vocab_size: int, emb_dim: int, hidden_dim: int, num_layers: int = 1, cell: str = "gru",
                  dropout: float = 0.0, bridge: str = "learned", decoder_hidden: int | None = None,
-                 decoder_layers: int = 1):
+                 decoder_layers: int = 1, word_dropout: float = 0.0):
         super().__init__()
         if cell not in ("gru", "lstm"):
             raise ValueError(f"cell must be 'gru' or 'lstm', got {cell!r}")
@@ -30,6 +31,7 @@ class RNNEncoder(nn.Module):
         self.decoder_hidden, self.decoder_layers = decoder_hidden, decoder_layers
         self.embedding = nn.Embedding(vocab_size, emb_dim, padding_idx=PAD)
         self.dropout = nn.Dropout(dropout)
+        self.word_dropout = word_dropout
         rnn_class = nn.GRU if cell == "gru" else nn.LSTM
         self.rnn = rnn_class(emb_dim, hidden_dim, num_layers, batch_first=True, bidirectional=True,
                              dropout=dropout if num_layers > 1 else 0.0)
@@ -43,7 +45,7 @@ class RNNEncoder(nn.Module):
         """src (B, S) padded ids, src_lengths (B,) -> Context: memory (B, S, 2H), mask (B, S), h0 (layers, B, H_dec)."""
         if int(src_lengths.min()) < 1:
             raise ValueError("every source sentence needs at least one token (add EOS to empty lines)")
-        emb = self.dropout(self.embedding(src))  # (B, S, E)
+        emb = self.dropout(drop_words(self.embedding(src), self.word_dropout, self.training))  # (B, S, E)
         packed = pack_padded_sequence(emb, src_lengths.cpu(), batch_first=True, enforce_sorted=False)
         out, final = self.rnn(packed)
         memory, _ = pad_packed_sequence(out, batch_first=True, total_length=src.size(1))  # (B, S, 2H)

@@ -25,7 +25,9 @@ class EncoderConfig:
     enc_layers: int = 1
     enc_cell: str = "gru"
     enc_dropout: float = 0.3
+    enc_word_dropout: float = 0.0
     bridge: str = "learned"
+    share_embeddings: bool = False  # one embedding matrix for source and target (needs one joint vocabulary)
 
     CHOICES = {"enc_cell": ["gru", "lstm"], "bridge": ["learned", "last", "zero"]}
 
@@ -34,7 +36,7 @@ def build_encoder(vocab_size: int, config: EncoderConfig, decoder: DecoderConfig
     """Flatten the configs into RNNEncoder arguments."""
     return RNNEncoder(vocab_size, config.enc_emb_dim, config.enc_hidden_dim, config.enc_layers, cell=config.enc_cell,
                       dropout=config.enc_dropout, bridge=config.bridge, decoder_hidden=decoder.hidden_dim,
-                      decoder_layers=decoder.num_layers)
+                      decoder_layers=decoder.num_layers, word_dropout=config.enc_word_dropout)
 
 
 def seq2seq_forward(model: "Translator", batch: tuple[Tensor, ...], carry: Any) -> tuple[Tensor, Tensor, None]:
@@ -57,6 +59,13 @@ class Translator(nn.Module):
         self.encoder_config, self.decoder_config = encoder, decoder
         self.encoder = build_encoder(src_tokenizer.vocab_size, encoder, decoder)
         self.decoder = build_decoder(tgt_tokenizer.vocab_size, decoder, memory_dim=self.encoder.memory_dim)
+        if encoder.share_embeddings:
+            if src_tokenizer.to_dict() != tgt_tokenizer.to_dict():
+                raise ValueError("share_embeddings needs one joint source and target vocabulary (no --separate-vocab)")
+            if encoder.enc_emb_dim != decoder.emb_dim:
+                raise ValueError(f"share_embeddings needs enc_emb_dim == emb_dim, got {encoder.enc_emb_dim} and "
+                                 f"{decoder.emb_dim}")
+            self.encoder.embedding.weight = self.decoder.embedding.weight
 
     @property
     def device(self) -> torch.device:

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from core import PAD, Context, DecoderState, RNNDecoder, packed
+from core.decoder import drop_words
 
 V, E, H, M = 13, 8, 12, 6  # vocabulary, embedding, hidden and memory sizes: tiny, all different
 
@@ -236,3 +237,52 @@ def test_packed_inference_path_equals_the_autograd_path_and_follows_weight_updat
         plain.sum().backward()
         optimizer.step()  # in-place update: the packed copies must be remade
     assert packed._packed.get(dec.output) or not packed.AVAILABLE  # the packed path did run
+
+
+def test_word_dropout_zeroes_whole_tokens_while_training_only():
+    torch.manual_seed(0)
+    emb = torch.randn(40, 50, 8) + 3.0  # no exact zeros of its own
+    dropped = drop_words(emb, 0.25, training=True)
+    zero_rows = (dropped == 0).all(dim=2)
+    assert torch.equal(zero_rows, (dropped == 0).any(dim=2))  # a token loses all of its values or none
+    assert abs(zero_rows.float().mean().item() - 0.25) < 0.03  # 2,000 tokens: 3 standard deviations ~ 0.029
+    kept = ~zero_rows
+    assert torch.allclose(dropped[kept], emb[kept] / 0.75)  # rescaled so the expectation is unchanged
+    assert torch.equal(drop_words(emb, 0.25, training=False), emb)
+
+
+@pytest.mark.parametrize("chunk_values", [1, 3 * 5 * 32 * 2 + 7, 1 << 19])
+def test_bahdanau_scores_in_chunks_equal_the_autograd_path(monkeypatch, chunk_values):
+    from core import attention
+    torch.manual_seed(0)
+    att = attention.BahdanauAttention(16, 24, 32)
+    query, memory = torch.randn(7, 3, 16), torch.randn(7, 5, 24)
+    mask = torch.rand(7, 5) > 0.3
+    mask[:, 0] = True
+    keys = att.keys(memory)
+    context, weights = att(query, keys, memory, mask)  # grad enabled: one broadcast tensor of energies
+    monkeypatch.setattr(attention, "CHUNK_VALUES", chunk_values)  # 1 value: one row per chunk
+    with torch.no_grad():
+        chunked_context, chunked_weights = att(query, keys, memory, mask)
+    assert torch.allclose(chunked_weights, weights, atol=1e-6)
+    assert torch.allclose(chunked_context, context, atol=1e-6)
+    assert torch.all(chunked_weights[~mask.unsqueeze(1).expand_as(weights)] == 0)
+
+
+@pytest.mark.parametrize("feed", [True, False])
+def test_search_step_without_the_input_table_matches(monkeypatch, feed):
+    """Vocabularies too large for the per-token table of input gates multiply the embedding instead."""
+    from core import decoder as decoder_module
+    torch.manual_seed(0)
+    dec = RNNDecoder(11, 6, 8, 2, cell="gru", attention="luong", memory_dim=5, input_feeding=feed).eval()
+    ctx = Context(torch.randn(2, 3, 8), None, torch.randn(3, 4, 5), torch.ones(3, 4, dtype=torch.bool))
+    tokens = torch.tensor([1, 5, 9])
+    with torch.no_grad():
+        state = dec.start(ctx)
+        _, state = dec.step(tokens, state, ctx)  # a non-zero feed
+        with_table, _ = dec.step(tokens, state, ctx)
+        monkeypatch.setattr(decoder_module, "MAX_TABLE_VALUES", 0)
+        without, _ = dec.step(tokens, state, ctx)
+        reference, _ = dec.train().step(tokens, state, ctx)  # no dropout: train mode only takes nn.GRU's path
+    assert torch.allclose(with_table, reference, atol=1e-5)
+    assert torch.allclose(without, reference, atol=1e-5)

@@ -160,3 +160,24 @@ def test_bleu_command_translates_and_scores(trained, tmp_path, capsys):
     hyps = model.translate([s for s, _ in pairs], method="beam", beam_size=5)
     expected = sacrebleu.corpus_bleu(hyps, [[t for _, t in pairs]]).score
     assert results[0]["score"] == pytest.approx(expected) and "BLEU" in capsys.readouterr().out
+
+
+def test_shared_source_and_target_embeddings_survive_save_and_load(tmp_path):
+    torch.manual_seed(0)
+    tok = WordTokenizer(SYMBOLS)
+    model = Translator(tok, tok, EncoderConfig(enc_emb_dim=8, enc_hidden_dim=16, share_embeddings=True),
+                       DecoderConfig(emb_dim=8, hidden_dim=16, attention="luong", tie_embeddings=True))
+    assert model.encoder.embedding.weight is model.decoder.embedding.weight is model.decoder.output.weight
+    with torch.no_grad():
+        model.encoder.embedding.weight[5] += 1.0  # one change reaches the encoder, decoder and output layer
+    model.save(tmp_path / "shared.pt")
+    loaded = Translator.load(tmp_path / "shared.pt")
+    assert loaded.encoder.embedding.weight is loaded.decoder.embedding.weight
+    assert torch.equal(loaded.decoder.output.weight, model.decoder.output.weight)
+    assert loaded.translate(["a b c"], method="greedy") == model.eval().translate(["a b c"], method="greedy")
+    with pytest.raises(ValueError, match="joint source and target vocabulary"):
+        Translator(tok, WordTokenizer(SYMBOLS[:-1]), EncoderConfig(share_embeddings=True),
+                   DecoderConfig(attention="luong"))
+    with pytest.raises(ValueError, match="enc_emb_dim == emb_dim, got 8 and 16"):
+        Translator(tok, tok, EncoderConfig(enc_emb_dim=8, share_embeddings=True),
+                   DecoderConfig(emb_dim=16, attention="luong"))

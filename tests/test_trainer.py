@@ -2,6 +2,7 @@ import json
 import os
 import signal
 
+import pytest
 import torch
 
 from core import BOS, BucketBatches, CharTokenizer, DecoderConfig, LanguageModel, TokenStream, TrainConfig, Trainer
@@ -29,7 +30,7 @@ def test_tiny_corpus_is_overfit_and_regenerated_exactly(tmp_path):
     assert TEXT[0] + continuation == TEXT
 
 
-def run_training(tmp_path, steps, interrupt_at=None, resume=None):
+def run_training(tmp_path, steps, interrupt_at=None, resume=None, ema_decay=0.0):
     """A char LM over a stream with dropout (so RNG state matters) that wraps around epochs."""
     tok = CharTokenizer.train(TEXT)
     torch.manual_seed(123)
@@ -41,7 +42,7 @@ def run_training(tmp_path, steps, interrupt_at=None, resume=None):
         if m.training and calls["n"] == interrupt_at:
             os.kill(os.getpid(), signal.SIGINT)  # as if Ctrl-C were pressed during this step
         return lm_forward(m, batch, carry)
-    config = TrainConfig(steps=steps, lr=5e-3, warmup_steps=3, valid_every=4, seed=7)
+    config = TrainConfig(steps=steps, lr=5e-3, warmup_steps=3, valid_every=4, seed=7, ema_decay=ema_decay)
     ids = [BOS] + tok.encode(TEXT * 3)
     trainer = Trainer(model, forward, TokenStream(ids, 4, 16), config, tmp_path, model.payload,
                       valid=TokenStream(ids, 2, 16))
@@ -51,13 +52,14 @@ def run_training(tmp_path, steps, interrupt_at=None, resume=None):
     return trainer
 
 
-def test_resumed_run_matches_the_uninterrupted_one(tmp_path):
-    full = run_training(tmp_path / "full", steps=14)
+@pytest.mark.parametrize("ema_decay", [0.0, 0.9])
+def test_resumed_run_matches_the_uninterrupted_one(tmp_path, ema_decay):
+    full = run_training(tmp_path / "full", steps=14, ema_decay=ema_decay)
     assert len(full.train_data) < 14  # the run crosses epochs, so carry reset and data position matter
-    interrupted = run_training(tmp_path / "split", steps=14, interrupt_at=6)
+    interrupted = run_training(tmp_path / "split", steps=14, interrupt_at=6, ema_decay=ema_decay)
     assert interrupted.step == 6  # Ctrl-C finished the step, saved and stopped
     assert (tmp_path / "split" / "last.pt").exists()
-    resumed = run_training(tmp_path / "split", steps=14, resume=tmp_path / "split" / "last.pt")
+    resumed = run_training(tmp_path / "split", steps=14, resume=tmp_path / "split" / "last.pt", ema_decay=ema_decay)
     assert resumed.step == 14
 
     def losses(trainer):
@@ -66,6 +68,41 @@ def test_resumed_run_matches_the_uninterrupted_one(tmp_path):
     assert losses(resumed) == losses(full)
     valid = [r["valid_loss"] for r in resumed.records() if r["split"] == "valid"]
     assert valid == [r["valid_loss"] for r in full.records() if r["split"] == "valid"]
+    for a, b in zip(resumed.model.parameters(), full.model.parameters()):
+        assert torch.equal(a, b)
+    if ema_decay:
+        for a, b in zip(resumed.ema, full.ema):
+            assert torch.equal(a, b)
+
+
+def test_checkpoints_hold_the_moving_average_and_training_continues_from_raw_weights(tmp_path):
+    tok = CharTokenizer.train(TEXT)
+    torch.manual_seed(0)
+    model = small_lm(tok)
+    trajectory = []  # the weights before each update, then the final ones
+
+    def forward(m, batch, carry):
+        if m.training:
+            trajectory.append([p.detach().clone() for p in m.parameters()])
+        return lm_forward(m, batch, carry)
+    decay, steps = 0.5, 5
+    ids = [BOS] + tok.encode(TEXT)
+    config = TrainConfig(steps=steps, lr=1e-2, warmup_steps=0, valid_every=steps, ema_decay=decay)
+    trainer = Trainer(model, forward, TokenStream(ids, 2, 8), config, tmp_path, model.payload)
+    trainer.fit()
+    raw = [p.detach().clone() for p in model.parameters()]
+    trajectory.append(raw)
+    expected = [t.clone() for t in trajectory[0]]
+    for step in range(steps):  # the ramp: decay min(0.5, (1 + step) / (10 + step))
+        d = min(decay, (1 + step) / (10 + step))
+        expected = [e * d + (1 - d) * p for e, p in zip(expected, trajectory[step + 1])]
+    ckpt = torch.load(tmp_path / "last.pt", weights_only=True)
+    saved = LanguageModel.load(tmp_path / "last.pt")
+    for name_param, e in zip(saved.named_parameters(), expected):
+        assert torch.allclose(name_param[1], e, atol=1e-6), name_param[0]
+    for r, t in zip(ckpt["trainer"]["raw_params"], raw):
+        assert torch.equal(r, t)
+    assert not all(torch.equal(e, r) for e, r in zip(expected, raw))  # the average is not the raw weights
 
 
 def test_outputs_best_last_log_and_plot(tmp_path):
