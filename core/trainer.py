@@ -96,7 +96,8 @@ class Trainer:
 
     # -- checkpoints ----------------------------------------------------------------------------------
     def state(self, raw_params: list[Tensor] | None = None) -> dict:
-        return {"raw_params": raw_params,"optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict(),
+        return {"raw_params": raw_params,  # the weights to train on when "model" holds their average
+                "optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict(),
                 "scheduler": {"plateau_scale": self.plateau_scale, "bad_validations": self.bad_validations},
                 "step": self.step, "epoch": self.epoch, "batch_index": self.batch_index, "best": self.best,
                 # as a plain tuple: weights_only loading accepts no custom classes such as a NamedTuple
