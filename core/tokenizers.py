@@ -146,6 +146,12 @@ class SentencePieceTokenizer:
     def encode(self, text: str) -> list[int]:
         return self.sp.encode(text)
 
+    def sample(self, text: str, alpha: float) -> list[int]:
+        """A random segmentation of text, for subword regularisation in training (Kudo, 2018). Unigram models
+        draw from all segmentations with probabilities ~ p^alpha (smaller alpha: more varied); BPE models drop
+        each merge with probability alpha (BPE-dropout). Draws follow `spm.set_random_generator_seed`."""
+        return self.sp.encode(text, enable_sampling=True, alpha=alpha, nbest_size=-1)
+
     def decode(self, ids: Iterable[int]) -> str:
         return self.sp.decode([i for i in ids if i not in (PAD, BOS, EOS)])
 

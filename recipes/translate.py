@@ -28,7 +28,7 @@ from seq2seq.bible import bible_pairs
 from seq2seq.bleu import score_files
 from seq2seq.data import ding_pairs, hash_split, read_pairs_tsv, read_parallel
 from seq2seq.plots import save_attention_png
-from seq2seq.translator import EncoderConfig, Translator, seq2seq_forward
+from seq2seq.translator import EncoderConfig, SampledSubwords, Translator, seq2seq_forward
 
 EXAMPLES = """examples:
   python recipes/translate.py                                  # German -> English, Ding sentences
@@ -56,6 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--vocab-size", type=int, default=4000, help="joint sentencepiece (or word) vocabulary size")
     data.add_argument("--separate-vocab", action="store_true", help="one tokenizer per language, not one joint")
     data.add_argument("--max-tokens", type=int, default=1000, help="padded target tokens per batch")
+    data.add_argument("--subword-alpha", type=float, default=0.0,
+                      help="subword regularisation: train on random segmentations, in (0, 1); unigram: smaller is "
+                           "more varied, bpe: merge dropout probability (default 0: off)")
     p.add_argument("--out", default="runs/translate", help="folder for checkpoints, config, logs and plots")
     p.add_argument("--resume", metavar="CHECKPOINT", help="continue training from this checkpoint")
     p.add_argument("--overwrite", action="store_true", help="start afresh even if --out holds checkpoints")
@@ -135,8 +138,15 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"vocabulary {src_tok.vocab_size}/{tgt_tok.vocab_size}, model {n_params / 1e6:.2f}M parameters, "
           f"device {device}")
 
-    encoded = [(model.source_ids(s), model.target_ids(t)) for s, t in pairs["train"] if s.strip() and t.strip()]
-    train = BucketBatches(encoded, lambda e: len(e[1]), model.collate, args.max_tokens, seed=train_config.seed)
+    kept = [(s, t) for s, t in pairs["train"] if s.strip() and t.strip()]
+    if args.subword_alpha:
+        try:
+            train = SampledSubwords(model, kept, args.max_tokens, args.subword_alpha, seed=train_config.seed)
+        except ValueError as err:  # an alpha out of range, or word-level tokens
+            raise UserError(f"--subword-alpha {args.subword_alpha}: {err}") from None
+    else:
+        train = BucketBatches([(model.source_ids(s), model.target_ids(t)) for s, t in kept], lambda e: len(e[1]),
+                              model.collate, args.max_tokens, seed=train_config.seed)
     valid_pairs = pairs["valid"]
     valid = BucketBatches([(model.source_ids(s), model.target_ids(t)) for s, t in valid_pairs],
                           lambda e: len(e[1]), model.collate, args.max_tokens, shuffle=False)
@@ -153,7 +163,8 @@ def main(argv: list[str] | None = None) -> dict:
         trainer.resume(args.resume, task="translation")
     save_config(out, encoder=enc_config, decoder=dec_config, train=train_config,
                 data={"corpus": args.corpus or args.dataset, "level": args.level,
-                      "vocab_size": args.vocab_size, "joint": not args.separate_vocab, "max_tokens": args.max_tokens})
+                      "vocab_size": args.vocab_size, "joint": not args.separate_vocab, "max_tokens": args.max_tokens,
+                      "subword_alpha": args.subword_alpha})
     started = time.perf_counter()
     trainer.fit()
     train_seconds = time.perf_counter() - started

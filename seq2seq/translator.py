@@ -5,14 +5,15 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import sentencepiece as spm
 import torch
 from torch import Tensor, nn
 
-from core.batching import pad
+from core.batching import BucketBatches, pad
 from core.checkpoint import load_checkpoint, save_checkpoint
 from core.decoder import DecoderConfig, build_decoder
 from core.search import Hypothesis, beam_search, generate
-from core.tokenizers import BOS, EOS, Tokenizer, tokenizer_from_dict
+from core.tokenizers import BOS, EOS, SentencePieceTokenizer, Tokenizer, tokenizer_from_dict
 from seq2seq.encoder import RNNEncoder
 
 TASK = "translation"
@@ -148,3 +149,29 @@ def translate_file(checkpoint: str | Path, src_lines: list[str], beam_size: int,
                    device: torch.device) -> list[str]:
     """Load a translation checkpoint and translate lines (used by `python -m seq2seq.bleu --checkpoint`)."""
     return Translator.load(checkpoint, device=device).translate(src_lines, method=method, beam_size=beam_size)
+
+
+class SampledSubwords(BucketBatches):
+    """Training batches in which every sentence gets a fresh random segmentation each time it is seen
+    (subword regularisation: `SentencePieceTokenizer.sample`). Batches are cut by the lengths of the usual
+    segmentation; sentencepiece's generator is seeded from (seed, epoch, index) before each batch, so a resumed
+    run draws the same segmentations as an uninterrupted one."""
+
+    def __init__(self, model: Translator, pairs: list[tuple[str, str]], max_tokens: int, alpha: float,
+                 seed: int = 0):
+        for side in (model.src_tokenizer, model.tgt_tokenizer):
+            if not isinstance(side, SentencePieceTokenizer):
+                raise ValueError(f"sampled segmentations need sentencepiece tokenizers, not {side.kind}")
+        if not 0 < alpha < 1:
+            raise ValueError(f"the sampling alpha must be in (0, 1), got {alpha}")
+        self.model, self.alpha = model, alpha
+        super().__init__(pairs, lambda pair: len(model.target_ids(pair[1])), self._collate, max_tokens, seed=seed)
+
+    def batch(self, epoch: int, index: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        spm.set_random_generator_seed((self.seed * 1_000_003 + epoch * 100_003 + index) % 2 ** 31)
+        return super().batch(epoch, index)
+
+    def _collate(self, pairs: list[tuple[str, str]]) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        src_tok, tgt_tok = self.model.src_tokenizer, self.model.tgt_tokenizer
+        return self.model.collate([(src_tok.sample(src, self.alpha) + [EOS], [BOS] + tgt_tok.sample(tgt, self.alpha)
+                                    + [EOS]) for src, tgt in pairs])

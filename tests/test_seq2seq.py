@@ -8,12 +8,13 @@ import pytest
 import sacrebleu
 import torch
 
-from core import BOS, EOS, BucketBatches, DecoderConfig, TrainConfig, Trainer, WordTokenizer, save_checkpoint
+from core import (BOS, EOS, PAD, BucketBatches, DecoderConfig, SentencePieceTokenizer, TrainConfig, Trainer,
+                  WordTokenizer, save_checkpoint)
 from core.cli import run_main
 from seq2seq.bleu import main as bleu_main
 from seq2seq.encoder import RNNEncoder
 from seq2seq.translate import main as translate_main
-from seq2seq.translator import EncoderConfig, Translator, seq2seq_forward
+from seq2seq.translator import EncoderConfig, SampledSubwords, Translator, seq2seq_forward
 
 ROOT = Path(__file__).resolve().parents[1]
 SYMBOLS = "a b c d e f g".split()
@@ -181,3 +182,27 @@ def test_shared_source_and_target_embeddings_survive_save_and_load(tmp_path):
     with pytest.raises(ValueError, match="enc_emb_dim == emb_dim, got 8 and 16"):
         Translator(tok, tok, EncoderConfig(enc_emb_dim=8, share_embeddings=True),
                    DecoderConfig(emb_dim=16, attention="luong"))
+
+
+def test_sampled_subwords_vary_by_epoch_and_repeat_exactly_on_resume():
+    words = "Haus Baum Katze Hund Vogel Garten Fenster Tür house tree cat dog bird garden window door".split()
+    rng = random.Random(0)
+    pairs = [(" ".join(rng.choices(words[:8], k=4)), " ".join(rng.choices(words[8:], k=4))) for _ in range(60)]
+    tok = SentencePieceTokenizer.train("\n".join(f"{s}\n{t}" for s, t in pairs), vocab_size=320, model_type="unigram")
+    model = Translator(tok, tok, EncoderConfig(enc_emb_dim=8, enc_hidden_dim=8),
+                       DecoderConfig(emb_dim=8, hidden_dim=8, attention="luong"))
+    batches = SampledSubwords(model, pairs, max_tokens=200, alpha=0.2, seed=3)
+    src, src_lengths, tgt_in, tgt_out = batches.batch(0, 1)
+    again = batches.batch(0, 1)  # what a resumed run asks for
+    assert all(torch.equal(a, b) for a, b in zip((src, src_lengths, tgt_in, tgt_out), again))
+    texts = {tok.decode(row.tolist()) for row in src}
+    assert texts <= {s for s, _ in pairs}  # each row is a whole source sentence, only segmented differently
+    assert all(tok.decode(row.tolist()) in {t for _, t in pairs} for row in tgt_out)
+    tgt_lengths = (tgt_out != PAD).sum(1)
+    assert (tgt_in[:, 0] == BOS).all() and (tgt_out[torch.arange(len(tgt_out)), tgt_lengths - 1] == EOS).all()
+    epochs = [torch.cat([batches.batch(epoch, i)[0].flatten() for i in range(len(batches))]) for epoch in (0, 1)]
+    assert not torch.equal(epochs[0].sort().values, epochs[1].sort().values)  # other segmentations, not just order
+    with pytest.raises(ValueError, match="need sentencepiece tokenizers, not word"):
+        SampledSubwords(tiny_translator(), [("a b", "b a")], max_tokens=100, alpha=0.2)
+    with pytest.raises(ValueError, match=r"in \(0, 1\), got 1.5"):
+        SampledSubwords(model, pairs, max_tokens=100, alpha=1.5)

@@ -35,6 +35,19 @@ def test_sentencepiece_round_trip_on_unseen_unicode(model_type):
     assert len(tok.encode("The cat sat on the mat")) < len("The cat sat on the mat")
 
 
+@pytest.mark.parametrize("model_type, alpha", [("unigram", 0.3), ("bpe", 0.2)])
+def test_sentencepiece_samples_other_segmentations_of_the_same_text(model_type, alpha):
+    import sentencepiece as spm
+    tok = SentencePieceTokenizer.train(SHAPES_TEXT, vocab_size=300, model_type=model_type)
+    text = "The bird sat on the mat and looked at the sea."
+    spm.set_random_generator_seed(5)
+    draws = [tok.sample(text, alpha) for _ in range(20)]
+    assert all(tok.decode(ids) == text for ids in draws)  # every draw is a segmentation of the text
+    assert len({tuple(ids) for ids in draws}) > 1  # and they differ
+    spm.set_random_generator_seed(5)
+    assert [tok.sample(text, alpha) for _ in range(20)] == draws  # the seed decides the draws
+
+
 def test_unknown_symbols_map_to_unk_with_one_warning():
     tok = CharTokenizer.train("abc ")
     with warnings.catch_warnings(record=True) as caught:

@@ -39,7 +39,11 @@ def test_recipe_trains_evaluates_and_writes_everything(tmp_path, capsys):
 def test_recipe_bad_data_flags(tmp_path, capsys):
     bad = tmp_path / "bad.tsv"
     bad.write_text("ein satz\tone sentence\nno tab here\n")
+    good = tmp_path / "good.tsv"
+    good.write_text("\n".join(corpus_lines()) + "\n")
     for argv, expected in ((["--corpus", str(bad)], "bad.tsv:2:"),
+                           (["--corpus", str(good), "--level", "word", "--subword-alpha", "0.1"],
+                            "--subword-alpha 0.1: sampled segmentations need sentencepiece tokenizers, not word"),
                            (["--train-src", str(bad)], "give all six"),
                            (["--corpus", str(tmp_path / "none.tsv")], "none.tsv")):
         with pytest.raises(SystemExit) as exit_info:
@@ -47,3 +51,14 @@ def test_recipe_bad_data_flags(tmp_path, capsys):
         assert exit_info.value.code == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and expected in err[0], err
+
+
+def test_recipe_trains_on_sampled_subwords(tmp_path):
+    corpus = tmp_path / "pairs.tsv"
+    corpus.write_text("\n".join(corpus_lines()) + "\n")
+    out = tmp_path / "run"
+    results = translate_main(["--corpus", str(corpus), "--out", str(out), "--vocab-size", "300", "--subword-alpha",
+                              "0.3", "--steps", "4", "--valid-every", "4", "--valid-sentences", "4", "--emb-dim", "8",
+                              "--hidden-dim", "8", "--enc-emb-dim", "8", "--enc-hidden-dim", "8", "--device", "cpu",
+                              "--beam-size", "1"])
+    assert results["steps"] == 4 and json.loads((out / "config.json").read_text())["data"]["subword_alpha"] == 0.3
