@@ -225,7 +225,7 @@ def _label(name: str, fn: Callable) -> Callable:
     return wrapped
 
 
-REGIONS = {"reorder_state": "reorder_state (index_select of every state tensor)",
+REGIONS = {"reorder_state": "reorder_state (index_select of the state tensors that differ between beams)",
            "_process": "_process (log-prob processors; the min_len EOS mask)",
            "step": "decoder.step (all of it)", "_input_gates": "rnn input gates (per-token table + feed product)",
            "_cell_step": "rnn step (written-out GRU/LSTM cell)",
@@ -323,7 +323,8 @@ def step_parts(decoder: RNNDecoder, ctx: Context, start: torch.Tensor, K: int) -
         "min_len EOS mask (index_fill copy)": ms(lambda: logp.index_fill(1, torch.tensor([EOS]), float("-inf"))),
         "candidates + topk over K*V": ms(lambda: (beam_logp.unsqueeze(2) + logp.view(B, K, V)).view(B, K * V)
                                          .topk(2 * K, dim=1)),
-        "reorder_state (whole state)": ms(lambda: core.search.reorder_state(state, rows)),
+        "reorder_state (as beam search calls it: the keys, shared by the beams, stay)": ms(
+            lambda: core.search.reorder_state(state, rows, [state.keys])),
     }
     for name in state._fields:
         t = getattr(state, name)

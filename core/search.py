@@ -6,7 +6,7 @@ Every function takes any decoder with `start(ctx) -> state` and `step(tokens (N,
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -34,9 +34,25 @@ def gnmt_penalty(length: int, alpha: float) -> float:
     return ((5 + length) / 6) ** alpha
 
 
-def reorder_state(state: Any, rows: Tensor) -> Any:
-    """Index every tensor in a (nested) state along dimension 0."""
-    return map_tensors(state, lambda t: t.index_select(0, rows))
+def reorder_state(state: Any, rows: Tensor, unchanged: Sequence[Tensor] = ()) -> Any:
+    """Index every tensor in a (nested) state along dimension 0, except those in `unchanged` (by identity)."""
+    return map_tensors(state, lambda t: t if any(t is u for u in unchanged) else t.index_select(0, rows))
+
+
+def shared_by_beams(state: Any, K: int) -> list[Tensor]:
+    """The state's tensors whose K rows per example (rows b*K .. b*K+K-1) are all equal, e.g. attention keys
+    made from the repeated context. Beams move only within their example, so reordering such a tensor changes
+    nothing for as long as the decoder hands back that same tensor: beam search then skips it."""
+    shared: list[Tensor] = []
+
+    def check(t: Tensor) -> Tensor:
+        if t.dim() and t.size(0) % K == 0:
+            blocks = t.unflatten(0, (-1, K))  # (B, K, ...)
+            if torch.equal(blocks, blocks[:, :1].expand_as(blocks)):
+                shared.append(t)
+        return t
+    map_tensors(state, check)
+    return shared
 
 
 # ---- log-prob processors: small functions applied to (N, V) log-probs before choosing -----------------
@@ -201,6 +217,7 @@ def beam_search(decoder: Any, ctx: Context, start_tokens: Tensor, *, max_len: in
     B, K, device = start_tokens.size(0), beam_size, start_tokens.device
     ctx = ctx.repeat_interleave(K)
     state = decoder.start(ctx)
+    shared = shared_by_beams(state, K)  # e.g. attention keys (B*K, S, A): not copied at every step
     tokens = start_tokens.repeat_interleave(K)  # (B*K,)
     history = tokens.unsqueeze(1)  # (B*K, t + 1), the start token first
     attn_history: Tensor | None = None  # (B*K, t, S)
@@ -236,7 +253,7 @@ def beam_search(decoder: Any, ctx: Context, start_tokens: Tensor, *, max_len: in
         rows = (offsets + origin.gather(1, keep)).view(-1)  # (B*K,) rows of the previous step
         tokens = token.gather(1, keep).view(-1)  # (B*K,)
         beam_logp = top_logp.gather(1, keep)  # (B, K)
-        state = reorder_state(state, rows)
+        state = reorder_state(state, rows, shared)
         history = torch.cat([history.index_select(0, rows), tokens.unsqueeze(1)], dim=1)
         step_attn = getattr(state, "attn", None)
         if step_attn is not None:

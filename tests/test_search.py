@@ -337,6 +337,28 @@ def test_padded_batch_search_equals_each_example_alone(cell, attention, layers, 
                 assert torch.allclose(h.attention[:, :lengths[b]], attn[0, :len(h.tokens)], atol=1e-5)
 
 
+def test_beam_search_leaves_state_shared_by_all_beams_in_place(monkeypatch):
+    """Attention keys are equal for the K beams of an example, so beam search does not copy them at each step;
+    the result equals copying every state tensor."""
+    import core.search
+    torch.manual_seed(4)
+    dec = RNNDecoder(12, 8, 16, attention="bahdanau", memory_dim=6).eval()
+    with torch.no_grad():
+        dec.output.weight.mul_(3.0)
+    ctx = Context(h0=torch.randn(1, 3, 16), memory=torch.randn(3, 5, 6))
+    state = dec.start(ctx.repeat_interleave(4))
+    shared = core.search.shared_by_beams(state, 4)
+    assert any(t is state.keys for t in shared)
+    differing = state._replace(keys=torch.randn_like(state.keys))
+    assert not any(t is differing.keys for t in core.search.shared_by_beams(differing, 4))
+    kept = beam_search(dec, ctx, starts(3), max_len=8, eos=EOS, beam_size=4, n_best=4)
+    monkeypatch.setattr(core.search, "shared_by_beams", lambda state, K: [])
+    copied = beam_search(dec, ctx, starts(3), max_len=8, eos=EOS, beam_size=4, n_best=4)
+    assert len({tuple(h.tokens) for nbest in kept for h in nbest}) > 4  # precondition: beams differ
+    assert [[(h.tokens, h.log_prob) for h in nbest] for nbest in kept] == \
+        [[(h.tokens, h.log_prob) for h in nbest] for nbest in copied]
+
+
 def test_everything_after_eos_is_dropped():
     """Rows stop at different steps; the finished ones keep being stepped but must gain nothing after EOS."""
     B, L = 12, 8
