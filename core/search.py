@@ -116,8 +116,20 @@ def _sampler(temperature: float, top_k: int, top_p: float, generator: torch.Gene
     return choose
 
 
+ARGMAX_BLOCK = 32
+
+
 def _argmax(logp: Tensor) -> Tensor:
-    return logp.argmax(dim=1)
+    """logp.argmax(dim=1), the same index (first on ties, NaN counting as largest), faster on the CPU:
+    torch's argmax over a long last dimension is not vectorised (0.5 ms for 64 x 8000 here) while amax is
+    (0.05 ms), so find the block of 32 that holds the maximum, then the position inside it (0.18 ms)."""
+    N, V = logp.shape
+    if logp.device.type != "cpu" or V % ARGMAX_BLOCK or V < 2 * ARGMAX_BLOCK:
+        return logp.argmax(dim=1)
+    blocks = logp.view(N, V // ARGMAX_BLOCK, ARGMAX_BLOCK)
+    best = blocks.amax(dim=2).argmax(dim=1)  # (N,): the first block holding the row's maximum
+    inside = blocks[torch.arange(N, device=logp.device), best].argmax(dim=1)  # (N,)
+    return best * ARGMAX_BLOCK + inside
 
 
 def _token_by_token(decoder: Any, ctx: Context, start_tokens: Tensor, choose: Callable[[Tensor], Tensor], *,
@@ -149,12 +161,13 @@ def _collect(steps: Iterator[tuple[Tensor, Tensor, Tensor | None]], batch_size: 
         attns.append(attn)
     tokens_bt = torch.stack(tokens, dim=1).tolist()  # (B, T)
     logp_b = torch.stack(logps, dim=1).sum(dim=1).tolist()  # (B,)
+    attn_bts = torch.stack(attns, dim=1) if attns[0] is not None else None  # (B, T, S)
     hyps = []
     for b in range(batch_size):
         row = tokens_bt[b]
         finished = eos in row
         n = row.index(eos) if finished else len(row)
-        attention = torch.stack([a[b] for a in attns[:n]]) if n and attns[0] is not None else None
+        attention = attn_bts[b, :n] if n and attn_bts is not None else None
         hyps.append(Hypothesis(row[:n], logp_b[b], logp_b[b], finished, attention))
     return hyps
 

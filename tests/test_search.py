@@ -13,6 +13,7 @@ import math
 import pytest
 import torch
 
+import core.search
 from core import (Context, Hypothesis, RNNDecoder, UserError, beam_search, generate, gnmt_penalty, greedy, sample,
                   stream)
 
@@ -340,7 +341,6 @@ def test_padded_batch_search_equals_each_example_alone(cell, attention, layers, 
 def test_beam_search_leaves_state_shared_by_all_beams_in_place(monkeypatch):
     """Attention keys are equal for the K beams of an example, so beam search does not copy them at each step;
     the result equals copying every state tensor."""
-    import core.search
     torch.manual_seed(4)
     dec = RNNDecoder(12, 8, 16, attention="bahdanau", memory_dim=6).eval()
     with torch.no_grad():
@@ -381,6 +381,18 @@ def test_everything_after_eos_is_dropped():
         assert h.log_prob == pytest.approx(logp, abs=1e-5)  # EOS's own log-prob counted, nothing after it
     lengths = {len(h.tokens) for h in got if h.finished}
     assert len(lengths) >= 2 and not all(h.finished for h in got), "precondition: rows stop at different steps"
+
+
+@pytest.mark.parametrize("vocab", [40, 64, 100, 8000])
+def test_greedy_choice_is_torch_argmax(vocab):
+    """The blocked argmax of greedy search picks torch.argmax's index: ties (the first wins), -inf, NaN."""
+    logp = torch.randn(8, vocab, generator=torch.Generator().manual_seed(vocab))
+    logp[1] = 0.0  # one tie over the whole row
+    logp[2, [5, vocab - 1]] = 100.0  # a tie across blocks
+    logp[3, [33 % vocab, vocab - 2]] = float("nan")
+    logp[4] = float("-inf")
+    logp[5, -3:] = float("nan")
+    assert torch.equal(core.search._argmax(logp), logp.argmax(dim=1))
 
 
 # ---- sampling ------------------------------------------------------------------------------------------------
