@@ -31,6 +31,9 @@ def run_main(main: Callable[[list[str] | None], Any], argv: list[str] | None = N
     except BrokenPipeError:  # output piped into `head` and the like: stop quietly
         sys.stderr.close()
         sys.exit(0)
+    finally:
+        from core import distributed  # leave a torchrun process group cleanly (nothing to do otherwise)
+        distributed.shutdown()
 
 
 def resolve_device(name: str) -> torch.device:

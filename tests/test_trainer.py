@@ -30,7 +30,7 @@ def test_tiny_corpus_is_overfit_and_regenerated_exactly(tmp_path):
     assert TEXT[0] + continuation == TEXT
 
 
-def run_training(tmp_path, steps, interrupt_at=None, resume=None, ema_decay=0.0):
+def run_training(tmp_path, steps, interrupt_at=None, resume=None, ema_decay=0.0, device="cpu"):
     """A char LM over a stream with dropout (so RNG state matters) that wraps around epochs."""
     tok = CharTokenizer.train(TEXT)
     torch.manual_seed(123)
@@ -45,7 +45,7 @@ def run_training(tmp_path, steps, interrupt_at=None, resume=None, ema_decay=0.0)
     config = TrainConfig(steps=steps, lr=5e-3, warmup_steps=3, valid_every=4, seed=7, ema_decay=ema_decay)
     ids = [BOS] + tok.encode(TEXT * 3)
     trainer = Trainer(model, forward, TokenStream(ids, 4, 16), config, tmp_path, model.payload,
-                      valid=TokenStream(ids, 2, 16))
+                      valid=TokenStream(ids, 2, 16), device=device)
     if resume:
         trainer.resume(resume, task="textgen")
     trainer.fit()
@@ -53,13 +53,14 @@ def run_training(tmp_path, steps, interrupt_at=None, resume=None, ema_decay=0.0)
 
 
 @pytest.mark.parametrize("ema_decay", [0.0, 0.9])
-def test_resumed_run_matches_the_uninterrupted_one(tmp_path, ema_decay):
-    full = run_training(tmp_path / "full", steps=14, ema_decay=ema_decay)
+def test_resumed_run_matches_the_uninterrupted_one(tmp_path, ema_decay, device="cpu"):
+    full = run_training(tmp_path / "full", steps=14, ema_decay=ema_decay, device=device)
     assert len(full.train_data) < 14  # the run crosses epochs, so carry reset and data position matter
-    interrupted = run_training(tmp_path / "split", steps=14, interrupt_at=6, ema_decay=ema_decay)
+    interrupted = run_training(tmp_path / "split", steps=14, interrupt_at=6, ema_decay=ema_decay, device=device)
     assert interrupted.step == 6  # Ctrl-C finished the step, saved and stopped
     assert (tmp_path / "split" / "last.pt").exists()
-    resumed = run_training(tmp_path / "split", steps=14, resume=tmp_path / "split" / "last.pt", ema_decay=ema_decay)
+    resumed = run_training(tmp_path / "split", steps=14, resume=tmp_path / "split" / "last.pt", ema_decay=ema_decay,
+                           device=device)
     assert resumed.step == 14
 
     def losses(trainer):
