@@ -12,6 +12,15 @@ from test_trainer import TEXT, small_lm
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
 
+@pytest.fixture(autouse=True)
+def _full_float32():
+    """cuDNN may run RNNs in TF32 (a 10-bit mantissa) by default: compare with the CPU in full float32."""
+    allowed = torch.backends.cudnn.allow_tf32
+    torch.backends.cudnn.allow_tf32 = False
+    yield
+    torch.backends.cudnn.allow_tf32 = allowed
+
+
 def attention_decoder_and_context(device):
     torch.manual_seed(3)
     V, H, M, lengths = 50, 32, 12, [7, 3, 9, 5]
@@ -69,4 +78,5 @@ def test_mixed_precision_training_overfits_a_tiny_corpus_on_cuda(tmp_path):
 
 
 def test_resumed_cuda_run_matches_the_uninterrupted_one(tmp_path):
-    test_trainer.test_resumed_run_matches_the_uninterrupted_one(tmp_path, ema_decay=0.0, device="cuda")
+    # GPU kernels need not be bit-for-bit deterministic; a lost random or data state would differ by far more
+    test_trainer.check_resume_matches(tmp_path, ema_decay=0.0, device="cuda", atol=1e-4)

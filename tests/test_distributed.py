@@ -81,3 +81,17 @@ def test_textgen_recipe_runs_under_torchrun(tmp_path):
     assert result.stdout.count("test: ") == 1  # evaluation and samples come from the main process only
     assert json.loads((tmp_path / "run" / "results.json").read_text())["steps"] == 6
     assert load_checkpoint(tmp_path / "run" / "last.pt", task="textgen")["trainer"]["step"] == 6
+
+
+@pytest.mark.slow
+def test_translate_recipe_runs_under_torchrun(tmp_path):
+    from test_translate_recipe import corpus_lines
+    corpus = tmp_path / "pairs.tsv"
+    corpus.write_text("\n".join(corpus_lines()) + "\n")
+    result = torchrun(2, REPO / "recipes" / "translate.py", "--corpus", str(corpus), "--vocab-size", "300",
+                      "--steps", "6", "--valid-every", "3", "--max-tokens", "60", "--emb-dim", "16",
+                      "--hidden-dim", "32", "--enc-emb-dim", "16", "--enc-hidden-dim", "16", "--beam-size", "2",
+                      "--out", str(tmp_path / "run"))
+    assert result.stdout.count("first test sentences") == 1
+    saved = load_checkpoint(tmp_path / "run" / "last.pt", task="translation")
+    assert saved["trainer"]["step"] == 6 and len(saved["trainer"]["by_rank"]) == 2
