@@ -10,6 +10,7 @@ import os
 import sys
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any, Iterator
 
 import torch
@@ -76,7 +77,8 @@ def setup(device: torch.device) -> tuple[World, torch.device]:
                             f"{torch.cuda.device_count()} are visible (use --nproc_per_node <= the GPU count)")
         device = torch.device("cuda", local_rank)
         torch.cuda.set_device(device)
-    dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    # the others wait while the main process fetches data, trains tokenizers and validates (BLEU decoding)
+    dist.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=timedelta(hours=2))
     world = current()
     if not world.main:  # one copy of the output is enough: the others keep stderr for errors only
         sys.stdout = open(os.devnull, "w")

@@ -7,6 +7,7 @@ import json
 import math
 import signal
 import time
+import warnings
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -94,6 +95,9 @@ class Trainer:
         if self.shard < 1:
             raise UserError(f"the training data makes {len(train)} batches, fewer than the {self.world.size} "
                             "processes (use smaller batches or fewer processes)")
+        if len(train) % self.world.size and self.world.main:
+            warnings.warn(f"{len(train) % self.world.size} of the {len(train)} training batches per epoch are "
+                          f"left out: each of the {self.world.size} processes takes {self.shard}")
         self.model.to(self.device)
         self.forward_step: nn.Module = _ForwardStep(model, forward_fn)
         if self.world.size > 1:  # also copies the main process's initial weights to every process
@@ -111,7 +115,9 @@ class Trainer:
         # An exponential moving average of the weights (ema_decay > 0) is what validation sees and what
         # checkpoints hold as "model"; the raw weights travel in the trainer state for --resume.
         self.ema = [p.detach().clone() for p in model.parameters()] if config.ema_decay > 0 else None
-        self.stop_requested = False
+        # Ctrl-C: a lone process stops after the current step; several processes stop after the step at
+        # whose exchange any of them reports a pending Ctrl-C, so that all leave the loop together.
+        self.stop_requested = self.interrupt_pending = False
 
     # -- learning rate ------------------------------------------------------------------------------
     def lr_at(self, step: int) -> float:
@@ -148,6 +154,7 @@ class Trainer:
                 "optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict(),
                 "scheduler": {"plateau_scale": self.plateau_scale, "bad_validations": self.bad_validations},
                 "step": self.step, "epoch": self.epoch, "batch_index": self.batch_index, "best": self.best,
+                "world_size": self.world.size,
                 **self._process_state(), "by_rank": by_rank or [],  # by_rank: every process's, when several
                 "train_config": asdict(self.config)}
 
@@ -212,9 +219,15 @@ class Trainer:
             own = by_rank[self.world.rank]
         elif self.world.size == 1:
             own = state
-        else:  # resumed with another number of processes: each takes up a different part of the data
+        else:  # saved by another number of processes, whose blocks of batches differ from this run's
             own = {"rng": None, "carry": None}
             torch.manual_seed(self.config.seed + self.world.rank + self.step)
+        if state.get("world_size", 1) != self.world.size:
+            # the data position means nothing with other blocks: go on from the start of the next epoch
+            self.epoch, self.batch_index = self.epoch + 1, 0
+            if self.world.main:
+                warnings.warn(f"{path} was written by {state.get('world_size', 1)} process(es), this run has "
+                              f"{self.world.size}: training continues from the start of epoch {self.epoch}")
         self.carry = map_tensors(own["carry"], lambda t: t.to(self.device))
         if own["rng"] is not None:
             self._set_rng_state(own["rng"])
@@ -339,7 +352,7 @@ class Trainer:
                     group["lr"] = lr
                 loss, _, n_tokens, carry = self._loss(batch, self.carry, training=True)
                 self.optimizer.zero_grad(set_to_none=True)
-                self.scaler.scale(loss).backward()
+                self.scaler.scale(self._share_of_all_tokens(loss, n_tokens)).backward()
                 self.scaler.unscale_(self.optimizer)
                 grad_norm = nn.utils.clip_grad_norm_(self.model.parameters(), self.config.clip_norm)
                 self.scaler.step(self.optimizer)
@@ -352,8 +365,11 @@ class Trainer:
                 # One small exchange per step: the loss over all processes' tokens, and whether any of them
                 # was interrupted (all must stop at the same step, or the others would wait forever).
                 loss_sum, n_tokens, stops = self.world.sum(
-                    [loss.item() * n_tokens, n_tokens, float(self.stop_requested)], self.device)
-                self.stop_requested = stops > 0
+                    [loss.item() * n_tokens, n_tokens, float(self.stop_requested or self.interrupt_pending)],
+                    self.device)
+                if stops > 0 and not self.stop_requested:
+                    self.stop_requested = True
+                    tqdm.write("Ctrl-C: stopping all processes after this step and saving a checkpoint")
                 tokens_seen += int(n_tokens)
                 speed = tokens_seen / (time.perf_counter() - started)
                 loss_value = loss_sum / max(1, n_tokens)
@@ -381,13 +397,30 @@ class Trainer:
         valid = [r for r in self.records() if r["split"] == "valid"]
         return {k: v for k, v in valid[-1].items() if k not in ("step", "split")} if valid else {}
 
+    @property
+    def interrupted(self) -> bool:
+        """Whether a Ctrl-C arrived during `fit` (the recipes then stop instead of going on to testing)."""
+        return self.stop_requested or self.interrupt_pending
+
     def _on_interrupt(self, signum: int, frame: Any) -> None:
-        # A second Ctrl-C stops at once. Not under torchrun: it passes the terminal's Ctrl-C on to every
-        # process a second time itself (and kills them 30 s later if they have not finished).
-        if self.stop_requested and self.world.size == 1:
+        if self.world.size > 1:
+            # torchrun passes each process one Ctrl-C and kills them 30 s later: note it for the next
+            # exchange (acting at once could leave one process in a collective the others never join)
+            self.interrupt_pending = True
+            return
+        if self.stop_requested:  # a second Ctrl-C stops at once
             raise KeyboardInterrupt
         self.stop_requested = True
         tqdm.write("Ctrl-C: finishing this step and saving a checkpoint (press again to quit now)")
+
+    def _share_of_all_tokens(self, loss: Tensor, n_tokens: int) -> Tensor:
+        """The loss to differentiate. DistributedDataParallel averages the processes' gradients; weighing each
+        process's per-token mean by its share of all processes' tokens makes that average the gradient of
+        the mean over every token of the N batches, as one process would compute it on all of them."""
+        if self.world.size == 1:
+            return loss
+        (total,) = self.world.sum([n_tokens], self.device)
+        return loss * (n_tokens * self.world.size / max(1.0, total))
 
     def plot(self) -> Path | None:
         """Save the loss curve (training loss, validation loss) as loss.png."""

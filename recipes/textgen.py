@@ -101,7 +101,8 @@ def main(argv: list[str] | None = None) -> dict:
     started = time.perf_counter()
     trainer.fit()
     train_seconds = time.perf_counter() - started
-    if not world.main:  # evaluation and samples: once, in the main process
+    # after Ctrl-C the run stops (its checkpoint is saved); evaluation and samples: once, in the main process
+    if not world.main or trainer.interrupted:
         return {}
 
     # Evaluate the best checkpoint on the held-out test text.

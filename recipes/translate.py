@@ -173,7 +173,8 @@ def main(argv: list[str] | None = None) -> dict:
     started = time.perf_counter()
     trainer.fit()
     train_seconds = time.perf_counter() - started
-    if not world.main:  # testing, examples and plots: once, in the main process
+    # after Ctrl-C the run stops (its checkpoint is saved); testing, examples and plots: once, in the main process
+    if not world.main or trainer.interrupted:
         return {}
 
     best = Translator.load(out / "best.pt", device=device)

@@ -1,8 +1,10 @@
 """Run by test_distributed.py, under torchrun or alone: a tiny character language model trained by `Trainer`.
 
 `--merge N` (alone only) trains on batches made by joining the batches that N processes would take at the same
-step, which is what N processes averaging their gradients compute when every batch holds as many tokens.
-`--interrupt-at K --interrupt-rank R`: process R gets a Ctrl-C during step K.
+step (padded), which is what N data-parallel processes must compute. The stream's last batch is shorter, so
+the processes hold different numbers of tokens in the last step of each epoch.
+`--interrupt-at K --interrupt-rank R`: process R gets a Ctrl-C during step K; `--interrupt-in-validation`:
+the main process gets one while it validates.
 """
 import argparse
 import os
@@ -18,7 +20,8 @@ from core import distributed  # noqa: E402
 from core.batching import TokenStream  # noqa: E402
 from core.decoder import DecoderConfig  # noqa: E402
 from core.lm import LanguageModel, lm_forward  # noqa: E402
-from core.tokenizers import BOS, CharTokenizer  # noqa: E402
+from core.batching import pad  # noqa: E402
+from core.tokenizers import BOS, PAD, CharTokenizer  # noqa: E402
 from core.trainer import TrainConfig, Trainer  # noqa: E402
 
 TEXT = "the quick brown fox jumps over the lazy dog; pack my box with five dozen liquor jugs. " * 4
@@ -37,7 +40,8 @@ class Merged:
 
     def batch(self, epoch: int, index: int):
         parts = [self.stream.batch(epoch, r * self.shard + index) for r in range(self.n)]
-        return tuple(torch.cat(tensors) for tensors in zip(*parts))
+        # padding only in the epoch's last batch, after which the carried state is dropped anyway
+        return tuple(pad([row for t in tensors for row in t.tolist()], PAD)[0] for tensors in zip(*parts))
 
 
 def main() -> None:
@@ -49,13 +53,14 @@ def main() -> None:
     p.add_argument("--resume")
     p.add_argument("--interrupt-at", type=int, default=0)
     p.add_argument("--interrupt-rank", type=int, default=0)
+    p.add_argument("--interrupt-in-validation", action="store_true")
     args = p.parse_args()
     torch.set_num_threads(1)
     world, device = distributed.setup(torch.device("cpu"))
     tok = CharTokenizer.train(TEXT)
     torch.manual_seed(5)
     model = LanguageModel(tok, DecoderConfig(emb_dim=8, hidden_dim=24, cell="gru", dropout=args.dropout))
-    stream = TokenStream([BOS] + tok.encode(TEXT), 2, 12)
+    stream = TokenStream([BOS] + tok.encode(TEXT), 2, 18)  # 10 batches, the last of 9 tokens
     train = Merged(stream, args.merge) if args.merge > 1 else stream
     steps = {"n": 0}
 
@@ -67,8 +72,13 @@ def main() -> None:
         return lm_forward(m, batch, carry)
     config = TrainConfig(steps=args.steps, lr=1e-2, schedule="constant", warmup_steps=0, valid_every=3,
                          clip_norm=1e9, seed=3)
+
+    def metrics(m):
+        if args.interrupt_in_validation and world.main:
+            os.kill(os.getpid(), signal.SIGINT)
+        return {}
     trainer = Trainer(model, forward, train, config, args.out, model.payload, valid=TokenStream(
-        [BOS] + tok.encode(TEXT[:60]), 1, 12), device=device)
+        [BOS] + tok.encode(TEXT[:60]), 1, 12), metrics_fn=metrics, device=device)
     if args.resume:
         trainer.resume(args.resume, task="textgen")
     trainer.fit()

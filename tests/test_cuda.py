@@ -3,11 +3,11 @@ checkpoints move between devices, and an interrupted run resumes exactly (CUDA r
 import pytest
 import torch
 
-from core import BOS, EOS, CharTokenizer, Context, LanguageModel, RNNDecoder, TokenStream, TrainConfig, Trainer
+from core import BOS, EOS, Context, LanguageModel, RNNDecoder
 from core.lm import lm_forward
 from core.search import beam_search, greedy, sample
 import test_trainer
-from test_trainer import TEXT, small_lm
+from test_trainer import TEXT
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
@@ -58,18 +58,12 @@ def test_sampling_on_cuda_is_reproducible_from_its_generator():
 
 
 def test_mixed_precision_training_overfits_a_tiny_corpus_on_cuda(tmp_path):
-    tok = CharTokenizer.train(TEXT)
-    model = small_lm(tok)
-    ids = [BOS] + tok.encode(TEXT)
-    config = TrainConfig(steps=150, lr=1e-2, warmup_steps=0, valid_every=150, schedule="constant")
-    trainer = Trainer(model, lm_forward, TokenStream(ids, 1, len(ids)), config, tmp_path, model.payload,
-                      valid=TokenStream(ids, 1, len(ids)), device="cuda")
+    trainer = test_trainer.overfit_tiny_corpus(tmp_path, device="cuda")
+    model = trainer.model
     assert trainer.amp and model.device.type == "cuda"
-    assert trainer.fit()["valid_loss"] < 0.05
-    assert TEXT[0] + model.generate(TEXT[0], method="greedy", max_len=len(TEXT) - 1) == TEXT
     # the checkpoint written on the GPU loads on the CPU and computes the same
     on_cpu = LanguageModel.load(tmp_path / "best.pt", device="cpu")
-    probe = torch.tensor([ids[:30]])
+    probe = torch.tensor([[BOS] + model.tokenizer.encode(TEXT[:30])])
     with torch.no_grad():
         expected, _, _ = lm_forward(model.eval(), (probe.cuda(), probe.cuda()), None)
         got, _, _ = lm_forward(on_cpu, (probe, probe), None)

@@ -14,10 +14,10 @@ WORKER = Path(__file__).with_name("ddp_worker.py")
 REPO = Path(__file__).resolve().parents[1]
 
 
-def torchrun(nproc: int, script: Path, *args: str) -> subprocess.CompletedProcess:
+def torchrun(nproc: int, script: Path, *args: str, timeout: int = 300) -> subprocess.CompletedProcess:
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
                str(script), *args]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=REPO,
+    result = subprocess.run(command, capture_output=True, text=True, timeout=timeout, cwd=REPO,
                             env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert result.returncode == 0, result.stderr[-3000:]
     return result
@@ -45,7 +45,8 @@ def assert_same_weights(a: dict, b: dict, atol: float = 0.0) -> None:
 
 @pytest.mark.slow
 def test_two_processes_train_like_one_on_both_batches(tmp_path):
-    # 10 steps over 7 batches per process: crosses an epoch, so the carried state is reset on both sides
+    # 10 steps over 5 batches per process: crosses epochs, so the carried state is reset on both sides, and in
+    # each epoch's last step process 1 holds half as many tokens (its gradient must count for less)
     torchrun(2, WORKER, "--out", str(tmp_path / "ddp"), "--steps", "10")
     alone("--out", str(tmp_path / "one"), "--steps", "10", "--merge", "2")
     ddp0, ddp1 = weights(tmp_path / "ddp" / "weights.rank0.pt"), weights(tmp_path / "ddp" / "weights.rank1.pt")
@@ -69,6 +70,15 @@ def test_ctrl_c_in_one_process_stops_both_and_the_resumed_run_matches(tmp_path):
     for rank in (0, 1):
         assert_same_weights(weights(tmp_path / "split" / f"weights.rank{rank}.pt"),
                             weights(tmp_path / "full" / f"weights.rank{rank}.pt"))
+
+
+@pytest.mark.slow
+def test_ctrl_c_while_the_main_process_validates_stops_both_after_the_next_step(tmp_path):
+    # the other process is already past the step's exchange: acting at once would leave the two processes in
+    # different collectives for ever (the timeout turns such a hang into a failure)
+    torchrun(2, WORKER, "--out", str(tmp_path), "--steps", "10", "--interrupt-in-validation", timeout=120)
+    assert load_checkpoint(tmp_path / "last.pt")["trainer"]["step"] == 4  # validated at 3, stopped after 4
+    assert (tmp_path / "weights.rank1.pt").exists()
 
 
 @pytest.mark.slow

@@ -17,17 +17,22 @@ def small_lm(tokenizer, dropout=0.0, hidden=64):
                                                   dropout=dropout))
 
 
-def test_tiny_corpus_is_overfit_and_regenerated_exactly(tmp_path):
+def overfit_tiny_corpus(tmp_path, device="cpu"):
+    """Train a small LM on TEXT until it knows it by heart; returns the trainer (its model and checkpoints)."""
     tok = CharTokenizer.train(TEXT)
     model = small_lm(tok)
     ids = [BOS] + tok.encode(TEXT)
     config = TrainConfig(steps=150, lr=1e-2, warmup_steps=0, valid_every=150, schedule="constant")
     trainer = Trainer(model, lm_forward, TokenStream(ids, 1, len(ids)), config, tmp_path, model.payload,
-                      valid=TokenStream(ids, 1, len(ids)))
-    metrics = trainer.fit()
-    assert metrics["valid_loss"] < 0.05
+                      valid=TokenStream(ids, 1, len(ids)), device=device)
+    assert trainer.fit()["valid_loss"] < 0.05
     continuation = model.generate(TEXT[0], method="greedy", max_len=len(TEXT) - 1)
     assert TEXT[0] + continuation == TEXT
+    return trainer
+
+
+def test_tiny_corpus_is_overfit_and_regenerated_exactly(tmp_path):
+    overfit_tiny_corpus(tmp_path)
 
 
 def run_training(tmp_path, steps, interrupt_at=None, resume=None, ema_decay=0.0, device="cpu"):
