@@ -4,7 +4,8 @@
 step (padded), which is what N data-parallel processes must compute. The stream's last batch is shorter, so
 the processes hold different numbers of tokens in the last step of each epoch.
 `--interrupt-at K --interrupt-rank R`: process R gets a Ctrl-C during step K; `--interrupt-in-validation`:
-the main process gets one while it validates.
+the main process gets one while it validates. `--never-improves`: validation reports the same figure every
+time, so the plateau schedule halves the rate at each validation and early stopping ends the run.
 """
 import argparse
 import os
@@ -54,6 +55,7 @@ def main() -> None:
     p.add_argument("--interrupt-at", type=int, default=0)
     p.add_argument("--interrupt-rank", type=int, default=0)
     p.add_argument("--interrupt-in-validation", action="store_true")
+    p.add_argument("--never-improves", action="store_true")
     args = p.parse_args()
     torch.set_num_threads(1)
     world, device = distributed.setup(torch.device("cpu"))
@@ -70,15 +72,16 @@ def main() -> None:
             if steps["n"] == args.interrupt_at and world.rank == args.interrupt_rank:
                 os.kill(os.getpid(), signal.SIGINT)
         return lm_forward(m, batch, carry)
-    config = TrainConfig(steps=args.steps, lr=1e-2, schedule="constant", warmup_steps=0, valid_every=3,
-                         clip_norm=1e9, seed=3)
+    config = TrainConfig(steps=args.steps, lr=1e-2, schedule="plateau" if args.never_improves else "constant",
+                         warmup_steps=0, valid_every=3, clip_norm=1e9, seed=3, plateau_patience=1,
+                         patience=2 if args.never_improves else 0)
 
     def metrics(m):
         if args.interrupt_in_validation and world.main:
             os.kill(os.getpid(), signal.SIGINT)
-        return {}
+        return {"figure": 1.0}
     trainer = Trainer(model, forward, train, config, args.out, model.payload, valid=TokenStream(
-        [BOS] + tok.encode(TEXT[:60]), 1, 12), metrics_fn=metrics, device=device)
+        [BOS] + tok.encode(TEXT[:60]), 1, 12), metrics_fn=metrics, select="figure", device=device)
     if args.resume:
         trainer.resume(args.resume, task="textgen")
     trainer.fit()

@@ -82,6 +82,17 @@ def test_ctrl_c_while_the_main_process_validates_stops_both_after_the_next_step(
 
 
 @pytest.mark.slow
+def test_schedule_and_early_stopping_decisions_reach_every_process(tmp_path):
+    # only the main process validates: had the others kept their own rate, their weights would drift apart,
+    # and had they missed the early stop, they would wait for ever in the next step (the timeout fails that)
+    torchrun(2, WORKER, "--out", str(tmp_path), "--steps", "30", "--never-improves", timeout=120)
+    records = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if r["split"] == "valid"] == [3, 6, 9]  # stopped after 2 bad ones
+    assert sorted({r["lr"] for r in records if r["split"] == "train"}) == [5e-3, 1e-2]  # halved at step 6
+    assert_same_weights(weights(tmp_path / "weights.rank0.pt"), weights(tmp_path / "weights.rank1.pt"))
+
+
+@pytest.mark.slow
 def test_textgen_recipe_runs_under_torchrun(tmp_path):
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("a small corpus, written by the test, for two processes to share.\n" * 60)
