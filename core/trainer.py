@@ -130,18 +130,14 @@ class Trainer:
 
     # -- checkpoints ----------------------------------------------------------------------------------
     def _rng_state(self) -> dict:
-        cuda = self.device.type == "cuda"
-        return {"torch": torch.get_rng_state(),
-                "cuda": torch.cuda.get_rng_state_all() if cuda and self.world.size == 1
-                else [torch.cuda.get_rng_state(self.device)] if cuda else []}
+        """The CPU generator's state and that of the GPU this process trains on (a list: empty on the CPU)."""
+        cuda = [torch.cuda.get_rng_state(self.device)] if self.device.type == "cuda" else []
+        return {"torch": torch.get_rng_state(), "cuda": cuda}
 
     def _set_rng_state(self, rng: dict) -> None:
         torch.set_rng_state(rng["torch"].cpu())
-        if rng["cuda"] and self.device.type == "cuda":
-            if self.world.size == 1:
-                torch.cuda.set_rng_state_all([s.cpu() for s in rng["cuda"]])
-            else:
-                torch.cuda.set_rng_state(rng["cuda"][0].cpu(), self.device)
+        if rng["cuda"] and self.device.type == "cuda":  # older checkpoints list every GPU's, this one's first
+            torch.cuda.set_rng_state(rng["cuda"][0].cpu(), self.device)
 
     def _process_state(self) -> dict:
         """What differs between the processes of a distributed run: random state and carried state."""
@@ -352,7 +348,8 @@ class Trainer:
                     group["lr"] = lr
                 loss, _, n_tokens, carry = self._loss(batch, self.carry, training=True)
                 self.optimizer.zero_grad(set_to_none=True)
-                self.scaler.scale(self._share_of_all_tokens(loss, n_tokens)).backward()
+                share, all_tokens = self._share_of_all_tokens(loss, n_tokens)
+                self.scaler.scale(share).backward()
                 self.scaler.unscale_(self.optimizer)
                 grad_norm = nn.utils.clip_grad_norm_(self.model.parameters(), self.config.clip_norm)
                 self.scaler.step(self.optimizer)
@@ -362,17 +359,16 @@ class Trainer:
                 # truncated BPTT: keep the state's values, cut its history
                 self.carry = map_tensors(carry, Tensor.detach) if self.train_data.carries_state else None
                 self.step, self.batch_index = self.step + 1, self.batch_index + 1
-                # One small exchange per step: the loss over all processes' tokens, and whether any of them
+                # A small exchange after the step: the loss over all processes' tokens, and whether any of them
                 # was interrupted (all must stop at the same step, or the others would wait forever).
-                loss_sum, n_tokens, stops = self.world.sum(
-                    [loss.item() * n_tokens, n_tokens, float(self.stop_requested or self.interrupt_pending)],
-                    self.device)
+                loss_sum, stops = self.world.sum(
+                    [loss.item() * n_tokens, float(self.stop_requested or self.interrupt_pending)], self.device)
                 if stops > 0 and not self.stop_requested:
                     self.stop_requested = True
                     tqdm.write("Ctrl-C: stopping all processes after this step and saving a checkpoint")
-                tokens_seen += int(n_tokens)
+                tokens_seen += int(all_tokens)
                 speed = tokens_seen / (time.perf_counter() - started)
-                loss_value = loss_sum / max(1, n_tokens)
+                loss_value = loss_sum / max(1, all_tokens)
                 if main:
                     self._log({"step": self.step, "split": "train", "loss": loss_value, "lr": lr,
                                "grad_norm": float(grad_norm), "tokens_per_s": speed})
@@ -413,14 +409,15 @@ class Trainer:
         self.stop_requested = True
         tqdm.write("Ctrl-C: finishing this step and saving a checkpoint (press again to quit now)")
 
-    def _share_of_all_tokens(self, loss: Tensor, n_tokens: int) -> Tensor:
-        """The loss to differentiate. DistributedDataParallel averages the processes' gradients; weighing each
-        process's per-token mean by its share of all processes' tokens makes that average the gradient of
-        the mean over every token of the N batches, as one process would compute it on all of them."""
+    def _share_of_all_tokens(self, loss: Tensor, n_tokens: int) -> tuple[Tensor, int]:
+        """The loss to differentiate, and the target tokens of all processes in this step.
+        DistributedDataParallel averages the processes' gradients; weighing each process's per-token mean by
+        its share of all processes' tokens makes that average the gradient of the mean over every token of
+        the N batches, as one process would compute it on all of them."""
         if self.world.size == 1:
-            return loss
+            return loss, n_tokens
         (total,) = self.world.sum([n_tokens], self.device)
-        return loss * (n_tokens * self.world.size / max(1.0, total))
+        return loss * (n_tokens * self.world.size / max(1.0, total)), int(total)
 
     def plot(self) -> Path | None:
         """Save the loss curve (training loss, validation loss) as loss.png."""

@@ -17,8 +17,8 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 
 import torch
 
-from core.batching import TokenStream
 from core import distributed
+from core.batching import TokenStream
 from core.checkpoint import load_checkpoint
 from core.cli import (UserError, add_config_flags, config_from_args, resolve_device, run_folder, run_main,
                       save_config)
