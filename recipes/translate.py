@@ -37,7 +37,9 @@ EXAMPLES = """examples:
   python recipes/translate.py --dataset bible --out runs/bible   # Spanish -> English Bible verses
   python recipes/translate.py --train-src tr.de --train-tgt tr.en --valid-src va.de --valid-tgt va.en \\
                               --test-src te.de --test-tgt te.en
-  python recipes/translate.py --steps 7000 --valid-every 700 --out runs/translate-long   # the longer run (README)
+  python recipes/translate.py --seed 2 --out runs/translate-seed2    # a second model, then the two as an ensemble:
+  python -m seq2seq.bleu --checkpoint runs/translate/best.pt --checkpoint runs/translate-seed2/best.pt \
+                         --src runs/translate/test.source.txt --ref runs/translate/test.reference.txt
 """
 SPLIT_FLAGS = [f"--{part}-{side}" for part in ("train", "valid", "test") for side in ("src", "tgt")]
 
@@ -179,6 +181,8 @@ def main(argv: list[str] | None = None) -> dict:
 
     best = Translator.load(out / "best.pt", device=device)
     sources, references = [s for s, _ in pairs["test"]], [t for _, t in pairs["test"]]
+    for name, lines in (("test.source.txt", sources), ("test.reference.txt", references)):  # for seq2seq.bleu
+        (out / name).write_text("\n".join(lines) + "\n", encoding="utf-8")
     results: dict = {"train_seconds": round(train_seconds, 1), "steps": trainer.step, "parameters": n_params,
                      "best_valid_bleu": trainer.best}
     for name, options in (("greedy", {"method": "greedy"}),

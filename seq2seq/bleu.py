@@ -2,6 +2,7 @@
 
     python -m seq2seq.bleu HYP --ref REF [--ref REF2 ...] [--tokenize 13a] [--lowercase] [--json] [--sentence]
     python -m seq2seq.bleu --checkpoint CK --src SRC --ref REF [--method beam --beam-size 5]
+    python -m seq2seq.bleu --checkpoint CK1 --checkpoint CK2 --src SRC --ref REF   # an ensemble
 
 The scores are the sacrebleu library's own, so they can be quoted with the printed signature.
 """
@@ -89,7 +90,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     parser.add_argument("--sentence", action="store_true", help="print a score for every line")
     translate = parser.add_argument_group("translate, then score")
-    translate.add_argument("--checkpoint", metavar="CK", help="translation checkpoint to translate --src with")
+    translate.add_argument("--checkpoint", action="append", metavar="CK",
+                           help="translation checkpoint to translate --src with; repeat to translate with an "
+                                "ensemble of several (the mean of their next-token probabilities)")
     translate.add_argument("--src", metavar="SRC", help="source sentences, one per line, aligned with --ref")
     translate.add_argument("--method", default="beam", choices=("greedy", "beam"), help="(default: %(default)s)")
     translate.add_argument("--beam-size", type=int, default=5, help="(default: %(default)s)")
@@ -110,8 +113,9 @@ def _hypotheses(args: argparse.Namespace, n_refs: int) -> list[str]:
     if args.src is None:
         raise UserError("--checkpoint needs --src SRC, the sentences to translate")
     check_range("--beam-size", args.beam_size, low=1)
-    if not Path(args.checkpoint).is_file():
-        raise UserError(f"checkpoint {args.checkpoint} does not exist")
+    for path in args.checkpoint:
+        if not Path(path).is_file():
+            raise UserError(f"checkpoint {path} does not exist")
     src = read_lines(args.src)
     if len(src) != n_refs:  # fail before the slow part
         raise UserError(f"source file {args.src} has {len(src)} lines but reference file {args.ref[0]} "

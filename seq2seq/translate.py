@@ -1,4 +1,5 @@
-"""Translate with a trained checkpoint: `python -m seq2seq.translate --checkpoint CK [--input FILE]`.
+"""Translate with a trained checkpoint: `python -m seq2seq.translate --checkpoint CK [--input FILE]`
+(`--checkpoint` repeated: an ensemble).
 
 Without --input it reads sentences from the terminal, one per line, and answers each at once.
 """
@@ -9,12 +10,14 @@ import sys
 
 from core.cli import resolve_device, run_main
 from seq2seq.data import read_lines
-from seq2seq.translator import Translator
+from seq2seq.translator import load_ensemble
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--checkpoint", required=True, help="a translation checkpoint (e.g. runs/translate/best.pt)")
+    p.add_argument("--checkpoint", required=True, action="append",
+                   help="a translation checkpoint (e.g. runs/translate/best.pt); repeat it to translate with an "
+                        "ensemble of several (the mean of their next-token probabilities)")
     p.add_argument("--input", help="a UTF-8 file, one source sentence per line (default: read the terminal)")
     p.add_argument("--method", default="beam", choices=["greedy", "sample", "beam"])
     p.add_argument("--beam-size", type=int, default=5)
@@ -27,9 +30,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
-    model = Translator.load(args.checkpoint, device=resolve_device(args.device))
+    model, others = load_ensemble(args.checkpoint, device=resolve_device(args.device))
     options = dict(method=args.method, beam_size=args.beam_size, length_penalty=args.length_penalty,
-                   batch_size=args.batch_size)
+                   batch_size=args.batch_size, ensemble_with=others)
 
     def show(sentences: list[str]) -> None:
         if args.n_best > 1:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import sentencepiece as spm
 import torch
@@ -11,7 +11,9 @@ from torch import Tensor, nn
 
 from core.batching import BucketBatches, pad
 from core.checkpoint import load_checkpoint, save_checkpoint
+from core.cli import UserError
 from core.decoder import DecoderConfig, build_decoder
+from core.ensemble import Ensemble
 from core.search import Hypothesis, beam_search, generate
 from core.tokenizers import BOS, EOS, SentencePieceTokenizer, Tokenizer, tokenizer_from_dict
 from seq2seq.encoder import RNNEncoder
@@ -106,27 +108,47 @@ class Translator(nn.Module):
     @torch.no_grad()
     def search(self, sentences: list[str], *, method: str = "beam", beam_size: int = 5, n_best: int = 1,
                length_penalty: float = 1.0, max_len_ratio: float = 1.5, batch_size: int = 64,
-               no_repeat_ngram: int = 0, repetition_penalty: float = 1.0) -> list[list[Hypothesis]]:
-        """The n best hypotheses per sentence (greedy gives one). Empty sentences get an empty hypothesis."""
-        self.eval()
+               no_repeat_ngram: int = 0, repetition_penalty: float = 1.0,
+               ensemble_with: Sequence["Translator"] = ()) -> list[list[Hypothesis]]:
+        """The n best hypotheses per sentence (greedy gives one). Empty sentences get an empty hypothesis.
+        `ensemble_with`: other translators with the same vocabularies, searched together with this one
+        (the mean of their next-token probabilities; `core.Ensemble`)."""
+        members = [self, *ensemble_with]
+        for other in ensemble_with:
+            self._check_same_vocabularies(other)
+        for m in members:
+            m.eval()
+        decoder = Ensemble([m.decoder for m in members]) if ensemble_with else self.decoder
         results: list[list[Hypothesis]] = [[Hypothesis([], 0.0, 0.0, True)] for _ in sentences]
         encoded = {i: self.source_ids(s) for i, s in enumerate(sentences) if s.strip()}
         order = sorted(encoded, key=lambda i: len(encoded[i]))  # similar lengths together: little padding
         for start in range(0, len(order), batch_size):
             rows = order[start:start + batch_size]
             src, lengths = pad([encoded[i] for i in rows])
-            ctx = self.encoder(src.to(self.device), lengths.to(self.device))
+            contexts = [m.encoder(src.to(m.device), lengths.to(m.device)) for m in members]
+            ctx = decoder.join([c.to(self.device) for c in contexts]) if ensemble_with else contexts[0]
             bos = torch.full((len(rows),), BOS, device=self.device)
             common = dict(max_len=int(src.size(1) * max_len_ratio) + 10, eos=EOS, no_repeat_ngram=no_repeat_ngram,
                           repetition_penalty=repetition_penalty)
             if method == "beam":
-                found = beam_search(self.decoder, ctx, bos, beam_size=beam_size, n_best=n_best,
+                found = beam_search(decoder, ctx, bos, beam_size=beam_size, n_best=n_best,
                                     length_penalty=length_penalty, **common)
             else:
-                found = [[h] for h in generate(self.decoder, ctx, bos, method=method, **common)]
+                found = [[h] for h in generate(decoder, ctx, bos, method=method, **common)]
             for i, hyps in zip(rows, found):
                 results[i] = hyps
         return results
+
+    def _check_same_vocabularies(self, other: "Translator") -> None:
+        """Ensemble members must map every id to the same piece (their tokenizer files may still differ in
+        bytes: sentencepiece stores training details)."""
+        def pieces(tokenizer: Tokenizer) -> list[str]:
+            return [tokenizer.decode([i]) for i in range(tokenizer.vocab_size)]
+        for side in ("src_tokenizer", "tgt_tokenizer"):
+            mine, theirs = getattr(self, side), getattr(other, side)
+            if pieces(mine) != pieces(theirs):
+                raise ValueError(f"ensemble members need the same vocabularies; the {side.split('_')[0]} "
+                                 f"vocabularies differ ({mine.vocab_size} and {theirs.vocab_size} entries)")
 
     def translate(self, sentences: list[str], **options: Any) -> list[str]:
         """Translate each sentence (detokenized text); options as in `search`."""
@@ -145,10 +167,23 @@ class Translator(nn.Module):
         return src, tgt, hyp.attention if hyp.attention is not None else torch.zeros(0, len(src))
 
 
-def translate_file(checkpoint: str | Path, src_lines: list[str], beam_size: int, method: str,
+def load_ensemble(checkpoints: Sequence[str | Path], device: str | torch.device = "cpu"
+                  ) -> tuple["Translator", list["Translator"]]:
+    """The first checkpoint's translator and the others, to pass to `search(..., ensemble_with=...)`."""
+    first, *others = [Translator.load(path, device=device) for path in checkpoints]
+    for other, path in zip(others, checkpoints[1:]):
+        try:
+            first._check_same_vocabularies(other)
+        except ValueError as err:
+            raise UserError(f"{path} cannot join {checkpoints[0]} in an ensemble: {err}") from None
+    return first, others
+
+
+def translate_file(checkpoints: Sequence[str | Path], src_lines: list[str], beam_size: int, method: str,
                    device: torch.device) -> list[str]:
-    """Load a translation checkpoint and translate lines (used by `python -m seq2seq.bleu --checkpoint`)."""
-    return Translator.load(checkpoint, device=device).translate(src_lines, method=method, beam_size=beam_size)
+    """Translate lines with one checkpoint or an ensemble of several (`python -m seq2seq.bleu --checkpoint`)."""
+    model, others = load_ensemble(checkpoints, device)
+    return model.translate(src_lines, method=method, beam_size=beam_size, ensemble_with=others)
 
 
 class SampledSubwords(BucketBatches):

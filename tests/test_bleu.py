@@ -179,5 +179,5 @@ def test_checkpoint_translates_then_scores(files, capsys, monkeypatch):
     monkeypatch.setitem(sys.modules, "seq2seq.translator", types.SimpleNamespace(translate_file=translate_file))
     report = _run_json(capsys, ["--checkpoint", files["hyp"], "--src", files["ref2"], "--ref", files["ref"],
                                 "--method", "greedy", "--beam-size", "3", "--device", "cpu"])
-    assert calls == [(str(files["hyp"]), REFS2, 3, "greedy", "cpu")]
-    assert report["scores"][0]["score"] == pytest.approx(100.0) and report["checkpoint"] == str(files["hyp"])
+    assert calls == [([str(files["hyp"])], REFS2, 3, "greedy", "cpu")]
+    assert report["scores"][0]["score"] == pytest.approx(100.0) and report["checkpoint"] == [str(files["hyp"])]

@@ -206,3 +206,36 @@ def test_sampled_subwords_vary_by_epoch_and_repeat_exactly_on_resume():
         SampledSubwords(tiny_translator(), [("a b", "b a")], max_tokens=100, alpha=0.2)
     with pytest.raises(ValueError, match=r"in \(0, 1\), got 1.5"):
         SampledSubwords(model, pairs, max_tokens=100, alpha=1.5)
+
+
+def test_ensemble_translation_library_and_command_lines(trained, tmp_path, capsys):
+    model, out = trained
+    copy = Translator.load(out / "model.pt")
+    sources = [s for s, _ in reversal_pairs(10, seed=13)] + [""]
+    for method in ("greedy", "beam"):  # two copies of one model: the same distribution, the same output
+        assert model.translate(sources, method=method, ensemble_with=[copy]) == model.translate(sources, method=method)
+    torch.manual_seed(5)
+    untrained = tiny_translator(bridge="zero").eval()  # a different model over the same vocabulary
+    mixed = model.search(sources[:4], method="beam", beam_size=3, ensemble_with=[untrained])
+    alone = model.search(sources[:4], method="beam", beam_size=3)
+    assert [h[0].log_prob for h in mixed] != pytest.approx([h[0].log_prob for h in alone], abs=1e-3)
+
+    src = tmp_path / "src.txt"
+    src.write_text("a b c\nd e\n")
+    ck = str(out / "model.pt")
+    translate_main(["--checkpoint", ck, "--checkpoint", ck, "--input", str(src), "--device", "cpu"])
+    assert capsys.readouterr().out == "c b a\ne d\n"
+    (tmp_path / "ref.txt").write_text("c b a\ne d\n")
+    results = bleu_main(["--checkpoint", ck, "--checkpoint", ck, "--src", str(src), "--ref", str(tmp_path / "ref.txt"),
+                         "--device", "cpu"])
+    assert results[1]["name"] == "chrF2" and results[1]["score"] == pytest.approx(100.0)  # too short for BLEU's 4-grams
+    capsys.readouterr()
+
+    other_vocab = Translator(WordTokenizer(SYMBOLS + ["h"]), WordTokenizer(SYMBOLS + ["h"]), model.encoder_config,
+                             model.decoder_config)
+    other_vocab.save(tmp_path / "other.pt")
+    with pytest.raises(SystemExit) as exit_info:
+        run_main(translate_main, ["--checkpoint", ck, "--checkpoint", str(tmp_path / "other.pt"), "--input", str(src)])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "other.pt cannot join" in err[0] and "vocabularies differ" in err[0]

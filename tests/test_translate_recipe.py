@@ -5,6 +5,7 @@ import pytest
 
 from core.cli import run_main
 from recipes.translate import main as translate_main
+from seq2seq.bleu import main as bleu_main
 
 def corpus_lines():
     subjects = ["der hund", "der kleine hund", "die katze", "die rote katze", "ein vogel"]
@@ -34,6 +35,10 @@ def test_recipe_trains_evaluates_and_writes_everything(tmp_path, capsys):
     valid = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()
              if json.loads(line)["split"] == "valid"]
     assert valid and all("bleu" in r for r in valid)  # validation decodes for real and scores BLEU
+    # the test split it writes out lets seq2seq.bleu repeat the recipe's figure (and score ensembles)
+    rescored = bleu_main(["--checkpoint", str(out / "best.pt"), "--src", str(out / "test.source.txt"), "--ref",
+                          str(out / "test.reference.txt"), "--beam-size", "2", "--device", "cpu"])
+    assert rescored[0]["score"] == pytest.approx(saved["beam2"]["BLEU"]["score"])
 
 
 def test_recipe_bad_data_flags(tmp_path, capsys):

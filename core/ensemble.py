@@ -1,0 +1,81 @@
+"""`Ensemble`: several decoders searched as one, each next-token distribution the mean of theirs.
+
+Independently trained models make different errors; averaging their probabilities at every step (as fairseq
+and Marian do with several checkpoints) is the classic way to buy translation quality with decoding time.
+The search functions see one decoder and one `Context`: `join` lays the members' contexts side by side
+along the feature dimension (h0, c0, memory), so repeating or reordering rows for beam search works
+unchanged, and `start`/`step` cut each member's part back out.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, NamedTuple, Sequence
+
+import torch
+from torch import Tensor
+
+from core.context import Context
+
+
+class EnsembleState(NamedTuple):
+    """The members' states, and the mean of their attention weights (B, S) when every member attends."""
+
+    members: tuple
+    attn: Tensor | None
+
+
+class Ensemble:
+    """Decoders with `start(ctx)` and `step(tokens, state, ctx)` over one vocabulary, searched together."""
+
+    def __init__(self, decoders: Sequence[Any]):
+        if not decoders:
+            raise ValueError("an ensemble needs at least one decoder")
+        self.decoders = list(decoders)
+        self._hidden: list[int] | None = None  # each member's h0 (and c0) size, set by `join`
+        self._memory: list[int] | None = None
+
+    def join(self, contexts: Sequence[Context]) -> Context:
+        """One Context holding every member's context (in the order of the decoders)."""
+        if len(contexts) != len(self.decoders):
+            raise ValueError(f"{len(self.decoders)} decoders but {len(contexts)} contexts")
+        first = contexts[0]
+        if any(c.h0.shape[:2] != first.h0.shape[:2] for c in contexts):
+            raise ValueError("ensemble members need the same number of layers and the same batch in h0, got "
+                             + ", ".join(str(tuple(c.h0.shape)) for c in contexts))
+        has_memory = {c.memory is not None for c in contexts}
+        if len(has_memory) > 1:
+            raise ValueError("either every ensemble member attends to a memory or none does")
+        # an LSTM member without c0 starts from zeros, as RNNDecoder.start does; a GRU member ignores it
+        c0 = None
+        if any(c.c0 is not None for c in contexts):
+            c0 = torch.cat([c.c0 if c.c0 is not None else torch.zeros_like(c.h0) for c in contexts], dim=2)
+        memory = mask = None
+        if True in has_memory:
+            if any(c.memory.shape[:2] != first.memory.shape[:2] or not torch.equal(c.memory_mask, first.memory_mask)
+                   for c in contexts):
+                raise ValueError("ensemble members must read the same source: memory lengths or masks differ")
+            memory, mask = torch.cat([c.memory for c in contexts], dim=2), first.memory_mask
+        self._hidden = [c.h0.size(2) for c in contexts]
+        self._memory = [c.memory.size(2) for c in contexts] if memory is not None else None
+        return Context(torch.cat([c.h0 for c in contexts], dim=2), c0, memory, mask)
+
+    def split(self, ctx: Context) -> list[Context]:
+        """The members' contexts back out of a joined (possibly repeated or reordered) one."""
+        if self._hidden is None:
+            raise ValueError("call Ensemble.join(contexts) to make the context the search starts from")
+        h0s = ctx.h0.split(self._hidden, dim=2)
+        c0s = ctx.c0.split(self._hidden, dim=2) if ctx.c0 is not None else [None] * len(h0s)
+        memories = ctx.memory.split(self._memory, dim=2) if ctx.memory is not None else [None] * len(h0s)
+        return [Context(h0, c0, memory, ctx.memory_mask) for h0, c0, memory in zip(h0s, c0s, memories)]
+
+    def start(self, ctx: Context) -> EnsembleState:
+        return EnsembleState(tuple(d.start(c) for d, c in zip(self.decoders, self.split(ctx))), None)
+
+    def step(self, tokens: Tensor, state: EnsembleState, ctx: Context) -> tuple[Tensor, EnsembleState]:
+        """log of the mean of the members' next-token probabilities (B, V), and the new state."""
+        steps = [d.step(tokens, s, c) for d, s, c in zip(self.decoders, state.members, self.split(ctx))]
+        logp = torch.stack([lp for lp, _ in steps]).logsumexp(dim=0) - math.log(len(steps))
+        members = tuple(s for _, s in steps)
+        attns = [getattr(s, "attn", None) for s in members]
+        attn = torch.stack(attns).mean(dim=0) if all(a is not None for a in attns) else None
+        return logp, EnsembleState(members, attn)
