@@ -50,7 +50,7 @@ class Ensemble:
         if any(c.c0 is not None for c in contexts):
             c0 = torch.cat([c.c0 if c.c0 is not None else torch.zeros_like(c.h0) for c in contexts], dim=2)
         memory = mask = None
-        if True in has_memory:
+        if first.memory is not None:  # then every member has one
             if any(c.memory.shape[:2] != first.memory.shape[:2] or not torch.equal(c.memory_mask, first.memory_mask)
                    for c in contexts):
                 raise ValueError("ensemble members must read the same source: memory lengths or masks differ")

@@ -1,6 +1,7 @@
 """`Translator`: RNN encoder + the shared attention decoder + source/target tokenizers, with `translate`."""
 from __future__ import annotations
 
+import functools
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -139,16 +140,19 @@ class Translator(nn.Module):
                 results[i] = hyps
         return results
 
+    @functools.cached_property
+    def _pieces(self) -> dict[str, list[str]]:
+        """Each side's piece for every id, made once (~12 ms for 4k pieces): ensemble members must map every
+        id to the same piece, though their tokenizer files may differ in bytes (sentencepiece stores training
+        details), and `search` checks that on every call."""
+        return {side: [tok.decode([i]) for i in range(tok.vocab_size)]
+                for side, tok in (("source", self.src_tokenizer), ("target", self.tgt_tokenizer))}
+
     def _check_same_vocabularies(self, other: "Translator") -> None:
-        """Ensemble members must map every id to the same piece (their tokenizer files may still differ in
-        bytes: sentencepiece stores training details)."""
-        def pieces(tokenizer: Tokenizer) -> list[str]:
-            return [tokenizer.decode([i]) for i in range(tokenizer.vocab_size)]
-        for side in ("src_tokenizer", "tgt_tokenizer"):
-            mine, theirs = getattr(self, side), getattr(other, side)
-            if pieces(mine) != pieces(theirs):
-                raise ValueError(f"ensemble members need the same vocabularies; the {side.split('_')[0]} "
-                                 f"vocabularies differ ({mine.vocab_size} and {theirs.vocab_size} entries)")
+        for side, pieces in self._pieces.items():
+            if pieces != other._pieces[side]:
+                raise ValueError(f"ensemble members need the same vocabularies; the {side} vocabularies differ "
+                                 f"({len(pieces)} and {len(other._pieces[side])} entries)")
 
     def translate(self, sentences: list[str], **options: Any) -> list[str]:
         """Translate each sentence (detokenized text); options as in `search`."""
