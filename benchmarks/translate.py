@@ -4,8 +4,9 @@ Unlike decode.py (random weights, fixed 50 steps), this times the real thing end
 by length, encoding, searching until every hypothesis ends (EOS or the length cap), detokenizing. By default it
 translates the test split of the default corpus with the checkpoint the translation recipe writes.
 
-    python recipes/translate.py                      # first: train (writes runs/translate/best.pt)
-    python benchmarks/translate.py                   # greedy and beam 5 over the 1,014 Ding test sentences
+    python recipes/translate.py                      # first: train (writes runs/translate/member1/best.pt, ...)
+    python benchmarks/translate.py                   # one model: greedy and beam 5 over the 1,014 Ding test sentences
+    python benchmarks/translate.py @runs/translate/ensemble.args   # the recipe's ensemble of snapshots
     python benchmarks/translate.py --checkpoint CK --src test.de
     python benchmarks/translate.py --quick           # an untrained tiny model, a few seconds (smoke test)
 """
@@ -29,12 +30,17 @@ from core.datasets import read_text  # noqa: E402
 from core.decoder import DecoderConfig  # noqa: E402
 from core.tokenizers import WordTokenizer  # noqa: E402
 from seq2seq.data import ding_pairs  # noqa: E402
-from seq2seq.translator import EncoderConfig, Translator  # noqa: E402
+from seq2seq.translator import EncoderConfig, Translator, load_ensemble  # noqa: E402
+
+
+DEFAULT_CHECKPOINT = "runs/translate/member1/best.pt"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--checkpoint", default="runs/translate/best.pt", help="a translation checkpoint")
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                fromfile_prefix_chars="@")
+    p.add_argument("--checkpoint", action="append", help="a translation checkpoint (default: "
+                   f"{DEFAULT_CHECKPOINT}); repeat it to time an ensemble")
     p.add_argument("--src", help="source sentences, one per line (default: the Ding test split)")
     p.add_argument("--data-dir", help="where default data is cached")
     p.add_argument("--batch-size", type=int, default=64)
@@ -56,32 +62,39 @@ def tiny_model_and_sentences() -> tuple[Translator, list[str]]:
     return model.eval(), sentences
 
 
-def load(args: argparse.Namespace) -> tuple[Translator, list[str], str, str]:
+def load(args: argparse.Namespace) -> tuple[Translator, list[Translator], list[str], str, str]:
+    """The model, the other members of its ensemble (if any), the sentences, and names for both."""
     if args.quick:
         model, sentences = tiny_model_and_sentences()
-        return model, sentences, "untrained tiny model", "made-up sentences"
-    if not Path(args.checkpoint).exists():
-        raise UserError(f"{args.checkpoint}: no such checkpoint (train one with python recipes/translate.py, "
-                        "or pass --checkpoint)")
-    model = Translator.load(args.checkpoint, device=resolve_device(args.device))
+        return model, [], sentences, "untrained tiny model", "made-up sentences"
+    checkpoints = args.checkpoint or [DEFAULT_CHECKPOINT]
+    for path in checkpoints:
+        if not Path(path).exists():
+            raise UserError(f"{path}: no such checkpoint (train one with python recipes/translate.py, "
+                            "or pass --checkpoint)")
+    model, others = load_ensemble(checkpoints, device=resolve_device(args.device))
+    name = " + ".join(checkpoints)
     if args.src:
-        return model, read_text(args.src).splitlines(), args.checkpoint, args.src
-    return model, [s for s, _ in ding_pairs(args.data_dir)["test"]], args.checkpoint, "ding test split"
+        return model, others, read_text(args.src).splitlines(), name, args.src
+    return model, others, [s for s, _ in ding_pairs(args.data_dir)["test"]], name, "ding test split"
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
     before = environment()
-    model, sentences, model_name, data_name = load(args)
+    model, others, sentences, model_name, data_name = load(args)
     repeats = 1 if args.quick else args.repeats
     out = {"benchmark": "translate", "checkpoint": model_name, "data": data_name, "sentences": len(sentences),
            "source_tokens": sum(len(model.source_ids(s)) for s in sentences if s.strip()),
            "batch_size": args.batch_size, "device": str(model.device),
-           "parameters": sum(p.numel() for p in model.parameters())}
-    for name, options in (("greedy", {"method": "greedy"}), (f"beam{args.beam}", {"method": "beam", "beam_size": args.beam})):
+           "models": 1 + len(others),
+           "parameters": sum(p.numel() for m in (model, *others) for p in m.parameters())}
+    for name, options in (("greedy", {"method": "greedy"}),
+                          (f"beam{args.beam}", {"method": "beam", "beam_size": args.beam})):
         log(f"{name}: {len(sentences)} sentences, batch {args.batch_size}, {repeats} timed run(s) after a warm-up")
-        run = lambda: model.search(sentences, batch_size=args.batch_size, **options)  # noqa: E731
+        run = lambda: model.search(  # noqa: E731
+            sentences, batch_size=args.batch_size, ensemble_with=others, **options)
         seconds, all_seconds, found = median_time(run, repeats)
         output_tokens = sum(len(hyps[0].tokens) for hyps in found)
         out[name] = {"seconds": seconds, "all_seconds": all_seconds, "sentences_per_s": len(sentences) / seconds,

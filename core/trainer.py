@@ -41,6 +41,7 @@ class TrainConfig:
     valid_every: int = 250
     patience: int = 0
     ema_decay: float = 0.0
+    snapshots: int = 0
     seed: int = 1
 
     CHOICES = {"schedule": ["cosine", "plateau", "constant"]}
@@ -84,12 +85,16 @@ class Trainer:
     def __init__(self, model: nn.Module, forward_fn: ForwardFn, train: BatchSource, config: TrainConfig,
                  out_dir: str | Path, payload_fn: Callable[[], dict], valid: BatchSource | None = None,
                  metrics_fn: Callable[[nn.Module], dict[str, float]] | None = None, select: str = "valid_loss",
-                 maximize: bool = False, device: torch.device | str = "cpu", world: World | None = None):
+                 maximize: bool = False, device: torch.device | str = "cpu", world: World | None = None,
+                 label: str = "train", bar_position: int = 0):
         if config.steps < 1:
             raise UserError(f"--steps = {config.steps} is out of range; allowed: [1, inf]")
+        if config.snapshots < 0:
+            raise UserError(f"--snapshots = {config.snapshots} is out of range; allowed: [0, inf]")
         self.model, self.forward_fn, self.train_data, self.valid_data = model, forward_fn, train, valid
         self.config, self.out_dir, self.payload_fn, self.metrics_fn = config, Path(out_dir), payload_fn, metrics_fn
         self.select, self.maximize, self.device = select, maximize, torch.device(device)
+        self.label, self.bar_position = label, bar_position  # several trainers side by side: one bar each
         self.world = world or current()
         self.shard = len(train) // self.world.size  # batches per process and epoch
         if self.shard < 1:
@@ -167,6 +172,19 @@ class Trainer:
             payload = {**self.payload_fn(), "model": self.model.state_dict(),
                        "trainer": self.state(raw_params, by_rank)}
             return save_checkpoint(self.out_dir / name, payload)
+
+    def snapshot_paths(self) -> list[Path]:
+        """The kept snapshots (weights at the last `config.snapshots` validations), oldest first."""
+        return sorted(self.out_dir.glob("snapshot-*.pt"), key=lambda p: int(p.stem.split("-")[1]))
+
+    def _save_snapshot(self) -> None:
+        # Weights only (no optimizer): a snapshot serves an ensemble of the run's last few validation points,
+        # which costs no training (Huang et al. 2017, "Snapshot ensembles").
+        with self.averaged_weights():
+            save_checkpoint(self.out_dir / f"snapshot-{self.step}.pt",
+                            {**self.payload_fn(), "model": self.model.state_dict()})
+        for old in self.snapshot_paths()[:-self.config.snapshots]:
+            old.unlink()
 
     @contextmanager
     def averaged_weights(self) -> Iterator[list[Tensor] | None]:
@@ -322,9 +340,12 @@ class Trainer:
         self.save("last.pt", by_rank)
         if improved:
             self.save("best.pt", by_rank)
+        if self.config.snapshots:
+            self._save_snapshot()
         self.plot()
         shown = ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()) or "checkpoint saved"
-        tqdm.write(f"step {self.step}: {shown}" + (" (best)" if improved else ""))
+        prefix = "" if self.label == "train" else f"{self.label}, "
+        tqdm.write(f"{prefix}step {self.step}: {shown}" + (" (best)" if improved else ""))
 
     def fit(self) -> dict[str, float]:
         """Train until `config.steps`, early stopping or Ctrl-C; returns the last validation metrics."""
@@ -332,10 +353,13 @@ class Trainer:
         if main:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             self._truncate_log(self.step)  # a fresh run starts a fresh log; a resumed one drops what came after
+            for path in self.snapshot_paths():  # the same for snapshots
+                if int(path.stem.split("-")[1]) > self.step:
+                    path.unlink()
         self.model.train()
         previous_handler = signal.signal(signal.SIGINT, self._on_interrupt)
-        bar = tqdm(total=self.config.steps, initial=self.step, desc="train", dynamic_ncols=True,
-                   mininterval=1.0, disable=not main)
+        bar = tqdm(total=self.config.steps, initial=self.step, desc=self.label, dynamic_ncols=True,
+                   mininterval=1.0, disable=not main, position=self.bar_position)
         tokens_seen, started = 0, time.perf_counter()
         try:
             while self.step < self.config.steps and not self.stop_requested:

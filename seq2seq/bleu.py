@@ -77,8 +77,9 @@ def sentence_scores(hyps: list[str], refs: list[list[str]], metrics: Sequence[st
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m seq2seq.bleu", description=__doc__.split("\n\n")[0],
-        epilog="Either give HYP (one translation per line), or --checkpoint and --src to translate first.")
+        prog="python -m seq2seq.bleu", description=__doc__.split("\n\n")[0], fromfile_prefix_chars="@",
+        epilog="Either give HYP (one translation per line), or --checkpoint and --src to translate first. "
+               "@FILE reads flags from FILE, one per line (e.g. the recipe's ensemble.args).")
     parser.add_argument("hyp", nargs="?", metavar="HYP", help="hypothesis file, one sentence per line")
     parser.add_argument("--ref", action="append", required=True, metavar="REF",
                         help="reference file aligned with HYP; repeat for several references")

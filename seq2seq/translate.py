@@ -1,5 +1,6 @@
 """Translate with a trained checkpoint: `python -m seq2seq.translate --checkpoint CK [--input FILE]`
-(`--checkpoint` repeated: an ensemble).
+(`--checkpoint` repeated: an ensemble; `@FILE` reads flags from FILE, one per line, such as the
+`ensemble.args` that the translation recipe writes).
 
 Without --input it reads sentences from the terminal, one per line, and answers each at once.
 """
@@ -14,7 +15,8 @@ from seq2seq.translator import load_ensemble
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                fromfile_prefix_chars="@")
     p.add_argument("--checkpoint", required=True, action="append",
                    help="a translation checkpoint (e.g. runs/translate/best.pt); repeat it to translate with an "
                         "ensemble of several (the mean of their next-token probabilities)")

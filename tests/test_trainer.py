@@ -7,6 +7,7 @@ import torch
 
 from core import BOS, BucketBatches, CharTokenizer, DecoderConfig, LanguageModel, TokenStream, TrainConfig, Trainer
 from core.batching import pad
+from core.checkpoint import load_checkpoint
 from core.lm import lm_forward
 
 TEXT = "the quick brown fox jumps over the lazy dog; pack my box with five dozen liquor jugs."
@@ -35,7 +36,7 @@ def test_tiny_corpus_is_overfit_and_regenerated_exactly(tmp_path):
     overfit_tiny_corpus(tmp_path)
 
 
-def run_training(tmp_path, steps, interrupt_at=None, resume=None, ema_decay=0.0, device="cpu"):
+def run_training(tmp_path, steps, interrupt_at=None, resume=None, ema_decay=0.0, device="cpu", snapshots=0):
     """A char LM over a stream with dropout (so RNG state matters) that wraps around epochs."""
     tok = CharTokenizer.train(TEXT)
     torch.manual_seed(123)
@@ -47,7 +48,8 @@ def run_training(tmp_path, steps, interrupt_at=None, resume=None, ema_decay=0.0,
         if m.training and calls["n"] == interrupt_at:
             os.kill(os.getpid(), signal.SIGINT)  # as if Ctrl-C were pressed during this step
         return lm_forward(m, batch, carry)
-    config = TrainConfig(steps=steps, lr=5e-3, warmup_steps=3, valid_every=4, seed=7, ema_decay=ema_decay)
+    config = TrainConfig(steps=steps, lr=5e-3, warmup_steps=3, valid_every=4, seed=7, ema_decay=ema_decay,
+                         snapshots=snapshots)
     ids = [BOS] + tok.encode(TEXT * 3)
     trainer = Trainer(model, forward, TokenStream(ids, 4, 16), config, tmp_path, model.payload,
                       valid=TokenStream(ids, 2, 16), device=device)
@@ -117,6 +119,21 @@ def test_checkpoints_hold_the_moving_average_and_training_continues_from_raw_wei
     for r, t in zip(ckpt["trainer"]["raw_params"], raw):
         assert torch.equal(r, t)
     assert not all(torch.equal(e, r) for e, r in zip(expected, raw))  # the average is not the raw weights
+
+
+def test_snapshots_keep_the_weights_of_the_last_validations(tmp_path):
+    trainer = run_training(tmp_path, steps=14, snapshots=2)  # validations at steps 4, 8, 12 and 14
+    assert [p.name for p in trainer.snapshot_paths()] == ["snapshot-12.pt", "snapshot-14.pt"]
+    assert sorted(p.name for p in tmp_path.glob("snapshot-*")) == ["snapshot-12.pt", "snapshot-14.pt"]
+    last, snapshot = (load_checkpoint(tmp_path / name, task="textgen") for name in ("last.pt", "snapshot-14.pt"))
+    assert "trainer" not in snapshot  # weights only
+    assert all(torch.equal(last["model"][k], v) for k, v in snapshot["model"].items())
+    twelve = LanguageModel.load(tmp_path / "snapshot-12.pt").state_dict()  # loads as any checkpoint does
+    assert twelve.keys() == snapshot["model"].keys()
+    assert any(not torch.equal(twelve[k], v) for k, v in snapshot["model"].items())
+    # a fresh run in the same folder (--overwrite) does not mix in the old run's snapshots
+    run_training(tmp_path, steps=6, snapshots=2)
+    assert sorted(p.name for p in tmp_path.glob("snapshot-*")) == ["snapshot-4.pt", "snapshot-6.pt"]
 
 
 def test_outputs_best_last_log_and_plot(tmp_path):

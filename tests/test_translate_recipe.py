@@ -1,11 +1,21 @@
 """The translation recipe end to end on a tiny made-up TSV corpus (the real corpus is fetched only by users)."""
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 
+from core.checkpoint import load_checkpoint
 from core.cli import run_main
 from recipes.translate import main as translate_main
 from seq2seq.bleu import main as bleu_main
+
+ROOT = Path(__file__).resolve().parents[1]
+
 
 def corpus_lines():
     subjects = ["der hund", "der kleine hund", "die katze", "die rote katze", "ein vogel"]
@@ -16,22 +26,31 @@ def corpus_lines():
     return [f"{s} sieht {o} .\t{english[s]} sees {english[o]} ." for s in subjects for o in objects] * 3
 
 
+@pytest.fixture
+def corpus(tmp_path):
+    path = tmp_path / "pairs.tsv"
+    path.write_text("\n".join(corpus_lines()) + "\n")
+    return path
+
+
+TINY = ["--level", "word", "--vocab-size", "100", "--emb-dim", "16", "--hidden-dim", "32", "--enc-emb-dim", "16",
+        "--enc-hidden-dim", "16", "--device", "cpu", "--beam-size", "2"]
+
+
 @pytest.mark.slow
-def test_recipe_trains_evaluates_and_writes_everything(tmp_path, capsys):
-    corpus = tmp_path / "pairs.tsv"
-    corpus.write_text("\n".join(corpus_lines()) + "\n")
+def test_recipe_trains_one_model_evaluates_and_writes_everything(tmp_path, corpus, capsys):
     out = tmp_path / "run"
-    results = translate_main(["--corpus", str(corpus), "--out", str(out), "--level", "word", "--vocab-size", "100",
-                              "--steps", "30", "--valid-every", "15", "--emb-dim", "16", "--hidden-dim", "32",
-                              "--enc-emb-dim", "16", "--enc-hidden-dim", "16", "--device", "cpu",
-                              "--beam-size", "2"])
+    results = translate_main(["--corpus", str(corpus), "--out", str(out), "--steps", "30", "--valid-every", "15",
+                              "--members", "1", "--snapshots", "0", *TINY])
     printed = capsys.readouterr().out
     for name in ("best.pt", "last.pt", "config.json", "log.jsonl", "loss.png", "results.json",
-                 "test.greedy.txt", "test.beam2.txt", "attention_1.png"):
+                 "test.greedy.txt", "test.beam2.txt", "attention_1.png", "ensemble.args"):
         assert (out / name).exists(), name
+    assert not list(out.glob("snapshot-*"))
     assert "BLEU|nrefs:1" in printed and "chrF2|nrefs:1" in printed and "reference:" in printed
     saved = json.loads((out / "results.json").read_text())
     assert saved["beam2"]["BLEU"]["signature"].startswith("nrefs:1") and results["steps"] <= 30
+    assert saved["checkpoints"] == [str(out / "best.pt")]
     valid = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()
              if json.loads(line)["split"] == "valid"]
     assert valid and all("bleu" in r for r in valid)  # validation decodes for real and scores BLEU
@@ -39,6 +58,37 @@ def test_recipe_trains_evaluates_and_writes_everything(tmp_path, capsys):
     rescored = bleu_main(["--checkpoint", str(out / "best.pt"), "--src", str(out / "test.source.txt"), "--ref",
                           str(out / "test.reference.txt"), "--beam-size", "2", "--device", "cpu"])
     assert rescored[0]["score"] == pytest.approx(saved["beam2"]["BLEU"]["score"])
+
+
+@pytest.mark.slow
+def test_recipe_trains_an_ensemble_side_by_side_and_tests_its_snapshots(tmp_path, corpus, capsys):
+    out = tmp_path / "run"
+    results = translate_main(["--corpus", str(corpus), "--out", str(out), "--steps", "30", "--valid-every", "10",
+                              *TINY])  # the defaults: --members 2 --snapshots 3
+    printed = capsys.readouterr().out
+    snapshots = [out / f"member{k}" / f"snapshot-{s}.pt" for k in (1, 2) for s in (10, 20, 30)]
+    assert results["checkpoints"] == [str(p) for p in snapshots] and all(p.exists() for p in snapshots)
+    assert "testing an ensemble of 6 checkpoints" in printed
+    logs = [[json.loads(line) for line in (out / f"member{k}" / "log.jsonl").read_text().splitlines()]
+            for k in (1, 2)]
+    first_losses = [next(r["loss"] for r in log if r["split"] == "train") for log in logs]
+    assert first_losses[0] != first_losses[1]  # different seeds: two different models
+    # the command lines read the ensemble from the file the recipe writes
+    rescored = bleu_main([f"@{out / 'ensemble.args'}", "--src", str(out / "test.source.txt"), "--ref",
+                          str(out / "test.reference.txt"), "--beam-size", "2", "--device", "cpu"])
+    assert rescored[0]["score"] == pytest.approx(results["beam2"]["BLEU"]["score"])
+    # an ensemble refuses to train over itself; --resume takes its folder
+    for argv, expected in ((["--members", "0"], "--members = 0 is out of range; allowed: [1, inf]"),
+                           ([], f"{out / 'member1'} already holds checkpoints; continue with --resume {out}"),
+                           (["--resume", str(tmp_path)], f"needs {tmp_path / 'member1' / 'last.pt'}")):
+        with pytest.raises(SystemExit) as exit_info:
+            run_main(translate_main, ["--corpus", str(corpus), "--out", str(out), *argv, *TINY])
+        assert exit_info.value.code == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and expected in err[0], err
+    resumed = translate_main(["--corpus", str(corpus), "--out", str(out), "--steps", "40", "--valid-every", "10",
+                              "--resume", str(out), *TINY])
+    assert resumed["steps"] == 40 and resumed["checkpoints"][-1] == str(out / "member2" / "snapshot-40.pt")
 
 
 def test_recipe_bad_data_flags(tmp_path, capsys):
@@ -58,12 +108,36 @@ def test_recipe_bad_data_flags(tmp_path, capsys):
         assert len(err) == 1 and expected in err[0], err
 
 
-def test_recipe_trains_on_sampled_subwords(tmp_path):
-    corpus = tmp_path / "pairs.tsv"
-    corpus.write_text("\n".join(corpus_lines()) + "\n")
+def test_recipe_trains_on_sampled_subwords(tmp_path, corpus):
     out = tmp_path / "run"
     results = translate_main(["--corpus", str(corpus), "--out", str(out), "--vocab-size", "300", "--subword-alpha",
-                              "0.3", "--steps", "4", "--valid-every", "4", "--valid-sentences", "4", "--emb-dim", "8",
+                              "0.3", "--steps", "4", "--valid-every", "4", "--members", "1", "--valid-sentences", "4",
+                              "--emb-dim", "8",
                               "--hidden-dim", "8", "--enc-emb-dim", "8", "--enc-hidden-dim", "8", "--device", "cpu",
                               "--beam-size", "1"])
     assert results["steps"] == 4 and json.loads((out / "config.json").read_text())["data"]["subword_alpha"] == 0.3
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_every_member_with_a_checkpoint_and_resume_finishes(tmp_path, corpus):
+    out = tmp_path / "run"
+    argv = [sys.executable, str(ROOT / "recipes" / "translate.py"), "--corpus", str(corpus), "--out", str(out),
+            "--valid-every", "1000", *TINY]
+    # its own session: Ctrl-C in a terminal reaches the whole foreground group, parent and members alike
+    run = subprocess.Popen([*argv, "--steps", "100000"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                           start_new_session=True)
+    logs = [out / f"member{k}" / "log.jsonl" for k in (1, 2)]
+    deadline = time.monotonic() + 120
+    while not all(log.exists() and log.read_text().count("\n") >= 3 for log in logs):
+        assert run.poll() is None and time.monotonic() < deadline, run.communicate()
+        time.sleep(0.2)
+    os.killpg(run.pid, signal.SIGINT)
+    stdout, stderr = run.communicate(timeout=120)
+    assert run.returncode == 0 and f"continue with --resume {out}" in stdout, stderr
+    steps = [load_checkpoint(out / f"member{k}" / "last.pt", task="translation")["trainer"]["step"] for k in (1, 2)]
+    assert all(3 <= step < 100000 for step in steps)
+    assert not (out / "results.json").exists()  # no testing after an interruption
+    resumed = subprocess.run([*argv, "--steps", str(max(steps) + 2), "--resume", str(out)], capture_output=True,
+                             text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    assert json.loads((out / "results.json").read_text())["steps"] >= max(steps)
