@@ -47,9 +47,10 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def run_folder(out: str, resume: str | None, overwrite: bool) -> Path:
-    """The recipe's output folder; refuses to train afresh over existing checkpoints unless told to."""
-    folder = Path(out)
+def run_folder(out: str | None, resume: str | None, overwrite: bool, default: str) -> Path:
+    """The recipe's output folder: --out, else the folder of the checkpoint it resumes from (a resumed run goes
+    on where it was), else `default`. Refuses to train afresh over existing checkpoints unless told to."""
+    folder = Path(out or (Path(resume).parent if resume else default))
     if not resume and not overwrite and (folder / "last.pt").exists():
         raise UserError(f"{folder} already holds checkpoints; continue with --resume {folder / 'last.pt'} "
                         "or start afresh with --overwrite (or another --out)")

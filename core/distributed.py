@@ -65,6 +65,11 @@ def current() -> World:
     return World()
 
 
+def launched() -> bool:
+    """Whether torchrun started this process as one of several (before `setup` joins them)."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
 def setup(device: torch.device) -> tuple[World, torch.device]:
     """Join the process group that torchrun describes; returns the world and this process's device."""
     size = int(os.environ.get("WORLD_SIZE", "1"))

@@ -1,15 +1,17 @@
 """Several independent jobs at once, one process each, the CPU's threads shared out among them.
 
 Training a small model on a 2-core CPU does not keep both cores busy in one process: two models trained side
-by side, one thread each, finish in ~0.7 of the time they take one after the other. The recipes use this to
-train the members of an ensemble (`--members N`). Not to be confused with `core.distributed`, where several
-processes train one model.
+by side, one thread each, finish in less time than they take one after the other (README: measured). The
+recipes use this to train the members of an ensemble (`--members N`). Not to be confused with
+`core.distributed`, where several processes train one model.
 """
 from __future__ import annotations
 
 import multiprocessing
+import os
 import signal
 import sys
+from multiprocessing.connection import wait
 from typing import Any, Callable
 
 import torch
@@ -20,10 +22,10 @@ from core.cli import UserError
 INTERRUPTED = 130  # exit status of a job stopped by Ctrl-C (its checkpoint saved)
 
 
-def _job(target: Callable[..., bool], threads: int, args: tuple, errors: Any) -> None:
+def _job(job: Callable[[], bool], threads: int, errors: Any) -> None:
     torch.set_num_threads(threads)
     try:
-        finished = target(*args)
+        finished = job()
     except UserError as err:  # handed to the parent, which prints it once however many jobs hit it
         errors.put(str(err))
         sys.exit(2)
@@ -32,30 +34,48 @@ def _job(target: Callable[..., bool], threads: int, args: tuple, errors: Any) ->
     sys.exit(0 if finished else INTERRUPTED)
 
 
-def run_side_by_side(target: Callable[..., bool], jobs: list[tuple[Any, ...]]) -> list[bool]:
-    """Run `target(*job)` for every job, each in its own process with its share of the torch threads, and
-    wait for all. `target` returns True when it finished, False when Ctrl-C stopped it (after saving its
-    state). Returns those values; a UserError in a job is raised here (the first, if several jobs raise
-    one), and so is a crash (its traceback printed by the job)."""
+def _failure(number: int, code: int) -> str:
+    if code < 0:
+        name = signal.Signals(-code).name
+        return f"job {number} (killed by {name}{': out of memory?' if -code == signal.SIGKILL else ''})"
+    return f"job {number} (exit status {code})"
+
+
+def run_side_by_side(jobs: list[Callable[[], bool]]) -> list[bool]:
+    """Run every job (a picklable callable, e.g. a functools.partial of a module-level function), each in its
+    own process with its share of the torch threads, and wait for all. A job returns True when it finished,
+    False when Ctrl-C stopped it (after saving its state). Returns those values. When one job fails, the others
+    are stopped as by Ctrl-C (they save their state), then a UserError of a job is raised here (the first, if
+    several raise one), or one naming the failed jobs (a crash prints its own traceback)."""
     threads = max(1, torch.get_num_threads() // len(jobs))
     context = multiprocessing.get_context("spawn")  # a fresh interpreter: no forked torch thread pools
     errors = context.SimpleQueue()
-    processes = [context.Process(target=_job, args=(target, threads, job, errors)) for job in jobs]
-    for process in processes:
-        process.start()
+    processes = [context.Process(target=_job, args=(job, threads, errors)) for job in jobs]
     # Ctrl-C reaches every process of the terminal's group: the jobs stop after their current step and save;
-    # this one waits for them instead of dying first.
+    # this one waits for them instead of dying first. Set before the jobs start, so that no Ctrl-C finds this
+    # process without it (the jobs, fresh interpreters, start with Python's own handler).
     notice = lambda *_: tqdm.write("Ctrl-C: every job stops after its current step and saves a checkpoint")
     previous = signal.signal(signal.SIGINT, notice)
     try:
         for process in processes:
-            process.join()
+            process.start()
+        running, stopping = {process.sentinel: process for process in processes}, False
+        while running:
+            for sentinel in wait(list(running)):
+                process = running.pop(sentinel)
+                process.join()
+                if process.exitcode not in (0, INTERRUPTED) and not stopping:
+                    # no point in training the rest of an ensemble for hours: stop them as Ctrl-C would (once:
+                    # a second Ctrl-C quits without saving)
+                    stopping = True
+                    for other in running.values():
+                        os.kill(other.pid, signal.SIGINT)
     finally:
         signal.signal(signal.SIGINT, previous)
     codes = [process.exitcode for process in processes]
     if not errors.empty():
         raise UserError(errors.get())
-    crashed = [f"job {k + 1} (exit status {code})" for k, code in enumerate(codes) if code not in (0, INTERRUPTED)]
-    if crashed:
-        raise UserError(f"{', '.join(crashed)} failed; see the messages above")
+    failed = [_failure(k + 1, code) for k, code in enumerate(codes) if code not in (0, INTERRUPTED)]
+    if failed:
+        raise UserError(f"{', '.join(failed)} failed; see the messages above")
     return [code == 0 for code in codes]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import signal
 import time
 import warnings
@@ -45,6 +46,13 @@ class TrainConfig:
     seed: int = 1
 
     CHOICES = {"schedule": ["cosine", "plateau", "constant"]}
+
+
+def snapshots_in(folder: Path) -> list[tuple[int, Path]]:
+    """(step, path) of the snapshots a Trainer kept in `folder` (`snapshot-STEP.pt`), oldest first; other files
+    that merely look alike (`snapshot-old.pt`) are not its own and are left alone."""
+    found = [(re.fullmatch(r"snapshot-(\d+)\.pt", path.name), path) for path in Path(folder).glob("snapshot-*.pt")]
+    return sorted((int(match[1]), path) for match, path in found if match)
 
 
 class BatchSource(Protocol):
@@ -175,7 +183,7 @@ class Trainer:
 
     def snapshot_paths(self) -> list[Path]:
         """The kept snapshots (weights at the last `config.snapshots` validations), oldest first."""
-        return sorted(self.out_dir.glob("snapshot-*.pt"), key=lambda p: int(p.stem.split("-")[1]))
+        return [path for _, path in snapshots_in(self.out_dir)]
 
     def _save_snapshot(self) -> None:
         # Weights only (no optimizer): a snapshot serves an ensemble of the run's last few validation points,
@@ -353,8 +361,8 @@ class Trainer:
         if main:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             self._truncate_log(self.step)  # a fresh run starts a fresh log; a resumed one drops what came after
-            for path in self.snapshot_paths():  # the same for snapshots
-                if int(path.stem.split("-")[1]) > self.step:
+            for step, path in snapshots_in(self.out_dir):  # the same for snapshots
+                if step > self.step:
                     path.unlink()
         self.model.train()
         previous_handler = signal.signal(signal.SIGINT, self._on_interrupt)
@@ -407,7 +415,7 @@ class Trainer:
                 if not main:
                     return {}
                 path = self.save("last.pt", by_rank)
-                tqdm.write(f"interrupted at step {self.step}; saved {path} (continue with --resume {path})")
+                tqdm.write(f"interrupted at step {self.step}; saved {path}")  # the recipe says how to resume
         finally:
             bar.close()
             signal.signal(signal.SIGINT, previous_handler)

@@ -48,7 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--vocab-size", type=int, help="word/bpe vocabulary size (default: 10000 word, 2000 bpe)")
     p.add_argument("--batch-size", type=int, default=64, help="parallel rows of the text stream")
     p.add_argument("--bptt", type=int, default=128, help="tokens per truncated back-propagation chunk")
-    p.add_argument("--out", default="runs/textgen", help="folder for checkpoints, config, logs and plots")
+    p.add_argument("--out", help="folder for checkpoints, config, logs and plots "
+                                 "(default: runs/textgen, or the folder of --resume)")
     p.add_argument("--resume", metavar="CHECKPOINT", help="continue training from this checkpoint")
     p.add_argument("--overwrite", action="store_true", help="start afresh even if --out holds checkpoints")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
@@ -61,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> dict:
     args = build_parser().parse_args(argv)
-    out = run_folder(args.out, args.resume, args.overwrite)
+    out = run_folder(args.out, args.resume, args.overwrite, default="runs/textgen")
     world, device = distributed.setup(resolve_device(args.device))
 
     # Data: continuous text split by position, so validation and test are unseen continuous text.
@@ -102,6 +103,8 @@ def main(argv: list[str] | None = None) -> dict:
     trainer.fit()
     train_seconds = time.perf_counter() - started
     # after Ctrl-C the run stops (its checkpoint is saved); evaluation and samples: once, in the main process
+    if trainer.interrupted and world.main:
+        print(f"interrupted; continue with --resume {out / 'last.pt'}")
     if not world.main or trainer.interrupted:
         return {}
 

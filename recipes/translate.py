@@ -11,7 +11,8 @@ import argparse
 import json
 import sys
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 
 if __package__ in (None, ""):  # run as a script: make the repository importable
@@ -27,7 +28,7 @@ from core.cli import (UserError, add_config_flags, check_range, config_from_args
 from core.decoder import DecoderConfig
 from core.parallel import run_side_by_side
 from core.tokenizers import SentencePieceTokenizer, WordTokenizer, tokenizer_from_dict
-from core.trainer import TrainConfig, Trainer
+from core.trainer import TrainConfig, Trainer, snapshots_in
 from seq2seq.bible import bible_pairs
 from seq2seq.bleu import score_files
 from seq2seq.data import ding_pairs, hash_split, read_pairs_tsv, read_parallel
@@ -41,8 +42,10 @@ EXAMPLES = """examples:
   python recipes/translate.py --dataset bible --out runs/bible   # Spanish -> English Bible verses
   python recipes/translate.py --train-src tr.de --train-tgt tr.en --valid-src va.de --valid-tgt va.en \\
                               --test-src te.de --test-tgt te.en
+  python recipes/translate.py --resume runs/translate             # continue an interrupted run exactly
   python -m seq2seq.translate @runs/translate/ensemble.args --input de.txt   # the run's ensemble, afterwards
 """
+DEFAULT_OUT = "runs/translate"
 SPLIT_FLAGS = [f"--{part}-{side}" for part in ("train", "valid", "test") for side in ("src", "tgt")]
 
 
@@ -64,12 +67,15 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--subword-alpha", type=float, default=0.0,
                       help="subword regularisation: train on random segmentations, in (0, 1); unigram: smaller is "
                            "more varied, bpe: merge dropout probability (default 0: off)")
-    p.add_argument("--out", default="runs/translate", help="folder for checkpoints, config, logs and plots")
+    p.add_argument("--out", help=f"folder for checkpoints, config, logs and plots (default: {DEFAULT_OUT}, or "
+                                 "the run that --resume continues)")
     p.add_argument("--members", type=int,
                    help="models trained side by side (one process each, seeds --seed, --seed + 1, ...) and tested "
-                        "as one ensemble; 1: a single model in --out itself (default: 2; 1 under torchrun)")
-    p.add_argument("--resume", metavar="CHECKPOINT",
-                   help="continue training from this checkpoint (with --members > 1: from this run folder)")
+                        "as one ensemble, spread over the GPUs when there are several; 1: a single model in --out "
+                        "itself (default: 2; 1 under torchrun)")
+    p.add_argument("--resume", metavar="PATH",
+                   help="continue an interrupted run: its folder (every member of an ensemble goes on from its "
+                        "last.pt), or one model's checkpoint")
     p.add_argument("--overwrite", action="store_true", help="start afresh even if --out holds checkpoints")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--beam-size", type=int, default=5, help="beam size for the test translations")
@@ -127,48 +133,83 @@ def train_tokenizers(args: argparse.Namespace, train: list[tuple[str, str]]):
     return joint, joint
 
 
-def member_folders(args: argparse.Namespace) -> list[Path]:
-    """Where each model of the run trains: --out itself for one, --out/memberK for an ensemble of several."""
-    out = Path(args.out)
-    return [out] if args.members == 1 else [out / f"member{k}" for k in range(1, args.members + 1)]
+def member_folders(out: Path, members: int) -> list[Path]:
+    """Where each model of the run trains: out itself for one, out/memberK for an ensemble of several."""
+    return [out] if members == 1 else [out / f"member{k}" for k in range(1, members + 1)]
 
 
-def check_folders(args: argparse.Namespace) -> list[Path | None]:
-    """Each member's checkpoint to resume from (None: a fresh start); refuses to train over old checkpoints."""
-    folders = member_folders(args)
-    if args.members == 1:
-        run_folder(args.out, args.resume, args.overwrite)
-        return [Path(args.resume) if args.resume else None]
-    if args.resume:  # an ensemble resumes from its run folder: every member from its own last checkpoint
-        resume = [Path(args.resume) / f.name / "last.pt" for f in folders]
-        missing = [str(p) for p in resume if not p.is_file()]
-        if missing:
-            raise UserError(f"--resume {args.resume} with --members {args.members} needs {', '.join(missing)}")
-        return resume
-    held = [str(f) for f in folders if (f / "last.pt").exists()]
-    if held and not args.overwrite:
-        raise UserError(f"{held[0]} already holds checkpoints; continue with --resume {args.out} "
-                        "or start afresh with --overwrite (or another --out)")
-    return [None] * len(folders)
+def members_of(run: Path) -> int:
+    """How many models the run in this folder trains, as its config.json says (1 for runs from before ensembles)."""
+    try:
+        return int(json.loads((run / "config.json").read_text())["ensemble"]["members"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return 1
 
 
-def train_member(args: argparse.Namespace, member: int, folder: Path, resume: Path | None,
-                 pairs: dict[str, list[tuple[str, str]]], tokenizers: tuple[dict, dict], enc_config: EncoderConfig,
-                 dec_config: DecoderConfig, train_config: TrainConfig, device: torch.device) -> bool:
-    """Train one model into `folder`; False when Ctrl-C stopped it (its checkpoint saved)."""
-    world = distributed.current()
-    src_tok, tgt_tok = (tokenizer_from_dict(t) for t in tokenizers)
+def plan_run(args: argparse.Namespace, default_members: int) -> tuple[Path, list[Path | None]]:
+    """The run folder, and each member's checkpoint to resume from (None: a fresh start); sets args.members.
+    Refuses to train afresh over old checkpoints, and to resume something that cannot be resumed whole."""
+    if args.members is not None:
+        check_range("--members", args.members, low=1)
+    if not args.resume:
+        args.members = args.members or default_members
+        out = Path(args.out or DEFAULT_OUT)
+        held = [out / "last.pt", *sorted(out.glob("member*/last.pt"))]  # a run of either layout
+        if any(p.exists() for p in held) and not args.overwrite:
+            raise UserError(f"{out} already holds checkpoints; continue with --resume {out} "
+                            "or start afresh with --overwrite (or another --out)")
+        return out, [None] * args.members
+    resume = Path(args.resume)
+    if resume.is_file():  # one model's checkpoint: a single model goes on, into --out or beside the checkpoint
+        if args.members not in (None, 1):
+            raise UserError(f"--resume {resume} is one model's checkpoint; resume an ensemble from its folder")
+        args.members = 1
+        return run_folder(args.out, args.resume, args.overwrite, DEFAULT_OUT), [resume]
+    if not resume.is_dir():
+        raise UserError(f"--resume {resume}: no such checkpoint or run folder")
+    members = members_of(resume)
+    if args.members not in (None, members):
+        raise UserError(f"--resume {resume} continues a run of {members} model(s); leave out --members")
+    if args.out and Path(args.out).resolve() != resume.resolve():
+        raise UserError(f"--resume {resume} goes on in that folder; leave out --out {args.out}")
+    args.members = members
+    checkpoints = [folder / "last.pt" for folder in member_folders(resume, members)]
+    missing = [str(p) for p in checkpoints if not p.is_file()]
+    if missing:
+        raise UserError(f"--resume {resume} needs {', '.join(missing)}, which is missing (stopped before its first "
+                        "checkpoint?); start afresh with --overwrite")
+    return resume, checkpoints
+
+
+@dataclass
+class RunSetup:
+    """What every member of the run trains with (handed to each member's process)."""
+    args: argparse.Namespace
+    pairs: dict[str, list[tuple[str, str]]]
+    tokenizers: tuple[dict, dict]
+    enc_config: EncoderConfig
+    dec_config: DecoderConfig
+    train_config: TrainConfig
+    device: torch.device
+
+
+def train_member(run: RunSetup, member: int, folder: Path, resume: Path | None) -> bool:
+    """Train model number `member` (from 0) into `folder`; False when Ctrl-C stopped it (its checkpoint saved)."""
+    args, world = run.args, distributed.current()
+    # member k trains with seed + k, so that member 1 of an ensemble is the model a single run would train
+    train_config = replace(run.train_config, seed=run.train_config.seed + member)
+    src_tok, tgt_tok = (tokenizer_from_dict(t) for t in run.tokenizers)
     torch.manual_seed(train_config.seed)
     try:
-        model = Translator(src_tok, tgt_tok, enc_config, dec_config)
+        model = Translator(src_tok, tgt_tok, run.enc_config, run.dec_config)
     except ValueError as err:  # settings that do not fit together, e.g. --share-embeddings with --separate-vocab
         raise UserError(str(err)) from None
     if member == 0:
         n_params = sum(p.numel() for p in model.parameters())
         print(f"vocabulary {src_tok.vocab_size}/{tgt_tok.vocab_size}, model {n_params / 1e6:.2f}M parameters, "
-              f"device {device}" + (f", {args.members} models side by side" if args.members > 1 else ""))
+              f"device {run.device}" + (f", {args.members} models side by side" if args.members > 1 else ""))
 
-    kept = [(s, t) for s, t in pairs["train"] if s.strip() and t.strip()]
+    kept = [(s, t) for s, t in run.pairs["train"] if s.strip() and t.strip()]
     if args.subword_alpha:
         try:
             train = SampledSubwords(model, kept, args.max_tokens, args.subword_alpha, seed=train_config.seed)
@@ -177,7 +218,7 @@ def train_member(args: argparse.Namespace, member: int, folder: Path, resume: Pa
     else:
         train = BucketBatches([(model.source_ids(s), model.target_ids(t)) for s, t in kept], lambda e: len(e[1]),
                               model.collate, args.max_tokens, seed=train_config.seed)
-    valid_pairs = pairs["valid"]
+    valid_pairs = run.pairs["valid"]
     valid = BucketBatches([(model.source_ids(s), model.target_ids(t)) for s, t in valid_pairs],
                           lambda e: len(e[1]), model.collate, args.max_tokens, shuffle=False)
     bleu_pairs = valid_pairs[: args.valid_sentences]
@@ -187,6 +228,9 @@ def train_member(args: argparse.Namespace, member: int, folder: Path, resume: Pa
         hyps = m.translate([s for s, _ in bleu_pairs], method="greedy", batch_size=128)
         return {"bleu": score_files(hyps, [[t for _, t in bleu_pairs]], metrics=["bleu"])[0]["score"]}
 
+    device = run.device
+    if device.type == "cuda" and device.index is None and args.members > 1:  # members share out the GPUs
+        device = torch.device("cuda", member % torch.cuda.device_count())
     label = "train" if args.members == 1 else f"member {member + 1}"
     trainer = Trainer(model, seq2seq_forward, train, train_config, folder, model.payload, valid=valid,
                       metrics_fn=valid_bleu, select="bleu", maximize=True, device=device, world=world,
@@ -197,27 +241,24 @@ def train_member(args: argparse.Namespace, member: int, folder: Path, resume: Pa
     return not trainer.interrupted
 
 
-def ensemble_checkpoints(args: argparse.Namespace) -> list[Path]:
-    """The checkpoints the test translates with: every member's snapshots, or (with --snapshots 0, or a run
-    resumed from before snapshots were kept) its best checkpoint."""
+def ensemble_checkpoints(args: argparse.Namespace, out: Path) -> list[Path]:
+    """The checkpoints the test translates with: every member's last --snapshots snapshots, or (with
+    --snapshots 0, or a run resumed from before snapshots were kept) its best checkpoint."""
     paths = []
-    for folder in member_folders(args):
-        snapshots = sorted(folder.glob("snapshot-*.pt"), key=lambda p: int(p.stem.split("-")[1]))
-        paths += (snapshots if args.snapshots else []) or [folder / "best.pt"]
-    return paths
+    for folder in member_folders(out, args.members):
+        snapshots = [path for _, path in snapshots_in(folder)][-args.snapshots:] if args.snapshots else []
+        paths += snapshots or [folder / "best.pt"]
+    return [path.absolute() for path in paths]  # ensemble.args then works from any working directory
 
 
 def main(argv: list[str] | None = None) -> dict:
     args = build_parser().parse_args(argv)
-    world, device = distributed.setup(resolve_device(args.device))
-    if args.members is None:  # under torchrun the processes already share the training of one model
-        args.members = 1 if world.size > 1 else 2
-    check_range("--members", args.members, low=1)
-    if args.members > 1 and world.size > 1:
+    # under torchrun the processes already share the training of one model
+    out, resume = plan_run(args, default_members=1 if distributed.launched() else 2)
+    if args.members > 1 and distributed.launched():
         raise UserError(f"--members {args.members} trains each model in a process of its own; under torchrun "
                         "use --members 1")
-    out = Path(args.out)
-    resume = check_folders(args)
+    world, device = distributed.setup(resolve_device(args.device))
     with world.main_first():  # the main process fills the data cache; the others then read it
         pairs = load_pairs(args)
     print("pairs: " + ", ".join(f"{k} {len(v)}" for k, v in pairs.items()))
@@ -238,22 +279,20 @@ def main(argv: list[str] | None = None) -> dict:
                           "vocab_size": args.vocab_size, "joint": not args.separate_vocab,
                           "max_tokens": args.max_tokens, "subword_alpha": args.subword_alpha},
                     ensemble={"members": args.members, "snapshots": train_config.snapshots})
-    # member k trains with seed + k, so that member 1 of an ensemble is the model a single run would train
-    jobs = [(args, k, folder, resume[k], pairs, tokenizers, enc_config, dec_config,
-             replace(train_config, seed=train_config.seed + k), device)
-            for k, folder in enumerate(member_folders(args))]
+    run = RunSetup(args, pairs, tokenizers, enc_config, dec_config, train_config, device)
+    jobs = [partial(train_member, run, k, folder, resume[k])
+            for k, folder in enumerate(member_folders(out, args.members))]
     started = time.perf_counter()
-    if len(jobs) == 1:
-        finished = [train_member(*jobs[0])]
-    else:
-        finished = run_side_by_side(train_member, jobs)
+    finished = [jobs[0]()] if len(jobs) == 1 else run_side_by_side(jobs)
     train_seconds = time.perf_counter() - started
     # after Ctrl-C the run stops (its checkpoints are saved); testing, examples and plots: once, in the main process
     if not world.main or not all(finished):
-        if not all(finished) and args.members > 1:
-            print(f"interrupted; continue with --resume {out}")
+        if world.main:
+            saved = all((folder / "last.pt").exists() for folder in member_folders(out, args.members))
+            print(f"interrupted; continue with --resume {out}" if saved else
+                  "interrupted before every model saved a checkpoint; start afresh with --overwrite")
         return {}
-    return evaluate(args, out, ensemble_checkpoints(args), pairs["test"], device,
+    return evaluate(args, out, ensemble_checkpoints(args, out), pairs["test"], device,
                     {"train_seconds": round(train_seconds, 1), "members": args.members})
 
 
@@ -262,12 +301,13 @@ def evaluate(args: argparse.Namespace, out: Path, checkpoints: list[Path], test:
     """Test BLEU and chrF (greedy and beam) of the model, or of the ensemble of `checkpoints`; examples,
     attention maps, results.json, and `ensemble.args` for the command lines (`@out/ensemble.args`)."""
     model, others = load_ensemble(checkpoints, device)
-    logs = [[json.loads(line) for line in (f / "log.jsonl").read_text().splitlines()] for f in member_folders(args)]
-    valid_bleu = [max((r["bleu"] for r in log if r["split"] == "valid" and "bleu" in r), default=None)
-                  for log in logs]
-    results.update(steps=max((r["step"] for r in logs[0]), default=0),
-                   parameters=sum(p.numel() for p in model.parameters()), best_valid_bleu=valid_bleu,
-                   checkpoints=[str(p) for p in checkpoints])
+    logs = [[json.loads(line) for line in (f / "log.jsonl").read_text().splitlines()]
+            for f in member_folders(out, args.members)]
+    results.update(  # per member, where a figure differs between them
+        steps=[max((r["step"] for r in log), default=0) for log in logs],
+        best_valid_bleu=[max((r["bleu"] for r in log if r["split"] == "valid" and "bleu" in r), default=None)
+                         for log in logs],
+        parameters_per_model=sum(p.numel() for p in model.parameters()), checkpoints=[str(p) for p in checkpoints])
     (out / "ensemble.args").write_text("".join(f"--checkpoint\n{p}\n" for p in checkpoints))
     sources, references = [s for s, _ in test], [t for _, t in test]
     for name, lines in (("test.source.txt", sources), ("test.reference.txt", references)):  # for seq2seq.bleu

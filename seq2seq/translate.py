@@ -18,8 +18,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
                                 fromfile_prefix_chars="@")
     p.add_argument("--checkpoint", required=True, action="append",
-                   help="a translation checkpoint (e.g. runs/translate/best.pt); repeat it to translate with an "
-                        "ensemble of several (the mean of their next-token probabilities)")
+                   help="a translation checkpoint (e.g. runs/translate/member1/best.pt); repeat it to translate with "
+                        "an ensemble of several (the mean of their next-token probabilities), or give a recipe run's "
+                        "list: @runs/translate/ensemble.args")
     p.add_argument("--input", help="a UTF-8 file, one source sentence per line (default: read the terminal)")
     p.add_argument("--method", default="beam", choices=["greedy", "sample", "beam"])
     p.add_argument("--beam-size", type=int, default=5)

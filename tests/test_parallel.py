@@ -1,4 +1,9 @@
 """core.parallel: jobs side by side, each in its own process, with its share of the threads and its outcome."""
+import os
+import signal
+import time
+from functools import partial
+
 import pytest
 import torch
 
@@ -7,25 +12,50 @@ from core.parallel import run_side_by_side
 
 
 def job(outcome, folder):
-    """Writes the thread count it was given; then finishes, reports Ctrl-C, fails cleanly or crashes."""
+    """Writes the thread count it was given; then finishes, reports Ctrl-C, fails cleanly, crashes, is killed,
+    or waits to be stopped (and notes that it was)."""
     (folder / f"{outcome}.threads").write_text(str(torch.get_num_threads()))
     if outcome.startswith("bad input"):
         raise UserError(f"{outcome}: a clear line")
-    if outcome == "crash":
+    if outcome.startswith("crash"):
+        while outcome == "crash once the other waits" and not (folder / "waiting").exists():
+            time.sleep(0.05)
         raise RuntimeError("deep inside")
+    if outcome == "killed":
+        os.kill(os.getpid(), signal.SIGKILL)
+    if outcome == "waits":
+        try:
+            (folder / "waiting").write_text("")
+            time.sleep(600)
+        except KeyboardInterrupt:
+            (folder / "stopped").write_text("by the parent")
+            raise
     return outcome == "finished"
 
 
+def jobs(folder, *outcomes):
+    return [partial(job, outcome, folder) for outcome in outcomes]
+
+
 def test_jobs_run_in_their_own_processes_with_a_share_of_the_threads(tmp_path):
-    assert run_side_by_side(job, [("finished", tmp_path), ("interrupted", tmp_path)]) == [True, False]
+    assert run_side_by_side(jobs(tmp_path, "finished", "interrupted")) == [True, False]
     expected = max(1, torch.get_num_threads() // 2)
     assert all(int((tmp_path / f"{o}.threads").read_text()) == expected for o in ("finished", "interrupted"))
 
 
 def test_a_job_error_is_raised_once_and_a_crash_is_named(tmp_path, capfd):
     with pytest.raises(UserError, match=r"^bad input [12]: a clear line$"):
-        run_side_by_side(job, [("bad input 1", tmp_path), ("finished", tmp_path), ("bad input 2", tmp_path)])
+        run_side_by_side(jobs(tmp_path, "bad input 1", "finished", "bad input 2"))
     assert "a clear line" not in capfd.readouterr().err  # the jobs print nothing; the caller prints it once
     with pytest.raises(UserError, match=r"^job 2 \(exit status 1\) failed; see the messages above$"):
-        run_side_by_side(job, [("finished", tmp_path), ("crash", tmp_path)])
+        run_side_by_side(jobs(tmp_path, "finished", "crash"))
     assert "RuntimeError: deep inside" in capfd.readouterr().err
+    with pytest.raises(UserError, match=r"^job 1 \(killed by SIGKILL: out of memory\?\) failed"):
+        run_side_by_side(jobs(tmp_path, "killed"))
+
+
+def test_a_failing_job_stops_the_others_as_ctrl_c_would(tmp_path):
+    # without the stop, this would wait ten minutes for the sleeping job
+    with pytest.raises(UserError, match=r"^job 2 \(exit status 1\) failed"):
+        run_side_by_side(jobs(tmp_path, "waits", "crash once the other waits"))
+    assert (tmp_path / "stopped").read_text() == "by the parent"

@@ -142,8 +142,9 @@ def test_recipe_resume_errors_keep_checkpoints(trained, tmp_path, capsys):
 def test_recipe_resume_continues_to_more_steps(trained, tmp_path):
     folder, _ = trained
     run = folder / "run"
-    args = ["--corpus", str(folder / "corpus.txt"), "--out", str(run), *TINY]
-    results = textgen_main([*args, "--resume", str(run / "last.pt"), "--steps", "18"])
+    # no --out: a resumed run goes on in the folder of its checkpoint
+    results = textgen_main(["--corpus", str(folder / "corpus.txt"), *TINY, "--resume", str(run / "last.pt"),
+                            "--steps", "18"])
     assert results["steps"] == 18
     steps = [json.loads(line)["step"] for line in (run / "log.jsonl").read_text().splitlines()
              if json.loads(line)["split"] == "train"]

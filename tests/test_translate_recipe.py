@@ -49,7 +49,7 @@ def test_recipe_trains_one_model_evaluates_and_writes_everything(tmp_path, corpu
     assert not list(out.glob("snapshot-*"))
     assert "BLEU|nrefs:1" in printed and "chrF2|nrefs:1" in printed and "reference:" in printed
     saved = json.loads((out / "results.json").read_text())
-    assert saved["beam2"]["BLEU"]["signature"].startswith("nrefs:1") and results["steps"] <= 30
+    assert saved["beam2"]["BLEU"]["signature"].startswith("nrefs:1") and results["steps"][0] <= 30
     assert saved["checkpoints"] == [str(out / "best.pt")]
     valid = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()
              if json.loads(line)["split"] == "valid"]
@@ -58,6 +58,10 @@ def test_recipe_trains_one_model_evaluates_and_writes_everything(tmp_path, corpu
     rescored = bleu_main(["--checkpoint", str(out / "best.pt"), "--src", str(out / "test.source.txt"), "--ref",
                           str(out / "test.reference.txt"), "--beam-size", "2", "--device", "cpu"])
     assert rescored[0]["score"] == pytest.approx(saved["beam2"]["BLEU"]["score"])
+    # resuming from the checkpoint alone goes on in its folder
+    resumed = translate_main(["--corpus", str(corpus), "--steps", "32", "--valid-every", "16", "--snapshots", "0",
+                              "--resume", str(out / "last.pt"), *TINY])
+    assert resumed["steps"] == [32] and json.loads((out / "results.json").read_text())["steps"] == [32]
 
 
 @pytest.mark.slow
@@ -77,18 +81,28 @@ def test_recipe_trains_an_ensemble_side_by_side_and_tests_its_snapshots(tmp_path
     rescored = bleu_main([f"@{out / 'ensemble.args'}", "--src", str(out / "test.source.txt"), "--ref",
                           str(out / "test.reference.txt"), "--beam-size", "2", "--device", "cpu"])
     assert rescored[0]["score"] == pytest.approx(results["beam2"]["BLEU"]["score"])
-    # an ensemble refuses to train over itself; --resume takes its folder
-    for argv, expected in ((["--members", "0"], "--members = 0 is out of range; allowed: [1, inf]"),
-                           ([], f"{out / 'member1'} already holds checkpoints; continue with --resume {out}"),
-                           (["--resume", str(tmp_path)], f"needs {tmp_path / 'member1' / 'last.pt'}")):
+    # a run refuses to train over itself, in either layout; --resume takes its folder and goes on there
+    (out / "member2" / "last.pt").rename(out / "member2" / "kept.pt")
+    (out / "single").mkdir()
+    (out / "single" / "last.pt").write_bytes((out / "member1" / "last.pt").read_bytes())
+    for argv, expected in ((["--out", str(out), "--members", "0"], "--members = 0 is out of range; allowed: [1, inf]"),
+                           (["--out", str(out)], f"{out} already holds checkpoints; continue with --resume {out}"),
+                           (["--out", str(out / "single")], f"{out / 'single'} already holds checkpoints"),
+                           (["--out", str(out), "--members", "1"], f"{out} already holds checkpoints"),
+                           (["--resume", str(out)], f"needs {out / 'member2' / 'last.pt'}, which is missing"),
+                           (["--resume", str(tmp_path / "none")], "no such checkpoint or run folder"),
+                           (["--resume", str(out), "--members", "3"], "continues a run of 2 model(s)"),
+                           (["--resume", str(out), "--out", str(tmp_path / "elsewhere")], "goes on in that folder"),
+                           (["--resume", str(out / "member1" / "last.pt"), "--members", "2"], "one model's checkpoint")):
         with pytest.raises(SystemExit) as exit_info:
-            run_main(translate_main, ["--corpus", str(corpus), "--out", str(out), *argv, *TINY])
+            run_main(translate_main, ["--corpus", str(corpus), *argv, *TINY])
         assert exit_info.value.code == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and expected in err[0], err
-    resumed = translate_main(["--corpus", str(corpus), "--out", str(out), "--steps", "40", "--valid-every", "10",
-                              "--resume", str(out), *TINY])
-    assert resumed["steps"] == 40 and resumed["checkpoints"][-1] == str(out / "member2" / "snapshot-40.pt")
+    (out / "member2" / "kept.pt").rename(out / "member2" / "last.pt")
+    resumed = translate_main(["--corpus", str(corpus), "--steps", "40", "--valid-every", "10", "--resume", str(out),
+                              *TINY])
+    assert resumed["steps"] == [40, 40] and resumed["checkpoints"][-1] == str(out / "member2" / "snapshot-40.pt")
 
 
 def test_recipe_bad_data_flags(tmp_path, capsys):
@@ -115,7 +129,7 @@ def test_recipe_trains_on_sampled_subwords(tmp_path, corpus):
                               "--emb-dim", "8",
                               "--hidden-dim", "8", "--enc-emb-dim", "8", "--enc-hidden-dim", "8", "--device", "cpu",
                               "--beam-size", "1"])
-    assert results["steps"] == 4 and json.loads((out / "config.json").read_text())["data"]["subword_alpha"] == 0.3
+    assert results["steps"] == [4] and json.loads((out / "config.json").read_text())["data"]["subword_alpha"] == 0.3
 
 
 @pytest.mark.slow
@@ -140,4 +154,4 @@ def test_ctrl_c_stops_every_member_with_a_checkpoint_and_resume_finishes(tmp_pat
     resumed = subprocess.run([*argv, "--steps", str(max(steps) + 2), "--resume", str(out)], capture_output=True,
                              text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr
-    assert json.loads((out / "results.json").read_text())["steps"] >= max(steps)
+    assert json.loads((out / "results.json").read_text())["steps"] == [max(steps) + 2] * 2
