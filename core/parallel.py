@@ -21,7 +21,6 @@ from core.cli import UserError
 
 INTERRUPTED = 130  # exit status of a job stopped by Ctrl-C (its checkpoint saved)
 
-
 def _job(job: Callable[[], bool], threads: int, errors: Any) -> None:
     torch.set_num_threads(threads)
     try:
@@ -54,28 +53,38 @@ def run_side_by_side(jobs: list[Callable[[], bool]]) -> list[bool]:
     # Ctrl-C reaches every process of the terminal's group: the jobs stop after their current step and save;
     # this one waits for them instead of dying first. Set before the jobs start, so that no Ctrl-C finds this
     # process without it (the jobs, fresh interpreters, start with Python's own handler).
-    notice = lambda *_: tqdm.write("Ctrl-C: every job stops after its current step and saves a checkpoint")
+    stopping = False
+
+    def notice(*_: Any) -> None:
+        nonlocal stopping
+        stopping = True
+        tqdm.write("Ctrl-C: every job stops after its current step and saves a checkpoint")
+
     previous = signal.signal(signal.SIGINT, notice)
+    failures = []  # the jobs that failed on their own, not by being stopped
     try:
         for process in processes:
             process.start()
-        running, stopping = {process.sentinel: process for process in processes}, False
+        running = {process.sentinel: process for process in processes}
         while running:
             for sentinel in wait(list(running)):
                 process = running.pop(sentinel)
                 process.join()
-                if process.exitcode not in (0, INTERRUPTED) and not stopping:
-                    # no point in training the rest of an ensemble for hours: stop them as Ctrl-C would (once:
-                    # a second Ctrl-C quits without saving)
-                    stopping = True
-                    for other in running.values():
-                        os.kill(other.pid, signal.SIGINT)
+                # Ctrl-C (or the stop below) can reach a job that is still starting up: it dies of the signal,
+                # or of a KeyboardInterrupt while it imports, before it could save anything; once stopping, any
+                # exit is the stop's doing
+                if process.exitcode in (0, INTERRUPTED, -signal.SIGINT) or stopping:
+                    continue
+                failures.append(_failure(processes.index(process) + 1, process.exitcode))
+                # no point in training the rest of an ensemble for hours: stop them as Ctrl-C would (once:
+                # a second Ctrl-C quits without saving)
+                stopping = True
+                for other in running.values():
+                    os.kill(other.pid, signal.SIGINT)
     finally:
         signal.signal(signal.SIGINT, previous)
-    codes = [process.exitcode for process in processes]
     if not errors.empty():
         raise UserError(errors.get())
-    failed = [_failure(k + 1, code) for k, code in enumerate(codes) if code not in (0, INTERRUPTED)]
-    if failed:
-        raise UserError(f"{', '.join(failed)} failed; see the messages above")
-    return [code == 0 for code in codes]
+    if failures:
+        raise UserError(f"{', '.join(failures)} failed; see the messages above")
+    return [process.exitcode == 0 for process in processes]

@@ -12,8 +12,8 @@ from core.parallel import run_side_by_side
 
 
 def job(outcome, folder):
-    """Writes the thread count it was given; then finishes, reports Ctrl-C, fails cleanly, crashes, is killed,
-    or waits to be stopped (and notes that it was)."""
+    """Writes the thread count it was given; then finishes, reports Ctrl-C, dies of Ctrl-C, fails cleanly,
+    crashes, is killed, or waits to be stopped (and notes that it was)."""
     (folder / f"{outcome}.threads").write_text(str(torch.get_num_threads()))
     if outcome.startswith("bad input"):
         raise UserError(f"{outcome}: a clear line")
@@ -23,12 +23,17 @@ def job(outcome, folder):
         raise RuntimeError("deep inside")
     if outcome == "killed":
         os.kill(os.getpid(), signal.SIGKILL)
-    if outcome == "waits":
+    if outcome == "dies of ctrl-c":  # as when Ctrl-C comes before the interpreter handles it
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGINT)
+    if outcome.startswith("waits"):
         try:
             (folder / "waiting").write_text("")
             time.sleep(600)
         except KeyboardInterrupt:
             (folder / "stopped").write_text("by the parent")
+            if outcome == "waits, then breaks":  # as a job still importing when stopped
+                raise RuntimeError("stopped while starting") from None
             raise
     return outcome == "finished"
 
@@ -38,8 +43,8 @@ def jobs(folder, *outcomes):
 
 
 def test_jobs_run_in_their_own_processes_with_a_share_of_the_threads(tmp_path):
-    assert run_side_by_side(jobs(tmp_path, "finished", "interrupted")) == [True, False]
-    expected = max(1, torch.get_num_threads() // 2)
+    assert run_side_by_side(jobs(tmp_path, "finished", "interrupted", "dies of ctrl-c")) == [True, False, False]
+    expected = max(1, torch.get_num_threads() // 3)
     assert all(int((tmp_path / f"{o}.threads").read_text()) == expected for o in ("finished", "interrupted"))
 
 
@@ -58,4 +63,10 @@ def test_a_failing_job_stops_the_others_as_ctrl_c_would(tmp_path):
     # without the stop, this would wait ten minutes for the sleeping job
     with pytest.raises(UserError, match=r"^job 2 \(exit status 1\) failed"):
         run_side_by_side(jobs(tmp_path, "waits", "crash once the other waits"))
+    assert (tmp_path / "stopped").read_text() == "by the parent"
+
+
+def test_only_the_job_that_failed_first_is_named(tmp_path):
+    with pytest.raises(UserError, match=r"^job 2 \(exit status 1\) failed; see the messages above$"):
+        run_side_by_side(jobs(tmp_path, "waits, then breaks", "crash once the other waits"))
     assert (tmp_path / "stopped").read_text() == "by the parent"
