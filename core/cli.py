@@ -47,12 +47,46 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+# where and how a run goes on, not what it trains: never taken from the resumed run's saved flags
+WHERE_FLAGS = ("resume", "out", "overwrite")
+
+
+def parse_flags(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """Parse a recipe's flags. With --resume, the flags its run started with (`flags` in the config.json beside
+    the checkpoint, or in the run folder) become the defaults, so that `--resume RUN` alone goes on with the
+    same data and settings; flags given now still win (e.g. --steps, to train for longer)."""
+    args = parser.parse_args(argv)
+    if not args.resume:
+        return args
+    resume = Path(args.resume)
+    config = (resume if resume.is_dir() else resume.parent) / "config.json"
+    try:
+        saved = json.loads(config.read_text())["flags"]
+    except OSError:
+        return args  # not a run: the recipe says what is missing
+    except (ValueError, KeyError, TypeError):
+        warnings.warn(f"{config} does not list the run's flags (an older run?); the flags given now apply")
+        return args
+    known = vars(parser.parse_args([]))
+    parser.set_defaults(**{k: v for k, v in saved.items() if k in known and k not in WHERE_FLAGS})
+    return parser.parse_args(argv)
+
+
+def resume_checkpoint(resume: str) -> Path:
+    """The checkpoint that --resume names: the path itself, or the last.pt of a run folder."""
+    path = Path(resume)
+    return path / "last.pt" if path.is_dir() else path
+
+
 def run_folder(out: str | None, resume: str | None, overwrite: bool, default: str) -> Path:
     """The recipe's output folder: --out, else the folder of the checkpoint it resumes from (a resumed run goes
-    on where it was), else `default`. Refuses to train afresh over existing checkpoints unless told to."""
-    folder = Path(out or (Path(resume).parent if resume else default))
-    if not resume and not overwrite and (folder / "last.pt").exists():
-        raise UserError(f"{folder} already holds checkpoints; continue with --resume {folder / 'last.pt'} "
+    on where it was), else `default`. Refuses to train over another run's checkpoints without --overwrite."""
+    if resume and not resume_checkpoint(resume).is_file():
+        raise UserError(f"--resume {resume}: checkpoint {resume_checkpoint(resume)} does not exist")
+    folder = Path(out or (resume_checkpoint(resume).parent if resume else default))
+    own = resume and folder.resolve() == resume_checkpoint(resume).parent.resolve()
+    if (folder / "last.pt").exists() and not own and not overwrite:  # (a fresh Trainer.fit deletes them)
+        raise UserError(f"{folder} already holds checkpoints; continue with --resume {folder} "
                         "or start afresh with --overwrite (or another --out)")
     return folder
 

@@ -35,7 +35,10 @@ def _job(job: Callable[[], bool], threads: int, errors: Any) -> None:
 
 def _failure(number: int, code: int) -> str:
     if code < 0:
-        name = signal.Signals(-code).name
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:  # a real-time signal, which has no name
+            name = f"signal {-code}"
         return f"job {number} (killed by {name}{': out of memory?' if -code == signal.SIGKILL else ''})"
     return f"job {number} (exit status {code})"
 
@@ -62,18 +65,27 @@ def run_side_by_side(jobs: list[Callable[[], bool]]) -> list[bool]:
 
     previous = signal.signal(signal.SIGINT, notice)
     failures = []  # the jobs that failed on their own, not by being stopped
+    started = []
     try:
-        for process in processes:
-            process.start()
-        running = {process.sentinel: process for process in processes}
+        try:
+            for process in processes:
+                if stopping:  # Ctrl-C while the others started: the rest never start
+                    break
+                process.start()
+                started.append(process)
+        except BaseException:  # e.g. a job that cannot be pickled: take down the ones already running
+            for process in started:
+                process.kill()
+                process.join()
+            raise
+        running = {process.sentinel: process for process in started}
         while running:
             for sentinel in wait(list(running)):
                 process = running.pop(sentinel)
                 process.join()
                 # Ctrl-C (or the stop below) can reach a job that is still starting up: it dies of the signal,
-                # or of a KeyboardInterrupt while it imports, before it could save anything; once stopping, any
-                # exit is the stop's doing
-                if process.exitcode in (0, INTERRUPTED, -signal.SIGINT) or stopping:
+                # or, once stopping, of a KeyboardInterrupt while it imports (exit status 1, the same as a crash)
+                if process.exitcode in (0, INTERRUPTED, -signal.SIGINT) or (stopping and process.exitcode == 1):
                     continue
                 failures.append(_failure(processes.index(process) + 1, process.exitcode))
                 # no point in training the rest of an ensemble for hours: stop them as Ctrl-C would (once:

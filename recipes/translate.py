@@ -23,8 +23,8 @@ import torch
 from core import distributed
 from core.batching import BucketBatches
 from core.checkpoint import load_checkpoint
-from core.cli import (UserError, add_config_flags, check_range, config_from_args, resolve_device, run_folder,
-                      run_main, save_config)
+from core.cli import (UserError, add_config_flags, check_range, config_from_args, parse_flags, resolve_device,
+                      run_folder, run_main, save_config)
 from core.decoder import DecoderConfig
 from core.parallel import run_side_by_side
 from core.tokenizers import SentencePieceTokenizer, WordTokenizer, tokenizer_from_dict
@@ -75,8 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "itself (default: 2; 1 under torchrun)")
     p.add_argument("--resume", metavar="PATH",
                    help="continue an interrupted run: its folder (every member of an ensemble goes on from its "
-                        "last.pt), or one model's checkpoint")
-    p.add_argument("--overwrite", action="store_true", help="start afresh even if --out holds checkpoints")
+                        "last.pt), or one model's checkpoint; with the flags the run started with, except those given now")
+    p.add_argument("--overwrite", action="store_true", help="start afresh, replacing the checkpoints that --out holds")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--beam-size", type=int, default=5, help="beam size for the test translations")
     p.add_argument("--length-penalty", type=float, default=1.0, help="GNMT alpha for beam search")
@@ -155,7 +155,7 @@ def plan_run(args: argparse.Namespace, default_members: int) -> tuple[Path, list
         args.members = args.members or default_members
         out = Path(args.out or DEFAULT_OUT)
         held = [out / "last.pt", *sorted(out.glob("member*/last.pt"))]  # a run of either layout
-        if any(p.exists() for p in held) and not args.overwrite:
+        if any(p.exists() for p in held) and not args.overwrite:  # (a fresh Trainer.fit deletes them)
             raise UserError(f"{out} already holds checkpoints; continue with --resume {out} "
                             "or start afresh with --overwrite (or another --out)")
         return out, [None] * args.members
@@ -163,10 +163,15 @@ def plan_run(args: argparse.Namespace, default_members: int) -> tuple[Path, list
     if resume.is_file():  # one model's checkpoint: a single model goes on, into --out or beside the checkpoint
         if args.members not in (None, 1):
             raise UserError(f"--resume {resume} is one model's checkpoint; resume an ensemble from its folder")
+        if resume.parent.name.startswith("member") and members_of(resume.parent.parent) > 1:
+            raise UserError(f"--resume {resume} is one member of the ensemble in {resume.parent.parent}; "
+                            f"resume the whole run with --resume {resume.parent.parent}")
         args.members = 1
         return run_folder(args.out, args.resume, args.overwrite, DEFAULT_OUT), [resume]
     if not resume.is_dir():
         raise UserError(f"--resume {resume}: no such checkpoint or run folder")
+    if not (resume / "config.json").is_file():
+        raise UserError(f"--resume {resume}: not a run folder (it has no config.json)")
     members = members_of(resume)
     if args.members not in (None, members):
         raise UserError(f"--resume {resume} continues a run of {members} model(s); leave out --members")
@@ -176,8 +181,8 @@ def plan_run(args: argparse.Namespace, default_members: int) -> tuple[Path, list
     checkpoints = [folder / "last.pt" for folder in member_folders(resume, members)]
     missing = [str(p) for p in checkpoints if not p.is_file()]
     if missing:
-        raise UserError(f"--resume {resume} needs {', '.join(missing)}, which is missing (stopped before its first "
-                        "checkpoint?); start afresh with --overwrite")
+        raise UserError(f"--resume {resume} needs {', '.join(missing)}, which {'is' if len(missing) == 1 else 'are'} "
+                        "missing (stopped before the first checkpoint?); start afresh with --overwrite instead")
     return resume, checkpoints
 
 
@@ -252,12 +257,12 @@ def ensemble_checkpoints(args: argparse.Namespace, out: Path) -> list[Path]:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    args = build_parser().parse_args(argv)
+    args = parse_flags(build_parser(), argv)
     # under torchrun the processes already share the training of one model
     out, resume = plan_run(args, default_members=1 if distributed.launched() else 2)
     if args.members > 1 and distributed.launched():
         raise UserError(f"--members {args.members} trains each model in a process of its own; under torchrun "
-                        "use --members 1")
+                        "train (or resume) a single model, --members 1")
     world, device = distributed.setup(resolve_device(args.device))
     with world.main_first():  # the main process fills the data cache; the others then read it
         pairs = load_pairs(args)
@@ -274,7 +279,7 @@ def main(argv: list[str] | None = None) -> dict:
         enc_config, dec_config = config_from_args(EncoderConfig, args), config_from_args(DecoderConfig, args)
     train_config = config_from_args(TrainConfig, args)
     if world.main:  # one writer
-        save_config(out, encoder=enc_config, decoder=dec_config, train=train_config,
+        save_config(out, flags=vars(args), encoder=enc_config, decoder=dec_config, train=train_config,
                     data={"corpus": args.corpus or args.dataset, "level": args.level,
                           "vocab_size": args.vocab_size, "joint": not args.separate_vocab,
                           "max_tokens": args.max_tokens, "subword_alpha": args.subword_alpha},

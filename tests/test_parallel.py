@@ -1,6 +1,8 @@
 """core.parallel: jobs side by side, each in its own process, with its share of the threads and its outcome."""
+import multiprocessing
 import os
 import signal
+import threading
 import time
 from functools import partial
 
@@ -18,7 +20,9 @@ def job(outcome, folder):
     if outcome.startswith("bad input"):
         raise UserError(f"{outcome}: a clear line")
     if outcome.startswith("crash"):
+        deadline = time.monotonic() + 60
         while outcome == "crash once the other waits" and not (folder / "waiting").exists():
+            assert time.monotonic() < deadline, "the other job never started waiting"
             time.sleep(0.05)
         raise RuntimeError("deep inside")
     if outcome == "killed":
@@ -29,7 +33,7 @@ def job(outcome, folder):
     if outcome.startswith("waits"):
         try:
             (folder / "waiting").write_text("")
-            time.sleep(600)
+            time.sleep(60)  # the tests that stop it fail if they take this long
         except KeyboardInterrupt:
             (folder / "stopped").write_text("by the parent")
             if outcome == "waits, then breaks":  # as a job still importing when stopped
@@ -60,9 +64,10 @@ def test_a_job_error_is_raised_once_and_a_crash_is_named(tmp_path, capfd):
 
 
 def test_a_failing_job_stops_the_others_as_ctrl_c_would(tmp_path):
-    # without the stop, this would wait ten minutes for the sleeping job
+    started = time.monotonic()
     with pytest.raises(UserError, match=r"^job 2 \(exit status 1\) failed"):
         run_side_by_side(jobs(tmp_path, "waits", "crash once the other waits"))
+    assert time.monotonic() - started < 50  # without the stop it waits a minute for the sleeping job
     assert (tmp_path / "stopped").read_text() == "by the parent"
 
 
@@ -70,3 +75,11 @@ def test_only_the_job_that_failed_first_is_named(tmp_path):
     with pytest.raises(UserError, match=r"^job 2 \(exit status 1\) failed; see the messages above$"):
         run_side_by_side(jobs(tmp_path, "waits, then breaks", "crash once the other waits"))
     assert (tmp_path / "stopped").read_text() == "by the parent"
+
+
+def test_a_job_that_cannot_start_takes_down_the_started_ones(tmp_path):
+    handler = signal.getsignal(signal.SIGINT)
+    unpicklable = partial(job, "finished", tmp_path, lock=threading.Lock())
+    with pytest.raises(TypeError, match="pickle"):
+        run_side_by_side([*jobs(tmp_path, "waits"), unpicklable])
+    assert multiprocessing.active_children() == [] and signal.getsignal(signal.SIGINT) is handler

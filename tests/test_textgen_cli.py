@@ -134,17 +134,20 @@ def test_recipe_resume_errors_keep_checkpoints(trained, tmp_path, capsys):
     fails_with(capsys, textgen_main, ["--corpus", corpus, "--out", str(run), *TINY], "already holds checkpoints",
                "--resume")
     other = save_checkpoint(tmp_path / "mt.pt", {"task": "translation", "config": {}, "model": {}})
-    fails_with(capsys, textgen_main, ["--corpus", corpus, "--resume", str(other), "--out", str(run)],
-               "'translation' checkpoint")
-    assert digest(run) == before
+    fails_with(capsys, textgen_main, ["--corpus", corpus, "--resume", str(other)], "'translation' checkpoint")
+    # resuming into another run's folder would overwrite its checkpoints
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "last.pt").write_bytes(b"another run's")
+    fails_with(capsys, textgen_main, ["--resume", str(run), "--out", str(elsewhere)], "already holds checkpoints")
+    assert (elsewhere / "last.pt").read_bytes() == b"another run's" and digest(run) == before
 
 
 def test_recipe_resume_continues_to_more_steps(trained, tmp_path):
     folder, _ = trained
     run = folder / "run"
-    # no --out: a resumed run goes on in the folder of its checkpoint
-    results = textgen_main(["--corpus", str(folder / "corpus.txt"), *TINY, "--resume", str(run / "last.pt"),
-                            "--steps", "18"])
+    # the run's folder alone: it goes on there, with the flags it started with (corpus, model, ...)
+    results = textgen_main(["--resume", str(run), "--steps", "18"])
     assert results["steps"] == 18
     steps = [json.loads(line)["step"] for line in (run / "log.jsonl").read_text().splitlines()
              if json.loads(line)["split"] == "train"]

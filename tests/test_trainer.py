@@ -36,7 +36,8 @@ def test_tiny_corpus_is_overfit_and_regenerated_exactly(tmp_path):
     overfit_tiny_corpus(tmp_path)
 
 
-def run_training(tmp_path, steps, interrupt_at=None, resume=None, ema_decay=0.0, device="cpu", snapshots=0):
+def run_training(tmp_path, steps, interrupt_at=None, resume=None, ema_decay=0.0, device="cpu", snapshots=0,
+                 crash_at=None):
     """A char LM over a stream with dropout (so RNG state matters) that wraps around epochs."""
     tok = CharTokenizer.train(TEXT)
     torch.manual_seed(123)
@@ -47,6 +48,8 @@ def run_training(tmp_path, steps, interrupt_at=None, resume=None, ema_decay=0.0,
         calls["n"] += m.training  # count training steps, not validation batches
         if m.training and calls["n"] == interrupt_at:
             os.kill(os.getpid(), signal.SIGINT)  # as if Ctrl-C were pressed during this step
+        if m.training and calls["n"] == crash_at:
+            raise RuntimeError("out of memory, say")
         return lm_forward(m, batch, carry)
     config = TrainConfig(steps=steps, lr=5e-3, warmup_steps=3, valid_every=4, seed=7, ema_decay=ema_decay,
                          snapshots=snapshots)
@@ -134,6 +137,14 @@ def test_snapshots_keep_the_weights_of_the_last_validations(tmp_path):
     # a fresh run in the same folder (--overwrite) does not mix in the old run's snapshots
     run_training(tmp_path, steps=6, snapshots=2)
     assert sorted(p.name for p in tmp_path.glob("snapshot-*")) == ["snapshot-4.pt", "snapshot-6.pt"]
+
+
+def test_a_fresh_run_replaces_an_earlier_runs_checkpoints_at_once(tmp_path):
+    for name in ("last.pt", "best.pt"):
+        (tmp_path / name).write_bytes(b"an earlier run's")
+    with pytest.raises(RuntimeError, match="out of memory, say"):  # a crash before the first checkpoint
+        run_training(tmp_path, steps=8, crash_at=2)
+    assert not (tmp_path / "last.pt").exists() and not (tmp_path / "best.pt").exists()
 
 
 def test_outputs_best_last_log_and_plot(tmp_path):

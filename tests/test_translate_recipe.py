@@ -93,16 +93,24 @@ def test_recipe_trains_an_ensemble_side_by_side_and_tests_its_snapshots(tmp_path
                            (["--resume", str(tmp_path / "none")], "no such checkpoint or run folder"),
                            (["--resume", str(out), "--members", "3"], "continues a run of 2 model(s)"),
                            (["--resume", str(out), "--out", str(tmp_path / "elsewhere")], "goes on in that folder"),
-                           (["--resume", str(out / "member1" / "last.pt"), "--members", "2"], "one model's checkpoint")):
+                           (["--resume", str(out / "member1" / "last.pt"), "--members", "2"], "one model's checkpoint"),
+                           (["--resume", str(out / "member1" / "last.pt")], f"resume the whole run with --resume {out}"),
+                           (["--resume", str(tmp_path)], "not a run folder (it has no config.json)")):
         with pytest.raises(SystemExit) as exit_info:
             run_main(translate_main, ["--corpus", str(corpus), *argv, *TINY])
         assert exit_info.value.code == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and expected in err[0], err
     (out / "member2" / "kept.pt").rename(out / "member2" / "last.pt")
-    resumed = translate_main(["--corpus", str(corpus), "--steps", "40", "--valid-every", "10", "--resume", str(out),
-                              *TINY])
+    # the folder alone: the run goes on with the flags it started with (corpus, sizes, --valid-every, ...)
+    resumed = translate_main(["--resume", str(out), "--steps", "40"])
     assert resumed["steps"] == [40, 40] and resumed["checkpoints"][-1] == str(out / "member2" / "snapshot-40.pt")
+    # bad input with --overwrite loses nothing: a new run replaces the checkpoints only once it trains
+    before = sorted(out.glob("**/*.pt"))
+    for argv in (["--corpus", str(corpus), "--members", "0"], ["--corpus", str(tmp_path / "none.tsv")]):
+        with pytest.raises(SystemExit):
+            run_main(translate_main, [*argv, "--out", str(out), "--overwrite"])
+    assert sorted(out.glob("**/*.pt")) == before
 
 
 def test_recipe_bad_data_flags(tmp_path, capsys):
