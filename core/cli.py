@@ -58,8 +58,7 @@ def parse_flags(parser: argparse.ArgumentParser, argv: list[str] | None) -> argp
     args = parser.parse_args(argv)
     if not args.resume:
         return args
-    resume = Path(args.resume)
-    config = (resume if resume.is_dir() else resume.parent) / "config.json"
+    config = resume_checkpoint(args.resume).parent / "config.json"
     try:
         saved = json.loads(config.read_text())["flags"]
     except OSError:
@@ -80,12 +79,15 @@ def resume_checkpoint(resume: str) -> Path:
 
 def run_folder(out: str | None, resume: str | None, overwrite: bool, default: str) -> Path:
     """The recipe's output folder: --out, else the folder of the checkpoint it resumes from (a resumed run goes
-    on where it was), else `default`. Refuses to train over another run's checkpoints without --overwrite."""
-    if resume and not resume_checkpoint(resume).is_file():
-        raise UserError(f"--resume {resume}: checkpoint {resume_checkpoint(resume)} does not exist")
-    folder = Path(out or (resume_checkpoint(resume).parent if resume else default))
-    own = resume and folder.resolve() == resume_checkpoint(resume).parent.resolve()
-    if (folder / "last.pt").exists() and not own and not overwrite:  # (a fresh Trainer.fit deletes them)
+    on where it was), else `default`. Refuses to train over another run's checkpoints without --overwrite: a
+    single model's, or those of an ensemble's members (`memberK/`)."""
+    checkpoint = resume_checkpoint(resume) if resume else None
+    if checkpoint and not checkpoint.is_file():
+        raise UserError(f"--resume {resume}: checkpoint {checkpoint} does not exist")
+    folder = Path(out or (checkpoint.parent if checkpoint else default))
+    own = checkpoint and folder.resolve() == checkpoint.parent.resolve()
+    held = [folder / "last.pt", *folder.glob("member*/last.pt")]
+    if any(p.exists() for p in held) and not own and not overwrite:  # (a fresh Trainer.fit deletes them)
         raise UserError(f"{folder} already holds checkpoints; continue with --resume {folder} "
                         "or start afresh with --overwrite (or another --out)")
     return folder

@@ -21,6 +21,7 @@ from core.cli import UserError
 
 INTERRUPTED = 130  # exit status of a job stopped by Ctrl-C (its checkpoint saved)
 
+
 def _job(job: Callable[[], bool], threads: int, errors: Any) -> None:
     torch.set_num_threads(threads)
     try:

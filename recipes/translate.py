@@ -153,12 +153,7 @@ def plan_run(args: argparse.Namespace, default_members: int) -> tuple[Path, list
         check_range("--members", args.members, low=1)
     if not args.resume:
         args.members = args.members or default_members
-        out = Path(args.out or DEFAULT_OUT)
-        held = [out / "last.pt", *sorted(out.glob("member*/last.pt"))]  # a run of either layout
-        if any(p.exists() for p in held) and not args.overwrite:  # (a fresh Trainer.fit deletes them)
-            raise UserError(f"{out} already holds checkpoints; continue with --resume {out} "
-                            "or start afresh with --overwrite (or another --out)")
-        return out, [None] * args.members
+        return run_folder(args.out, None, args.overwrite, DEFAULT_OUT), [None] * args.members
     resume = Path(args.resume)
     if resume.is_file():  # one model's checkpoint: a single model goes on, into --out or beside the checkpoint
         if args.members not in (None, 1):
