@@ -33,6 +33,7 @@ import torch  # noqa: E402
 import core.attention  # noqa: E402
 import core.search  # noqa: E402
 from core import packed  # noqa: E402
+from core.cli import DTYPES, add_dtype_flag  # noqa: E402
 from core import BOS, EOS, Context, RNNDecoder, beam_search, greedy  # noqa: E402
 
 TARGETS = {"greedy_sentences_per_s": 80.0, "beam_sentences_per_s": 20.0, "batched_over_one_at_a_time": 5.0}
@@ -59,6 +60,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--memory-beams", default="1,2,4,8", help="beam sizes for the peak-memory figures ('' skips)")
     p.add_argument("--seed", type=int, default=0)
+    add_dtype_flag(p)
     p.add_argument("--quick", action="store_true", help="tiny sizes so it finishes in a few seconds")
     p.add_argument("--profile", action="store_true",
                    help="where greedy and beam search spend their time, instead of benchmarking")
@@ -74,7 +76,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 # ---- the model and its inputs ------------------------------------------------------------------------
 
 def build(args: argparse.Namespace) -> tuple[RNNDecoder, Context, torch.Tensor]:
-    """A random Bahdanau decoder in eval mode, a context of random memory (mask all True) and start tokens."""
+    """A random Bahdanau decoder in eval mode, a context of random memory (mask all True) and start tokens,
+    all in --dtype (the random numbers are drawn in float32 first, so both dtypes start from the same values)."""
     torch.manual_seed(args.seed)
     decoder = RNNDecoder(args.vocab, args.emb, args.hidden, 1, cell=args.cell, attention="bahdanau",
                          memory_dim=args.memory_dim, dropout=0.0).eval()
@@ -83,7 +86,9 @@ def build(args: argparse.Namespace) -> tuple[RNNDecoder, Context, torch.Tensor]:
     c0 = torch.zeros(1, B, H) if args.cell == "lstm" else None
     memory = torch.randn(B, S, M)  # (B, S, M)
     mask = torch.ones(B, S, dtype=torch.bool)  # (B, S): every position real
-    return decoder, Context(h0, c0, memory, mask), torch.full((B,), BOS, dtype=torch.long)
+    dtype = DTYPES[args.dtype]
+    ctx = Context(h0.to(dtype), None if c0 is None else c0.to(dtype), memory.to(dtype), mask)
+    return decoder.to(dtype), ctx, torch.full((B,), BOS, dtype=torch.long)
 
 
 def run_greedy(decoder: RNNDecoder, ctx: Context, start: torch.Tensor, steps: int) -> list:
@@ -168,7 +173,8 @@ def rss_child(args: argparse.Namespace) -> dict:
 def size_flags(args: argparse.Namespace) -> list[str]:
     return ["--vocab", str(args.vocab), "--emb", str(args.emb), "--hidden", str(args.hidden), "--cell", args.cell,
             "--src-len", str(args.src_len), "--memory-dim", str(args.memory_dim), "--batch", str(args.batch),
-            "--steps", str(args.steps), "--threads", str(args.threads), "--seed", str(args.seed)]
+            "--steps", str(args.steps), "--threads", str(args.threads), "--seed", str(args.seed),
+            "--dtype", args.dtype]
 
 
 def linear_fit(xs: list[float], ys: list[float]) -> dict:
@@ -341,7 +347,8 @@ def step_parts(decoder: RNNDecoder, ctx: Context, start: torch.Tensor, K: int) -
         scores = ((keys_b.unsqueeze(1) + q).tanh_() @ v).masked_fill(~ctx.memory_mask.unsqueeze(1), float("-inf"))
         weights = scores.softmax(dim=-1)  # (B, K, S)
         return torch.bmm(weights, ctx.memory).view(N, -1), weights.view(N, -1)  # (N, M), (N, S)
-    same = torch.allclose(shared_keys_attention()[0], context.squeeze(1), atol=1e-5)
+    tolerance = 1e-5 if context.dtype == torch.float32 else 5e-2  # bfloat16 keeps ~3 significant digits
+    same = torch.allclose(shared_keys_attention()[0], context.squeeze(1), atol=tolerance)
 
     def attention_in_one_chunk() -> tuple[torch.Tensor, torch.Tensor]:
         saved = core.attention.CHUNK_VALUES
@@ -418,7 +425,7 @@ def environment() -> dict:
 
 def config_of(args: argparse.Namespace) -> dict:
     return {"vocab": args.vocab, "emb": args.emb, "hidden": args.hidden, "layers": 1, "cell": args.cell,
-            "attention": "bahdanau", "input_feeding": True, "src_len": args.src_len, "memory_dim": args.memory_dim,
+            "attention": "bahdanau", "input_feeding": True, "dtype": args.dtype, "src_len": args.src_len, "memory_dim": args.memory_dim,
             "batch": args.batch, "steps": args.steps, "beam": args.beam, "repeats": args.repeats,
             "full_length": "min_len = max_len = steps (EOS masked every step); lengths checked", "quick": args.quick}
 

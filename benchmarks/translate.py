@@ -25,7 +25,7 @@ if str(ROOT) not in sys.path:
 import torch  # noqa: E402
 
 from benchmarks.decode import environment, log, median_time  # noqa: E402
-from core.cli import UserError, resolve_device, run_main  # noqa: E402
+from core.cli import DTYPES, UserError, add_dtype_flag, resolve_device, run_main  # noqa: E402
 from core.datasets import read_text  # noqa: E402
 from core.decoder import DecoderConfig  # noqa: E402
 from core.tokenizers import WordTokenizer  # noqa: E402
@@ -48,6 +48,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--repeats", type=int, default=3, help="timed repeats after one warm-up; the median is reported")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--device", default="cpu", help="cpu, cuda or auto")
+    add_dtype_flag(p)
     p.add_argument("--quick", action="store_true", help="an untrained tiny model on made-up sentences (smoke test)")
     return p.parse_args(argv)
 
@@ -66,13 +67,13 @@ def load(args: argparse.Namespace) -> tuple[Translator, list[Translator], list[s
     """The model, the other members of its ensemble (if any), the sentences, and names for both."""
     if args.quick:
         model, sentences = tiny_model_and_sentences()
-        return model, [], sentences, "untrained tiny model", "made-up sentences"
+        return model.to(DTYPES[args.dtype]), [], sentences, "untrained tiny model", "made-up sentences"
     checkpoints = args.checkpoint or [DEFAULT_CHECKPOINT]
     for path in checkpoints:
         if not Path(path).exists():
             raise UserError(f"{path}: no such checkpoint (train one with python recipes/translate.py, "
                             "or pass --checkpoint)")
-    model, others = load_ensemble(checkpoints, device=resolve_device(args.device))
+    model, others = load_ensemble(checkpoints, device=resolve_device(args.device), dtype=DTYPES[args.dtype])
     name = " + ".join(checkpoints)
     if args.src:
         return model, others, read_text(args.src).splitlines(), name, args.src
@@ -87,7 +88,7 @@ def main(argv: list[str] | None = None) -> None:
     repeats = 1 if args.quick else args.repeats
     out = {"benchmark": "translate", "checkpoint": model_name, "data": data_name, "sentences": len(sentences),
            "source_tokens": sum(len(model.source_ids(s)) for s in sentences if s.strip()),
-           "batch_size": args.batch_size, "device": str(model.device),
+           "batch_size": args.batch_size, "device": str(model.device), "dtype": args.dtype,
            "models": 1 + len(others),
            "parameters": sum(p.numel() for m in (model, *others) for p in m.parameters())}
     for name, options in (("greedy", {"method": "greedy"}),

@@ -47,6 +47,16 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+
+
+def add_dtype_flag(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """`--dtype`: the number format decoding computes in (checkpoints stay float32)."""
+    parser.add_argument("--dtype", default="float32", choices=list(DTYPES),
+                        help="decode in float32, or in bfloat16: faster on CPUs that multiply it natively "
+                             "(AVX512-BF16, AMX), scores rounded differently (default: %(default)s)")
+
+
 # where and how a run goes on, not what it trains: never taken from the resumed run's saved flags
 WHERE_FLAGS = ("resume", "out", "overwrite")
 

@@ -102,6 +102,10 @@ class RNNDecoder(nn.Module):
         packed.forget(self)  # switching modes brackets every weight update a version counter could miss
         return super().train(mode)
 
+    def _apply(self, fn, *args, **kwargs):  # .to(), .cuda(), .bfloat16(), ...: new weights, maybe at old addresses
+        packed.forget(self)
+        return super()._apply(fn, *args, **kwargs)
+
     def start(self, ctx: Context) -> DecoderState:
         """The state before the first step, from the context."""
         if ctx.h0.dim() != 3 or ctx.h0.size(0) != self.num_layers or ctx.h0.size(2) != self.hidden_dim:
@@ -120,7 +124,8 @@ class RNNDecoder(nn.Module):
     def step(self, tokens: Tensor, state: DecoderState, ctx: Context) -> tuple[Tensor, DecoderState]:
         """tokens (B,) -> log-probabilities (B, V) of the next token and the new state."""
         output, state, _ = self._advance(tokens.unsqueeze(1), state, ctx)  # (B, 1, H')
-        return F.log_softmax(self._logits(output.squeeze(1)).float(), dim=-1), state
+        # float32 log-probs whatever the weights' dtype: search adds them up over many steps
+        return F.log_softmax(self._logits(output.squeeze(1)), dim=-1, dtype=torch.float32), state
 
     def forward(self, tokens: Tensor, ctx: Context) -> Tensor:
         """Teacher forcing: tokens (B, T) -> logits (B, T, V)."""

@@ -42,6 +42,8 @@ class Ensemble:
         if any(c.h0.shape[:2] != first.h0.shape[:2] for c in contexts):
             raise ValueError("ensemble members need the same number of layers and the same batch in h0, got "
                              + ", ".join(str(tuple(c.h0.shape)) for c in contexts))
+        if len({c.h0.dtype for c in contexts}) > 1:
+            raise ValueError("ensemble members need one dtype, got " + ", ".join(str(c.h0.dtype) for c in contexts))
         has_memory = {c.memory is not None for c in contexts}
         if len(has_memory) > 1:
             raise ValueError("either every ensemble member attends to a memory or none does")

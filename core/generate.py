@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from core.cli import resolve_device, run_main
+from core.cli import DTYPES, add_dtype_flag, resolve_device, run_main
 from core.lm import LanguageModel
 
 
@@ -27,12 +27,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-samples", type=int, default=1)
     p.add_argument("--seed", type=int, help="for reproducible samples")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    add_dtype_flag(p)
     return p
 
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
-    model = LanguageModel.load(args.checkpoint, device=resolve_device(args.device))
+    model = LanguageModel.load(args.checkpoint, device=resolve_device(args.device), dtype=DTYPES[args.dtype])
     options = dict(method=args.method, max_len=args.max_len, temperature=args.temperature, top_k=args.top_k,
                    top_p=args.top_p, no_repeat_ngram=args.no_repeat_ngram,
                    repetition_penalty=args.repetition_penalty, seed=args.seed)

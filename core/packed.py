@@ -8,7 +8,9 @@ while for small weights (under ~0.5M values) its call overhead made it slower (b
 A packed copy is made on first use in eval mode and dropped by `forget` (which `RNNDecoder.train()` and
 `.eval()` call); it is also remade whenever the weight's version counter or storage changes (load_state_dict,
 in-place edits, .to()). Both are needed: fused optimizers update weights without bumping the version counter.
-Train mode, autograd, CUDA and other dtypes take the plain path; so does a torch build without these ops.
+The same holds for bfloat16 weights (a model cast with `.to(torch.bfloat16)`) where the CPU multiplies bfloat16
+natively (AVX512-BF16, AMX). Train mode, autograd, CUDA and other dtypes take the plain path; so does a torch
+build without these ops.
 """
 from __future__ import annotations
 
@@ -23,19 +25,23 @@ try:  # torch's own (internal) oneDNN ops, the ones its CPU inference compiler u
     _reorder = torch.ops.mkldnn._reorder_linear_weight
     _linear = torch.ops.mkldnn._linear_pointwise
     AVAILABLE = torch.backends.mkldnn.is_available()
+    # bfloat16 only where the CPU multiplies it natively; elsewhere oneDNN would emulate it
+    NATIVE_BF16 = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+    DTYPES = (torch.float32, torch.bfloat16) if NATIVE_BF16 else (torch.float32,)
 except (AttributeError, RuntimeError):
-    AVAILABLE = False
+    AVAILABLE, DTYPES = False, ()
 
 MIN_WEIGHT_SIZE = 500_000  # values; below this oneDNN's call overhead outweighs the faster product
 
-# module -> {name: (((storage, version, shape) of each source), derived tensor)}; modules compare by identity
+# module -> {name: (((storage, version, shape, dtype) of each source), derived tensor)}; modules compare by identity
 _packed: "weakref.WeakKeyDictionary[nn.Module, dict[str, tuple[tuple, Tensor]]]" = weakref.WeakKeyDictionary()
 
 
 def inference(module: nn.Module, x: Tensor) -> bool:
-    """True when `module` is evaluated on x without autograd, in eval mode, in float32 on the CPU."""
+    """True when `module` is evaluated on x without autograd, in eval mode, on the CPU, in float32 (or
+    bfloat16 where the CPU supports it)."""
     return (AVAILABLE and not module.training and not torch.is_grad_enabled() and x.device.type == "cpu"
-            and x.dtype == torch.float32)
+            and x.dtype in DTYPES)
 
 
 def linear(module: nn.Module, x: Tensor, activation: str = "none", weight: str = "weight", bias: str | None = "bias",
@@ -47,7 +53,7 @@ def linear(module: nn.Module, x: Tensor, activation: str = "none", weight: str =
     b = getattr(module, bias) if bias else None
     if columns is not None:
         w = w[:, columns]
-    if w.numel() < MIN_WEIGHT_SIZE or w.dtype != torch.float32 or not inference(module, x):
+    if w.numel() < MIN_WEIGHT_SIZE or w.dtype != x.dtype or not inference(module, x):
         y = F.linear(x, w, b)
         return torch.tanh(y) if activation == "tanh" else y
     name = weight if columns is None else f"{weight}[:, {columns.start}:{columns.stop}]"
@@ -56,8 +62,8 @@ def linear(module: nn.Module, x: Tensor, activation: str = "none", weight: str =
 
 def derived(module: nn.Module, name: str, sources: tuple[Tensor, ...], make: Callable[..., Tensor]) -> Tensor:
     """make(*sources) for weights `sources` of `module`, computed once and cached under `name` until `forget`
-    or until any source's storage, version or shape changes."""
-    key = tuple((t.data_ptr(), t._version, tuple(t.shape)) for t in sources)
+    or until any source's storage, version, shape or dtype changes."""
+    key = tuple((t.data_ptr(), t._version, tuple(t.shape), t.dtype) for t in sources)
     cache = _packed.setdefault(module, {})
     if name not in cache or cache[name][0] != key:
         cache[name] = (key, make(*(t.detach() for t in sources)))

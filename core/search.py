@@ -20,7 +20,7 @@ from core.context import Context, map_tensors
 class Hypothesis:
     """One output sequence. `tokens` excludes the start token and EOS; `log_prob` sums every emitted token's
     log-probability (EOS included when `finished`); `score` is `log_prob` after the length penalty;
-    `attention` is (len(tokens), S) when the decoder attends."""
+    `attention` is (len(tokens), S), float32, when the decoder attends."""
 
     tokens: list[int]
     log_prob: float
@@ -161,7 +161,7 @@ def _collect(steps: Iterator[tuple[Tensor, Tensor, Tensor | None]], batch_size: 
         attns.append(attn)
     tokens_bt = torch.stack(tokens, dim=1).tolist()  # (B, T)
     logp_b = torch.stack(logps, dim=1).sum(dim=1).tolist()  # (B,)
-    attn_bts = torch.stack(attns, dim=1) if attns[0] is not None else None  # (B, T, S)
+    attn_bts = torch.stack(attns, dim=1).float() if attns[0] is not None else None  # (B, T, S)
     hyps = []
     for b in range(batch_size):
         row = tokens_bt[b]
@@ -214,6 +214,29 @@ def stream(decoder: Any, ctx: Context, start_token: int, *, max_len: int, eos: i
 
 # ---- beam search ------------------------------------------------------------------------------------
 
+def _top_candidates(candidates: Tensor, n: int) -> tuple[Tensor, Tensor]:
+    """The n best of each row of candidates (B, C): values and indices (B, n), best first, equal values in
+    index order, as argmax (greedy) breaks ties. topk alone orders ties arbitrarily and may keep any of them
+    at the cut. Ties are rare in float32 but common with bfloat16 weights, whose logits take few distinct
+    values (a tie straddled the cut in ~15% of rows of our beam benchmark); without this, beam size 1 could
+    part from greedy there."""
+    extra = int(n < candidates.size(1))  # one more, to see whether a tie straddles the cut
+    values, indices = candidates.topk(n + extra, dim=1)
+    if extra:
+        cut, after = values[:, n - 1:n], values[:, n:]  # (B, 1) each
+        straddles = ((after == cut) & cut.isfinite()).squeeze(1).nonzero().squeeze(1)  # -inf rows: dead beams
+        values, indices = values[:, :n], indices[:, :n]
+        if straddles.numel():  # keep everything above the cut, then the lowest-index ties that still fit
+            rows, row_cut = candidates[straddles], cut[straddles]
+            above, tied = rows > row_cut, rows == row_cut
+            room = n - above.sum(dim=1, keepdim=True)
+            chosen = (above | (tied & (tied.cumsum(dim=1) <= room))).nonzero()[:, 1].view(-1, n)  # index order
+            indices[straddles], values[straddles] = chosen, rows.gather(1, chosen)
+    indices, by_index = indices.sort(dim=1)
+    values, by_value = values.gather(1, by_index).sort(dim=1, descending=True, stable=True)
+    return values, indices.gather(1, by_value)
+
+
 @torch.no_grad()
 def beam_search(decoder: Any, ctx: Context, start_tokens: Tensor, *, max_len: int, eos: int, min_len: int = 0,
                 beam_size: int = 5, length_penalty: float = 0.0, n_best: int = 1, no_repeat_ngram: int = 0,
@@ -245,7 +268,7 @@ def beam_search(decoder: Any, ctx: Context, start_tokens: Tensor, *, max_len: in
         logp = _process(logp, history, t, eos, min_len, no_repeat_ngram, repetition_penalty)
         V = logp.size(1)
         candidates = (beam_logp.unsqueeze(2) + logp.view(B, K, V)).view(B, K * V)
-        top_logp, top_index = candidates.topk(min(2 * K, K * V), dim=1)  # (B, 2K), best first
+        top_logp, top_index = _top_candidates(candidates, min(2 * K, K * V))  # (B, 2K), best first
         origin, token = top_index // V, top_index % V  # (B, 2K) beam within example, token id
         is_eos = token == eos
 
@@ -270,6 +293,7 @@ def beam_search(decoder: Any, ctx: Context, start_tokens: Tensor, *, max_len: in
         history = torch.cat([history.index_select(0, rows), tokens.unsqueeze(1)], dim=1)
         step_attn = getattr(state, "attn", None)
         if step_attn is not None:
+            step_attn = step_attn.float()  # hypotheses hold float32 attention whatever the model's dtype
             prev = attn_history.index_select(0, rows) if attn_history is not None else step_attn.unsqueeze(1)[:, :0]
             attn_history = torch.cat([prev, step_attn.unsqueeze(1)], dim=1)  # (B*K, t + 1, S)
 

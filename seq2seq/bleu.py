@@ -16,7 +16,7 @@ from typing import Any, Sequence
 from sacrebleu.metrics import BLEU, CHRF
 from sacrebleu.metrics.base import Metric
 
-from core.cli import UserError, check_range, resolve_device, run_main
+from core.cli import DTYPES, UserError, add_dtype_flag, check_range, resolve_device, run_main
 from seq2seq.data import read_lines
 
 METRICS = ("bleu", "chrf")
@@ -98,6 +98,7 @@ def _parser() -> argparse.ArgumentParser:
     translate.add_argument("--method", default="beam", choices=("greedy", "beam"), help="(default: %(default)s)")
     translate.add_argument("--beam-size", type=int, default=5, help="(default: %(default)s)")
     translate.add_argument("--device", default="auto", help="auto, cpu or cuda (default: %(default)s)")
+    add_dtype_flag(translate)
     return parser
 
 
@@ -122,7 +123,8 @@ def _hypotheses(args: argparse.Namespace, n_refs: int) -> list[str]:
         raise UserError(f"source file {args.src} has {len(src)} lines but reference file {args.ref[0]} "
                         f"has {n_refs}")
     from seq2seq.translator import translate_file  # loads the model code only when translating
-    return translate_file(args.checkpoint, src, args.beam_size, args.method, resolve_device(args.device))
+    return translate_file(args.checkpoint, src, args.beam_size, args.method, resolve_device(args.device),
+                          DTYPES[args.dtype])
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
@@ -143,7 +145,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     if args.json:
         report = {"hyp": args.hyp, "refs": args.ref, "sentences" if args.sentence else "scores": results}
         if args.checkpoint:
-            report.update(checkpoint=args.checkpoint, src=args.src, method=args.method, beam_size=args.beam_size)
+            report.update(checkpoint=args.checkpoint, src=args.src, method=args.method, beam_size=args.beam_size,
+                          dtype=args.dtype)
         print(json.dumps(report, indent=1, ensure_ascii=False))
     elif args.sentence:
         for result in results:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from core.cli import resolve_device, run_main
+from core.cli import DTYPES, add_dtype_flag, resolve_device, run_main
 from seq2seq.data import read_lines
 from seq2seq.translator import load_ensemble
 
@@ -28,12 +28,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--length-penalty", type=float, default=1.0, help="GNMT alpha for beam search")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    add_dtype_flag(p)
     return p
 
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
-    model, others = load_ensemble(args.checkpoint, device=resolve_device(args.device))
+    model, others = load_ensemble(args.checkpoint, device=resolve_device(args.device), dtype=DTYPES[args.dtype])
     options = dict(method=args.method, beam_size=args.beam_size, length_penalty=args.length_penalty,
                    batch_size=args.batch_size, ensemble_with=others)
 

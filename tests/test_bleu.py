@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import sacrebleu
+import torch
 from sacrebleu.metrics import BLEU, CHRF
 
 from core.cli import run_main
@@ -172,12 +173,12 @@ def test_needs_hyp_or_checkpoint(files, capsys):
 def test_checkpoint_translates_then_scores(files, capsys, monkeypatch):
     calls = []
 
-    def translate_file(checkpoint, src_lines, beam_size, method, device):
-        calls.append((checkpoint, src_lines, beam_size, method, device.type))
+    def translate_file(checkpoint, src_lines, beam_size, method, device, dtype):
+        calls.append((checkpoint, src_lines, beam_size, method, device.type, dtype))
         return REFS  # a perfect translator
 
     monkeypatch.setitem(sys.modules, "seq2seq.translator", types.SimpleNamespace(translate_file=translate_file))
     report = _run_json(capsys, ["--checkpoint", files["hyp"], "--src", files["ref2"], "--ref", files["ref"],
                                 "--method", "greedy", "--beam-size", "3", "--device", "cpu"])
-    assert calls == [([str(files["hyp"])], REFS2, 3, "greedy", "cpu")]
+    assert calls == [([str(files["hyp"])], REFS2, 3, "greedy", "cpu", torch.float32)]
     assert report["scores"][0]["score"] == pytest.approx(100.0) and report["checkpoint"] == [str(files["hyp"])]

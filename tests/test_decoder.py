@@ -286,3 +286,30 @@ def test_search_step_without_the_input_table_matches(monkeypatch, feed):
         reference, _ = dec.train().step(tokens, state, ctx)  # no dropout: train mode only takes nn.GRU's path
     assert torch.allclose(with_table, reference, atol=1e-5)
     assert torch.allclose(without, reference, atol=1e-5)
+
+
+@pytest.mark.parametrize("cell, attention", [("gru", "bahdanau"), ("lstm", "luong")])
+def test_bfloat16_decoder_steps_close_to_float32_and_give_float32_log_probs(monkeypatch, cell, attention):
+    """A decoder cast with .to(torch.bfloat16) decodes on a bfloat16 context (through core.packed where the CPU
+    multiplies bfloat16, forced here for tiny weights too); log-probs come back in float32 for search to add
+    up, within bfloat16 rounding of the float32 decoder's."""
+    monkeypatch.setattr(packed, "MIN_WEIGHT_SIZE", 0)
+    torch.manual_seed(0)
+    dec = make_decoder(cell, 2, attention)
+    ctx, tokens = make_context(dec, [5, 3]), random_tokens(2, 6)
+    half = make_decoder(cell, 2, attention)
+    half.load_state_dict(dec.state_dict())
+    half.to(torch.bfloat16)
+    half_ctx = Context(ctx.h0.to(torch.bfloat16), None if ctx.c0 is None else ctx.c0.to(torch.bfloat16),
+                       ctx.memory.to(torch.bfloat16), ctx.memory_mask)
+    with torch.no_grad():
+        state, half_state = dec.start(ctx), half.start(half_ctx)
+        for t in range(tokens.size(1)):
+            logp, state = dec.step(tokens[:, t], state, ctx)
+            half_logp, half_state = half.step(tokens[:, t], half_state, half_ctx)
+            assert half_logp.dtype == torch.float32 and half_state.h.dtype == torch.bfloat16
+            assert torch.allclose(half_logp.exp().sum(dim=1), torch.ones(2), atol=1e-5)
+            assert (half_logp - logp).abs().max() < 0.05  # ~8 significant bits per value
+    assert packed._packed.get(half.output) or torch.bfloat16 not in packed.DTYPES  # its packed path did run
+    half.float()  # new weights, possibly where the old ones lay: the packed copies must go
+    assert not packed._packed.get(half.output) and not packed._packed.get(half)

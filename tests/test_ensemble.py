@@ -84,5 +84,9 @@ def test_join_rejects_contexts_that_do_not_fit():
         ens.join([context(12, LENGTHS, seed=1), context(12, [5, 3, 4, 6, 3, 5], seed=1)])
     with pytest.raises(ValueError, match="2 decoders but 1"):
         ens.join([context(12, LENGTHS, seed=1)])
+    half = context(12, LENGTHS, seed=1)
+    half = Context(half.h0.bfloat16(), None, half.memory.bfloat16(), half.memory_mask)
+    with pytest.raises(ValueError, match="one dtype, got torch.float32, torch.bfloat16"):
+        ens.join([context(12, LENGTHS, seed=1), half])
     with pytest.raises(ValueError, match="call Ensemble.join"):  # no context was joined
         ens.start(context(12, LENGTHS, seed=1))

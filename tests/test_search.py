@@ -338,6 +338,47 @@ def test_padded_batch_search_equals_each_example_alone(cell, attention, layers, 
                 assert torch.allclose(h.attention[:, :lengths[b]], attn[0, :len(h.tokens)], atol=1e-5)
 
 
+@pytest.mark.parametrize("size", [5, 40, 127, 300])
+def test_top_candidates_break_ties_by_lowest_index_also_across_the_cut(size):
+    """Beam search's n best candidates per row: best value first and, among equal values, lowest index first,
+    also when the tied values straddle the n-th place (topk alone may keep any of them there)."""
+    generator = torch.Generator().manual_seed(size)
+    candidates = torch.randint(0, 3, (50, size), generator=generator).float()  # three values: ties everywhere
+    candidates[0, :] = float("-inf")  # a dead row
+    candidates[1, :] = 0.0  # all tied
+    for n in sorted({1, 2, 3, size // 2, size - 1, size} - {0}):
+        values, indices = core.search._top_candidates(candidates, n)
+        for row in range(1, 50):
+            expected = sorted(range(size), key=lambda i: (-float(candidates[row, i]), i))[:n]
+            assert indices[row].tolist() == expected, (n, row)
+            assert torch.equal(values[row], candidates[row, expected])
+        assert torch.all(values[0] == float("-inf"))
+
+
+def test_bfloat16_decoder_beam_size_one_is_greedy_with_float32_scores_and_attention():
+    """Search on a decoder cast to bfloat16: the same bookkeeping (equal log-probs, which bfloat16 logits make
+    common, go to the lower token id in beam search as in greedy), scores and attention handed out in float32."""
+    torch.manual_seed(5)
+    B, V, H, M, S = 6, 12, 16, 6, 5
+    dec = RNNDecoder(V, 8, H, 1, cell="gru", attention="bahdanau", memory_dim=M).eval()
+    with torch.no_grad():
+        dec.output.weight.mul_(3.0)  # sharp enough that rows decode differently
+    dec.to(torch.bfloat16)
+    ctx = Context(h0=torch.randn(1, B, H, dtype=torch.bfloat16), memory=torch.randn(B, S, M, dtype=torch.bfloat16),
+                  memory_mask=torch.ones(B, S, dtype=torch.bool))
+    g = greedy(dec, ctx, starts(B), max_len=8, eos=EOS)
+    b = beam_search(dec, ctx, starts(B), max_len=8, eos=EOS, beam_size=1)
+    assert len({tuple(h.tokens) for h in g}) >= 3, "precondition: examples decode differently"
+    with torch.no_grad():
+        first = dec.step(starts(B), dec.start(ctx), ctx)[0].topk(2, dim=1).values
+    assert bool((first[:, 0] == first[:, 1]).any()), "precondition: bfloat16 logits tie, and ties break alike"
+    for gh, (bh,) in zip(g, b):
+        assert bh.tokens == gh.tokens and bh.finished == gh.finished
+        assert bh.log_prob == pytest.approx(gh.log_prob, abs=1e-4)
+        for h in (gh, bh):
+            assert isinstance(h.log_prob, float) and h.attention.dtype == torch.float32
+
+
 def test_beam_search_leaves_state_shared_by_all_beams_in_place(monkeypatch):
     """Attention keys are equal for the K beams of an example, so beam search does not copy them at each step;
     the result equals copying every state tensor."""

@@ -137,6 +137,25 @@ def test_translate_command_file_nbest_and_interactive(trained, tmp_path, capsys)
     assert result.returncode == 0 and result.stdout == "b a\nf e d c\n"
 
 
+def test_bfloat16_translator_still_translates_exactly(trained, tmp_path, capsys):
+    """Loaded in bfloat16 (library and command lines), the trained model still solves the task exactly."""
+    _, out = trained
+    half = Translator.load(out / "model.pt", dtype=torch.bfloat16)
+    assert half.decoder.output.weight.dtype == torch.bfloat16
+    test = reversal_pairs(60, seed=99)
+    for options in ({"method": "greedy"}, {"method": "beam", "beam_size": 4}):
+        assert half.translate([s for s, _ in test], **options) == [t for _, t in test], options
+    src, tgt, weights = half.attention("a b c", method="beam", beam_size=3)
+    assert tgt == ["c", "b", "a"] and weights.dtype == torch.float32
+    (tmp_path / "src.txt").write_text("a b c\n\nd e\n")
+    translate_main(["--checkpoint", str(out / "model.pt"), "--input", str(tmp_path / "src.txt"), "--device", "cpu",
+                    "--dtype", "bfloat16"])
+    assert capsys.readouterr().out == "c b a\n\ne d\n"
+    with pytest.raises(SystemExit):
+        translate_main(["--checkpoint", str(out / "model.pt"), "--dtype", "float16"])
+    assert "invalid choice: 'float16'" in capsys.readouterr().err
+
+
 def test_translate_command_bad_input(trained, tmp_path, capsys):
     _, out = trained
     other = save_checkpoint(tmp_path / "lm.pt", {"task": "textgen", "config": {}, "model": {}})
@@ -161,6 +180,9 @@ def test_bleu_command_translates_and_scores(trained, tmp_path, capsys):
     hyps = model.translate([s for s, _ in pairs], method="beam", beam_size=5)
     expected = sacrebleu.corpus_bleu(hyps, [[t for _, t in pairs]]).score
     assert results[0]["score"] == pytest.approx(expected) and "BLEU" in capsys.readouterr().out
+    half = bleu_main(["--checkpoint", str(out / "model.pt"), "--src", str(tmp_path / "src"),
+                      "--ref", str(tmp_path / "ref"), "--device", "cpu", "--dtype", "bfloat16"])
+    assert half[0]["score"] == pytest.approx(expected)  # the task is learned exactly, in bfloat16 too
 
 
 def test_shared_source_and_target_embeddings_survive_save_and_load(tmp_path):

@@ -6,8 +6,9 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
-from core import save_checkpoint
+from core import LanguageModel, save_checkpoint
 from core.cli import run_main
 from core.generate import main as generate_main
 from recipes.textgen import main as textgen_main
@@ -72,6 +73,11 @@ def test_generate_command_streams_samples_and_beams(trained, capsys):
     generate_main(["--checkpoint", ck, "--prompt", "All", "--method", "beam", "--beam-size", "3",
                    "--num-samples", "2", "--max-len", "10", "--device", "cpu"])
     assert capsys.readouterr().out.count("--- ") == 2
+    generate_main(["--checkpoint", ck, "--prompt", "All", "--method", "greedy", "--max-len", "10", "--device", "cpu",
+                   "--dtype", "bfloat16"])
+    half = LanguageModel.load(ck, dtype=torch.bfloat16)
+    assert half.decoder.output.weight.dtype == torch.bfloat16
+    assert capsys.readouterr().out == "All" + half.generate("All", method="greedy", max_len=10) + "\n"
 
 
 def test_generate_command_as_a_process(trained):

@@ -34,6 +34,9 @@ def overfit_tiny_corpus(tmp_path, device="cpu"):
 
 def test_tiny_corpus_is_overfit_and_regenerated_exactly(tmp_path):
     overfit_tiny_corpus(tmp_path)
+    half = LanguageModel.load(tmp_path / "best.pt", dtype=torch.bfloat16)  # bfloat16 decoding keeps it exact
+    assert half.decoder.output.weight.dtype == torch.bfloat16
+    assert TEXT[0] + half.generate(TEXT[0], method="greedy", max_len=len(TEXT) - 1) == TEXT
 
 
 def run_training(tmp_path, steps, interrupt_at=None, resume=None, ema_decay=0.0, device="cpu", snapshots=0,
