@@ -226,12 +226,15 @@ def _top_candidates(candidates: Tensor, n: int) -> tuple[Tensor, Tensor]:
         cut, after = values[:, n - 1:n], values[:, n:]  # (B, 1) each
         straddles = ((after == cut) & cut.isfinite()).squeeze(1).nonzero().squeeze(1)  # -inf rows: dead beams
         values, indices = values[:, :n], indices[:, :n]
-        if straddles.numel():  # keep everything above the cut, then the lowest-index ties that still fit
-            rows, row_cut = candidates[straddles], cut[straddles]
-            above, tied = rows > row_cut, rows == row_cut
-            room = n - above.sum(dim=1, keepdim=True)
-            chosen = (above | (tied & (tied.cumsum(dim=1) <= room))).nonzero()[:, 1].view(-1, n)  # index order
-            indices[straddles], values[straddles] = chosen, rows.gather(1, chosen)
+        if straddles.numel():  # the places that hold the cut value get the lowest-index ties, in index order
+            row_cut = cut[straddles]  # (R, 1)
+            room = (values[straddles] == row_cut).sum(dim=1)  # (R,): a row's last `room` places hold the cut value
+            row, index = (candidates[straddles] == row_cut).nonzero(as_tuple=True)  # every tie, row-major order
+            count = torch.bincount(row, minlength=len(straddles))
+            rank = torch.arange(len(row), device=row.device) - (count.cumsum(0) - count)[row]  # within its row
+            fits = rank < room[row]
+            row, index, rank = row[fits], index[fits], rank[fits]
+            indices[straddles[row], n - room[row] + rank] = index
     indices, by_index = indices.sort(dim=1)
     values, by_value = values.gather(1, by_index).sort(dim=1, descending=True, stable=True)
     return values, indices.gather(1, by_value)
