@@ -33,6 +33,7 @@ import torch  # noqa: E402
 import core.attention  # noqa: E402
 import core.search  # noqa: E402
 from core import packed  # noqa: E402
+from core.attention import per_example  # noqa: E402
 from core.cli import DTYPES, add_dtype_flag  # noqa: E402
 from core import BOS, EOS, Context, RNNDecoder, beam_search, greedy  # noqa: E402
 
@@ -288,9 +289,10 @@ def profile_run(decoder: RNNDecoder, run: Callable[[], Any]) -> dict:
 
 def step_parts(decoder: RNNDecoder, ctx: Context, start: torch.Tensor, K: int) -> dict:
     """Isolated per-step milliseconds of each part of one decoding step at B*K rows (median of 20), plus
-    what-if variants of the costly parts. Inputs are real: the state after one step of the decoder."""
+    what-if variants of the costly parts. Inputs are real: the state after one step of the decoder, in the
+    layout beam search uses (the K beams of an example read one copy of its memory and keys)."""
     B, V = start.size(0), decoder.vocab_size
-    ctx_k = ctx.repeat_interleave(K)
+    ctx_k = ctx.repeat_interleave(K, memory=not decoder.beams_share_memory)
     state = decoder.start(ctx_k)
     tokens = start.repeat_interleave(K)  # (N,)
     _, state = decoder.step(tokens, state, ctx_k)
@@ -303,6 +305,7 @@ def step_parts(decoder: RNNDecoder, ctx: Context, start: torch.Tensor, K: int) -
     logp = torch.log_softmax(torch.randn(N, V), dim=-1)  # (N, V)
     beam_logp = torch.randn(B, K)
     rows = torch.arange(N).view(B, K).flip(1).reshape(-1)  # a reordering within each example
+    energies = state.keys.unsqueeze(1) + per_example(att.query_proj(query), ctx_k.memory).unsqueeze(2)
 
     def ms(fn: Callable[[], Any]) -> float:
         return round(1e3 * median_time(fn, 20)[0], 2)
@@ -317,55 +320,39 @@ def step_parts(decoder: RNNDecoder, ctx: Context, start: torch.Tensor, K: int) -
                                                      else decoder.rnn(emb, (h, h))),
         "attention (all; scores in cache-sized chunks)": ms(
             lambda: att(query, state.keys, ctx_k.memory, ctx_k.memory_mask)),
-        "  attention: keys + query_proj(q) (N, 1, S, A)": ms(
-            lambda: state.keys.unsqueeze(1) + att.query_proj(query).unsqueeze(2)),
-        "  attention: tanh of that": (lambda e: ms(lambda: torch.tanh(e)))(
-            state.keys.unsqueeze(1) + att.query_proj(query).unsqueeze(2)),
-        "  attention: weights @ memory (bmm, memory repeated K times)": ms(
-            lambda: torch.bmm(state.attn.unsqueeze(1), ctx_k.memory)),
+        f"  attention: keys + query_proj(q) {tuple(energies.shape)}": ms(
+            lambda: state.keys.unsqueeze(1) + per_example(att.query_proj(query), ctx_k.memory).unsqueeze(2)),
+        "  attention: tanh of that": ms(lambda: torch.tanh(energies)),
+        "  attention: weights @ memory (bmm, one memory copy per example)": ms(
+            lambda: torch.bmm(per_example(state.attn.unsqueeze(1), ctx_k.memory), ctx_k.memory)),
         "combine (cat + packed Linear with tanh)": ms(
             lambda: packed.linear(decoder.combine, torch.cat([query, context], 2), "tanh")),
         "log_softmax": ms(lambda: torch.log_softmax(logp, dim=-1)),
         "min_len EOS mask (index_fill copy)": ms(lambda: logp.index_fill(1, torch.tensor([EOS]), float("-inf"))),
-        "candidates + topk over K*V": ms(lambda: (beam_logp.unsqueeze(2) + logp.view(B, K, V)).view(B, K * V)
-                                         .topk(2 * K, dim=1)),
-        "reorder_state (as beam search calls it: the keys, shared by the beams, stay)": ms(
-            lambda: core.search.reorder_state(state, rows, [state.keys])),
+        "candidates + top 2K over K*V (ties by lowest index)": ms(lambda: core.search._top_candidates(
+            (beam_logp.unsqueeze(2) + logp.view(B, K, V)).view(B, K * V), 2 * K)),
+        "reorder_state (as beam search calls it: the keys, one per example, stay)": ms(
+            lambda: core.search.reorder_state(state, rows)),
     }
     for name in state._fields:
         t = getattr(state, name)
-        if t is not None:
+        if t is not None and t.size(0) == N:
             parts[f"  reorder_state: {name} {tuple(t.shape)} {t.numel() * t.element_size() / 2**20:.2f} MB"] = ms(
                 lambda t=t: t.index_select(0, rows))
 
-    # What-ifs: the same results computed another way (checked equal), to size the suggested changes.
-    keys_b = att.keys(ctx.memory)  # (B, S, A): one copy per example, shared by its K beams
-    v = att.energy.weight.squeeze(0)  # (A,)
-
-    def shared_keys_attention() -> tuple[torch.Tensor, torch.Tensor]:
-        q = att.query_proj(query).view(B, K, 1, -1)  # (B, K, 1, A)
-        scores = ((keys_b.unsqueeze(1) + q).tanh_() @ v).masked_fill(~ctx.memory_mask.unsqueeze(1), float("-inf"))
-        weights = scores.softmax(dim=-1)  # (B, K, S)
-        return torch.bmm(weights, ctx.memory).view(N, -1), weights.view(N, -1)  # (N, M), (N, S)
-    tolerance = 1e-5 if context.dtype == torch.float32 else 5e-2  # bfloat16 keeps ~3 significant digits
-    same = torch.allclose(shared_keys_attention()[0], context.squeeze(1), atol=tolerance)
-
     def attention_in_one_chunk() -> tuple[torch.Tensor, torch.Tensor]:
         saved = core.attention.CHUNK_VALUES
-        core.attention.CHUNK_VALUES = 1 << 40  # all energies (N, 1, S, A) as one tensor
+        core.attention.CHUNK_VALUES = 1 << 40  # all energies as one tensor
         try:
             return att(query, state.keys, ctx_k.memory, ctx_k.memory_mask)
         finally:
             core.attention.CHUNK_VALUES = saved
-    what_if = {
-        "attention with keys and memory shared by the K beams (no repeat, no reorder, in-place tanh)":
-            ms(shared_keys_attention),
-        "  (matches the current attention's context)": same,
+    what_if = {  # the same results computed another way, to size possible changes
         "attention with all energies in one tensor (no chunks)": ms(attention_in_one_chunk),
         "min_len EOS mask in place (logp[:, eos] = -inf)": ms(lambda: logp.__setitem__((slice(None), EOS),
                                                                                        float("-inf"))),
     }
-    return {"rows": N, "ms_per_step": parts, **({"what_if_ms_per_step": what_if} if K > 1 else {})}
+    return {"rows": N, "ms_per_step": parts, "what_if_ms_per_step": what_if}
 
 
 def profile_decode(args: argparse.Namespace) -> dict:

@@ -24,12 +24,14 @@ class BahdanauAttention(nn.Module):
         return self.key_proj(memory)
 
     def forward(self, query: Tensor, keys: Tensor, memory: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor]:
-        """query (B, T, Q), keys (B, S, A), memory (B, S, M), mask (B, S) -> context (B, T, M), weights (B, T, S)."""
-        queries = packed.linear(self.query_proj, query)  # (B, T, A)
+        """query (N, T, Q), keys (B, S, A), memory (B, S, M), mask (B, S) -> context (N, T, M), weights (N, T, S);
+        N = B, or k * B for k beams per example (`per_example`)."""
+        N, T = query.shape[:2]
+        queries = per_example(packed.linear(self.query_proj, query), memory)  # (B, kT, A)
         if torch.is_grad_enabled():
-            energies = (keys.unsqueeze(1) + queries.unsqueeze(2)).tanh_()  # (B, T, S, A)
-            return _attend(self.energy(energies).squeeze(3), memory, mask)
-        return _attend(self._scores_in_chunks(queries, keys), memory, mask)
+            energies = (keys.unsqueeze(1) + queries.unsqueeze(2)).tanh_()  # (B, kT, S, A)
+            return _attend(self.energy(energies).squeeze(3), memory, mask, N)
+        return _attend(self._scores_in_chunks(queries, keys), memory, mask, N)
 
     def _scores_in_chunks(self, queries: Tensor, keys: Tensor) -> Tensor:
         """The scores (B, T, S) without autograd, up to a constant that the softmax ignores, computed faster:
@@ -64,17 +66,33 @@ class LuongAttention(nn.Module):
         return memory
 
     def forward(self, query: Tensor, keys: Tensor, memory: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor]:
-        """query (B, T, Q), keys = memory (B, S, M), mask (B, S) -> context (B, T, M), weights (B, T, S)."""
-        scores = torch.bmm(packed.linear(self.query_proj, query), keys.transpose(1, 2)) * self.scale  # (B, T, S)
-        return _attend(scores, memory, mask)
+        """query (N, T, Q), keys = memory (B, S, M), mask (B, S) -> context (N, T, M), weights (N, T, S);
+        N = B, or k * B for k beams per example (`per_example`)."""
+        queries = per_example(packed.linear(self.query_proj, query), memory)  # (B, kT, M)
+        scores = torch.bmm(queries, keys.transpose(1, 2)) * self.scale  # (B, kT, S)
+        return _attend(scores, memory, mask, query.size(0))
 
 
-def _attend(scores: Tensor, memory: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor]:
-    """scores (B, T, S) -> context (B, T, M), weights (B, T, S)."""
+def per_example(queries: Tensor, memory: Tensor) -> Tensor:
+    """Queries (N, T, D) for a memory (B, S, M) with N = k * B, rows b*k .. b*k+k-1 belonging to example b
+    (beam search's layout) -> (B, k*T, D): each example's queries side by side, so that its k beams read one
+    copy of the memory instead of k (less memory, and less of it to stream at every step)."""
+    N, T, D = queries.shape
+    B = memory.size(0)
+    if N == B:
+        return queries
+    if N % B:
+        raise ValueError(f"{N} query rows for a memory of {B} rows: the query rows must be a multiple")
+    return queries.reshape(B, N // B * T, D)
+
+
+def _attend(scores: Tensor, memory: Tensor, mask: Tensor | None, rows: int) -> tuple[Tensor, Tensor]:
+    """scores (B, kT, S) -> context (rows, T, M), weights (rows, T, S), rows = k * B."""
     if mask is not None:
         scores = scores.masked_fill(~mask.unsqueeze(1), float("-inf"))
     weights = F.softmax(scores, dim=-1)  # padding gets exactly 0
-    return torch.bmm(weights, memory), weights
+    context = torch.bmm(weights, memory)
+    return context.view(rows, -1, context.size(2)), weights.view(rows, -1, weights.size(2))
 
 
 ATTENTIONS = {"bahdanau": BahdanauAttention, "luong": LuongAttention}

@@ -14,6 +14,8 @@ class Context:
 
     h0: (layers, B, H) initial hidden state; c0: (layers, B, H) initial cell state (LSTM) or None.
     memory: (B, S, M) vectors to attend to, or None; memory_mask: (B, S), True on real positions.
+    In beam search the memory may keep one row per example while h0 has k rows per example (rows b*k ..
+    b*k+k-1 are example b's beams), for decoders that say `beams_share_memory`.
     """
 
     h0: Tensor
@@ -25,10 +27,13 @@ class Context:
     def batch_size(self) -> int:
         return self.h0.size(1)
 
-    def repeat_interleave(self, k: int) -> "Context":
-        """Repeat each example k times in a row (example b becomes rows b*k .. b*k+k-1), for beam search."""
+    def repeat_interleave(self, k: int, memory: bool = True) -> "Context":
+        """Repeat each example k times in a row (example b becomes rows b*k .. b*k+k-1), for beam search.
+        memory=False repeats h0 and c0 only, for decoders whose attention takes k queries per memory row."""
         def rep(t: Tensor | None, dim: int) -> Tensor | None:
             return None if t is None else t.repeat_interleave(k, dim=dim)
+        if not memory:
+            return Context(rep(self.h0, 1), rep(self.c0, 1), self.memory, self.memory_mask)
         return Context(rep(self.h0, 1), rep(self.c0, 1), rep(self.memory, 0), rep(self.memory_mask, 0))
 
     def index_select(self, rows: Tensor) -> "Context":

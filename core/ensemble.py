@@ -70,6 +70,10 @@ class Ensemble:
         memories = ctx.memory.split(self._memory, dim=2) if ctx.memory is not None else [None] * len(h0s)
         return [Context(h0, c0, memory, ctx.memory_mask) for h0, c0, memory in zip(h0s, c0s, memories)]
 
+    @property
+    def beams_share_memory(self) -> bool:
+        return all(getattr(d, "beams_share_memory", False) for d in self.decoders)
+
     def start(self, ctx: Context) -> EnsembleState:
         return EnsembleState(tuple(d.start(c) for d, c in zip(self.decoders, self.split(ctx))), None)
 

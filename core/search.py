@@ -35,8 +35,14 @@ def gnmt_penalty(length: int, alpha: float) -> float:
 
 
 def reorder_state(state: Any, rows: Tensor, unchanged: Sequence[Tensor] = ()) -> Any:
-    """Index every tensor in a (nested) state along dimension 0, except those in `unchanged` (by identity)."""
-    return map_tensors(state, lambda t: t if any(t is u for u in unchanged) else t.index_select(0, rows))
+    """Index every tensor in a (nested) state along dimension 0, except those in `unchanged` (by identity)
+    and those with another number of rows (one per example, such as attention keys when the beams of an
+    example share its memory)."""
+    def reorder(t: Tensor) -> Tensor:
+        if t.dim() == 0 or t.size(0) != rows.numel() or any(t is u for u in unchanged):
+            return t
+        return t.index_select(0, rows)
+    return map_tensors(state, reorder)
 
 
 def shared_by_beams(state: Any, K: int) -> list[Tensor]:
@@ -254,7 +260,8 @@ def beam_search(decoder: Any, ctx: Context, start_tokens: Tensor, *, max_len: in
     check_range("n_best", n_best, 1, beam_size)
     alpha, lp = length_penalty, gnmt_penalty
     B, K, device = start_tokens.size(0), beam_size, start_tokens.device
-    ctx = ctx.repeat_interleave(K)
+    # beams read their example's one copy of the memory where the decoder allows it
+    ctx = ctx.repeat_interleave(K, memory=not getattr(decoder, "beams_share_memory", False))
     state = decoder.start(ctx)
     shared = shared_by_beams(state, K)  # e.g. attention keys (B*K, S, A): not copied at every step
     tokens = start_tokens.repeat_interleave(K)  # (B*K,)

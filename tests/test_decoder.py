@@ -313,3 +313,25 @@ def test_bfloat16_decoder_steps_close_to_float32_and_give_float32_log_probs(monk
     assert packed._packed.get(half.output) or torch.bfloat16 not in packed.DTYPES  # its packed path did run
     half.float()  # new weights, possibly where the old ones lay: the packed copies must go
     assert not packed._packed.get(half.output) and not packed._packed.get(half)
+
+
+@pytest.mark.parametrize("kind", ["bahdanau", "luong"])
+@pytest.mark.parametrize("grad", [True, False])  # the autograd path and search's (chunked Bahdanau scores)
+def test_attention_reads_one_memory_row_for_k_query_rows(kind, grad):
+    """Queries in beam search's layout (k rows per example) against an unrepeated memory give what the
+    memory repeated k times gives."""
+    from core.attention import ATTENTIONS, per_example
+    torch.manual_seed(0)
+    att = ATTENTIONS[kind](12, M, 10)
+    B, k, T, S = 3, 4, 2, 5
+    memory = torch.randn(B, S, M)
+    mask = torch.arange(S).unsqueeze(0) < torch.tensor([5, 2, 4]).unsqueeze(1)
+    query = torch.randn(B * k, T, 12)
+    with torch.set_grad_enabled(grad):
+        repeated = memory.repeat_interleave(k, dim=0)
+        expected = att(query, att.keys(repeated), repeated, mask.repeat_interleave(k, dim=0))
+        got = att(query, att.keys(memory), memory, mask)
+    for g, e in zip(got, expected):
+        assert g.shape == e.shape and torch.allclose(g, e, atol=1e-6)
+    with pytest.raises(ValueError, match="must be a multiple"):
+        per_example(torch.randn(7, T, 12), memory)

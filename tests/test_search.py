@@ -338,6 +338,36 @@ def test_padded_batch_search_equals_each_example_alone(cell, attention, layers, 
                 assert torch.allclose(h.attention[:, :lengths[b]], attn[0, :len(h.tokens)], atol=1e-5)
 
 
+@pytest.mark.parametrize("cell, attention", [("gru", "bahdanau"), ("lstm", "luong")])
+def test_beams_reading_one_memory_per_example_search_as_with_a_repeated_memory(cell, attention):
+    """RNNDecoder lets the K beams of an example share one copy of its memory and keys (attention groups their
+    queries); beam search must find what it finds with the memory repeated K times, padding included."""
+    torch.manual_seed(6)
+    lengths, H, M = [5, 2, 7, 3], 16, 6
+    dec = RNNDecoder(12, 8, H, 2, cell=cell, attention=attention, memory_dim=M).eval()
+    with torch.no_grad():
+        dec.output.weight.mul_(3.0)
+        dec.output.bias[EOS] += 1.0  # some hypotheses end early
+    S = max(lengths)
+    mask = torch.arange(S).unsqueeze(0) < torch.tensor(lengths).unsqueeze(1)
+    ctx = Context(torch.randn(2, 4, H), torch.randn(2, 4, H) if cell == "lstm" else None,
+                  torch.randn(4, S, M) * 3, mask)  # padding holds garbage
+    runs = {}
+    for share in (True, False):
+        dec.beams_share_memory = share
+        runs[share] = beam_search(dec, ctx, starts(4), max_len=9, eos=EOS, beam_size=4, n_best=4, length_penalty=1.0)
+    assert len({tuple(h.tokens) for nbest in runs[True] for h in nbest}) > 8  # precondition: beams differ
+    assert {h.finished for nbest in runs[True] for h in nbest} == {True, False}
+    for shared, repeated in zip(runs[True], runs[False]):
+        assert [h.tokens for h in shared] == [h.tokens for h in repeated]
+        for a, b in zip(shared, repeated):
+            assert a.score == pytest.approx(b.score, abs=1e-5)
+            if a.tokens:
+                assert torch.allclose(a.attention, b.attention, atol=1e-6)
+    with pytest.raises(ValueError, match="must be a multiple"):
+        dec.start(Context(torch.randn(2, 6, H), None, torch.randn(4, S, M), mask))
+
+
 @pytest.mark.parametrize("size", [5, 40, 127, 300])
 def test_top_candidates_break_ties_by_lowest_index_also_across_the_cut(size):
     """Beam search's n best candidates per row: best value first and, among equal values, lowest index first,
@@ -380,10 +410,11 @@ def test_bfloat16_decoder_beam_size_one_is_greedy_with_float32_scores_and_attent
 
 
 def test_beam_search_leaves_state_shared_by_all_beams_in_place(monkeypatch):
-    """Attention keys are equal for the K beams of an example, so beam search does not copy them at each step;
-    the result equals copying every state tensor."""
+    """For a decoder that needs its memory repeated per beam, attention keys are equal for the K beams of an
+    example, so beam search does not copy them at each step; the result equals copying every state tensor."""
     torch.manual_seed(4)
     dec = RNNDecoder(12, 8, 16, attention="bahdanau", memory_dim=6).eval()
+    dec.beams_share_memory = False  # as a decoder that does not take k queries per memory row
     with torch.no_grad():
         dec.output.weight.mul_(3.0)
     ctx = Context(h0=torch.randn(1, 3, 16), memory=torch.randn(3, 5, 6))
