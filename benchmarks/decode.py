@@ -332,7 +332,7 @@ def step_parts(decoder: RNNDecoder, ctx: Context, start: torch.Tensor, K: int) -
         "candidates + top 2K over K*V (ties by lowest index)": ms(lambda: core.search._top_candidates(
             (beam_logp.unsqueeze(2) + logp.view(B, K, V)).view(B, K * V), 2 * K)),
         "reorder_state (as beam search calls it: the keys, one per example, stay)": ms(
-            lambda: core.search.reorder_state(state, rows)),
+            lambda: core.search.reorder_state(state, rows, core.search.shared_by_beams(state, K, B))),
     }
     for name in state._fields:
         t = getattr(state, name)

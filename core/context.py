@@ -25,6 +25,7 @@ class Context:
 
     @property
     def batch_size(self) -> int:
+        """Rows of h0 (k per example in a context made with repeat_interleave(k, memory=False))."""
         return self.h0.size(1)
 
     def repeat_interleave(self, k: int, memory: bool = True) -> "Context":
@@ -37,7 +38,7 @@ class Context:
         return Context(rep(self.h0, 1), rep(self.c0, 1), rep(self.memory, 0), rep(self.memory_mask, 0))
 
     def index_select(self, rows: Tensor) -> "Context":
-        """Keep the examples `rows` (B',), in that order."""
+        """Keep the examples `rows` (B',), in that order (h0 and memory with one row per example)."""
         def sel(t: Tensor | None, dim: int) -> Tensor | None:
             return None if t is None else t.index_select(dim, rows)
         return Context(sel(self.h0, 1), sel(self.c0, 1), sel(self.memory, 0), sel(self.memory_mask, 0))

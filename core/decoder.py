@@ -65,7 +65,10 @@ def build_decoder(vocab_size: int, config: DecoderConfig, memory_dim: int | None
 class RNNDecoder(nn.Module):
     """GRU/LSTM decoder with optional attention over a memory (input feeding) and tied embeddings."""
 
-    beams_share_memory = True  # beam search may hand it k state rows per memory row (core.attention.per_example)
+    # A promise to beam search: the memory may come once per example with h0 k times (rows b*k .. b*k+k-1 for
+    # example b), since attention groups each example's query rows (core.attention.per_example) and nothing
+    # else reads the memory per row. A subclass that reads ctx.memory row by row must set it False.
+    beams_share_memory = True
 
     def __init__(self, vocab_size: int, emb_dim: int, hidden_dim: int, num_layers: int = 1, cell: str = "gru",
                  attention: str | None = None, memory_dim: int | None = None, dropout: float = 0.0,
@@ -115,7 +118,7 @@ class RNNDecoder(nn.Module):
                              f"({self.num_layers}, B, {self.hidden_dim})")
         if self.attention is not None and ctx.memory is None:
             raise ValueError("this decoder attends to a memory, but the context has none")
-        if self.attention is not None and ctx.h0.size(1) % ctx.memory.size(0):
+        if self.attention is not None and ctx.memory.size(0) and ctx.h0.size(1) % ctx.memory.size(0):
             raise ValueError(f"context h0 has {ctx.h0.size(1)} rows and its memory {ctx.memory.size(0)}: the rows of "
                              "h0 must be a multiple of the memory's")
         h = ctx.h0.transpose(0, 1)  # (B, L, H)

@@ -1,7 +1,9 @@
 """Choosing the next token: greedy, sampling (temperature, top-k, top-p) and batched beam search.
 
 Every function takes any decoder with `start(ctx) -> state` and `step(tokens (N,), state, ctx) ->
-(log_probs (N, V), state)`, where every tensor in the state has the batch on dimension 0.
+(log_probs (N, V), state)`, where every tensor in the state has the batch on dimension 0. In beam search,
+a decoder with `beams_share_memory` gets the memory once per example (B rows for N = B*K beam rows), and
+state tensors it makes from it with B rows (attention keys) must stay the same objects from step to step.
 """
 from __future__ import annotations
 
@@ -35,24 +37,22 @@ def gnmt_penalty(length: int, alpha: float) -> float:
 
 
 def reorder_state(state: Any, rows: Tensor, unchanged: Sequence[Tensor] = ()) -> Any:
-    """Index every tensor in a (nested) state along dimension 0, except those in `unchanged` (by identity)
-    and those with another number of rows (one per example, such as attention keys when the beams of an
-    example share its memory)."""
-    def reorder(t: Tensor) -> Tensor:
-        if t.dim() == 0 or t.size(0) != rows.numel() or any(t is u for u in unchanged):
-            return t
-        return t.index_select(0, rows)
-    return map_tensors(state, reorder)
+    """Index every tensor in a (nested) state along dimension 0, except those in `unchanged` (by identity)."""
+    return map_tensors(state, lambda t: t if any(t is u for u in unchanged) else t.index_select(0, rows))
 
 
-def shared_by_beams(state: Any, K: int) -> list[Tensor]:
-    """The state's tensors whose K rows per example (rows b*K .. b*K+K-1) are all equal, e.g. attention keys
-    made from the repeated context. Beams move only within their example, so reordering such a tensor changes
-    nothing for as long as the decoder hands back that same tensor: beam search then skips it."""
+def shared_by_beams(state: Any, K: int, examples: int | None = None) -> list[Tensor]:
+    """The state's tensors that all K beams of an example share: those whose K rows per example (rows b*K ..
+    b*K+K-1) are all equal, e.g. attention keys made from the repeated context, and, for K > 1, those with one
+    row per example (`examples` rows), e.g. keys made from a memory the beams share. Beams move only within
+    their example, so reordering such a tensor changes nothing for as long as the decoder hands back that same
+    tensor: beam search then skips it."""
     shared: list[Tensor] = []
 
     def check(t: Tensor) -> Tensor:
-        if t.dim() and t.size(0) % K == 0:
+        if K > 1 and t.dim() and t.size(0) == examples:
+            shared.append(t)
+        elif t.dim() and t.size(0) % K == 0:
             blocks = t.unflatten(0, (-1, K))  # (B, K, ...)
             if torch.equal(blocks, blocks[:, :1].expand_as(blocks)):
                 shared.append(t)
@@ -260,10 +260,10 @@ def beam_search(decoder: Any, ctx: Context, start_tokens: Tensor, *, max_len: in
     check_range("n_best", n_best, 1, beam_size)
     alpha, lp = length_penalty, gnmt_penalty
     B, K, device = start_tokens.size(0), beam_size, start_tokens.device
-    # beams read their example's one copy of the memory where the decoder allows it
-    ctx = ctx.repeat_interleave(K, memory=not getattr(decoder, "beams_share_memory", False))
+    share = getattr(decoder, "beams_share_memory", False)  # then the beams read one copy of their memory
+    ctx = ctx.repeat_interleave(K, memory=not share)
     state = decoder.start(ctx)
-    shared = shared_by_beams(state, K)  # e.g. attention keys (B*K, S, A): not copied at every step
+    shared = shared_by_beams(state, K, B if share else None)  # e.g. attention keys: not copied at every step
     tokens = start_tokens.repeat_interleave(K)  # (B*K,)
     history = tokens.unsqueeze(1)  # (B*K, t + 1), the start token first
     attn_history: Tensor | None = None  # (B*K, t, S)

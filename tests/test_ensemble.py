@@ -76,6 +76,25 @@ def test_beam_over_different_members_scores_the_mean_probability():
     assert all([[h.log_prob for h in n] for n in a] != [[h.log_prob for h in n] for n in result] for a in alone)
 
 
+def test_ensemble_beams_share_memory_when_every_member_does():
+    """Beam search hands an ensemble of RNNDecoders each sentence's memory once (the members' keys then have
+    one row per sentence), and the result equals the search over the memory repeated per beam."""
+    members = [decoder("gru", 12, seed=0), decoder("lstm", 12, seed=1)]
+    ens, ctx = Ensemble(members), context(12, LENGTHS, seed=1)
+    assert ens.beams_share_memory
+    starts = torch.full((len(LENGTHS),), START)
+    key_rows = []
+    original = members[0].start
+    members[0].start = lambda c: key_rows.append(c.memory.size(0)) or original(c)
+    shared = beam_search(ens, ens.join([ctx, ctx]), starts, max_len=8, eos=EOS, beam_size=3, n_best=3)
+    members[1].beams_share_memory = False  # one member that needs the memory repeated: every member gets it so
+    assert not ens.beams_share_memory
+    repeated = beam_search(ens, ens.join([ctx, ctx]), starts, max_len=8, eos=EOS, beam_size=3, n_best=3)
+    assert key_rows == [len(LENGTHS), 3 * len(LENGTHS)]
+    assert [[h.tokens for h in n] for n in shared] == [[h.tokens for h in n] for n in repeated]
+    assert len({tuple(h.tokens) for n in shared for h in n}) > 6  # precondition: beams differ
+
+
 def test_join_rejects_contexts_that_do_not_fit():
     ens = Ensemble([decoder("gru", 12, seed=0), decoder("gru", 12, seed=1)])
     with pytest.raises(ValueError, match="same batch"):

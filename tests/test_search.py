@@ -352,10 +352,17 @@ def test_beams_reading_one_memory_per_example_search_as_with_a_repeated_memory(c
     mask = torch.arange(S).unsqueeze(0) < torch.tensor(lengths).unsqueeze(1)
     ctx = Context(torch.randn(2, 4, H), torch.randn(2, 4, H) if cell == "lstm" else None,
                   torch.randn(4, S, M) * 3, mask)  # padding holds garbage
-    runs = {}
+    runs, seen, start = {}, [], dec.start
+
+    def recording_start(c: Context):
+        state = start(c)
+        seen.append((c.h0.size(1), c.memory.size(0), state.keys.size(0)))
+        return state
+    dec.start = recording_start
     for share in (True, False):
         dec.beams_share_memory = share
         runs[share] = beam_search(dec, ctx, starts(4), max_len=9, eos=EOS, beam_size=4, n_best=4, length_penalty=1.0)
+    assert seen == [(16, 4, 4), (16, 16, 16)]  # h0 rows, memory rows, key rows: one copy per example, or 4
     assert len({tuple(h.tokens) for nbest in runs[True] for h in nbest}) > 8  # precondition: beams differ
     assert {h.finished for nbest in runs[True] for h in nbest} == {True, False}
     for shared, repeated in zip(runs[True], runs[False]):
@@ -424,7 +431,7 @@ def test_beam_search_leaves_state_shared_by_all_beams_in_place(monkeypatch):
     differing = state._replace(keys=torch.randn_like(state.keys))
     assert not any(t is differing.keys for t in core.search.shared_by_beams(differing, 4))
     kept = beam_search(dec, ctx, starts(3), max_len=8, eos=EOS, beam_size=4, n_best=4)
-    monkeypatch.setattr(core.search, "shared_by_beams", lambda state, K: [])
+    monkeypatch.setattr(core.search, "shared_by_beams", lambda state, K, examples: [])
     copied = beam_search(dec, ctx, starts(3), max_len=8, eos=EOS, beam_size=4, n_best=4)
     assert len({tuple(h.tokens) for nbest in kept for h in nbest}) > 4  # precondition: beams differ
     assert [[(h.tokens, h.log_prob) for h in nbest] for nbest in kept] == \
