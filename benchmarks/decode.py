@@ -305,7 +305,10 @@ def step_parts(decoder: RNNDecoder, ctx: Context, start: torch.Tensor, K: int) -
     logp = torch.log_softmax(torch.randn(N, V), dim=-1)  # (N, V)
     beam_logp = torch.randn(B, K)
     rows = torch.arange(N).view(B, K).flip(1).reshape(-1)  # a reordering within each example
-    energies = state.keys.unsqueeze(1) + per_example(att.query_proj(query), ctx_k.memory).unsqueeze(2)
+
+    def keys_plus_queries() -> torch.Tensor:  # (B, K, S, A): the sum the Bahdanau energies start from
+        return state.keys.unsqueeze(1) + per_example(att.query_proj(query), ctx_k.memory).unsqueeze(2)
+    energies = keys_plus_queries()
 
     def ms(fn: Callable[[], Any]) -> float:
         return round(1e3 * median_time(fn, 20)[0], 2)
@@ -320,8 +323,7 @@ def step_parts(decoder: RNNDecoder, ctx: Context, start: torch.Tensor, K: int) -
                                                      else decoder.rnn(emb, (h, h))),
         "attention (all; scores in cache-sized chunks)": ms(
             lambda: att(query, state.keys, ctx_k.memory, ctx_k.memory_mask)),
-        f"  attention: keys + query_proj(q) {tuple(energies.shape)}": ms(
-            lambda: state.keys.unsqueeze(1) + per_example(att.query_proj(query), ctx_k.memory).unsqueeze(2)),
+        f"  attention: keys + query_proj(q) {tuple(energies.shape)}": ms(keys_plus_queries),
         "  attention: tanh of that": ms(lambda: torch.tanh(energies)),
         "  attention: weights @ memory (bmm, one memory copy per example)": ms(
             lambda: torch.bmm(per_example(state.attn.unsqueeze(1), ctx_k.memory), ctx_k.memory)),
@@ -412,7 +414,8 @@ def environment() -> dict:
 
 def config_of(args: argparse.Namespace) -> dict:
     return {"vocab": args.vocab, "emb": args.emb, "hidden": args.hidden, "layers": 1, "cell": args.cell,
-            "attention": "bahdanau", "input_feeding": True, "dtype": args.dtype, "src_len": args.src_len, "memory_dim": args.memory_dim,
+            "attention": "bahdanau", "input_feeding": True, "dtype": args.dtype, "src_len": args.src_len,
+            "memory_dim": args.memory_dim,
             "batch": args.batch, "steps": args.steps, "beam": args.beam, "repeats": args.repeats,
             "full_length": "min_len = max_len = steps (EOS masked every step); lengths checked", "quick": args.quick}
 
