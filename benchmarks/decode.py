@@ -33,6 +33,7 @@ import torch  # noqa: E402
 import core.attention  # noqa: E402
 import core.search  # noqa: E402
 from core import packed  # noqa: E402
+from core.allocator import keep_freed_memory  # noqa: E402
 from core.attention import per_example  # noqa: E402
 from core.cli import DTYPES, add_dtype_flag  # noqa: E402
 from core import BOS, EOS, Context, RNNDecoder, beam_search, greedy  # noqa: E402
@@ -66,6 +67,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--profile", action="store_true",
                    help="where greedy and beam search spend their time, instead of benchmarking")
     p.add_argument("--no-rss", action="store_true", help="skip the fresh-process RSS cross-check of memory")
+    p.add_argument("--malloc-defaults", action="store_true",
+                   help="leave glibc's malloc as it is, instead of keeping freed blocks as the decoding commands do "
+                        "(core/allocator.py)")
     p.add_argument("--rss-child", type=int, default=0, help=argparse.SUPPRESS)  # internal: one beam size
     args = p.parse_args(argv)
     if args.quick:
@@ -108,17 +112,22 @@ def check_full_length(hyps: list, steps: int, what: str) -> None:
         raise SystemExit(f"{what}: {len(bad)} hypotheses stopped early (lengths {bad[:5]}); figures invalid")
 
 
-def median_time(fn: Callable[[], Any], repeats: int, warmup: Callable[[], Any] | None = None
-                ) -> tuple[float, list[float], Any]:
-    """One untimed warm-up call (of `warmup`, default fn), then the median wall time of `repeats` calls of fn;
-    also returns the last call's result."""
-    (warmup or fn)()
+def median_time(fn: Callable[[], Any], repeats: int) -> tuple[float, list[float], Any]:
+    """One untimed warm-up call, then the median wall time of `repeats` calls of fn; also returns the last
+    call's result."""
+    fn()
     times, out = [], None
     for _ in range(repeats):
-        started = time.perf_counter()
-        out = fn()
-        times.append(time.perf_counter() - started)
+        took, out = timed(fn)
+        times.append(took)
     return statistics.median(times), times, out
+
+
+def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
+    """Wall seconds of one call of fn, and its result."""
+    started = time.perf_counter()
+    out = fn()
+    return time.perf_counter() - started, out
 
 
 # ---- memory: tensor peak in this process, RSS in a fresh one --------------------------------------------
@@ -175,7 +184,7 @@ def size_flags(args: argparse.Namespace) -> list[str]:
     return ["--vocab", str(args.vocab), "--emb", str(args.emb), "--hidden", str(args.hidden), "--cell", args.cell,
             "--src-len", str(args.src_len), "--memory-dim", str(args.memory_dim), "--batch", str(args.batch),
             "--steps", str(args.steps), "--threads", str(args.threads), "--seed", str(args.seed),
-            "--dtype", args.dtype]
+            "--dtype", args.dtype, *(["--malloc-defaults"] if args.malloc_defaults else [])]
 
 
 def linear_fit(xs: list[float], ys: list[float]) -> dict:
@@ -417,7 +426,8 @@ def config_of(args: argparse.Namespace) -> dict:
             "attention": "bahdanau", "input_feeding": True, "dtype": args.dtype, "src_len": args.src_len,
             "memory_dim": args.memory_dim,
             "batch": args.batch, "steps": args.steps, "beam": args.beam, "repeats": args.repeats,
-            "full_length": "min_len = max_len = steps (EOS masked every step); lengths checked", "quick": args.quick}
+            "full_length": "min_len = max_len = steps (EOS masked every step); lengths checked", "quick": args.quick,
+            "keeps_freed_memory": args.keeps_freed_memory}
 
 
 def benchmark(args: argparse.Namespace) -> dict:
@@ -431,23 +441,29 @@ def benchmark(args: argparse.Namespace) -> dict:
         check_full_length(hyps, T, "greedy")
         result["greedy"] = {"seconds": g, "all_seconds": g_all, "sentences_per_s": B / g, "tokens_per_s": B * T / g}
 
-        log(f"beam {K}, batch {B}")
-        b, b_all, hyps = median_time(lambda: run_beam(decoder, ctx, start, T, K), args.repeats)
-        check_full_length(hyps, T, "beam")
-        result["beam"] = {"beam": K, "seconds": b, "all_seconds": b_all, "sentences_per_s": B / b,
-                          "tokens_per_s": B * T / b, "beam_rows_tokens_per_s": B * K * T / b}
-
-        log(f"beam {K}, {B} calls of batch 1 (the slow one)")
         singles = [(ctx.index_select(torch.tensor([i])), start[i:i + 1]) for i in range(B)]  # made untimed
 
         def one_at_a_time(n: int = B) -> list:
             return [h for c, s in singles[:n] for h in run_beam(decoder, c, s, T, K)]
-        # Warm up on a few sentences: one pass over all B takes as long as a timed repeat.
-        o, o_all, hyps = median_time(one_at_a_time, args.repeats, warmup=lambda: one_at_a_time(min(B, 4)))
-        check_full_length(hyps, T, "beam one at a time")
+        # The two are timed in turns (batched, one at a time, batched, ...) so that a slow spell of the
+        # machine weighs on both; the speed-up is the median of each turn's ratio.
+        log(f"beam {K}: batch {B}, then {B} calls of batch 1 (the slow one), in turns")
+        run_beam(decoder, ctx, start, T, K)
+        one_at_a_time(min(B, 4))  # a pass over all B takes as long as a timed one
+        b_all, o_all = [], []
+        for _ in range(args.repeats):
+            b_took, hyps = timed(lambda: run_beam(decoder, ctx, start, T, K))
+            check_full_length(hyps, T, "beam")
+            o_took, hyps = timed(one_at_a_time)
+            check_full_length(hyps, T, "beam one at a time")
+            b_all.append(b_took)
+            o_all.append(o_took)
+        b, o = statistics.median(b_all), statistics.median(o_all)
+        result["beam"] = {"beam": K, "seconds": b, "all_seconds": b_all, "sentences_per_s": B / b,
+                          "tokens_per_s": B * T / b, "beam_rows_tokens_per_s": B * K * T / b}
         result["beam_one_at_a_time"] = {"beam": K, "seconds": o, "all_seconds": o_all, "sentences_per_s": B / o,
                                         "tokens_per_s": B * T / o}
-        result["batched_over_one_at_a_time"] = o / b
+        result["batched_over_one_at_a_time"] = statistics.median(x / y for x, y in zip(o_all, b_all))
 
     beams = [int(x) for x in args.memory_beams.split(",") if x.strip()]
     if beams:
@@ -468,6 +484,7 @@ def benchmark(args: argparse.Namespace) -> dict:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
+    args.keeps_freed_memory = not args.malloc_defaults and keep_freed_memory()
     if args.rss_child:
         out = rss_child(args)
     elif args.profile:

@@ -25,6 +25,7 @@ if str(ROOT) not in sys.path:
 import torch  # noqa: E402
 
 from benchmarks.decode import environment, log, median_time  # noqa: E402
+from core.allocator import keep_freed_memory  # noqa: E402
 from core.cli import DTYPES, UserError, add_dtype_flag, resolve_device, run_main  # noqa: E402
 from core.datasets import read_text  # noqa: E402
 from core.decoder import DecoderConfig  # noqa: E402
@@ -50,6 +51,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--device", default="cpu", help="cpu, cuda or auto")
     add_dtype_flag(p)
     p.add_argument("--quick", action="store_true", help="an untrained tiny model on made-up sentences (smoke test)")
+    p.add_argument("--malloc-defaults", action="store_true",
+                   help="leave glibc's malloc as it is, instead of keeping freed blocks as the decoding commands do "
+                        "(core/allocator.py)")
     return p.parse_args(argv)
 
 
@@ -83,13 +87,14 @@ def load(args: argparse.Namespace) -> tuple[Translator, list[Translator], list[s
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
+    keeps = not args.malloc_defaults and keep_freed_memory()
     before = environment()
     model, others, sentences, model_name, data_name = load(args)
     repeats = 1 if args.quick else args.repeats
     out = {"benchmark": "translate", "checkpoint": model_name, "data": data_name, "sentences": len(sentences),
            "source_tokens": sum(len(model.source_ids(s)) for s in sentences if s.strip()),
            "batch_size": args.batch_size, "device": str(model.device), "dtype": args.dtype,
-           "models": 1 + len(others),
+           "keeps_freed_memory": keeps, "models": 1 + len(others),
            "parameters": sum(p.numel() for m in (model, *others) for p in m.parameters())}
     for name, options in (("greedy", {"method": "greedy"}),
                           (f"beam{args.beam}", {"method": "beam", "beam_size": args.beam})):

@@ -1,4 +1,5 @@
 """The shared core: tokenizers, Context, RNNDecoder, attention, search, prompt encoder, trainer, checkpoints."""
+from core.allocator import keep_freed_memory
 from core.attention import BahdanauAttention, LuongAttention
 from core.batching import BucketBatches, TokenStream, pad
 from core.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
@@ -18,4 +19,5 @@ __all__ = [
     "build_decoder", "Ensemble", "LanguageModel", "PromptEncoder", "lm_forward", "Hypothesis", "beam_search",
     "generate", "gnmt_penalty", "greedy", "sample", "stream", "BOS", "EOS", "PAD", "SPECIALS", "UNK", "CharTokenizer",
     "SentencePieceTokenizer", "WordTokenizer", "tokenizer_from_dict", "train_tokenizer", "TrainConfig", "Trainer",
+    "keep_freed_memory",
 ]

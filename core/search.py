@@ -275,9 +275,11 @@ def beam_search(decoder: Any, ctx: Context, start_tokens: Tensor, *, max_len: in
 
     for t in range(max_len):
         logp, state = decoder.step(tokens, state, ctx)  # (B*K, V)
-        logp = _process(logp, history, t, eos, min_len, no_repeat_ngram, repetition_penalty)
+        logp = _process(logp, history, t, eos, 0, no_repeat_ngram, repetition_penalty)  # min_len: below
         V = logp.size(1)
         candidates = (beam_logp.unsqueeze(2) + logp.view(B, K, V)).view(B, K * V)
+        if t < min_len:  # in the candidates, a tensor of our own: no copy of the log-probs to mask EOS
+            candidates.view(B, K, V)[:, :, eos] = float("-inf")
         top_logp, top_index = _top_candidates(candidates, min(2 * K, K * V))  # (B, 2K), best first
         origin, token = top_index // V, top_index % V  # (B, 2K) beam within example, token id
         is_eos = token == eos

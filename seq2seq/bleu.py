@@ -122,7 +122,9 @@ def _hypotheses(args: argparse.Namespace, n_refs: int) -> list[str]:
     if len(src) != n_refs:  # fail before the slow part
         raise UserError(f"source file {args.src} has {len(src)} lines but reference file {args.ref[0]} "
                         f"has {n_refs}")
+    from core.allocator import keep_freed_memory
     from seq2seq.translator import translate_file  # loads the model code only when translating
+    keep_freed_memory()
     return translate_file(args.checkpoint, src, args.beam_size, args.method, resolve_device(args.device),
                           DTYPES[args.dtype])
 

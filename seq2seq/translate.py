@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from core.allocator import keep_freed_memory
 from core.cli import DTYPES, add_dtype_flag, resolve_device, run_main
 from seq2seq.data import read_lines
 from seq2seq.translator import load_ensemble
@@ -34,6 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
+    keep_freed_memory()
     model, others = load_ensemble(args.checkpoint, device=resolve_device(args.device), dtype=DTYPES[args.dtype])
     options = dict(method=args.method, beam_size=args.beam_size, length_penalty=args.length_penalty,
                    batch_size=args.batch_size, ensemble_with=others)
