@@ -43,6 +43,17 @@ class Context:
             return None if t is None else t.index_select(dim, rows)
         return Context(sel(self.h0, 1), sel(self.c0, 1), sel(self.memory, 0), sel(self.memory_mask, 0))
 
+    def keep_examples(self, examples: Tensor, k: int) -> "Context":
+        """Keep the examples `examples` (E,), in that order, of a context made with repeat_interleave(k, ...):
+        their k rows of h0 and c0, and their k rows of the memory, or their one row if it was not repeated."""
+        rows = (examples.unsqueeze(1) * k + torch.arange(k, device=examples.device)).view(-1)  # (E*k,)
+        memory_rows = rows if self.memory is None or self.memory.size(0) == self.h0.size(1) else examples
+
+        def sel(t: Tensor | None, dim: int, index: Tensor) -> Tensor | None:
+            return None if t is None else t.index_select(dim, index)
+        return Context(sel(self.h0, 1, rows), sel(self.c0, 1, rows), sel(self.memory, 0, memory_rows),
+                       sel(self.memory_mask, 0, memory_rows))
+
     def to(self, device: torch.device | str) -> "Context":
         def move(t: Tensor | None) -> Tensor | None:
             return None if t is None else t.to(device)

@@ -4,6 +4,8 @@ Every function takes any decoder with `start(ctx) -> state` and `step(tokens (N,
 (log_probs (N, V), state)`, where every tensor in the state has the batch on dimension 0. In beam search,
 a decoder with `beams_share_memory` gets the memory once per example (B rows for N = B*K beam rows), and
 state tensors it makes from it with B rows (attention keys) must stay the same objects from step to step.
+Beam search drops finished examples from the batch, so later steps may get fewer rows (state, tokens and
+context cut down alike).
 """
 from __future__ import annotations
 
@@ -246,6 +248,34 @@ def _top_candidates(candidates: Tensor, n: int) -> tuple[Tensor, Tensor]:
     return values, indices.gather(1, by_value)
 
 
+def _finished(hyps: list[Hypothesis], beam_logp: Tensor, K: int, t: int, max_len: int, alpha: float) -> bool:
+    """An example is done once K hypotheses have finished and none of its live beams (log-probs (K,), after
+    step t) can still beat the K-th of them."""
+    if len(hyps) < K:
+        return False
+    kth = sorted((h.score for h in hyps), reverse=True)[K - 1]
+    best = float(beam_logp.max())
+    if best == float("-inf"):
+        return True
+    # log-probs only fall, so a live beam's best reachable score is its log-prob under the most favourable
+    # length still possible.
+    return kth >= max(best / gnmt_penalty(t + 2, alpha), best / gnmt_penalty(max_len, alpha))
+
+
+def _keep_shared(state: Any, shared: list[Tensor], kept: Tensor, K: int, n: int) -> tuple[Any, list[Tensor]]:
+    """Cut the state tensors that the beams share (`shared_by_beams`) down to the examples `kept` of n;
+    each has one row per example (n rows) or K (n*K rows). The others follow with the beams' rows."""
+    rows = (kept.unsqueeze(1) * K + torch.arange(K, device=kept.device)).view(-1)
+    cut: list[Tensor] = []
+
+    def keep(t: Tensor) -> Tensor:
+        if not any(t is s for s in shared):
+            return t
+        cut.append(t.index_select(0, kept if t.size(0) == n else rows))
+        return cut[-1]
+    return map_tensors(state, keep), cut
+
+
 @torch.no_grad()
 def beam_search(decoder: Any, ctx: Context, start_tokens: Tensor, *, max_len: int, eos: int, min_len: int = 0,
                 beam_size: int = 5, length_penalty: float = 0.0, n_best: int = 1, no_repeat_ngram: int = 0,
@@ -253,7 +283,8 @@ def beam_search(decoder: Any, ctx: Context, start_tokens: Tensor, *, max_len: in
     """Batched beam search: all K beams of all B examples advance as one (B*K)-row batch.
 
     Returns the n_best hypotheses per example, best score first. An example stops once K hypotheses have
-    finished and no live beam can still beat the K-th of them under the length penalty.
+    finished and no live beam can still beat the K-th of them under the length penalty; it then leaves the
+    batch.
     """
     _check(max_len, min_len, no_repeat_ngram, repetition_penalty)
     check_range("beam_size", beam_size, 1)
@@ -269,67 +300,64 @@ def beam_search(decoder: Any, ctx: Context, start_tokens: Tensor, *, max_len: in
     attn_history: Tensor | None = None  # (B*K, t, S)
     beam_logp = torch.full((B, K), float("-inf"), device=device)
     beam_logp[:, 0] = 0.0  # all beams start identical: keep one alive so the first step does not pick duplicates
-    offsets = torch.arange(B, device=device).unsqueeze(1) * K  # (B, 1): first row of each example
     final: list[list[Hypothesis]] = [[] for _ in range(B)]
-    done = [False] * B
+    # The examples still searched, by position in the batch (rows p*K .. p*K+K-1). A finished example leaves
+    # the batch, as in fairseq: the decoder no longer computes its rows.
+    examples = list(range(B))
 
     for t in range(max_len):
-        logp, state = decoder.step(tokens, state, ctx)  # (B*K, V)
+        logp, state = decoder.step(tokens, state, ctx)  # (n*K, V)
         logp = _process(logp, history, t, eos, 0, no_repeat_ngram, repetition_penalty)  # min_len: below
-        V = logp.size(1)
-        candidates = (beam_logp.unsqueeze(2) + logp.view(B, K, V)).view(B, K * V)
+        n, V = len(examples), logp.size(1)
+        candidates = (beam_logp.unsqueeze(2) + logp.view(n, K, V)).view(n, K * V)
         if t < min_len:  # in the candidates, a tensor of our own: no copy of the log-probs to mask EOS
-            candidates.view(B, K, V)[:, :, eos] = float("-inf")
-        top_logp, top_index = _top_candidates(candidates, min(2 * K, K * V))  # (B, 2K), best first
-        origin, token = top_index // V, top_index % V  # (B, 2K) beam within example, token id
+            candidates.view(n, K, V)[:, :, eos] = float("-inf")
+        top_logp, top_index = _top_candidates(candidates, min(2 * K, K * V))  # (n, 2K), best first
+        origin, token = top_index // V, top_index % V  # (n, 2K) beam within example, token id
         is_eos = token == eos
 
         # EOS candidates ranked among the best K end a hypothesis.
-        for b, j in (is_eos[:, :K] & top_logp[:, :K].isfinite()).nonzero().tolist():
-            if done[b]:
-                continue
-            row = b * K + int(origin[b, j])
+        for p, j in (is_eos[:, :K] & top_logp[:, :K].isfinite()).nonzero().tolist():
+            row = p * K + int(origin[p, j])
             words = history[row, 1:].tolist()
-            # clone: a view would keep the whole (B*K, t, S) history alive as long as the hypothesis
+            # clone: a view would keep the whole (n*K, t, S) history alive as long as the hypothesis
             attn = attn_history[row].clone() if attn_history is not None else None
-            log_prob = float(top_logp[b, j])
-            final[b].append(Hypothesis(words, log_prob, log_prob / lp(len(words) + 1, alpha), True, attn))
+            log_prob = float(top_logp[p, j])
+            final[examples[p]].append(Hypothesis(words, log_prob, log_prob / lp(len(words) + 1, alpha), True, attn))
 
         # The best K candidates that do not end continue (stable sort keeps the score order).
         rank = torch.arange(top_logp.size(1), device=device).expand_as(top_logp)
-        keep = torch.where(is_eos, rank + top_logp.size(1), rank).argsort(dim=1)[:, :K]  # (B, K)
-        rows = (offsets + origin.gather(1, keep)).view(-1)  # (B*K,) rows of the previous step
-        tokens = token.gather(1, keep).view(-1)  # (B*K,)
-        beam_logp = top_logp.gather(1, keep)  # (B, K)
+        keep = torch.where(is_eos, rank + top_logp.size(1), rank).argsort(dim=1)[:, :K]  # (n, K)
+        rows = torch.arange(n, device=device).unsqueeze(1) * K + origin.gather(1, keep)  # (n, K) rows of this step
+        tokens = token.gather(1, keep)  # (n, K)
+        beam_logp = top_logp.gather(1, keep)  # (n, K)
+
+        alive = [p for p in range(n) if not _finished(final[examples[p]], beam_logp[p], K, t, max_len, alpha)]
+        if not alive:
+            break
+        if len(alive) < n:
+            kept = torch.tensor(alive, device=device)
+            rows, tokens, beam_logp = rows[kept], tokens[kept], beam_logp[kept]
+            ctx = ctx.keep_examples(kept, K)
+            state, shared = _keep_shared(state, shared, kept, K, n)
+            examples = [examples[p] for p in alive]
+        rows, tokens = rows.view(-1), tokens.view(-1)
         state = reorder_state(state, rows, shared)
         history = torch.cat([history.index_select(0, rows), tokens.unsqueeze(1)], dim=1)
         step_attn = getattr(state, "attn", None)
         if step_attn is not None:
             step_attn = step_attn.float()  # hypotheses hold float32 attention whatever the model's dtype
             prev = attn_history.index_select(0, rows) if attn_history is not None else step_attn.unsqueeze(1)[:, :0]
-            attn_history = torch.cat([prev, step_attn.unsqueeze(1)], dim=1)  # (B*K, t + 1, S)
-
-        for b in range(B):
-            if done[b] or len(final[b]) < K:
-                continue
-            kth = sorted((h.score for h in final[b]), reverse=True)[K - 1]
-            best = float(beam_logp[b].max())
-            # log-probs only fall, so a live beam's best reachable score is its log-prob under the most
-            # favourable length still possible.
-            bound = max(best / lp(t + 2, alpha), best / lp(max_len, alpha)) if best > float("-inf") else best
-            done[b] = kth >= bound
-        beam_logp = beam_logp.masked_fill(torch.tensor(done, device=device).unsqueeze(1), float("-inf"))
-        if all(done):
-            break
-
-    for b in range(B):  # beams still alive at max_len end unfinished
-        for k in range(K):
-            log_prob = float(beam_logp[b, k])
-            if log_prob > float("-inf"):
-                row = b * K + k
-                words = history[row, 1:].tolist()
-                attn = attn_history[row].clone() if attn_history is not None else None
-                final[b].append(Hypothesis(words, log_prob, log_prob / lp(len(words), alpha), False, attn))
+            attn_history = torch.cat([prev, step_attn.unsqueeze(1)], dim=1)  # (n*K, t + 1, S)
+    else:  # max_len reached: the beams still alive end unfinished
+        for p, b in enumerate(examples):
+            for k in range(K):
+                log_prob = float(beam_logp[p, k])
+                if log_prob > float("-inf"):
+                    row = p * K + k
+                    words = history[row, 1:].tolist()
+                    attn = attn_history[row].clone() if attn_history is not None else None
+                    final[b].append(Hypothesis(words, log_prob, log_prob / lp(len(words), alpha), False, attn))
     return [sorted(hyps, key=lambda h: h.score, reverse=True)[:n_best] for hyps in final]
 
 

@@ -205,6 +205,34 @@ def test_batched_beam_equals_plain_reference(alpha, min_len, beam_size):
         assert stopped_early > 0, "precondition: early stopping happens"
 
 
+def counting_rows(dec: Any) -> list[int]:
+    """Make dec.step record how many rows each call gets; returns the (growing) record."""
+    rows, step = [], dec.step
+
+    def counting(tokens, state, ctx):
+        rows.append(tokens.size(0))
+        return step(tokens, state, ctx)
+    dec.step = counting
+    return rows
+
+
+@pytest.mark.parametrize("alpha", [0.0, 0.5])
+def test_finished_examples_leave_the_batch(alpha):
+    """Once an example is done, the decoder no longer gets its K rows: at step t it gets K rows for each example
+    that, searched alone, takes more than t steps."""
+    B, L, K = 10, 8, 3
+    dec = scripted(B, L, seed=16)
+    steps_alone = []
+    for ex in range(B):
+        dec.steps = 0
+        beam_search(dec, ctx_for([ex]), starts(1), max_len=L, eos=EOS, beam_size=K, length_penalty=alpha)
+        steps_alone.append(dec.steps)
+    rows = counting_rows(dec)
+    beam_search(dec, ctx_for(list(range(B))), starts(B), max_len=L, eos=EOS, beam_size=K, length_penalty=alpha)
+    assert len(set(steps_alone)) >= 3, "precondition: examples finish at different steps"
+    assert rows == [K * sum(n > t for n in steps_alone) for t in range(max(steps_alone))]
+
+
 def test_early_stop_waits_for_a_long_beam_the_length_penalty_favours():
     """A hand-written table: after step 1 two short hypotheses have finished (K = 2), but the live beam 3 3 3 ...
     costs almost nothing per token, and under alpha = 2 it ends at max_len with the best score. Stopping once
@@ -359,10 +387,12 @@ def test_beams_reading_one_memory_per_example_search_as_with_a_repeated_memory(c
         seen.append((c.h0.size(1), c.memory.size(0), state.keys.size(0)))
         return state
     dec.start = recording_start
+    rows = counting_rows(dec)
     for share in (True, False):
         dec.beams_share_memory = share
         runs[share] = beam_search(dec, ctx, starts(4), max_len=9, eos=EOS, beam_size=4, n_best=4, length_penalty=1.0)
     assert seen == [(16, 4, 4), (16, 16, 16)]  # h0 rows, memory rows, key rows: one copy per example, or 4
+    assert 0 < min(rows) < 16, "precondition: examples leave the batch, so memory and keys are cut down too"
     assert len({tuple(h.tokens) for nbest in runs[True] for h in nbest}) > 8  # precondition: beams differ
     assert {h.finished for nbest in runs[True] for h in nbest} == {True, False}
     for shared, repeated in zip(runs[True], runs[False]):
