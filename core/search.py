@@ -144,21 +144,31 @@ def _token_by_token(decoder: Any, ctx: Context, start_tokens: Tensor, choose: Ca
                     max_len: int, eos: int, min_len: int, no_repeat_ngram: int, repetition_penalty: float
                     ) -> Iterator[tuple[Tensor, Tensor, Tensor | None]]:
     """Yield (tokens (B,), their log-probs (B,), attention (B, S) or None) step by step; rows that have
-    emitted EOS keep emitting EOS with log-prob 0; stops when every row has."""
+    emitted EOS keep reporting EOS with log-prob 0 but leave the batch (the decoder no longer computes them);
+    stops when every row has."""
     _check(max_len, min_len, no_repeat_ngram, repetition_penalty)
     state = decoder.start(ctx)
-    tokens, history = start_tokens, start_tokens.unsqueeze(1)  # (B,), (B, 1)
-    done = torch.zeros_like(start_tokens, dtype=torch.bool)
+    B = start_tokens.size(0)
+    rows = torch.arange(B, device=start_tokens.device)  # the rows still generating
+    tokens, history = start_tokens, start_tokens.unsqueeze(1)  # (n,), (n, t + 1) of those rows
     for t in range(max_len):
-        logp, state = decoder.step(tokens, state, ctx)  # (B, V)
+        logp, state = decoder.step(tokens, state, ctx)  # (n, V)
         logp = _process(logp, history, t, eos, min_len, no_repeat_ngram, repetition_penalty)
-        tokens = choose(logp).masked_fill(done, eos)  # (B,)
-        token_logp = logp.gather(1, tokens.unsqueeze(1)).squeeze(1).masked_fill(done, 0.0)  # (B,)
-        yield tokens, token_logp, getattr(state, "attn", None)
+        tokens = choose(logp)  # (n,)
+        token_logp = logp.gather(1, tokens.unsqueeze(1)).squeeze(1)  # (n,)
+        attn = getattr(state, "attn", None)
+        yield (start_tokens.new_full((B,), eos).index_copy_(0, rows, tokens),
+               token_logp.new_zeros(B).index_copy_(0, rows, token_logp),
+               None if attn is None else attn.new_zeros(B, attn.size(1)).index_copy_(0, rows, attn))
         history = torch.cat([history, tokens.unsqueeze(1)], dim=1)
-        done = done | (tokens == eos)
-        if bool(done.all()):
+        ended = tokens == eos
+        n_ended = int(ended.sum())
+        if n_ended == len(rows):
             return
+        if n_ended:
+            going = (~ended).nonzero().squeeze(1)
+            rows, tokens, history = rows[going], tokens[going], history[going]
+            state, ctx = reorder_state(state, going), ctx.index_select(going)
 
 
 def _collect(steps: Iterator[tuple[Tensor, Tensor, Tensor | None]], batch_size: int, eos: int) -> list[Hypothesis]:

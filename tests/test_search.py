@@ -469,10 +469,13 @@ def test_beam_search_leaves_state_shared_by_all_beams_in_place(monkeypatch):
 
 
 def test_everything_after_eos_is_dropped():
-    """Rows stop at different steps; the finished ones keep being stepped but must gain nothing after EOS."""
+    """Rows stop at different steps; the finished ones gain nothing after EOS and leave the batch: at step t the
+    decoder gets one row for each output that emits more than t tokens (EOS included)."""
     B, L = 12, 8
     dec = scripted(B, L, seed=6)
+    rows = counting_rows(dec)
     got = greedy(dec, ctx_for(list(range(B))), starts(B), max_len=L, eos=EOS)
+    assert rows == [sum(emitted_length(h) > t for h in got) for t in range(max(map(emitted_length, got)))]
     for ex, h in enumerate(got):  # an independent greedy: read the argmax off the table until EOS
         before, prev, tokens, logp, finished = 0, START, [], 0.0, False
         for t in range(L):
