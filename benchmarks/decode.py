@@ -242,7 +242,7 @@ def _label(name: str, fn: Callable) -> Callable:
 
 
 REGIONS = {"reorder_state": "reorder_state (index_select of the state tensors that differ between beams)",
-           "_process": "_process (log-prob processors; the min_len EOS mask)",
+           "_process": "_process (log-prob processors; greedy's min_len EOS mask)",
            "step": "decoder.step (all of it)", "_input_gates": "rnn input gates (per-token table + feed product)",
            "_cell_step": "rnn step (written-out GRU/LSTM cell)",
            "attention": "attention (Bahdanau scores, softmax, context)", "combine": "combine (attentional vector)",
@@ -313,6 +313,7 @@ def step_parts(decoder: RNNDecoder, ctx: Context, start: torch.Tensor, K: int) -
     context, _ = att(query, state.keys, ctx_k.memory, ctx_k.memory_mask)  # (N, 1, M)
     logp = torch.log_softmax(torch.randn(N, V), dim=-1)  # (N, V)
     beam_logp = torch.randn(B, K)
+    candidates = (beam_logp.unsqueeze(2) + logp.view(B, K, V)).view(B, K * V)
     rows = torch.arange(N).view(B, K).flip(1).reshape(-1)  # a reordering within each example
 
     def keys_plus_queries() -> torch.Tensor:  # (B, K, S, A): the sum the Bahdanau energies start from
@@ -339,7 +340,9 @@ def step_parts(decoder: RNNDecoder, ctx: Context, start: torch.Tensor, K: int) -
         "combine (cat + packed Linear with tanh)": ms(
             lambda: packed.linear(decoder.combine, torch.cat([query, context], 2), "tanh")),
         "log_softmax": ms(lambda: torch.log_softmax(logp, dim=-1)),
-        "min_len EOS mask (index_fill copy)": ms(lambda: logp.index_fill(1, torch.tensor([EOS]), float("-inf"))),
+        "min_len EOS mask (greedy: an index_fill copy; beam: in place, in the candidates)": ms(
+            (lambda: logp.index_fill(1, torch.tensor([EOS]), float("-inf"))) if K == 1 else
+            (lambda: candidates.view(B, K, V)[:, :, EOS].fill_(float("-inf")))),
         "candidates + top 2K over K*V (ties by lowest index)": ms(lambda: core.search._top_candidates(
             (beam_logp.unsqueeze(2) + logp.view(B, K, V)).view(B, K * V), 2 * K)),
         "reorder_state (as beam search calls it: the keys, one per example, stay)": ms(
@@ -360,8 +363,6 @@ def step_parts(decoder: RNNDecoder, ctx: Context, start: torch.Tensor, K: int) -
             core.attention.CHUNK_VALUES = saved
     what_if = {  # the same results computed another way, to size possible changes
         "attention with all energies in one tensor (no chunks)": ms(attention_in_one_chunk),
-        "min_len EOS mask in place (logp[:, eos] = -inf)": ms(lambda: logp.__setitem__((slice(None), EOS),
-                                                                                       float("-inf"))),
     }
     return {"rows": N, "ms_per_step": parts, "what_if_ms_per_step": what_if}
 

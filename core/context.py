@@ -45,12 +45,15 @@ class Context:
 
     def keep_examples(self, examples: Tensor, k: int) -> "Context":
         """Keep the examples `examples` (E,), in that order, of a context made with repeat_interleave(k, ...):
-        their k rows of h0 and c0, and their k rows of the memory, or their one row if it was not repeated."""
+        their k rows of h0 and c0, and their k rows of the memory, or their one row if it was not repeated. A
+        memory with neither (one row that every example reads) stays as it is."""
         rows = (examples.unsqueeze(1) * k + torch.arange(k, device=examples.device)).view(-1)  # (E*k,)
-        memory_rows = rows if self.memory is None or self.memory.size(0) == self.h0.size(1) else examples
+        memory_rows = None
+        if self.memory is not None and self.memory.size(0) in (self.h0.size(1), self.h0.size(1) // k):
+            memory_rows = rows if self.memory.size(0) == self.h0.size(1) else examples
 
-        def sel(t: Tensor | None, dim: int, index: Tensor) -> Tensor | None:
-            return None if t is None else t.index_select(dim, index)
+        def sel(t: Tensor | None, dim: int, index: Tensor | None) -> Tensor | None:
+            return t if t is None or index is None else t.index_select(dim, index)
         return Context(sel(self.h0, 1, rows), sel(self.c0, 1, rows), sel(self.memory, 0, memory_rows),
                        sel(self.memory_mask, 0, memory_rows))
 

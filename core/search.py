@@ -3,9 +3,10 @@
 Every function takes any decoder with `start(ctx) -> state` and `step(tokens (N,), state, ctx) ->
 (log_probs (N, V), state)`, where every tensor in the state has the batch on dimension 0. In beam search,
 a decoder with `beams_share_memory` gets the memory once per example (B rows for N = B*K beam rows), and
-state tensors it makes from it with B rows (attention keys) must stay the same objects from step to step.
-Beam search drops finished examples from the batch, so later steps may get fewer rows (state, tokens and
-context cut down alike).
+state tensors it makes from it with one row per example (attention keys) must stay the same objects from
+step to step.
+Search drops finished examples from the batch, so later steps may get fewer rows (state, tokens and
+context cut down alike; tensors with one row for every example, such as a single shared memory row, stay).
 """
 from __future__ import annotations
 
@@ -168,7 +169,7 @@ def _token_by_token(decoder: Any, ctx: Context, start_tokens: Tensor, choose: Ca
         if n_ended:
             going = (~ended).nonzero().squeeze(1)
             rows, tokens, history = rows[going], tokens[going], history[going]
-            state, ctx = reorder_state(state, going), ctx.index_select(going)
+            state, ctx = _keep_examples(state, going, 1, len(ended))[0], ctx.keep_examples(going, 1)
 
 
 def _collect(steps: Iterator[tuple[Tensor, Tensor, Tensor | None]], batch_size: int, eos: int) -> list[Hypothesis]:
@@ -272,25 +273,29 @@ def _finished(hyps: list[Hypothesis], beam_logp: Tensor, K: int, t: int, max_len
     return kth >= max(best / gnmt_penalty(t + 2, alpha), best / gnmt_penalty(max_len, alpha))
 
 
-def _keep_shared(state: Any, shared: list[Tensor], kept: Tensor, K: int, n: int) -> tuple[Any, list[Tensor]]:
-    """Cut the state tensors that the beams share (`shared_by_beams`) down to the examples `kept` of n;
-    each has one row per example (n rows) or K (n*K rows). The others follow with the beams' rows."""
+def _keep_examples(state: Any, kept: Tensor, K: int, n: int, only: Sequence[Tensor] | None = None
+                   ) -> tuple[Any, list[Tensor]]:
+    """Cut the state's tensors down to the examples `kept` of n: those with one row per example (n rows) or
+    K (n*K rows); others (say, attention keys of one memory row that every example reads) stay as they are.
+    `only`: cut just these tensors (by identity). Returns the state and those tensors as they now are."""
     rows = (kept.unsqueeze(1) * K + torch.arange(K, device=kept.device)).view(-1)
-    cut: list[Tensor] = []
+    now: list[Tensor] = []
 
     def keep(t: Tensor) -> Tensor:
-        if not any(t is s for s in shared):
+        if only is not None and not any(t is o for o in only):
             return t
-        cut.append(t.index_select(0, kept if t.size(0) == n else rows))
-        return cut[-1]
-    return map_tensors(state, keep), cut
+        if t.dim() and t.size(0) in (n, n * K):
+            t = t.index_select(0, kept if t.size(0) == n else rows)
+        now.append(t)
+        return t
+    return map_tensors(state, keep), now
 
 
 @torch.no_grad()
 def beam_search(decoder: Any, ctx: Context, start_tokens: Tensor, *, max_len: int, eos: int, min_len: int = 0,
                 beam_size: int = 5, length_penalty: float = 0.0, n_best: int = 1, no_repeat_ngram: int = 0,
                 repetition_penalty: float = 1.0) -> list[list[Hypothesis]]:
-    """Batched beam search: all K beams of all B examples advance as one (B*K)-row batch.
+    """Batched beam search: all K beams of the examples still searched advance as one batch (K rows each).
 
     Returns the n_best hypotheses per example, best score first. An example stops once K hypotheses have
     finished and no live beam can still beat the K-th of them under the length penalty; it then leaves the
@@ -349,7 +354,7 @@ def beam_search(decoder: Any, ctx: Context, start_tokens: Tensor, *, max_len: in
             kept = torch.tensor(alive, device=device)
             rows, tokens, beam_logp = rows[kept], tokens[kept], beam_logp[kept]
             ctx = ctx.keep_examples(kept, K)
-            state, shared = _keep_shared(state, shared, kept, K, n)
+            state, shared = _keep_examples(state, kept, K, n, only=shared)  # the others follow `rows`
             examples = [examples[p] for p in alive]
         rows, tokens = rows.view(-1), tokens.view(-1)
         state = reorder_state(state, rows, shared)

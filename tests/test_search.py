@@ -405,6 +405,41 @@ def test_beams_reading_one_memory_per_example_search_as_with_a_repeated_memory(c
         dec.start(Context(torch.randn(2, 6, H), None, torch.randn(4, S, M), mask))
 
 
+@pytest.mark.parametrize("memory_rows", ["repeated", "per example", "one for all"])
+def test_context_keeps_the_rows_of_the_examples_it_keeps(memory_rows):
+    """Context.keep_examples on a beam layout (k rows of h0 and c0 per example): h0, c0 and a repeated memory
+    keep the k rows of each kept example, a memory of one row per example its row, a single row stays."""
+    B, k, S = 4, 3, 2
+    h0 = torch.arange(B * k, dtype=torch.float).view(1, B * k, 1).expand(2, -1, 5)
+    memory_b = {"repeated": B * k, "per example": B, "one for all": 1}[memory_rows]
+    memory = torch.arange(memory_b, dtype=torch.float).view(-1, 1, 1).expand(-1, S, 3)
+    mask = torch.arange(memory_b).view(-1, 1) + torch.arange(S) > 0
+    kept = torch.tensor([3, 1])
+    got = Context(h0, -h0, memory, mask).keep_examples(kept, k)
+    rows = [9, 10, 11, 3, 4, 5]
+    assert got.h0[0, :, 0].tolist() == rows and got.c0[1, :, 4].tolist() == [-r for r in rows]
+    expected = {"repeated": rows, "per example": [3, 1], "one for all": [0]}[memory_rows]
+    assert got.memory[:, 0, 0].tolist() == expected
+    assert torch.equal(got.memory_mask, mask[expected])
+
+
+def test_one_memory_row_read_by_every_example_stays_as_examples_finish():
+    """A memory of one row for all examples (RNNDecoder accepts it) is not cut when examples leave the batch:
+    greedy and beam size 1 find what they find with that memory repeated for every example."""
+    torch.manual_seed(4)
+    B, H = 6, 16
+    dec = RNNDecoder(12, 8, H, cell="gru", attention="bahdanau", memory_dim=6).eval()
+    h0, memory = 3 * torch.randn(1, B, H), torch.randn(1, 5, 6)
+    one = Context(h0, None, memory, torch.ones(1, 5, dtype=torch.bool))
+    each = Context(h0, None, memory.expand(B, -1, -1), torch.ones(B, 5, dtype=torch.bool))
+    rows = counting_rows(dec)
+    expected = [h.tokens for h in greedy(dec, each, starts(B), max_len=10, eos=EOS)]
+    assert len(set(map(len, expected))) >= 3, "precondition: examples finish at different steps"
+    assert [h.tokens for h in greedy(dec, one, starts(B), max_len=10, eos=EOS)] == expected
+    assert [n[0].tokens for n in beam_search(dec, one, starts(B), max_len=10, eos=EOS, beam_size=1)] == expected
+    assert min(rows) < B, "precondition: examples left the batch"
+
+
 @pytest.mark.parametrize("size", [5, 40, 127, 300])
 def test_top_candidates_break_ties_by_lowest_index_also_across_the_cut(size):
     """Beam search's n best candidates per row: best value first and, among equal values, lowest index first,
