@@ -67,9 +67,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--profile", action="store_true",
                    help="where greedy and beam search spend their time, instead of benchmarking")
     p.add_argument("--no-rss", action="store_true", help="skip the fresh-process RSS cross-check of memory")
-    p.add_argument("--malloc-defaults", action="store_true",
-                   help="leave glibc's malloc as it is, instead of keeping freed blocks as the decoding commands do "
-                        "(core/allocator.py)")
+    add_malloc_flag(p)
     p.add_argument("--rss-child", type=int, default=0, help=argparse.SUPPRESS)  # internal: one beam size
     args = p.parse_args(argv)
     if args.quick:
@@ -79,6 +77,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 # ---- the model and its inputs ------------------------------------------------------------------------
+
+def add_malloc_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--malloc-defaults", action="store_true",
+                        help="leave glibc's malloc as it is, instead of keeping freed blocks as the decoding "
+                             "commands do (core/allocator.py)")
+
+
+def keep_freed_memory_unless_told(args: argparse.Namespace) -> bool:
+    """Keep freed blocks as the decoding commands do, unless --malloc-defaults; whether that took effect."""
+    return not args.malloc_defaults and keep_freed_memory()
+
 
 def build(args: argparse.Namespace) -> tuple[RNNDecoder, Context, torch.Tensor]:
     """A random Bahdanau decoder in eval mode, a context of random memory (mask all True) and start tokens,
@@ -313,7 +322,10 @@ def step_parts(decoder: RNNDecoder, ctx: Context, start: torch.Tensor, K: int) -
     context, _ = att(query, state.keys, ctx_k.memory, ctx_k.memory_mask)  # (N, 1, M)
     logp = torch.log_softmax(torch.randn(N, V), dim=-1)  # (N, V)
     beam_logp = torch.randn(B, K)
-    candidates = (beam_logp.unsqueeze(2) + logp.view(B, K, V)).view(B, K * V)
+
+    def make_candidates() -> torch.Tensor:  # (B, K*V): what beam search picks its top 2K from
+        return (beam_logp.unsqueeze(2) + logp.view(B, K, V)).view(B, K * V)
+    candidates = make_candidates()
     rows = torch.arange(N).view(B, K).flip(1).reshape(-1)  # a reordering within each example
 
     def keys_plus_queries() -> torch.Tensor:  # (B, K, S, A): the sum the Bahdanau energies start from
@@ -343,8 +355,8 @@ def step_parts(decoder: RNNDecoder, ctx: Context, start: torch.Tensor, K: int) -
         "min_len EOS mask (greedy: an index_fill copy; beam: in place, in the candidates)": ms(
             (lambda: logp.index_fill(1, torch.tensor([EOS]), float("-inf"))) if K == 1 else
             (lambda: candidates.view(B, K, V)[:, :, EOS].fill_(float("-inf")))),
-        "candidates + top 2K over K*V (ties by lowest index)": ms(lambda: core.search._top_candidates(
-            (beam_logp.unsqueeze(2) + logp.view(B, K, V)).view(B, K * V), 2 * K)),
+        "candidates + top 2K over K*V (ties by lowest index)": ms(
+            lambda: core.search._top_candidates(make_candidates(), 2 * K)),
         "reorder_state (as beam search calls it: the keys, one per example, stay)": ms(
             lambda: core.search.reorder_state(state, rows, core.search.shared_by_beams(state, K, B))),
     }
@@ -485,7 +497,7 @@ def benchmark(args: argparse.Namespace) -> dict:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
-    args.keeps_freed_memory = not args.malloc_defaults and keep_freed_memory()
+    args.keeps_freed_memory = keep_freed_memory_unless_told(args)
     if args.rss_child:
         out = rss_child(args)
     elif args.profile:

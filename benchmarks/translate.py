@@ -24,8 +24,8 @@ if str(ROOT) not in sys.path:
 
 import torch  # noqa: E402
 
-from benchmarks.decode import environment, log, median_time  # noqa: E402
-from core.allocator import keep_freed_memory  # noqa: E402
+from benchmarks.decode import (add_malloc_flag, environment, keep_freed_memory_unless_told, log,  # noqa: E402
+                               median_time)
 from core.cli import DTYPES, UserError, add_dtype_flag, resolve_device, run_main  # noqa: E402
 from core.datasets import read_text  # noqa: E402
 from core.decoder import DecoderConfig  # noqa: E402
@@ -51,9 +51,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--device", default="cpu", help="cpu, cuda or auto")
     add_dtype_flag(p)
     p.add_argument("--quick", action="store_true", help="an untrained tiny model on made-up sentences (smoke test)")
-    p.add_argument("--malloc-defaults", action="store_true",
-                   help="leave glibc's malloc as it is, instead of keeping freed blocks as the decoding commands do "
-                        "(core/allocator.py)")
+    add_malloc_flag(p)
     return p.parse_args(argv)
 
 
@@ -87,7 +85,7 @@ def load(args: argparse.Namespace) -> tuple[Translator, list[Translator], list[s
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
-    keeps = not args.malloc_defaults and keep_freed_memory()
+    keeps = keep_freed_memory_unless_told(args)
     before = environment()
     model, others, sentences, model_name, data_name = load(args)
     repeats = 1 if args.quick else args.repeats

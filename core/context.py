@@ -47,20 +47,25 @@ class Context:
         """Keep the examples `examples` (E,), in that order, of a context made with repeat_interleave(k, ...):
         their k rows of h0 and c0, and their k rows of the memory, or their one row if it was not repeated. A
         memory with neither (one row that every example reads) stays as it is."""
-        rows = (examples.unsqueeze(1) * k + torch.arange(k, device=examples.device)).view(-1)  # (E*k,)
-        memory_rows = None
-        if self.memory is not None and self.memory.size(0) in (self.h0.size(1), self.h0.size(1) // k):
-            memory_rows = rows if self.memory.size(0) == self.h0.size(1) else examples
-
-        def sel(t: Tensor | None, dim: int, index: Tensor | None) -> Tensor | None:
-            return t if t is None or index is None else t.index_select(dim, index)
-        return Context(sel(self.h0, 1, rows), sel(self.c0, 1, rows), sel(self.memory, 0, memory_rows),
-                       sel(self.memory_mask, 0, memory_rows))
+        n = self.h0.size(1) // k
+        return Context(*(keep_examples_of(t, examples, k, n, dim)
+                         for t, dim in ((self.h0, 1), (self.c0, 1), (self.memory, 0), (self.memory_mask, 0))))
 
     def to(self, device: torch.device | str) -> "Context":
         def move(t: Tensor | None) -> Tensor | None:
             return None if t is None else t.to(device)
         return Context(move(self.h0), move(self.c0), move(self.memory), move(self.memory_mask))
+
+
+def keep_examples_of(t: Tensor | None, examples: Tensor, k: int, n: int, dim: int = 0) -> Tensor | None:
+    """`t` cut down along `dim` to the examples `examples` of n: with n*k entries there (k per example, rows
+    b*k .. b*k+k-1), their k each; with n, their one each; with any other number (say, one row that every
+    example reads), t as it is."""
+    if t is None or not t.dim() or t.size(dim) not in (n, n * k):
+        return t
+    if t.size(dim) == n:
+        return t.index_select(dim, examples)
+    return t.index_select(dim, (examples.unsqueeze(1) * k + torch.arange(k, device=examples.device)).view(-1))
 
 
 def map_tensors(obj: Any, fn: Callable[[Tensor], Tensor]) -> Any:

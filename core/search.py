@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from core.cli import UserError, check_range
-from core.context import Context, map_tensors
+from core.context import Context, keep_examples_of, map_tensors
 
 
 @dataclass
@@ -278,16 +278,13 @@ def _keep_examples(state: Any, kept: Tensor, K: int, n: int, only: Sequence[Tens
     """Cut the state's tensors down to the examples `kept` of n: those with one row per example (n rows) or
     K (n*K rows); others (say, attention keys of one memory row that every example reads) stay as they are.
     `only`: cut just these tensors (by identity). Returns the state and those tensors as they now are."""
-    rows = (kept.unsqueeze(1) * K + torch.arange(K, device=kept.device)).view(-1)
     now: list[Tensor] = []
 
     def keep(t: Tensor) -> Tensor:
         if only is not None and not any(t is o for o in only):
             return t
-        if t.dim() and t.size(0) in (n, n * K):
-            t = t.index_select(0, kept if t.size(0) == n else rows)
-        now.append(t)
-        return t
+        now.append(keep_examples_of(t, kept, K, n))
+        return now[-1]
     return map_tensors(state, keep), now
 
 
