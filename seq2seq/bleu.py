@@ -98,8 +98,29 @@ def _parser() -> argparse.ArgumentParser:
     translate.add_argument("--method", default="beam", choices=("greedy", "beam"), help="(default: %(default)s)")
     translate.add_argument("--beam-size", type=int, default=5, help="(default: %(default)s)")
     translate.add_argument("--device", default="auto", help="auto, cpu or cuda (default: %(default)s)")
+    add_rerank_flags(translate)
     add_dtype_flag(translate)
     return parser
+
+
+def add_rerank_flags(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    parser.add_argument("--rerank-with", metavar="CK",
+                        help="a checkpoint trained in the opposite direction (target -> source): of the beam's "
+                             "--beam-size best translations, keep the one with the highest score + --rerank-weight "
+                             "x log p(source | translation) (noisy-channel reranking)")
+    parser.add_argument("--rerank-weight", type=float, default=1.0,
+                        help="weight of the reverse model's log-probability (default: %(default)s)")
+
+
+def check_rerank_flags(args: argparse.Namespace) -> None:
+    """One-line errors for reranking flags that cannot work, before any model is loaded."""
+    if args.rerank_with is None:
+        return
+    if args.method != "beam":
+        raise UserError(f"--rerank-with reorders the n best of beam search; it does not go with --method {args.method}")
+    check_range("--rerank-weight", args.rerank_weight, low=0)
+    if not Path(args.rerank_with).is_file():
+        raise UserError(f"checkpoint {args.rerank_with} does not exist")
 
 
 def _hypotheses(args: argparse.Namespace, n_refs: int) -> list[str]:
@@ -115,6 +136,7 @@ def _hypotheses(args: argparse.Namespace, n_refs: int) -> list[str]:
     if args.src is None:
         raise UserError("--checkpoint needs --src SRC, the sentences to translate")
     check_range("--beam-size", args.beam_size, low=1)
+    check_rerank_flags(args)
     for path in args.checkpoint:
         if not Path(path).is_file():
             raise UserError(f"checkpoint {path} does not exist")
@@ -126,7 +148,7 @@ def _hypotheses(args: argparse.Namespace, n_refs: int) -> list[str]:
     from seq2seq.translator import translate_file  # loads the model code only when translating
     keep_freed_memory()
     return translate_file(args.checkpoint, src, args.beam_size, args.method, resolve_device(args.device),
-                          DTYPES[args.dtype])
+                          DTYPES[args.dtype], args.rerank_with, args.rerank_weight)
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
@@ -148,7 +170,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         report = {"hyp": args.hyp, "refs": args.ref, "sentences" if args.sentence else "scores": results}
         if args.checkpoint:
             report.update(checkpoint=args.checkpoint, src=args.src, method=args.method, beam_size=args.beam_size,
-                          dtype=args.dtype)
+                          dtype=args.dtype, rerank_with=args.rerank_with, rerank_weight=args.rerank_weight)
         print(json.dumps(report, indent=1, ensure_ascii=False))
     elif args.sentence:
         for result in results:

@@ -3,6 +3,7 @@
 `ensemble.args` that the translation recipe writes).
 
 Without --input it reads sentences from the terminal, one per line, and answers each at once.
+`--rerank-with REVERSE.pt` picks among the beam's best with a model trained in the opposite direction.
 """
 from __future__ import annotations
 
@@ -10,9 +11,10 @@ import argparse
 import sys
 
 from core.allocator import keep_freed_memory
-from core.cli import DTYPES, add_dtype_flag, resolve_device, run_main
+from core.cli import DTYPES, UserError, add_dtype_flag, resolve_device, run_main
+from seq2seq.bleu import add_rerank_flags, check_rerank_flags
 from seq2seq.data import read_lines
-from seq2seq.translator import load_ensemble
+from seq2seq.translator import Translator, load_ensemble
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -29,19 +31,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--length-penalty", type=float, default=1.0, help="GNMT alpha for beam search")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    add_rerank_flags(p)
     add_dtype_flag(p)
     return p
 
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
+    check_rerank_flags(args)
+    if args.rerank_with and args.n_best > 1:
+        raise UserError("--rerank-with prints the reranked best translation; it does not go with --n-best")
     keep_freed_memory()
-    model, others = load_ensemble(args.checkpoint, device=resolve_device(args.device), dtype=DTYPES[args.dtype])
+    device, dtype = resolve_device(args.device), DTYPES[args.dtype]
+    model, others = load_ensemble(args.checkpoint, device=device, dtype=dtype)
+    reverse = Translator.load(args.rerank_with, device=device, dtype=dtype) if args.rerank_with else None
     options = dict(method=args.method, beam_size=args.beam_size, length_penalty=args.length_penalty,
                    batch_size=args.batch_size, ensemble_with=others)
 
     def show(sentences: list[str]) -> None:
-        if args.n_best > 1:
+        if reverse is not None:
+            for text in model.translate_reranked(sentences, reverse, args.rerank_weight, **options):
+                print(text)
+        elif args.n_best > 1:
             for i, nbest in enumerate(model.translate_nbest(sentences, args.n_best, **options)):
                 for text, score in nbest:
                     print(f"{i}\t{score:.4f}\t{text}")

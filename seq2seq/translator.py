@@ -16,7 +16,7 @@ from core.cli import UserError
 from core.decoder import DecoderConfig, build_decoder
 from core.ensemble import Ensemble
 from core.search import Hypothesis, beam_search, generate
-from core.tokenizers import BOS, EOS, SentencePieceTokenizer, Tokenizer, tokenizer_from_dict
+from core.tokenizers import BOS, EOS, PAD, SentencePieceTokenizer, Tokenizer, tokenizer_from_dict
 from seq2seq.encoder import RNNEncoder
 
 TASK = "translation"
@@ -166,6 +166,37 @@ class Translator(nn.Module):
         return [[(self.tgt_tokenizer.decode(h.tokens), h.score) for h in hyps]
                 for hyps in self.search(sentences, n_best=n_best, **{**options, "method": "beam"})]
 
+    @torch.no_grad()
+    def score(self, sources: list[str], targets: list[str], batch_size: int = 64) -> list[float]:
+        """log p(target | source) for each pair, by teacher forcing, EOS included: the log_prob that search
+        reports for a finished hypothesis of those tokens."""
+        self.eval()
+        scores: list[float] = []
+        for start in range(0, len(sources), batch_size):
+            pairs = [(self.source_ids(s), self.target_ids(t))
+                     for s, t in zip(sources[start:start + batch_size], targets[start:start + batch_size])]
+            src, lengths, tgt_in, tgt_out = self.collate(pairs)
+            logits = self.decoder(tgt_in.to(self.device), self.encoder(src.to(self.device), lengths.to(self.device)))
+            tgt_out = tgt_out.to(self.device)
+            log_probs = torch.log_softmax(logits.float(), dim=-1).gather(-1, tgt_out.unsqueeze(-1)).squeeze(-1)
+            scores += log_probs.masked_fill(tgt_out == PAD, 0.0).sum(dim=1).tolist()
+        return scores
+
+    def translate_reranked(self, sentences: list[str], reverse: "Translator", weight: float = 1.0,
+                           beam_size: int = 5, **options: Any) -> list[str]:
+        """Noisy-channel reranking (the channel model of Yee et al., 2019, without their language model):
+        the beam's `beam_size` best translations of each sentence, the one with the highest beam score +
+        `weight` * log p(sentence | translation) under `reverse`, a model trained in the opposite direction.
+        A translation that leaves out or invents content explains its source badly, whatever its fluency."""
+        nbest = self.translate_nbest(sentences, beam_size, beam_size=beam_size, **options)
+        candidates = [(source, text) for source, hyps in zip(sentences, nbest) for text, _ in hyps]
+        back = iter(reverse.score([text for _, text in candidates], [source for source, _ in candidates]))
+        chosen = []
+        for hyps in nbest:
+            combined = [score + weight * next(back) for _, score in hyps]
+            chosen.append(hyps[combined.index(max(combined))][0])  # ties: the beam's own order
+        return chosen
+
     def attention(self, sentence: str, **options: Any) -> tuple[list[str], list[str], Tensor]:
         """Source pieces, target pieces and the attention matrix (target x source) of one translation."""
         hyp = self.search([sentence], **options)[0][0]
@@ -187,10 +218,15 @@ def load_ensemble(checkpoints: Sequence[str | Path], device: str | torch.device 
 
 
 def translate_file(checkpoints: Sequence[str | Path], src_lines: list[str], beam_size: int, method: str,
-                   device: torch.device, dtype: torch.dtype = torch.float32) -> list[str]:
-    """Translate lines with one checkpoint or an ensemble of several (`python -m seq2seq.bleu --checkpoint`)."""
+                   device: torch.device, dtype: torch.dtype = torch.float32, rerank_with: str | Path | None = None,
+                   rerank_weight: float = 1.0) -> list[str]:
+    """Translate lines with one checkpoint or an ensemble of several (`python -m seq2seq.bleu --checkpoint`),
+    reranking the beam's n best with the reverse model `rerank_with` when given."""
     model, others = load_ensemble(checkpoints, device, dtype)
-    return model.translate(src_lines, method=method, beam_size=beam_size, ensemble_with=others)
+    if rerank_with is None:
+        return model.translate(src_lines, method=method, beam_size=beam_size, ensemble_with=others)
+    reverse = Translator.load(rerank_with, device=device, dtype=dtype)
+    return model.translate_reranked(src_lines, reverse, rerank_weight, beam_size=beam_size, ensemble_with=others)
 
 
 class SampledSubwords(BucketBatches):

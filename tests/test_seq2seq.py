@@ -261,3 +261,64 @@ def test_ensemble_translation_library_and_command_lines(trained, tmp_path, capsy
     assert exit_info.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "other.pt cannot join" in err[0] and "vocabularies differ" in err[0]
+
+
+# ---- noisy-channel reranking ----
+
+def test_score_is_the_log_prob_that_beam_search_reports(trained):
+    model, _ = trained
+    sources = [s for s, _ in reversal_pairs(5, seed=4)]
+    nbest = model.search(sources, method="beam", beam_size=4, n_best=4)
+    finished = [(src, h) for src, hyps in zip(sources, nbest) for h in hyps if h.finished and h.tokens]
+    assert len(finished) >= 8 and len({len(h.tokens) for _, h in finished}) > 1  # precondition: varied lengths
+    scores = model.score([src for src, _ in finished], [model.tgt_tokenizer.decode(h.tokens) for _, h in finished],
+                         batch_size=3)  # batches of mixed lengths: padding must not count
+    assert scores == pytest.approx([h.log_prob for _, h in finished], abs=1e-4)
+
+
+def test_reranking_keeps_the_best_combined_score(trained):
+    reverse, _ = trained  # reversing is its own inverse: the trained model is a reverse model of the task
+    torch.manual_seed(5)
+    forward = tiny_translator().eval()  # a weak forward model whose beam order the reverse model overrides
+    sources = [s for s, _ in reversal_pairs(8, seed=6)]
+    nbest = forward.translate_nbest(sources, 4, beam_size=4)
+    for weight in (0.0, 0.5, 3.0):
+        expected = []
+        for source, hyps in zip(sources, nbest):
+            back = reverse.score([text for text, _ in hyps], [source] * len(hyps))
+            combined = [score + weight * b for (_, score), b in zip(hyps, back)]
+            expected.append(hyps[combined.index(max(combined))][0])
+        assert forward.translate_reranked(sources, reverse, weight, beam_size=4) == expected
+    assert forward.translate_reranked(sources, reverse, 0.0, beam_size=4) == forward.translate(sources, beam_size=4)
+    assert forward.translate_reranked(sources, reverse, 3.0, beam_size=4) != forward.translate(sources, beam_size=4)
+
+
+def test_rerank_flags_of_the_command_lines(trained, tmp_path, capsys):
+    model, out = trained
+    pairs = reversal_pairs(6, seed=12)
+    (tmp_path / "src").write_text("".join(s + "\n" for s, _ in pairs))
+    (tmp_path / "ref").write_text("".join(t + "\n" for _, t in pairs))
+    ck = str(out / "model.pt")
+    expected = model.translate_reranked([s for s, _ in pairs], model, 0.5, beam_size=3)
+    translate_main(["--checkpoint", ck, "--input", str(tmp_path / "src"), "--beam-size", "3", "--rerank-with", ck,
+                    "--rerank-weight", "0.5", "--device", "cpu"])
+    assert capsys.readouterr().out.splitlines() == expected
+    results = bleu_main(["--checkpoint", ck, "--src", str(tmp_path / "src"), "--ref", str(tmp_path / "ref"),
+                         "--beam-size", "3", "--rerank-with", ck, "--rerank-weight", "0.5", "--device", "cpu"])
+    assert results[0]["score"] == pytest.approx(sacrebleu.corpus_bleu(expected, [[t for _, t in pairs]]).score)
+    capsys.readouterr()
+    for main, argv, message in (
+            (translate_main, ["--input", str(tmp_path / "src"), "--method", "greedy"], "--method greedy"),
+            (translate_main, ["--input", str(tmp_path / "src"), "--n-best", "2"], "--n-best"),
+            (translate_main, ["--input", str(tmp_path / "src"), "--rerank-weight", "-1"], "--rerank-weight = -1"),
+            (bleu_main, ["--src", str(tmp_path / "src"), "--ref", str(tmp_path / "ref"), "--method", "greedy"],
+             "--method greedy")):
+        with pytest.raises(SystemExit) as exit_info:
+            run_main(main, ["--checkpoint", ck, "--rerank-with", ck, "--device", "cpu"] + argv)
+        assert exit_info.value.code == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and message in err[0]
+    with pytest.raises(SystemExit):
+        run_main(bleu_main, ["--checkpoint", ck, "--src", str(tmp_path / "src"), "--ref", str(tmp_path / "ref"),
+                             "--rerank-with", str(tmp_path / "none.pt")])
+    assert "none.pt does not exist" in capsys.readouterr().err
