@@ -170,6 +170,9 @@ class Translator(nn.Module):
     def score(self, sources: list[str], targets: list[str], batch_size: int = 64) -> list[float]:
         """log p(target | source) for each pair, by teacher forcing, EOS included: the log_prob that search
         reports for a finished hypothesis of those tokens."""
+        if len(sources) != len(targets):
+            raise ValueError(f"score needs one target per source, got {len(sources)} sources and "
+                             f"{len(targets)} targets")
         self.eval()
         scores: list[float] = []
         for start in range(0, len(sources), batch_size):

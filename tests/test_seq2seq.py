@@ -274,6 +274,8 @@ def test_score_is_the_log_prob_that_beam_search_reports(trained):
     scores = model.score([src for src, _ in finished], [model.tgt_tokenizer.decode(h.tokens) for _, h in finished],
                          batch_size=3)  # batches of mixed lengths: padding must not count
     assert scores == pytest.approx([h.log_prob for _, h in finished], abs=1e-4)
+    with pytest.raises(ValueError, match="one target per source"):
+        model.score(sources, sources[:-1])
 
 
 def test_reranking_keeps_the_best_combined_score(trained):
