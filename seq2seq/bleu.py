@@ -113,14 +113,12 @@ def add_rerank_flags(parser: argparse.ArgumentParser | argparse._ArgumentGroup) 
 
 
 def check_rerank_flags(args: argparse.Namespace) -> None:
-    """One-line errors for reranking flags that cannot work, before any model is loaded."""
+    """One-line errors for reranking flags that do not fit together, before any model is loaded."""
     if args.rerank_with is None:
         return
     if args.method != "beam":
         raise UserError(f"--rerank-with reorders the n best of beam search; it does not go with --method {args.method}")
     check_range("--rerank-weight", args.rerank_weight, low=0)
-    if not Path(args.rerank_with).is_file():
-        raise UserError(f"checkpoint {args.rerank_with} does not exist")
 
 
 def _hypotheses(args: argparse.Namespace, n_refs: int) -> list[str]:
@@ -137,7 +135,7 @@ def _hypotheses(args: argparse.Namespace, n_refs: int) -> list[str]:
         raise UserError("--checkpoint needs --src SRC, the sentences to translate")
     check_range("--beam-size", args.beam_size, low=1)
     check_rerank_flags(args)
-    for path in args.checkpoint:
+    for path in args.checkpoint + ([args.rerank_with] if args.rerank_with else []):
         if not Path(path).is_file():
             raise UserError(f"checkpoint {path} does not exist")
     src = read_lines(args.src)

@@ -178,9 +178,7 @@ class Translator(nn.Module):
         for start in range(0, len(sources), batch_size):
             pairs = [(self.source_ids(s), self.target_ids(t))
                      for s, t in zip(sources[start:start + batch_size], targets[start:start + batch_size])]
-            src, lengths, tgt_in, tgt_out = self.collate(pairs)
-            logits = self.decoder(tgt_in.to(self.device), self.encoder(src.to(self.device), lengths.to(self.device)))
-            tgt_out = tgt_out.to(self.device)
+            logits, tgt_out, _ = seq2seq_forward(self, tuple(t.to(self.device) for t in self.collate(pairs)), None)
             log_probs = torch.log_softmax(logits.float(), dim=-1).gather(-1, tgt_out.unsqueeze(-1)).squeeze(-1)
             scores += log_probs.masked_fill(tgt_out == PAD, 0.0).sum(dim=1).tolist()
         return scores
