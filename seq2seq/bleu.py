@@ -104,10 +104,11 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def add_rerank_flags(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
-    parser.add_argument("--rerank-with", metavar="CK",
+    parser.add_argument("--rerank-with", metavar="CK", action="append",
                         help="a checkpoint trained in the opposite direction (target -> source): of the beam's "
                              "--beam-size best translations, keep the one with the highest score + --rerank-weight "
-                             "x log p(source | translation) (noisy-channel reranking)")
+                             "x log p(source | translation) (noisy-channel reranking); repeat it to score with an "
+                             "ensemble of reverse models, or give a recipe run's list: @runs/translate/reverse.args")
     parser.add_argument("--rerank-weight", type=float, default=1.0,
                         help="weight of the reverse model's log-probability (default: %(default)s)")
 
@@ -135,7 +136,7 @@ def _hypotheses(args: argparse.Namespace, n_refs: int) -> list[str]:
         raise UserError("--checkpoint needs --src SRC, the sentences to translate")
     check_range("--beam-size", args.beam_size, low=1)
     check_rerank_flags(args)
-    for path in args.checkpoint + ([args.rerank_with] if args.rerank_with else []):
+    for path in args.checkpoint + (args.rerank_with or []):
         if not Path(path).is_file():
             raise UserError(f"checkpoint {path} does not exist")
     src = read_lines(args.src)

@@ -3,7 +3,8 @@
 `ensemble.args` that the translation recipe writes).
 
 Without --input it reads sentences from the terminal, one per line, and answers each at once.
-`--rerank-with REVERSE.pt` picks among the beam's best with a model trained in the opposite direction.
+`--rerank-with REVERSE.pt` picks among the beam's best with a model (or, repeated, an ensemble) trained in the
+opposite direction.
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from core.allocator import keep_freed_memory
 from core.cli import DTYPES, UserError, add_dtype_flag, resolve_device, run_main
 from seq2seq.bleu import add_rerank_flags, check_rerank_flags
 from seq2seq.data import read_lines
-from seq2seq.translator import Translator, load_ensemble
+from seq2seq.translator import load_ensemble
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -44,7 +45,10 @@ def main(argv: list[str] | None = None) -> None:
     keep_freed_memory()
     device, dtype = resolve_device(args.device), DTYPES[args.dtype]
     model, others = load_ensemble(args.checkpoint, device=device, dtype=dtype)
-    reverse = Translator.load(args.rerank_with, device=device, dtype=dtype) if args.rerank_with else None
+    reverse = None  # the reverse model, or models, that rerank
+    if args.rerank_with:
+        first_reverse, other_reverse = load_ensemble(args.rerank_with, device=device, dtype=dtype)
+        reverse = [first_reverse, *other_reverse]
     options = dict(method=args.method, beam_size=args.beam_size, length_penalty=args.length_penalty,
                    batch_size=args.batch_size, ensemble_with=others)
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import functools
+import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -167,31 +168,45 @@ class Translator(nn.Module):
                 for hyps in self.search(sentences, n_best=n_best, **{**options, "method": "beam"})]
 
     @torch.no_grad()
-    def score(self, sources: list[str], targets: list[str], batch_size: int = 64) -> list[float]:
+    def score(self, sources: list[str], targets: list[str], batch_size: int = 64,
+              ensemble_with: Sequence["Translator"] = ()) -> list[float]:
         """log p(target | source) for each pair, by teacher forcing, EOS included: the log_prob that search
-        reports for a finished hypothesis of those tokens."""
+        reports for a finished hypothesis of those tokens. With `ensemble_with`, each token's probability is
+        the mean of the members', as in an ensemble's search."""
         if len(sources) != len(targets):
             raise ValueError(f"score needs one target per source, got {len(sources)} sources and "
                              f"{len(targets)} targets")
-        self.eval()
+        members = [self, *ensemble_with]
+        for other in ensemble_with:
+            self._check_same_vocabularies(other)
+        for m in members:
+            m.eval()
         scores: list[float] = []
         for start in range(0, len(sources), batch_size):
             pairs = [(self.source_ids(s), self.target_ids(t))
                      for s, t in zip(sources[start:start + batch_size], targets[start:start + batch_size])]
-            logits, tgt_out, _ = seq2seq_forward(self, tuple(t.to(self.device) for t in self.collate(pairs)), None)
-            log_probs = torch.log_softmax(logits.float(), dim=-1).gather(-1, tgt_out.unsqueeze(-1)).squeeze(-1)
-            scores += log_probs.masked_fill(tgt_out == PAD, 0.0).sum(dim=1).tolist()
+            batch = self.collate(pairs)
+            per_member = []
+            for m in members:
+                logits, tgt_out, _ = seq2seq_forward(m, tuple(t.to(m.device) for t in batch), None)
+                log_probs = torch.log_softmax(logits.float(), dim=-1).gather(-1, tgt_out.unsqueeze(-1)).squeeze(-1)
+                per_member.append(log_probs.to(self.device))
+            log_probs = torch.stack(per_member).logsumexp(dim=0) - math.log(len(members))
+            scores += log_probs.masked_fill(batch[3].to(self.device) == PAD, 0.0).sum(dim=1).tolist()
         return scores
 
-    def translate_reranked(self, sentences: list[str], reverse: "Translator", weight: float = 1.0,
-                           beam_size: int = 5, **options: Any) -> list[str]:
+    def translate_reranked(self, sentences: list[str], reverse: "Translator | Sequence[Translator]",
+                           weight: float = 1.0, beam_size: int = 5, **options: Any) -> list[str]:
         """Noisy-channel reranking (the channel model of Yee et al., 2019, without their language model):
         the beam's `beam_size` best translations of each sentence, the one with the highest beam score +
-        `weight` * log p(sentence | translation) under `reverse`, a model trained in the opposite direction.
-        A translation that leaves out or invents content explains its source badly, whatever its fluency."""
+        `weight` * log p(sentence | translation) under `reverse`, a model (or an ensemble: a list of models)
+        trained in the opposite direction. A translation that leaves out or invents content explains its
+        source badly, whatever its fluency."""
+        first, *others = [reverse] if isinstance(reverse, Translator) else reverse
         nbest = self.translate_nbest(sentences, beam_size, beam_size=beam_size, **options)
         candidates = [(source, text) for source, hyps in zip(sentences, nbest) for text, _ in hyps]
-        back = iter(reverse.score([text for _, text in candidates], [source for source, _ in candidates]))
+        back = iter(first.score([text for _, text in candidates], [source for source, _ in candidates],
+                                ensemble_with=others))
         chosen = []
         for hyps in nbest:
             combined = [score + weight * next(back) for _, score in hyps]
@@ -219,15 +234,16 @@ def load_ensemble(checkpoints: Sequence[str | Path], device: str | torch.device 
 
 
 def translate_file(checkpoints: Sequence[str | Path], src_lines: list[str], beam_size: int, method: str,
-                   device: torch.device, dtype: torch.dtype = torch.float32, rerank_with: str | Path | None = None,
-                   rerank_weight: float = 1.0) -> list[str]:
+                   device: torch.device, dtype: torch.dtype = torch.float32,
+                   rerank_with: Sequence[str | Path] = (), rerank_weight: float = 1.0) -> list[str]:
     """Translate lines with one checkpoint or an ensemble of several (`python -m seq2seq.bleu --checkpoint`),
-    reranking the beam's n best with the reverse model `rerank_with` when given."""
+    reranking the beam's n best with the reverse model (or ensemble) `rerank_with` when given."""
     model, others = load_ensemble(checkpoints, device, dtype)
-    if rerank_with is None:
+    if not rerank_with:
         return model.translate(src_lines, method=method, beam_size=beam_size, ensemble_with=others)
-    reverse = Translator.load(rerank_with, device=device, dtype=dtype)
-    return model.translate_reranked(src_lines, reverse, rerank_weight, beam_size=beam_size, ensemble_with=others)
+    reverse, reverse_others = load_ensemble(rerank_with, device, dtype)
+    return model.translate_reranked(src_lines, [reverse, *reverse_others], rerank_weight, beam_size=beam_size,
+                                    ensemble_with=others)
 
 
 class SampledSubwords(BucketBatches):

@@ -278,6 +278,22 @@ def test_score_is_the_log_prob_that_beam_search_reports(trained):
         model.score(sources, sources[:-1])
 
 
+def test_ensemble_score_is_the_log_prob_that_ensemble_beam_search_reports(trained):
+    model, _ = trained
+    torch.manual_seed(7)
+    other = tiny_translator(bridge="zero").eval()  # untrained: its probabilities differ from the model's
+    sources = [s for s, _ in reversal_pairs(5, seed=8)]
+    nbest = model.search(sources, method="beam", beam_size=3, n_best=3, ensemble_with=[other])
+    decode = model.tgt_tokenizer.decode  # only hypotheses whose text encodes back to their tokens (no specials)
+    finished = [(src, h) for src, hyps in zip(sources, nbest) for h in hyps
+                if h.finished and h.tokens and model.target_ids(decode(h.tokens))[1:-1] == h.tokens]
+    assert len(finished) >= 6
+    sources, targets = [src for src, _ in finished], [model.tgt_tokenizer.decode(h.tokens) for _, h in finished]
+    scores = model.score(sources, targets, batch_size=4, ensemble_with=[other])
+    assert scores == pytest.approx([h.log_prob for _, h in finished], abs=1e-4)
+    assert scores != pytest.approx(model.score(sources, targets), abs=1e-2)  # the other member counts
+
+
 def test_reranking_keeps_the_best_combined_score(trained):
     reverse, _ = trained  # reversing is its own inverse: the trained model is a reverse model of the task
     torch.manual_seed(5)
@@ -309,6 +325,13 @@ def test_rerank_flags_of_the_command_lines(trained, tmp_path, capsys):
                          "--beam-size", "3", "--rerank-with", ck, "--rerank-weight", "0.5", "--device", "cpu"])
     assert results[0]["score"] == pytest.approx(sacrebleu.corpus_bleu(expected, [[t for _, t in pairs]]).score)
     capsys.readouterr()
+    torch.manual_seed(9)
+    other = tiny_translator(bridge="zero").eval()  # a second reverse model: the two score as one ensemble
+    other.save(tmp_path / "other.pt")
+    translate_main(["--checkpoint", ck, "--input", str(tmp_path / "src"), "--beam-size", "3", "--rerank-with", ck,
+                    "--rerank-with", str(tmp_path / "other.pt"), "--rerank-weight", "2", "--device", "cpu"])
+    assert capsys.readouterr().out.splitlines() == model.translate_reranked([s for s, _ in pairs], [model, other],
+                                                                            2.0, beam_size=3)
     for main, argv, message in (
             (translate_main, ["--input", str(tmp_path / "src"), "--method", "greedy"], "--method greedy"),
             (translate_main, ["--input", str(tmp_path / "src"), "--n-best", "2"], "--n-best"),

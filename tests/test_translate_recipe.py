@@ -113,6 +113,42 @@ def test_recipe_trains_an_ensemble_side_by_side_and_tests_its_snapshots(tmp_path
     assert sorted(out.glob("**/*.pt")) == before
 
 
+@pytest.mark.slow
+def test_recipe_trains_reverse_models_beside_and_reranks_the_test_with_them(tmp_path, corpus, capsys):
+    out = tmp_path / "run"
+    results = translate_main(["--corpus", str(corpus), "--out", str(out), "--steps", "20", "--valid-every", "10",
+                              "--members", "1", "--reverse-members", "2", "--snapshots", "0", "--separate-vocab",
+                              "--rerank-beam-size", "3", "--rerank-weight", "0.5", *TINY])
+    printed = capsys.readouterr().out
+    reverse = [out / "reverse" / f"member{k}" / "best.pt" for k in (1, 2)]
+    assert results["reverse_checkpoints"] == [str(p) for p in reverse] and "test, beam3_reranked:" in printed
+    forward = load_checkpoint(out / "best.pt", task="translation")
+    for path in reverse:  # trained the other way round: target -> source, with the tokenizers swapped
+        backward = load_checkpoint(path, task="translation")
+        assert backward["tokenizers"]["source"] == forward["tokenizers"]["target"]
+        assert backward["tokenizers"]["target"] == forward["tokenizers"]["source"]
+    logs = [(out / "reverse" / f"member{k}" / "log.jsonl").read_text() for k in (1, 2)]
+    assert logs[0] != logs[1]  # seeds --seed and --seed + 1
+    # the command lines rerank with the files the recipe writes, and repeat its figure
+    rescored = bleu_main([f"@{out / 'ensemble.args'}", f"@{out / 'reverse.args'}", "--src", str(out / "test.source.txt"),
+                          "--ref", str(out / "test.reference.txt"), "--beam-size", "3", "--rerank-weight", "0.5",
+                          "--device", "cpu"])
+    assert rescored[0]["score"] == pytest.approx(results["beam3_reranked"]["BLEU"]["score"])
+    # the folder alone resumes every model, the reverse ones too
+    resumed = translate_main(["--resume", str(out), "--steps", "24"])
+    assert resumed["steps"] == [24] and all(load_checkpoint(out / "reverse" / f"member{k}" / "last.pt",
+                                                            task="translation")["trainer"]["step"] == 24 for k in (1, 2))
+    for argv, expected in ((["--resume", str(out), "--reverse-members", "1"], "continues a run of 2 reverse model(s)"),
+                           (["--resume", str(out / "last.pt"), "--reverse-members", "1"], "one model's checkpoint"),
+                           (["--out", str(tmp_path / "o"), "--rerank-weight", "-1"], "--rerank-weight = -1"),
+                           (["--out", str(tmp_path / "o"), "--reverse-members", "-1"], "--reverse-members = -1")):
+        with pytest.raises(SystemExit) as exit_info:
+            run_main(translate_main, ["--corpus", str(corpus), *argv, *TINY])
+        assert exit_info.value.code == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and expected in err[0], err
+
+
 def test_recipe_bad_data_flags(tmp_path, capsys):
     bad = tmp_path / "bad.tsv"
     bad.write_text("ein satz\tone sentence\nno tab here\n")
