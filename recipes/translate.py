@@ -183,6 +183,10 @@ def plan_run(args: argparse.Namespace, default_members: int) -> tuple[Path, list
         if resume.parent.name.startswith("member") and members_of(resume.parent.parent) > 1:
             raise UserError(f"--resume {resume} is one member of the ensemble in {resume.parent.parent}; "
                             f"resume the whole run with --resume {resume.parent.parent}")
+        for run in resume.parents[1:3]:  # run/reverse/last.pt or run/reverse/memberK/last.pt
+            if resume.is_relative_to(run / "reverse") and members_of(run, "reverse_members"):
+                raise UserError(f"--resume {resume} is a reverse model of the run in {run}; resume the whole run "
+                                f"with --resume {run}")
         args.members, args.reverse_members = 1, 0
         return run_folder(args.out, args.resume, args.overwrite, DEFAULT_OUT), [resume]
     if not resume.is_dir():
@@ -267,7 +271,7 @@ def train_member(run: RunSetup, member: int, folder: Path, resume: Path | None) 
         return {"bleu": score_files(hyps, [[t for _, t in bleu_pairs]], metrics=["bleu"])[0]["score"]}
 
     device = run.device
-    if device.type == "cuda" and device.index is None and args.members > 1:  # members share out the GPUs
+    if device.type == "cuda" and device.index is None and args.members + args.reverse_members > 1:  # share the GPUs
         device = torch.device("cuda", position % torch.cuda.device_count())
     if run.reverse:
         label = "reverse" if args.reverse_members == 1 else f"reverse {member + 1}"

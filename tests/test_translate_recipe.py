@@ -140,6 +140,8 @@ def test_recipe_trains_reverse_models_beside_and_reranks_the_test_with_them(tmp_
                                                             task="translation")["trainer"]["step"] == 24 for k in (1, 2))
     for argv, expected in ((["--resume", str(out), "--reverse-members", "1"], "continues a run of 2 reverse model(s)"),
                            (["--resume", str(out / "last.pt"), "--reverse-members", "1"], "one model's checkpoint"),
+                           (["--resume", str(out / "reverse" / "member2" / "last.pt")],
+                            f"is a reverse model of the run in {out}; resume the whole run with --resume {out}"),
                            (["--out", str(tmp_path / "o"), "--rerank-weight", "-1"], "--rerank-weight = -1"),
                            (["--out", str(tmp_path / "o"), "--reverse-members", "-1"], "--reverse-members = -1")):
         with pytest.raises(SystemExit) as exit_info:
