@@ -160,6 +160,8 @@ def test_recipe_bad_data_flags(tmp_path, capsys):
                            (["--corpus", str(good), "--level", "word", "--subword-alpha", "0.1"],
                             "--subword-alpha 0.1: sampled segmentations need sentencepiece tokenizers, not word"),
                            (["--train-src", str(bad)], "give all six"),
+                           (["--corpus", str(good), "--beam-size", "0"], "--beam-size = 0 is out of range"),
+                           (["--corpus", str(good), "--rerank-beam-size", "0"], "--rerank-beam-size = 0 is out of range"),
                            (["--corpus", str(tmp_path / "none.tsv")], "none.tsv")):
         with pytest.raises(SystemExit) as exit_info:
             run_main(translate_main, [*argv, "--out", str(tmp_path / "o")])
