@@ -30,15 +30,18 @@ from core.parallel import run_side_by_side
 from core.tokenizers import SentencePieceTokenizer, WordTokenizer, tokenizer_from_dict
 from core.trainer import TrainConfig, Trainer, snapshots_in
 from seq2seq.bible import bible_pairs
+from seq2seq import R2L_WEIGHT
 from seq2seq.bleu import score_files
 from seq2seq.data import ding_pairs, hash_split, read_pairs_tsv, read_parallel
 from seq2seq.plots import save_attention_png
-from seq2seq.translator import EncoderConfig, SampledSubwords, Translator, load_ensemble, seq2seq_forward
+from seq2seq.translator import (EncoderConfig, SampledSubwords, Translator, load_ensemble, load_rerankers,
+                                seq2seq_forward)
 
 EXAMPLES = """examples:
   python recipes/translate.py                                  # German -> English, Ding sentences
   python recipes/translate.py --members 1 --snapshots 0        # one model, its best checkpoint
   python recipes/translate.py --members 4 --reverse-members 1  # + a reverse model that reranks the n best
+  python recipes/translate.py --members 4 --reverse-members 1 --r2l-members 1  # + a right-to-left model too
   python recipes/translate.py --corpus pairs.tsv --out runs/mine
   python recipes/translate.py --dataset bible --out runs/bible   # Spanish -> English Bible verses
   python recipes/translate.py --train-src tr.de --train-tgt tr.en --valid-src va.de --valid-tgt va.en \\
@@ -46,8 +49,12 @@ EXAMPLES = """examples:
   python recipes/translate.py --resume runs/translate             # continue an interrupted run exactly
   python -m seq2seq.translate @runs/translate/ensemble.args --input de.txt   # the run's ensemble, afterwards
   python -m seq2seq.translate @runs/translate/ensemble.args @runs/translate/reverse.args --beam-size 10
+  python -m seq2seq.translate @runs/translate/ensemble.args @runs/translate/reverse.args \\
+                              @runs/translate/r2l.args --beam-size 10
 """
 DEFAULT_OUT = "runs/translate"
+# the models a run may train beside the forward members, to rerank their n best: folder (and flag) name -> what
+RERANKERS = {"reverse": "reverse model", "r2l": "right-to-left model"}
 SPLIT_FLAGS = [f"--{part}-{side}" for part in ("train", "valid", "test") for side in ("src", "tgt")]
 
 
@@ -79,6 +86,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="models trained side by side with the others in the opposite direction (target -> source), "
                         "in --out/reverse; the test then also reranks the beam's --rerank-beam-size best with "
                         "their ensemble (noisy channel, `seq2seq.translate --rerank-with`) (default: 0)")
+    p.add_argument("--r2l-members", type=int,
+                   help="models trained side by side with the others in the same direction but writing right to "
+                        "left (--target-order right-to-left), in --out/r2l; the test then also reranks the beam's "
+                        "--rerank-beam-size best with their ensemble (`seq2seq.translate --rerank-r2l`); their seeds "
+                        "are --seed, --seed + 1, ... as the forward members' (default: 0)")
     p.add_argument("--resume", metavar="PATH",
                    help="continue an interrupted run: its folder (every member of an ensemble goes on from its "
                         "last.pt), or one model's checkpoint; with the flags the run started with, except those given now")
@@ -87,9 +99,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--beam-size", type=int, default=5, help="beam size for the test translations")
     p.add_argument("--length-penalty", type=float, default=1.0, help="GNMT alpha for beam search")
     p.add_argument("--rerank-beam-size", type=int, default=10,
-                   help="with --reverse-members: the beam size, and n-best size, of the reranked test translations")
+                   help="with --reverse-members or --r2l-members: the beam size, and n-best size, of the reranked "
+                        "test translations")
     p.add_argument("--rerank-weight", type=float, default=1.0,
                    help="with --reverse-members: the weight of log p(source | translation) (default: %(default)s)")
+    p.add_argument("--rerank-r2l-weight", type=float, default=R2L_WEIGHT,
+                   help="with --r2l-members: the weight of their log p(translation | source) (default: %(default)s)")
     p.add_argument("--valid-sentences", type=int, default=500, help="validation sentences decoded for BLEU")
     # Defaults chosen for ~12k sentence pairs and 20 minutes on 2 CPU cores, by measured runs (README):
     # - Luong attention (scaled) without input feeding: no step depends on the previous step's output, so
@@ -148,14 +163,24 @@ def member_folders(out: Path, members: int) -> list[Path]:
     return [out] if members == 1 else [out / f"member{k}" for k in range(1, members + 1)]
 
 
-def reverse_folders(out: Path, reverse_members: int) -> list[Path]:
-    """Where each reverse model of the run trains: out/reverse, or out/reverse/memberK for several."""
-    return member_folders(out / "reverse", reverse_members) if reverse_members else []
+def reranker_folders(out: Path, kind: str, count: int) -> list[Path]:
+    """Where each reranking model of one kind trains: out/reverse (out/r2l), or out/reverse/memberK for several."""
+    return member_folders(out / kind, count) if count else []
+
+
+def model_folders(out: Path, args: argparse.Namespace) -> list[tuple[str, Path]]:
+    """Every model of the run: (kind, folder), the forward members first."""
+    return [("forward", folder) for folder in member_folders(out, args.members)] + [
+        (kind, folder) for kind in RERANKERS for folder in reranker_folders(out, kind, count(args, kind))]
+
+
+def count(args: argparse.Namespace, kind: str) -> int | None:
+    return getattr(args, f"{kind}_members")
 
 
 def members_of(run: Path, key: str = "members") -> int:
-    """How many models (or, with key "reverse_members", reverse models) the run in this folder trains, as its
-    config.json says (1 and 0 for runs from before ensembles and reverse models)."""
+    """How many models (or, with key "reverse_members" or "r2l_members", reranking models) the run in this
+    folder trains, as its config.json says (1 and 0 for runs from before ensembles and reranking models)."""
     before = 1 if key == "members" else 0
     try:
         return int(json.loads((run / "config.json").read_text())["ensemble"].get(key, before))
@@ -164,46 +189,52 @@ def members_of(run: Path, key: str = "members") -> int:
 
 
 def plan_run(args: argparse.Namespace, default_members: int) -> tuple[Path, list[Path | None]]:
-    """The run folder, and each model's checkpoint to resume from (None: a fresh start), the forward members
-    first; sets args.members and args.reverse_members. Refuses to train afresh over old checkpoints, and to
-    resume something that cannot be resumed whole."""
+    """The run folder, and each model's checkpoint to resume from (None: a fresh start), in the order of
+    `model_folders`; sets args.members, args.reverse_members and args.r2l_members. Refuses to train afresh
+    over old checkpoints, and to resume something that cannot be resumed whole."""
     if args.members is not None:
         check_range("--members", args.members, low=1)
-    if args.reverse_members is not None:
-        check_range("--reverse-members", args.reverse_members, low=0)
+    for kind in RERANKERS:
+        if count(args, kind) is not None:
+            check_range(f"--{kind}-members", count(args, kind), low=0)
     if not args.resume:
         args.members = args.members or default_members
-        args.reverse_members = args.reverse_members or 0
+        for kind in RERANKERS:
+            setattr(args, f"{kind}_members", count(args, kind) or 0)
         return (run_folder(args.out, None, args.overwrite, DEFAULT_OUT),
-                [None] * (args.members + args.reverse_members))
+                [None] * total_models(args))
     resume = Path(args.resume)
     if resume.is_file():  # one model's checkpoint: a single model goes on, into --out or beside the checkpoint
-        if args.members not in (None, 1) or args.reverse_members:
+        if args.members not in (None, 1) or any(count(args, kind) for kind in RERANKERS):
             raise UserError(f"--resume {resume} is one model's checkpoint; resume an ensemble from its folder")
         if resume.parent.name.startswith("member") and members_of(resume.parent.parent) > 1:
             raise UserError(f"--resume {resume} is one member of the ensemble in {resume.parent.parent}; "
                             f"resume the whole run with --resume {resume.parent.parent}")
-        for run in resume.parents[1:3]:  # run/reverse/last.pt or run/reverse/memberK/last.pt
-            if resume.is_relative_to(run / "reverse") and members_of(run, "reverse_members"):
-                raise UserError(f"--resume {resume} is a reverse model of the run in {run}; resume the whole run "
-                                f"with --resume {run}")
-        args.members, args.reverse_members = 1, 0
+        for run in resume.parents[1:3]:  # run/reverse/last.pt or run/reverse/memberK/last.pt (r2l alike)
+            for kind, what in RERANKERS.items():
+                if resume.is_relative_to(run / kind) and members_of(run, f"{kind}_members"):
+                    raise UserError(f"--resume {resume} is a {what} of the run in {run}; resume the whole run "
+                                    f"with --resume {run}")
+        args.members = 1
+        for kind in RERANKERS:
+            setattr(args, f"{kind}_members", 0)
         return run_folder(args.out, args.resume, args.overwrite, DEFAULT_OUT), [resume]
     if not resume.is_dir():
         raise UserError(f"--resume {resume}: no such checkpoint or run folder")
     if not (resume / "config.json").is_file():
         raise UserError(f"--resume {resume}: not a run folder (it has no config.json)")
-    members, reverse_members = members_of(resume), members_of(resume, "reverse_members")
+    members = members_of(resume)
     if args.members not in (None, members):
         raise UserError(f"--resume {resume} continues a run of {members} model(s); leave out --members")
-    if args.reverse_members not in (None, reverse_members):
-        raise UserError(f"--resume {resume} continues a run of {reverse_members} reverse model(s); leave out "
-                        "--reverse-members")
+    args.members = members
+    for kind, what in RERANKERS.items():
+        trained = members_of(resume, f"{kind}_members")
+        if count(args, kind) not in (None, trained):
+            raise UserError(f"--resume {resume} continues a run of {trained} {what}(s); leave out --{kind}-members")
+        setattr(args, f"{kind}_members", trained)
     if args.out and Path(args.out).resolve() != resume.resolve():
         raise UserError(f"--resume {resume} goes on in that folder; leave out --out {args.out}")
-    args.members, args.reverse_members = members, reverse_members
-    checkpoints = [folder / "last.pt" for folder in member_folders(resume, members) + reverse_folders(resume,
-                                                                                                    reverse_members)]
+    checkpoints = [folder / "last.pt" for _, folder in model_folders(resume, args)]
     missing = [str(p) for p in checkpoints if not p.is_file()]
     if missing:
         raise UserError(f"--resume {resume} needs {', '.join(missing)}, which {'is' if len(missing) == 1 else 'are'} "
@@ -221,23 +252,31 @@ class RunSetup:
     dec_config: DecoderConfig
     train_config: TrainConfig
     device: torch.device
-    reverse: bool = False  # trains target -> source (pairs and tokenizers swapped), to rerank the forward n best
+    # forward, or a model that reranks the forward n best: reverse (target -> source: pairs and tokenizers
+    # swapped) or r2l (source -> target, written right to left)
+    kind: str = "forward"
 
 
-def reversed_setup(run: RunSetup) -> RunSetup:
-    """The same run in the opposite direction: every pair and the two tokenizers swapped."""
-    pairs = {split: [(t, s) for s, t in pairs] for split, pairs in run.pairs.items()}
-    return replace(run, pairs=pairs, tokenizers=run.tokenizers[::-1], reverse=True)
+def setup_for(run: RunSetup, kind: str) -> RunSetup:
+    """The run as the models of `kind` train it."""
+    if kind == "reverse":
+        pairs = {split: [(t, s) for s, t in pairs] for split, pairs in run.pairs.items()}
+        return replace(run, pairs=pairs, tokenizers=run.tokenizers[::-1], kind=kind,
+                       enc_config=replace(run.enc_config, target_order="left-to-right"))
+    if kind == "r2l":
+        return replace(run, enc_config=replace(run.enc_config, target_order="right-to-left"), kind=kind)
+    return run
 
 
-def train_member(run: RunSetup, member: int, folder: Path, resume: Path | None) -> bool:
-    """Train model number `member` (from 0; reverse models count on from the last forward one, but their
-    seeds start again at --seed) into `folder`; False when Ctrl-C stopped it (its checkpoint saved)."""
+def total_models(args: argparse.Namespace) -> int:
+    return args.members + sum(count(args, kind) for kind in RERANKERS)
+
+
+def train_member(run: RunSetup, member: int, position: int, folder: Path, resume: Path | None) -> bool:
+    """Train model number `member` of its kind (from 0) into `folder`, as process number `position` of the
+    run; False when Ctrl-C stopped it (its checkpoint saved)."""
     args, world = run.args, distributed.current()
-    position = member  # the process's line in the terminal, and its GPU when there are several
-    if run.reverse:
-        member -= args.members
-    # member k trains with seed + k, so that member 1 of an ensemble is the model a single run would train
+    # member k of each kind trains with seed + k, so that member 1 of an ensemble is the model a single run would train
     train_config = replace(run.train_config, seed=run.train_config.seed + member)
     src_tok, tgt_tok = (tokenizer_from_dict(t) for t in run.tokenizers)
     torch.manual_seed(train_config.seed)
@@ -245,11 +284,11 @@ def train_member(run: RunSetup, member: int, folder: Path, resume: Path | None) 
         model = Translator(src_tok, tgt_tok, run.enc_config, run.dec_config)
     except ValueError as err:  # settings that do not fit together, e.g. --share-embeddings with --separate-vocab
         raise UserError(str(err)) from None
-    if member == 0 and not run.reverse:
+    if position == 0:
         n_params = sum(p.numel() for p in model.parameters())
         print(f"vocabulary {src_tok.vocab_size}/{tgt_tok.vocab_size}, model {n_params / 1e6:.2f}M parameters, "
-              f"device {run.device}" + (f", {args.members + args.reverse_members} models side by side"
-                                        if args.members + args.reverse_members > 1 else ""))
+              f"device {run.device}" + (f", {total_models(args)} models side by side" if total_models(args) > 1
+                                        else ""))
 
     kept = [(s, t) for s, t in run.pairs["train"] if s.strip() and t.strip()]
     if args.subword_alpha:
@@ -271,12 +310,12 @@ def train_member(run: RunSetup, member: int, folder: Path, resume: Path | None) 
         return {"bleu": score_files(hyps, [[t for _, t in bleu_pairs]], metrics=["bleu"])[0]["score"]}
 
     device = run.device
-    if device.type == "cuda" and device.index is None and args.members + args.reverse_members > 1:  # share the GPUs
+    if device.type == "cuda" and device.index is None and total_models(args) > 1:  # share the GPUs
         device = torch.device("cuda", position % torch.cuda.device_count())
-    if run.reverse:
-        label = "reverse" if args.reverse_members == 1 else f"reverse {member + 1}"
-    else:
+    if run.kind == "forward":
         label = "train" if args.members == 1 else f"member {member + 1}"
+    else:
+        label = run.kind if count(args, run.kind) == 1 else f"{run.kind} {member + 1}"
     trainer = Trainer(model, seq2seq_forward, train, train_config, folder, model.payload, valid=valid,
                       metrics_fn=valid_bleu, select="bleu", maximize=True, device=device, world=world,
                       label=label, bar_position=position)
@@ -299,13 +338,18 @@ def ensemble_checkpoints(args: argparse.Namespace, folders: list[Path]) -> list[
 def main(argv: list[str] | None = None) -> dict:
     args = parse_flags(build_parser(), argv)
     for flag, value, low in (("--beam-size", args.beam_size, 1), ("--rerank-beam-size", args.rerank_beam_size, 1),
-                             ("--rerank-weight", args.rerank_weight, 0)):  # before training, not after it
+                             ("--rerank-weight", args.rerank_weight, 0),
+                             ("--rerank-r2l-weight", args.rerank_r2l_weight, 0)):  # before training, not after it
         check_range(flag, value, low=low)
+    if args.r2l_members and args.target_order == "right-to-left":
+        raise UserError("--r2l-members trains right-to-left models to rerank left-to-right ones; leave out "
+                        "--target-order right-to-left")
     # under torchrun the processes already share the training of one model
     out, resume = plan_run(args, default_members=1 if distributed.launched() else 2)
-    if (args.members > 1 or args.reverse_members) and distributed.launched():
-        raise UserError(f"--members {args.members} --reverse-members {args.reverse_members} trains each model in a "
-                        "process of its own; under torchrun train (or resume) a single model, --members 1")
+    if total_models(args) > 1 and distributed.launched():
+        raise UserError(f"--members {args.members} --reverse-members {args.reverse_members} --r2l-members "
+                        f"{args.r2l_members} trains each model in a process of its own; under torchrun train (or "
+                        "resume) a single model, --members 1")
     world, device = distributed.setup(resolve_device(args.device))
     with world.main_first():  # the main process fills the data cache; the others then read it
         pairs = load_pairs(args)
@@ -327,56 +371,64 @@ def main(argv: list[str] | None = None) -> dict:
                           "vocab_size": args.vocab_size, "joint": not args.separate_vocab,
                           "max_tokens": args.max_tokens, "subword_alpha": args.subword_alpha},
                     ensemble={"members": args.members, "reverse_members": args.reverse_members,
-                              "snapshots": train_config.snapshots})
+                              "r2l_members": args.r2l_members, "snapshots": train_config.snapshots})
     run = RunSetup(args, pairs, tokenizers, enc_config, dec_config, train_config, device)
-    forward, reverse = member_folders(out, args.members), reverse_folders(out, args.reverse_members)
-    jobs = [partial(train_member, run if k < len(forward) else reversed_setup(run), k, folder, resume[k])
-            for k, folder in enumerate(forward + reverse)]
+    folders = model_folders(out, args)
+    jobs = [partial(train_member, setup_for(run, kind), [k for k, _ in folders[:position]].count(kind), position,
+                    folder, resume[position]) for position, (kind, folder) in enumerate(folders)]
     started = time.perf_counter()
     finished = [jobs[0]()] if len(jobs) == 1 else run_side_by_side(jobs)
     train_seconds = time.perf_counter() - started
     # after Ctrl-C the run stops (its checkpoints are saved); testing, examples and plots: once, in the main process
     if not world.main or not all(finished):
         if world.main:
-            saved = all((folder / "last.pt").exists() for folder in forward + reverse)
+            saved = all((folder / "last.pt").exists() for _, folder in folders)
             print(f"interrupted; continue with --resume {out}" if saved else
                   "interrupted before every model saved a checkpoint; start afresh with --overwrite")
         return {}
-    return evaluate(args, out, ensemble_checkpoints(args, forward), ensemble_checkpoints(args, reverse), pairs["test"],
-                    device, {"train_seconds": round(train_seconds, 1), "members": args.members,
-                             "reverse_members": args.reverse_members})
+    checkpoints = {kind: ensemble_checkpoints(args, [folder for k, folder in folders if k == kind])
+                   for kind in ("forward", *RERANKERS)}
+    return evaluate(args, out, checkpoints, pairs["test"], device,
+                    {"train_seconds": round(train_seconds, 1), "members": args.members,
+                     "reverse_members": args.reverse_members, "r2l_members": args.r2l_members})
 
 
-def evaluate(args: argparse.Namespace, out: Path, checkpoints: list[Path], reverse_checkpoints: list[Path],
-             test: list[tuple[str, str]], device: torch.device, results: dict) -> dict:
-    """Test BLEU and chrF (greedy, beam and, with reverse models, reranked beam) of the model, or of the
-    ensemble of `checkpoints`; examples, attention maps, results.json, and `ensemble.args` (and
-    `reverse.args`) for the command lines (`@out/ensemble.args @out/reverse.args`)."""
-    model, others = load_ensemble(checkpoints, device)
+def evaluate(args: argparse.Namespace, out: Path, checkpoints: dict[str, list[Path]], test: list[tuple[str, str]],
+             device: torch.device, results: dict) -> dict:
+    """Test BLEU and chrF (greedy, beam and, with reranking models, reranked beam) of the model, or of the
+    ensemble of the forward checkpoints; examples, attention maps, results.json, and `ensemble.args` (and
+    `reverse.args`, `r2l.args`) for the command lines (`@out/ensemble.args @out/reverse.args @out/r2l.args`)."""
+    model, others = load_ensemble(checkpoints["forward"], device)
     logs = [[json.loads(line) for line in (f / "log.jsonl").read_text().splitlines()]
             for f in member_folders(out, args.members)]
     results.update(  # per member, where a figure differs between them
         steps=[max((r["step"] for r in log), default=0) for log in logs],
         best_valid_bleu=[max((r["bleu"] for r in log if r["split"] == "valid" and "bleu" in r), default=None)
                          for log in logs],
-        parameters_per_model=sum(p.numel() for p in model.parameters()), checkpoints=[str(p) for p in checkpoints])
-    (out / "ensemble.args").write_text("".join(f"--checkpoint\n{p}\n" for p in checkpoints))
+        parameters_per_model=sum(p.numel() for p in model.parameters()),
+        checkpoints=[str(p) for p in checkpoints["forward"]])
+    (out / "ensemble.args").write_text("".join(f"--checkpoint\n{p}\n" for p in checkpoints["forward"]))
     decodings = {"greedy": partial(model.translate, method="greedy", ensemble_with=others),
                  f"beam{args.beam_size}": partial(model.translate, method="beam", beam_size=args.beam_size,
                                                   length_penalty=args.length_penalty, ensemble_with=others)}
-    (out / "reverse.args").unlink(missing_ok=True)  # an earlier run's, in a folder trained afresh
-    if reverse_checkpoints:
-        first, rest = load_ensemble(reverse_checkpoints, device)
-        (out / "reverse.args").write_text("".join(f"--rerank-with\n{p}\n" for p in reverse_checkpoints))
-        results["reverse_checkpoints"] = [str(p) for p in reverse_checkpoints]
+    args_files = []
+    for kind, flag in (("reverse", "--rerank-with"), ("r2l", "--rerank-r2l")):
+        (out / f"{kind}.args").unlink(missing_ok=True)  # an earlier run's, in a folder trained afresh
+        if checkpoints[kind]:
+            (out / f"{kind}.args").write_text("".join(f"{flag}\n{p}\n" for p in checkpoints[kind]))
+            results[f"{kind}_checkpoints"] = [str(p) for p in checkpoints[kind]]
+            args_files.append(f"@{out / f'{kind}.args'}")
+    rerankers = load_rerankers(checkpoints["reverse"], checkpoints["r2l"], args.rerank_weight, args.rerank_r2l_weight,
+                               device)
+    if rerankers:
         decodings[f"beam{args.rerank_beam_size}_reranked"] = partial(
-            model.translate_reranked, reverse=[first, *rest], weight=args.rerank_weight,
-            beam_size=args.rerank_beam_size, length_penalty=args.length_penalty, ensemble_with=others)
+            model.translate_reranked, beam_size=args.rerank_beam_size, length_penalty=args.length_penalty,
+            ensemble_with=others, **rerankers)
     sources, references = [s for s, _ in test], [t for _, t in test]
     for name, lines in (("test.source.txt", sources), ("test.reference.txt", references)):  # for seq2seq.bleu
         (out / name).write_text("\n".join(lines) + "\n", encoding="utf-8")
     if others:
-        print(f"\ntesting an ensemble of {len(checkpoints)} checkpoints (@{out / 'ensemble.args'})")
+        print(f"\ntesting an ensemble of {len(checkpoints['forward'])} checkpoints (@{out / 'ensemble.args'})")
     for name, decode in decodings.items():
         t0 = time.perf_counter()
         hyps = decode(sources)
@@ -394,8 +446,8 @@ def evaluate(args: argparse.Namespace, out: Path, checkpoints: list[Path], rever
         save_attention_png(*model.attention(sentence, method="beam", beam_size=args.beam_size, ensemble_with=others),
                            out / f"attention_{i + 1}.png")
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
-    print(f"attention maps: {out}/attention_*.png   checkpoints: @{out / 'ensemble.args'}"
-          + (f" @{out / 'reverse.args'}" if reverse_checkpoints else ""))
+    print(f"attention maps: {out}/attention_*.png   checkpoints: "
+          + " ".join([f"@{out / 'ensemble.args'}", *args_files]))
     return results
 
 

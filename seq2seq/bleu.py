@@ -17,6 +17,7 @@ from sacrebleu.metrics import BLEU, CHRF
 from sacrebleu.metrics.base import Metric
 
 from core.cli import DTYPES, UserError, add_dtype_flag, check_range, resolve_device, run_main
+from seq2seq import R2L_WEIGHT
 from seq2seq.data import read_lines
 
 METRICS = ("bleu", "chrf")
@@ -111,15 +112,30 @@ def add_rerank_flags(parser: argparse.ArgumentParser | argparse._ArgumentGroup) 
                              "ensemble of reverse models, or give a recipe run's list: @runs/translate/reverse.args")
     parser.add_argument("--rerank-weight", type=float, default=1.0,
                         help="weight of the reverse model's log-probability (default: %(default)s)")
+    parser.add_argument("--rerank-r2l", metavar="CK", action="append",
+                        help="a checkpoint of the same direction that writes right to left (--target-order "
+                             "right-to-left): adds --rerank-r2l-weight x its log p(translation | source) to the "
+                             "score that reranks the beam's best; repeat it for an ensemble, or give a recipe run's "
+                             "list: @runs/translate/r2l.args")
+    parser.add_argument("--rerank-r2l-weight", type=float, default=R2L_WEIGHT,
+                        help="weight of the right-to-left model's log-probability (default: %(default)s)")
 
 
 def check_rerank_flags(args: argparse.Namespace) -> None:
     """One-line errors for reranking flags that do not fit together, before any model is loaded."""
-    if args.rerank_with is None:
+    flag = "--rerank-with" if args.rerank_with else "--rerank-r2l" if args.rerank_r2l else None
+    if flag is None:
         return
     if args.method != "beam":
-        raise UserError(f"--rerank-with reorders the n best of beam search; it does not go with --method {args.method}")
+        raise UserError(f"{flag} reorders the n best of beam search; it does not go with --method {args.method}")
     check_range("--rerank-weight", args.rerank_weight, low=0)
+    check_range("--rerank-r2l-weight", args.rerank_r2l_weight, low=0)
+
+
+def rerank_options(args: argparse.Namespace) -> dict:
+    """The reranking flags as `seq2seq.translator.load_rerankers` takes them."""
+    return dict(reverse=args.rerank_with or (), weight=args.rerank_weight, right_to_left=args.rerank_r2l or (),
+                right_to_left_weight=args.rerank_r2l_weight)
 
 
 def _hypotheses(args: argparse.Namespace, n_refs: int) -> list[str]:
@@ -136,7 +152,7 @@ def _hypotheses(args: argparse.Namespace, n_refs: int) -> list[str]:
         raise UserError("--checkpoint needs --src SRC, the sentences to translate")
     check_range("--beam-size", args.beam_size, low=1)
     check_rerank_flags(args)
-    for path in args.checkpoint + (args.rerank_with or []):
+    for path in args.checkpoint + (args.rerank_with or []) + (args.rerank_r2l or []):
         if not Path(path).is_file():
             raise UserError(f"checkpoint {path} does not exist")
     src = read_lines(args.src)
@@ -147,7 +163,7 @@ def _hypotheses(args: argparse.Namespace, n_refs: int) -> list[str]:
     from seq2seq.translator import translate_file  # loads the model code only when translating
     keep_freed_memory()
     return translate_file(args.checkpoint, src, args.beam_size, args.method, resolve_device(args.device),
-                          DTYPES[args.dtype], args.rerank_with, args.rerank_weight)
+                          DTYPES[args.dtype], **rerank_options(args))
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
@@ -169,7 +185,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
         report = {"hyp": args.hyp, "refs": args.ref, "sentences" if args.sentence else "scores": results}
         if args.checkpoint:
             report.update(checkpoint=args.checkpoint, src=args.src, method=args.method, beam_size=args.beam_size,
-                          dtype=args.dtype, rerank_with=args.rerank_with, rerank_weight=args.rerank_weight)
+                          dtype=args.dtype, rerank_with=args.rerank_with, rerank_weight=args.rerank_weight,
+                          rerank_r2l=args.rerank_r2l, rerank_r2l_weight=args.rerank_r2l_weight)
         print(json.dumps(report, indent=1, ensure_ascii=False))
     elif args.sentence:
         for result in results:

@@ -4,7 +4,7 @@
 
 Without --input it reads sentences from the terminal, one per line, and answers each at once.
 `--rerank-with REVERSE.pt` picks among the beam's best with a model (or, repeated, an ensemble) trained in the
-opposite direction.
+opposite direction, `--rerank-r2l R2L.pt` with one of the same direction that writes right to left, or both.
 """
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ import sys
 
 from core.allocator import keep_freed_memory
 from core.cli import DTYPES, UserError, add_dtype_flag, resolve_device, run_main
-from seq2seq.bleu import add_rerank_flags, check_rerank_flags
+from seq2seq.bleu import add_rerank_flags, check_rerank_flags, rerank_options
 from seq2seq.data import read_lines
-from seq2seq.translator import load_ensemble
+from seq2seq.translator import load_ensemble, load_rerankers
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -40,21 +40,19 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     check_rerank_flags(args)
-    if args.rerank_with and args.n_best > 1:
-        raise UserError("--rerank-with prints the reranked best translation; it does not go with --n-best")
+    if (args.rerank_with or args.rerank_r2l) and args.n_best > 1:
+        flag = "--rerank-with" if args.rerank_with else "--rerank-r2l"
+        raise UserError(f"{flag} prints the reranked best translation; it does not go with --n-best")
     keep_freed_memory()
     device, dtype = resolve_device(args.device), DTYPES[args.dtype]
     model, others = load_ensemble(args.checkpoint, device=device, dtype=dtype)
-    reverse = None  # the reverse model, or models, that rerank
-    if args.rerank_with:
-        first_reverse, other_reverse = load_ensemble(args.rerank_with, device=device, dtype=dtype)
-        reverse = [first_reverse, *other_reverse]
+    rerankers = load_rerankers(**rerank_options(args), device=device, dtype=dtype)
     options = dict(method=args.method, beam_size=args.beam_size, length_penalty=args.length_penalty,
                    batch_size=args.batch_size, ensemble_with=others)
 
     def show(sentences: list[str]) -> None:
-        if reverse is not None:
-            for text in model.translate_reranked(sentences, reverse, args.rerank_weight, **options):
+        if rerankers:
+            for text in model.translate_reranked(sentences, **rerankers, **options):
                 print(text)
         elif args.n_best > 1:
             for i, nbest in enumerate(model.translate_nbest(sentences, args.n_best, **options)):

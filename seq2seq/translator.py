@@ -18,6 +18,7 @@ from core.decoder import DecoderConfig, build_decoder
 from core.ensemble import Ensemble
 from core.search import Hypothesis, beam_search, generate
 from core.tokenizers import BOS, EOS, PAD, SentencePieceTokenizer, Tokenizer, tokenizer_from_dict
+from seq2seq import R2L_WEIGHT
 from seq2seq.encoder import RNNEncoder
 
 TASK = "translation"
@@ -33,8 +34,12 @@ class EncoderConfig:
     enc_word_dropout: float = 0.0
     bridge: str = "learned"
     share_embeddings: bool = False  # one embedding matrix for source and target (needs one joint vocabulary)
+    # right-to-left: the decoder writes each translation from its last token to its first, a second view of
+    # the same translations that scores the left-to-right model's n best (`translate_reranked`)
+    target_order: str = "left-to-right"
 
-    CHOICES = {"enc_cell": ["gru", "lstm"], "bridge": ["learned", "last", "zero"]}
+    CHOICES = {"enc_cell": ["gru", "lstm"], "bridge": ["learned", "last", "zero"],
+               "target_order": ["left-to-right", "right-to-left"]}
 
 
 def build_encoder(vocab_size: int, config: EncoderConfig, decoder: DecoderConfig) -> RNNEncoder:
@@ -62,6 +67,10 @@ class Translator(nn.Module):
             raise ValueError("a translator's decoder needs attention: 'bahdanau' or 'luong'")
         self.src_tokenizer, self.tgt_tokenizer = src_tokenizer, tgt_tokenizer
         self.encoder_config, self.decoder_config = encoder, decoder
+        if encoder.target_order not in EncoderConfig.CHOICES["target_order"]:
+            raise ValueError(f"target_order must be one of {EncoderConfig.CHOICES['target_order']}, got "
+                             f"{encoder.target_order!r}")
+        self.right_to_left = encoder.target_order == "right-to-left"
         self.encoder = build_encoder(src_tokenizer.vocab_size, encoder, decoder)
         self.decoder = build_decoder(tgt_tokenizer.vocab_size, decoder, memory_dim=self.encoder.memory_dim)
         if encoder.share_embeddings:
@@ -81,7 +90,16 @@ class Translator(nn.Module):
         return self.src_tokenizer.encode(sentence) + [EOS]
 
     def target_ids(self, sentence: str) -> list[int]:
-        return [BOS] + self.tgt_tokenizer.encode(sentence) + [EOS]
+        return [BOS] + self.in_target_order(self.tgt_tokenizer.encode(sentence)) + [EOS]
+
+    def in_target_order(self, ids: list[int]) -> list[int]:
+        """Target tokens in the order the decoder writes them, or written tokens back in reading order (for a
+        right-to-left model both reverse them)."""
+        return ids[::-1] if self.right_to_left else ids
+
+    def target_text(self, tokens: list[int]) -> str:
+        """The detokenized text of tokens the decoder wrote."""
+        return self.tgt_tokenizer.decode(self.in_target_order(tokens))
 
     def collate(self, pairs: list[tuple[list[int], list[int]]]) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """Encoded (source, target) pairs -> src (B, S), src_lengths (B,), tgt_in (B, T), tgt_out (B, T)."""
@@ -116,11 +134,12 @@ class Translator(nn.Module):
                no_repeat_ngram: int = 0, repetition_penalty: float = 1.0,
                ensemble_with: Sequence["Translator"] = ()) -> list[list[Hypothesis]]:
         """The n best hypotheses per sentence (greedy gives one). Empty sentences get an empty hypothesis.
+        A right-to-left model's tokens come as it wrote them, last word first (`target_text` reads them out).
         `ensemble_with`: other translators with the same vocabularies, searched together with this one
         (the mean of their next-token probabilities; `core.Ensemble`)."""
         members = [self, *ensemble_with]
         for other in ensemble_with:
-            self._check_same_vocabularies(other)
+            self._check_joinable(other)
         for m in members:
             m.eval()
         decoder = Ensemble([m.decoder for m in members]) if ensemble_with else self.decoder
@@ -152,7 +171,10 @@ class Translator(nn.Module):
         return {side: [tok.decode([i]) for i in range(tok.vocab_size)]
                 for side, tok in (("source", self.src_tokenizer), ("target", self.tgt_tokenizer))}
 
-    def _check_same_vocabularies(self, other: "Translator") -> None:
+    def _check_joinable(self, other: "Translator") -> None:
+        if other.right_to_left != self.right_to_left:
+            raise ValueError("ensemble members need the same target order; one writes left to right, the other "
+                             "right to left")
         for side, pieces in self._pieces.items():
             if pieces != other._pieces[side]:
                 raise ValueError(f"ensemble members need the same vocabularies; the {side} vocabularies differ "
@@ -160,11 +182,11 @@ class Translator(nn.Module):
 
     def translate(self, sentences: list[str], **options: Any) -> list[str]:
         """Translate each sentence (detokenized text); options as in `search`."""
-        return [self.tgt_tokenizer.decode(hyps[0].tokens) for hyps in self.search(sentences, **options)]
+        return [self.target_text(hyps[0].tokens) for hyps in self.search(sentences, **options)]
 
     def translate_nbest(self, sentences: list[str], n_best: int, **options: Any) -> list[list[tuple[str, float]]]:
         """The n best translations of each sentence (beam search, n_best <= beam_size) with their scores."""
-        return [[(self.tgt_tokenizer.decode(h.tokens), h.score) for h in hyps]
+        return [[(self.target_text(h.tokens), h.score) for h in hyps]
                 for hyps in self.search(sentences, n_best=n_best, **{**options, "method": "beam"})]
 
     @torch.no_grad()
@@ -178,7 +200,7 @@ class Translator(nn.Module):
                              f"{len(targets)} targets")
         members = [self, *ensemble_with]
         for other in ensemble_with:
-            self._check_same_vocabularies(other)
+            self._check_joinable(other)
         for m in members:
             m.eval()
         scores: list[float] = []
@@ -195,30 +217,46 @@ class Translator(nn.Module):
             scores += log_probs.masked_fill(batch[3].to(self.device) == PAD, 0.0).sum(dim=1).tolist()
         return scores
 
-    def translate_reranked(self, sentences: list[str], reverse: "Translator | Sequence[Translator]",
-                           weight: float = 1.0, beam_size: int = 5, **options: Any) -> list[str]:
-        """Noisy-channel reranking (the channel model of Yee et al., 2019, without their language model):
-        the beam's `beam_size` best translations of each sentence, the one with the highest beam score +
-        `weight` * log p(sentence | translation) under `reverse`, a model (or an ensemble: a list of models)
-        trained in the opposite direction. A translation that leaves out or invents content explains its
-        source badly, whatever its fluency."""
-        first, *others = [reverse] if isinstance(reverse, Translator) else reverse
+    def translate_reranked(self, sentences: list[str], reverse: "Translator | Sequence[Translator]" = (),
+                           weight: float = 1.0, beam_size: int = 5,
+                           right_to_left: "Translator | Sequence[Translator]" = (),
+                           right_to_left_weight: float = R2L_WEIGHT, **options: Any) -> list[str]:
+        """The beam's `beam_size` best translations of each sentence, reranked: the one with the highest beam
+        score + `weight` * log p(sentence | translation) under `reverse` + `right_to_left_weight` *
+        log p(translation | sentence) under `right_to_left`. Each of the two is a model or an ensemble (a list).
+        `reverse` is trained in the opposite direction: the channel model of Yee et al. (2019), without their
+        language model; a translation that leaves out or invents content explains its source badly, whatever
+        its fluency. `right_to_left` translates in this model's direction but writes from the last token to
+        the first (`EncoderConfig.target_order`), so it judges each ending without the beam's left-to-right
+        commitment, as in Sennrich et al. (2016)."""
+        reverse, right_to_left = _model_list(reverse), _model_list(right_to_left)
         nbest = self.translate_nbest(sentences, beam_size, beam_size=beam_size, **options)
-        candidates = [(source, text) for source, hyps in zip(sentences, nbest) for text, _ in hyps]
-        back = iter(first.score([text for _, text in candidates], [source for source, _ in candidates],
-                                ensemble_with=others))
-        chosen = []
+        sources = [source for source, hyps in zip(sentences, nbest) for _ in hyps]
+        texts = [text for hyps in nbest for text, _ in hyps]
+        combined = [score for hyps in nbest for _, score in hyps]
+        for models, w, pairs in ((reverse, weight, (texts, sources)), (right_to_left, right_to_left_weight,
+                                                                       (sources, texts))):
+            if models:
+                extra = models[0].score(*pairs, ensemble_with=models[1:])
+                combined = [c + w * e for c, e in zip(combined, extra)]
+        chosen, scores = [], iter(combined)
         for hyps in nbest:
-            combined = [score + weight * next(back) for _, score in hyps]
-            chosen.append(hyps[combined.index(max(combined))][0])  # ties: the beam's own order
+            mine = [next(scores) for _ in hyps]
+            chosen.append(hyps[mine.index(max(mine))][0])  # ties: the beam's own order
         return chosen
 
     def attention(self, sentence: str, **options: Any) -> tuple[list[str], list[str], Tensor]:
         """Source pieces, target pieces and the attention matrix (target x source) of one translation."""
         hyp = self.search([sentence], **options)[0][0]
         src = [self.src_tokenizer.decode([i]) for i in self.source_ids(sentence)[:-1]] + ["</s>"]
-        tgt = [self.tgt_tokenizer.decode([i]) for i in hyp.tokens]
-        return src, tgt, hyp.attention if hyp.attention is not None else torch.zeros(0, len(src))
+        tgt = [self.tgt_tokenizer.decode([i]) for i in self.in_target_order(hyp.tokens)]
+        if hyp.attention is None:
+            return src, tgt, torch.zeros(0, len(src))
+        return src, tgt, hyp.attention.flip(0) if self.right_to_left else hyp.attention
+
+
+def _model_list(models: "Translator | Sequence[Translator]") -> list["Translator"]:
+    return [models] if isinstance(models, Translator) else list(models)
 
 
 def load_ensemble(checkpoints: Sequence[str | Path], device: str | torch.device = "cpu",
@@ -227,23 +265,42 @@ def load_ensemble(checkpoints: Sequence[str | Path], device: str | torch.device 
     first, *others = [Translator.load(path, device=device, dtype=dtype) for path in checkpoints]
     for other, path in zip(others, checkpoints[1:]):
         try:
-            first._check_same_vocabularies(other)
+            first._check_joinable(other)
         except ValueError as err:
             raise UserError(f"{path} cannot join {checkpoints[0]} in an ensemble: {err}") from None
     return first, others
 
 
+def load_rerankers(reverse: Sequence[str | Path] = (), right_to_left: Sequence[str | Path] = (),
+                   weight: float = 1.0, right_to_left_weight: float = R2L_WEIGHT, device: str | torch.device = "cpu",
+                   dtype: torch.dtype = torch.float32) -> dict[str, Any]:
+    """`translate_reranked`'s options from checkpoint paths: the reverse models and the right-to-left models
+    (each list an ensemble) with their weights; {} when there are neither (no reranking)."""
+    if not reverse and not right_to_left:
+        return {}
+
+    def ensemble(paths: Sequence[str | Path]) -> list[Translator]:
+        if not paths:
+            return []
+        first, others = load_ensemble(paths, device, dtype)
+        return [first, *others]
+    backwards = ensemble(right_to_left)
+    if backwards and not backwards[0].right_to_left:
+        raise UserError(f"{right_to_left[0]} writes left to right; reranking needs a right-to-left model "
+                        "(trained with --target-order right-to-left)")
+    return dict(reverse=ensemble(reverse), weight=weight, right_to_left=backwards,
+                right_to_left_weight=right_to_left_weight)
+
+
 def translate_file(checkpoints: Sequence[str | Path], src_lines: list[str], beam_size: int, method: str,
-                   device: torch.device, dtype: torch.dtype = torch.float32,
-                   rerank_with: Sequence[str | Path] = (), rerank_weight: float = 1.0) -> list[str]:
+                   device: torch.device, dtype: torch.dtype = torch.float32, **rerank: Any) -> list[str]:
     """Translate lines with one checkpoint or an ensemble of several (`python -m seq2seq.bleu --checkpoint`),
-    reranking the beam's n best with the reverse model (or ensemble) `rerank_with` when given."""
+    reranking the beam's n best when `rerank` names reverse or right-to-left checkpoints (`load_rerankers`)."""
     model, others = load_ensemble(checkpoints, device, dtype)
-    if not rerank_with:
+    rerankers = load_rerankers(**rerank, device=device, dtype=dtype)
+    if not rerankers:
         return model.translate(src_lines, method=method, beam_size=beam_size, ensemble_with=others)
-    reverse, reverse_others = load_ensemble(rerank_with, device, dtype)
-    return model.translate_reranked(src_lines, [reverse, *reverse_others], rerank_weight, beam_size=beam_size,
-                                    ensemble_with=others)
+    return model.translate_reranked(src_lines, beam_size=beam_size, ensemble_with=others, **rerankers)
 
 
 class SampledSubwords(BucketBatches):
@@ -268,5 +325,6 @@ class SampledSubwords(BucketBatches):
 
     def _collate(self, pairs: list[tuple[str, str]]) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         src_tok, tgt_tok = self.model.src_tokenizer, self.model.tgt_tokenizer
-        return self.model.collate([(src_tok.sample(src, self.alpha) + [EOS], [BOS] + tgt_tok.sample(tgt, self.alpha)
-                                    + [EOS]) for src, tgt in pairs])
+        return self.model.collate([(src_tok.sample(src, self.alpha) + [EOS],
+                                    [BOS] + self.model.in_target_order(tgt_tok.sample(tgt, self.alpha)) + [EOS])
+                                   for src, tgt in pairs])

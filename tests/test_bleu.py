@@ -13,6 +13,7 @@ import torch
 from sacrebleu.metrics import BLEU, CHRF
 
 from core.cli import run_main
+from seq2seq import R2L_WEIGHT
 from seq2seq.bleu import main, score_files
 
 REPO = Path(__file__).resolve().parents[1]
@@ -173,12 +174,13 @@ def test_needs_hyp_or_checkpoint(files, capsys):
 def test_checkpoint_translates_then_scores(files, capsys, monkeypatch):
     calls = []
 
-    def translate_file(checkpoint, src_lines, beam_size, method, device, dtype, rerank_with, rerank_weight):
-        calls.append((checkpoint, src_lines, beam_size, method, device.type, dtype, rerank_with, rerank_weight))
+    def translate_file(checkpoint, src_lines, beam_size, method, device, dtype, **rerank):
+        calls.append((checkpoint, src_lines, beam_size, method, device.type, dtype, rerank))
         return REFS  # a perfect translator
 
     monkeypatch.setitem(sys.modules, "seq2seq.translator", types.SimpleNamespace(translate_file=translate_file))
     report = _run_json(capsys, ["--checkpoint", files["hyp"], "--src", files["ref2"], "--ref", files["ref"],
                                 "--method", "greedy", "--beam-size", "3", "--device", "cpu"])
-    assert calls == [([str(files["hyp"])], REFS2, 3, "greedy", "cpu", torch.float32, None, 1.0)]
+    assert calls == [([str(files["hyp"])], REFS2, 3, "greedy", "cpu", torch.float32,
+                      dict(reverse=(), weight=1.0, right_to_left=(), right_to_left_weight=R2L_WEIGHT))]
     assert report["scores"][0]["score"] == pytest.approx(100.0) and report["checkpoint"] == [str(files["hyp"])]

@@ -36,19 +36,22 @@ def tiny_translator(cell="gru", attention="bahdanau", bridge="learned"):
                       DecoderConfig(emb_dim=16, hidden_dim=64, cell=cell, attention=attention, dropout=0.0))
 
 
+def learn_reversal(model, out, steps):
+    """Train `model` on the reversal task; save it to out/model.pt."""
+    train = [(model.source_ids(s), model.target_ids(t)) for s, t in reversal_pairs(600, seed=1)]
+    batches = BucketBatches(train, lambda e: len(e[1]), model.collate, max_tokens=400, seed=0)
+    config = TrainConfig(steps=steps, lr=5e-3, warmup_steps=20, valid_every=steps, schedule="constant")
+    Trainer(model, seq2seq_forward, batches, config, out, model.payload).fit()
+    model.save(out / "model.pt")
+    return model.eval(), out
+
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """A translator that learned to reverse short sequences. Its bridge is "zero", so the decoder starts
     knowing nothing of the source: everything it learns must come through attention."""
     torch.manual_seed(0)
-    model = tiny_translator(bridge="zero")
-    train = [(model.source_ids(s), model.target_ids(t)) for s, t in reversal_pairs(600, seed=1)]
-    batches = BucketBatches(train, lambda e: len(e[1]), model.collate, max_tokens=400, seed=0)
-    out = tmp_path_factory.mktemp("mt")
-    config = TrainConfig(steps=500, lr=5e-3, warmup_steps=20, valid_every=500, schedule="constant")
-    Trainer(model, seq2seq_forward, batches, config, out, model.payload).fit()
-    model.save(out / "model.pt")
-    return model.eval(), out
+    return learn_reversal(tiny_translator(bridge="zero"), tmp_path_factory.mktemp("mt"), steps=500)
 
 
 def test_encoder_ignores_padding():
@@ -224,6 +227,11 @@ def test_sampled_subwords_vary_by_epoch_and_repeat_exactly_on_resume():
     assert (tgt_in[:, 0] == BOS).all() and (tgt_out[torch.arange(len(tgt_out)), tgt_lengths - 1] == EOS).all()
     epochs = [torch.cat([batches.batch(epoch, i)[0].flatten() for i in range(len(batches))]) for epoch in (0, 1)]
     assert not torch.equal(epochs[0].sort().values, epochs[1].sort().values)  # other segmentations, not just order
+    right_to_left = Translator(tok, tok, EncoderConfig(enc_emb_dim=8, enc_hidden_dim=8, target_order="right-to-left"),
+                               DecoderConfig(emb_dim=8, hidden_dim=8, attention="luong"))
+    backwards = SampledSubwords(right_to_left, pairs, max_tokens=200, alpha=0.2, seed=3).batch(0, 1)[3]
+    for row, back, length in zip(tgt_out, backwards, tgt_lengths):  # the same segmentation, written backwards
+        assert back[:length - 1].tolist() == row[:length - 1].tolist()[::-1] and back[length - 1] == EOS
     with pytest.raises(ValueError, match="need sentencepiece tokenizers, not word"):
         SampledSubwords(tiny_translator(), [("a b", "b a")], max_tokens=100, alpha=0.2)
     with pytest.raises(ValueError, match=r"in \(0, 1\), got 1.5"):
@@ -311,6 +319,69 @@ def test_reranking_keeps_the_best_combined_score(trained):
     assert forward.translate_reranked(sources, reverse, 3.0, beam_size=4) != forward.translate(sources, beam_size=4)
 
 
+@pytest.fixture(scope="module")
+def trained_right_to_left(tmp_path_factory):
+    """The reversal task learned by a model that writes right to left: in its own order it only copies."""
+    torch.manual_seed(0)
+    tok = WordTokenizer(SYMBOLS)
+    model = Translator(tok, tok, EncoderConfig(enc_emb_dim=16, enc_hidden_dim=32, enc_dropout=0.0, bridge="zero",
+                                               target_order="right-to-left"),
+                       DecoderConfig(emb_dim=16, hidden_dim=64, attention="bahdanau", dropout=0.0))
+    return learn_reversal(model, tmp_path_factory.mktemp("r2l"), steps=400)
+
+
+def test_right_to_left_model_writes_backwards_and_reads_out_forwards(trained, trained_right_to_left):
+    model, out = trained_right_to_left
+    ids = model.tgt_tokenizer.encode("a b c")
+    assert model.target_ids("a b c") == [BOS, *ids[::-1], EOS]
+    test = reversal_pairs(40, seed=99)
+    sources, targets = [s for s, _ in test], [t for _, t in test]
+    assert model.translate(sources, method="greedy") == targets
+    assert model.translate(sources, method="beam", beam_size=3) == targets
+    hyp = model.search(["a b c d"], method="beam", beam_size=3)[0][0]
+    assert model.tgt_tokenizer.decode(hyp.tokens) == "a b c d"  # written in its own order: the source, copied
+    src, tgt, weights = model.attention("a b c d", method="beam", beam_size=3)
+    assert tgt == ["d", "c", "b", "a"]  # rows in reading order: "d" is the last word written and looks at "d"
+    assert weights[0].argmax() == 3 and weights[-1].argmax() == 0
+    nbest = model.search(sources[:6], method="beam", beam_size=3, n_best=3)
+    finished = [(s, h) for s, hyps in zip(sources, nbest) for h in hyps  # texts that encode back to their tokens
+                if h.finished and h.tokens and model.target_ids(model.target_text(h.tokens))[1:-1] == h.tokens]
+    assert len(finished) >= 12 and len({len(h.tokens) for _, h in finished}) > 1
+    assert model.score([s for s, _ in finished], [model.target_text(h.tokens) for _, h in finished]) == \
+        pytest.approx([h.log_prob for _, h in finished], abs=1e-4)
+    again = Translator.load(out / "model.pt")
+    assert again.right_to_left and again.translate(sources) == targets
+    with pytest.raises(ValueError, match="same target order"):
+        model.translate(sources, ensemble_with=[trained[0]])
+    with pytest.raises(ValueError, match="target_order must be one of"):
+        Translator(model.src_tokenizer, model.tgt_tokenizer, EncoderConfig(target_order="right_to_left"),
+                   model.decoder_config)
+
+
+def test_reranking_with_reverse_and_right_to_left_models(trained, trained_right_to_left):
+    reverse, _ = trained
+    right_to_left, _ = trained_right_to_left
+    torch.manual_seed(5)
+    forward = tiny_translator().eval()
+    untrained = Translator(right_to_left.src_tokenizer, right_to_left.tgt_tokenizer, right_to_left.encoder_config,
+                           right_to_left.decoder_config).eval()  # p(y | x) unlike p(x | y), as reversal makes them
+    sources = [s for s, _ in reversal_pairs(8, seed=6)]
+    nbest = forward.translate_nbest(sources, 4, beam_size=4)
+    for weight, r2l_weight, r2l in ((0.0, 1.0, right_to_left), (0.5, 2.0, right_to_left), (1.0, 0.0, right_to_left),
+                                    (0.0, 5.0, untrained)):
+        expected = []
+        for source, hyps in zip(sources, nbest):
+            texts = [text for text, _ in hyps]
+            back = reverse.score(texts, [source] * len(hyps))
+            backwards = r2l.score([source] * len(hyps), texts)
+            combined = [score + weight * b + r2l_weight * r for (_, score), b, r in zip(hyps, back, backwards)]
+            expected.append(hyps[combined.index(max(combined))][0])
+        assert forward.translate_reranked(sources, reverse, weight, beam_size=4, right_to_left=[r2l],
+                                          right_to_left_weight=r2l_weight) == expected
+    assert forward.translate_reranked(sources, beam_size=4, right_to_left=right_to_left) != \
+        forward.translate(sources, beam_size=4)  # the right-to-left model alone overrides the beam's order
+
+
 def test_rerank_flags_of_the_command_lines(trained, tmp_path, capsys):
     model, out = trained
     pairs = reversal_pairs(6, seed=12)
@@ -347,3 +418,36 @@ def test_rerank_flags_of_the_command_lines(trained, tmp_path, capsys):
         run_main(bleu_main, ["--checkpoint", ck, "--src", str(tmp_path / "src"), "--ref", str(tmp_path / "ref"),
                              "--rerank-with", str(tmp_path / "none.pt")])
     assert "none.pt does not exist" in capsys.readouterr().err
+
+
+def test_rerank_r2l_flags_of_the_command_lines(trained, trained_right_to_left, tmp_path, capsys):
+    model, out = trained
+    right_to_left, r2l_out = trained_right_to_left
+    torch.manual_seed(5)
+    forward = tiny_translator().eval()  # weak: the rerankers change its choices
+    forward.save(tmp_path / "forward.pt")
+    pairs = reversal_pairs(6, seed=12)
+    (tmp_path / "src").write_text("".join(s + "\n" for s, _ in pairs))
+    (tmp_path / "ref").write_text("".join(t + "\n" for _, t in pairs))
+    ck, r2l_ck, forward_ck = str(out / "model.pt"), str(r2l_out / "model.pt"), str(tmp_path / "forward.pt")
+    expected = forward.translate_reranked([s for s, _ in pairs], model, 0.5, beam_size=3,
+                                          right_to_left=right_to_left, right_to_left_weight=2.0)
+    assert expected != forward.translate_reranked([s for s, _ in pairs], model, 0.5, beam_size=3)
+    flags = ["--beam-size", "3", "--rerank-with", ck, "--rerank-weight", "0.5", "--rerank-r2l", r2l_ck,
+             "--rerank-r2l-weight", "2", "--device", "cpu"]
+    translate_main(["--checkpoint", forward_ck, "--input", str(tmp_path / "src")] + flags)
+    assert capsys.readouterr().out.splitlines() == expected
+    results = bleu_main(["--checkpoint", forward_ck, "--src", str(tmp_path / "src"), "--ref", str(tmp_path / "ref")]
+                        + flags)
+    assert results[0]["score"] == pytest.approx(sacrebleu.corpus_bleu(expected, [[t for _, t in pairs]]).score)
+    capsys.readouterr()
+    for argv, message in ((["--rerank-r2l", ck], "writes left to right"),
+                          (["--rerank-r2l", r2l_ck, "--method", "greedy"], "--rerank-r2l reorders"),
+                          (["--rerank-r2l", r2l_ck, "--rerank-r2l-weight", "-1"], "--rerank-r2l-weight = -1"),
+                          (["--rerank-r2l", r2l_ck, "--n-best", "2"], "--n-best")):
+        with pytest.raises(SystemExit) as exit_info:
+            run_main(translate_main, ["--checkpoint", forward_ck, "--input", str(tmp_path / "src"), "--device", "cpu"]
+                     + argv)
+        assert exit_info.value.code == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and message in err[0], err

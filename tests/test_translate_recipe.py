@@ -114,31 +114,46 @@ def test_recipe_trains_an_ensemble_side_by_side_and_tests_its_snapshots(tmp_path
 
 
 @pytest.mark.slow
-def test_recipe_trains_reverse_models_beside_and_reranks_the_test_with_them(tmp_path, corpus, capsys):
+def test_recipe_trains_reranking_models_beside_and_reranks_the_test_with_them(tmp_path, corpus, capsys):
     out = tmp_path / "run"
     results = translate_main(["--corpus", str(corpus), "--out", str(out), "--steps", "20", "--valid-every", "10",
-                              "--members", "1", "--reverse-members", "2", "--snapshots", "0", "--separate-vocab",
-                              "--rerank-beam-size", "3", "--rerank-weight", "0.5", *TINY])
+                              "--members", "1", "--reverse-members", "2", "--r2l-members", "1", "--snapshots", "0",
+                              "--separate-vocab", "--rerank-beam-size", "3", "--rerank-weight", "0.5",
+                              "--rerank-r2l-weight", "2", *TINY])
     printed = capsys.readouterr().out
     reverse = [out / "reverse" / f"member{k}" / "best.pt" for k in (1, 2)]
     assert results["reverse_checkpoints"] == [str(p) for p in reverse] and "test, beam3_reranked:" in printed
+    assert results["r2l_checkpoints"] == [str(out / "r2l" / "best.pt")]
     forward = load_checkpoint(out / "best.pt", task="translation")
     for path in reverse:  # trained the other way round: target -> source, with the tokenizers swapped
         backward = load_checkpoint(path, task="translation")
         assert backward["tokenizers"]["source"] == forward["tokenizers"]["target"]
         assert backward["tokenizers"]["target"] == forward["tokenizers"]["source"]
+    right_to_left = load_checkpoint(out / "r2l" / "best.pt", task="translation")  # same direction, written backwards
+    assert right_to_left["tokenizers"] == forward["tokenizers"]
+    assert right_to_left["config"]["encoder"]["target_order"] == "right-to-left"
+    assert forward["config"]["encoder"]["target_order"] == "left-to-right"
     logs = [(out / "reverse" / f"member{k}" / "log.jsonl").read_text() for k in (1, 2)]
     assert logs[0] != logs[1]  # seeds --seed and --seed + 1
     # the command lines rerank with the files the recipe writes, and repeat its figure
-    rescored = bleu_main([f"@{out / 'ensemble.args'}", f"@{out / 'reverse.args'}", "--src", str(out / "test.source.txt"),
-                          "--ref", str(out / "test.reference.txt"), "--beam-size", "3", "--rerank-weight", "0.5",
-                          "--device", "cpu"])
+    rescored = bleu_main([f"@{out / 'ensemble.args'}", f"@{out / 'reverse.args'}", f"@{out / 'r2l.args'}",
+                          "--src", str(out / "test.source.txt"), "--ref", str(out / "test.reference.txt"),
+                          "--beam-size", "3", "--rerank-weight", "0.5", "--rerank-r2l-weight", "2", "--device", "cpu"])
     assert rescored[0]["score"] == pytest.approx(results["beam3_reranked"]["BLEU"]["score"])
-    # the folder alone resumes every model, the reverse ones too
+    # the folder alone resumes every model, the reranking ones too
     resumed = translate_main(["--resume", str(out), "--steps", "24"])
-    assert resumed["steps"] == [24] and all(load_checkpoint(out / "reverse" / f"member{k}" / "last.pt",
-                                                            task="translation")["trainer"]["step"] == 24 for k in (1, 2))
+    assert resumed["steps"] == [24] and all(
+        load_checkpoint(path, task="translation")["trainer"]["step"] == 24
+        for path in [out / "reverse" / f"member{k}" / "last.pt" for k in (1, 2)] + [out / "r2l" / "last.pt"])
     for argv, expected in ((["--resume", str(out), "--reverse-members", "1"], "continues a run of 2 reverse model(s)"),
+                           (["--resume", str(out), "--r2l-members", "2"],
+                            "continues a run of 1 right-to-left model(s)"),
+                           (["--resume", str(out / "r2l" / "last.pt")],
+                            f"is a right-to-left model of the run in {out}; resume the whole run with --resume {out}"),
+                           (["--out", str(tmp_path / "o"), "--rerank-r2l-weight", "-1"], "--rerank-r2l-weight = -1"),
+                           (["--out", str(tmp_path / "o"), "--r2l-members", "-1"], "--r2l-members = -1"),
+                           (["--out", str(tmp_path / "o"), "--r2l-members", "1", "--target-order", "right-to-left"],
+                            "leave out --target-order right-to-left"),
                            (["--resume", str(out / "last.pt"), "--reverse-members", "1"], "one model's checkpoint"),
                            (["--resume", str(out / "reverse" / "member2" / "last.pt")],
                             f"is a reverse model of the run in {out}; resume the whole run with --resume {out}"),
