@@ -168,10 +168,12 @@ def reranker_folders(out: Path, kind: str, count: int) -> list[Path]:
     return member_folders(out / kind, count) if count else []
 
 
-def model_folders(out: Path, args: argparse.Namespace) -> list[tuple[str, Path]]:
-    """Every model of the run: (kind, folder), the forward members first."""
-    return [("forward", folder) for folder in member_folders(out, args.members)] + [
-        (kind, folder) for kind in RERANKERS for folder in reranker_folders(out, kind, count(args, kind))]
+def model_folders(out: Path, args: argparse.Namespace) -> list[tuple[str, int, Path]]:
+    """Every model of the run: (kind, its number among the models of that kind from 0, folder), the forward
+    members first."""
+    return [("forward", k, folder) for k, folder in enumerate(member_folders(out, args.members))] + [
+        (kind, k, folder) for kind in RERANKERS
+        for k, folder in enumerate(reranker_folders(out, kind, count(args, kind)))]
 
 
 def count(args: argparse.Namespace, kind: str) -> int | None:
@@ -234,7 +236,7 @@ def plan_run(args: argparse.Namespace, default_members: int) -> tuple[Path, list
         setattr(args, f"{kind}_members", trained)
     if args.out and Path(args.out).resolve() != resume.resolve():
         raise UserError(f"--resume {resume} goes on in that folder; leave out --out {args.out}")
-    checkpoints = [folder / "last.pt" for _, folder in model_folders(resume, args)]
+    checkpoints = [folder / "last.pt" for _, _, folder in model_folders(resume, args)]
     missing = [str(p) for p in checkpoints if not p.is_file()]
     if missing:
         raise UserError(f"--resume {resume} needs {', '.join(missing)}, which {'is' if len(missing) == 1 else 'are'} "
@@ -374,19 +376,19 @@ def main(argv: list[str] | None = None) -> dict:
                               "r2l_members": args.r2l_members, "snapshots": train_config.snapshots})
     run = RunSetup(args, pairs, tokenizers, enc_config, dec_config, train_config, device)
     folders = model_folders(out, args)
-    jobs = [partial(train_member, setup_for(run, kind), [k for k, _ in folders[:position]].count(kind), position,
-                    folder, resume[position]) for position, (kind, folder) in enumerate(folders)]
+    jobs = [partial(train_member, setup_for(run, kind), member, position, folder, resume[position])
+            for position, (kind, member, folder) in enumerate(folders)]
     started = time.perf_counter()
     finished = [jobs[0]()] if len(jobs) == 1 else run_side_by_side(jobs)
     train_seconds = time.perf_counter() - started
     # after Ctrl-C the run stops (its checkpoints are saved); testing, examples and plots: once, in the main process
     if not world.main or not all(finished):
         if world.main:
-            saved = all((folder / "last.pt").exists() for _, folder in folders)
+            saved = all((folder / "last.pt").exists() for _, _, folder in folders)
             print(f"interrupted; continue with --resume {out}" if saved else
                   "interrupted before every model saved a checkpoint; start afresh with --overwrite")
         return {}
-    checkpoints = {kind: ensemble_checkpoints(args, [folder for k, folder in folders if k == kind])
+    checkpoints = {kind: ensemble_checkpoints(args, [folder for k, _, folder in folders if k == kind])
                    for kind in ("forward", *RERANKERS)}
     return evaluate(args, out, checkpoints, pairs["test"], device,
                     {"train_seconds": round(train_seconds, 1), "members": args.members,

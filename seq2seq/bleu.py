@@ -121,15 +121,17 @@ def add_rerank_flags(parser: argparse.ArgumentParser | argparse._ArgumentGroup) 
                         help="weight of the right-to-left model's log-probability (default: %(default)s)")
 
 
-def check_rerank_flags(args: argparse.Namespace) -> None:
-    """One-line errors for reranking flags that do not fit together, before any model is loaded."""
+def check_rerank_flags(args: argparse.Namespace) -> str | None:
+    """One-line errors for reranking flags that do not fit together, before any model is loaded; the
+    reranking flag given (for further errors), or None."""
     flag = "--rerank-with" if args.rerank_with else "--rerank-r2l" if args.rerank_r2l else None
     if flag is None:
-        return
+        return None
     if args.method != "beam":
         raise UserError(f"{flag} reorders the n best of beam search; it does not go with --method {args.method}")
     check_range("--rerank-weight", args.rerank_weight, low=0)
     check_range("--rerank-r2l-weight", args.rerank_r2l_weight, low=0)
+    return flag
 
 
 def rerank_options(args: argparse.Namespace) -> dict:

@@ -39,9 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
-    check_rerank_flags(args)
-    if (args.rerank_with or args.rerank_r2l) and args.n_best > 1:
-        flag = "--rerank-with" if args.rerank_with else "--rerank-r2l"
+    flag = check_rerank_flags(args)
+    if flag and args.n_best > 1:
         raise UserError(f"{flag} prints the reranked best translation; it does not go with --n-best")
     keep_freed_memory()
     device, dtype = resolve_device(args.device), DTYPES[args.dtype]
