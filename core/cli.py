@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import sys
 import typing
 import warnings
@@ -24,6 +25,9 @@ def run_main(main: Callable[[list[str] | None], Any], argv: list[str] | None = N
         main(argv)
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+    except UnicodeDecodeError as err:  # our readers name the file; this is stdin or an @FILE of arguments
+        print(f"error: input is not UTF-8 text ({err.reason} at byte {err.start})", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
@@ -89,35 +93,57 @@ def resume_checkpoint(resume: str) -> Path:
 
 def run_folder(out: str | None, resume: str | None, overwrite: bool, default: str) -> Path:
     """The recipe's output folder: --out, else the folder of the checkpoint it resumes from (a resumed run goes
-    on where it was), else `default`. Refuses to train over another run's checkpoints without --overwrite: a
-    single model's, or those of an ensemble's members (`memberK/`)."""
+    on where it was), else `default`. Refuses to train over another run's checkpoints without --overwrite:
+    any .pt file in the folder or one level below (an ensemble's `memberK/`, `reverse/`), since a fresh
+    Trainer.fit replaces best.pt and last.pt and deletes the snapshots."""
     checkpoint = resume_checkpoint(resume) if resume else None
     if checkpoint and not checkpoint.is_file():
         raise UserError(f"--resume {resume}: checkpoint {checkpoint} does not exist")
     folder = Path(out or (checkpoint.parent if checkpoint else default))
+    if folder.exists() and not folder.is_dir():
+        raise UserError(f"--out {folder} is a file, not a folder")
     own = checkpoint and folder.resolve() == checkpoint.parent.resolve()
-    held = [folder / "last.pt", *folder.glob("member*/last.pt")]
-    if any(p.exists() for p in held) and not own and not overwrite:  # (a fresh Trainer.fit deletes them)
-        raise UserError(f"{folder} already holds checkpoints; continue with --resume {folder} "
-                        "or start afresh with --overwrite (or another --out)")
+    held = [*folder.glob("*.pt"), *folder.glob("*/*.pt")]
+    if held and not own and not overwrite:
+        raise UserError(f"{folder} already holds checkpoints; continue with --resume {folder} or start afresh "
+                        f"with --overwrite (or another --out); among them: {held[0]}")
     return folder
 
 
 def check_range(name: str, value: float, low: float | None = None, high: float | None = None,
-                low_open: bool = False) -> None:
-    """Raise a UserError naming `name`, the value and the allowed range when value falls outside it."""
+                low_open: bool = False, high_open: bool = False) -> None:
+    """Raise a UserError naming `name`, the value and the allowed range when value falls outside it (NaN and
+    infinities always do: every comparison with NaN is false)."""
     too_low = low is not None and (value <= low if low_open else value < low)
-    too_high = high is not None and value > high
-    if too_low or too_high:
-        left = "(" if low_open else "["
-        lo = "-inf" if low is None else f"{low:g}"
-        hi = "inf" if high is None else f"{high:g}"
-        raise UserError(f"{name} = {value:g} is out of range; allowed: {left}{lo}, {hi}]")
+    too_high = high is not None and (value >= high if high_open else value > high)
+    if too_low or too_high or not math.isfinite(value):
+        left = "(-inf" if low is None else ("(" if low_open else "[") + _number(low)
+        right = "inf)" if high is None else _number(high) + (")" if high_open else "]")
+        raise UserError(f"{name} = {_number(value)} is out of range; allowed: {left}, {right}")
+
+
+def _number(x: float) -> str:
+    return f"{x:g}" if isinstance(x, float) else str(x)
+
+
+def check_config(config: Any) -> None:
+    """Check a config dataclass's fields against its RANGES: field -> (low, high, low_open, high_open), each
+    bound None when open-ended; the error names the field as its flag."""
+    for name, bounds in getattr(type(config), "RANGES", {}).items():
+        check_range("--" + name.replace("_", "-"), getattr(config, name), *bounds)
+
+
+def _yes_no(text: str) -> bool:
+    if text.lower() in ("1", "true", "yes", "on"):
+        return True
+    if text.lower() in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"{text!r} is not true or false (true/false, yes/no, on/off, 1/0)")
 
 
 def _flag_type(field_type: Any) -> Any:
     if field_type in (bool, "bool"):
-        return lambda s: s.lower() in ("1", "true", "yes", "on")
+        return _yes_no
     origin_args = typing.get_args(field_type)
     if origin_args:  # Optional[X]: take X
         field_type = next(a for a in origin_args if a is not type(None))
@@ -140,7 +166,9 @@ def config_from_args(cls: type, args: argparse.Namespace, **overrides: Any) -> A
     """Build the dataclass `cls` from parsed flags added by `add_config_flags`."""
     values = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if hasattr(args, f.name)}
     values.update(overrides)
-    return cls(**values)
+    config = cls(**values)
+    check_config(config)
+    return config
 
 
 def save_config(out_dir: Path, **configs: Any) -> Path:

@@ -9,6 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from core.checkpoint import load_checkpoint, save_checkpoint
+from core.cli import check_range
 from core.context import Context
 from core.decoder import DecoderConfig, DecoderState, RNNDecoder, build_decoder
 from core.search import beam_search, generate, stream
@@ -109,7 +110,10 @@ class LanguageModel(nn.Module):
         return self.prompt_encoder(prompt_ids, lengths), PromptEncoder.start_tokens(prompt_ids, lengths)
 
     def _generator(self, seed: int | None) -> torch.Generator | None:
-        return None if seed is None else torch.Generator(self.device).manual_seed(seed)
+        if seed is None:
+            return None
+        check_range("seed", seed, 0, 2 ** 64 - 1)  # what torch.Generator takes
+        return torch.Generator(self.device).manual_seed(seed)
 
     @torch.no_grad()
     def generate_many(self, prompt: str = "", num_samples: int = 1, *, method: str = "sample", max_len: int = 200,
@@ -125,6 +129,7 @@ class LanguageModel(nn.Module):
             hyps = beam_search(self.decoder, ctx, start, beam_size=beam_size,
                                length_penalty=length_penalty, n_best=num_samples, **common)[0]
         else:
+            check_range("num_samples", num_samples, 1)
             ctx, start = self._context(prompt, num_samples)
             hyps = generate(self.decoder, ctx, start, method=method, temperature=temperature, top_k=top_k,
                             top_p=top_p, generator=self._generator(seed), **common)

@@ -301,6 +301,7 @@ def beam_search(decoder: Any, ctx: Context, start_tokens: Tensor, *, max_len: in
     _check(max_len, min_len, no_repeat_ngram, repetition_penalty)
     check_range("beam_size", beam_size, 1)
     check_range("n_best", n_best, 1, beam_size)
+    check_range("length_penalty", length_penalty)
     alpha, lp = length_penalty, gnmt_penalty
     B, K, device = start_tokens.size(0), beam_size, start_tokens.device
     share = getattr(decoder, "beams_share_memory", False)  # then the beams read one copy of their memory

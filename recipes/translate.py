@@ -340,8 +340,10 @@ def ensemble_checkpoints(args: argparse.Namespace, folders: list[Path]) -> list[
 def main(argv: list[str] | None = None) -> dict:
     args = parse_flags(build_parser(), argv)
     for flag, value, low in (("--beam-size", args.beam_size, 1), ("--rerank-beam-size", args.rerank_beam_size, 1),
-                             ("--rerank-weight", args.rerank_weight, 0),
-                             ("--rerank-r2l-weight", args.rerank_r2l_weight, 0)):  # before training, not after it
+                             ("--rerank-weight", args.rerank_weight, 0), ("--length-penalty", args.length_penalty, None),
+                             ("--rerank-r2l-weight", args.rerank_r2l_weight, 0), ("--max-tokens", args.max_tokens, 1),
+                             ("--vocab-size", args.vocab_size, 1),
+                             ("--valid-sentences", args.valid_sentences, 1)):  # before training, not after it
         check_range(flag, value, low=low)
     if args.r2l_members and args.target_order == "right-to-left":
         raise UserError("--r2l-members trains right-to-left models to rerank left-to-right ones; leave out "

@@ -12,7 +12,7 @@ import argparse
 import sys
 
 from core.allocator import keep_freed_memory
-from core.cli import DTYPES, UserError, add_dtype_flag, resolve_device, run_main
+from core.cli import DTYPES, UserError, add_dtype_flag, check_range, resolve_device, run_main
 from seq2seq.bleu import add_rerank_flags, check_rerank_flags, rerank_options
 from seq2seq.data import read_lines
 from seq2seq.translator import load_ensemble, load_rerankers
@@ -42,6 +42,11 @@ def main(argv: list[str] | None = None) -> None:
     flag = check_rerank_flags(args)
     if flag and args.n_best > 1:
         raise UserError(f"{flag} prints the reranked best translation; it does not go with --n-best")
+    check_range("--batch-size", args.batch_size, 1)
+    check_range("--n-best", args.n_best, 1)
+    if args.n_best > 1 and args.method != "beam":
+        raise UserError(f"--n-best {args.n_best} lists the best of beam search; it does not go with --method "
+                        f"{args.method}")
     keep_freed_memory()
     device, dtype = resolve_device(args.device), DTYPES[args.dtype]
     model, others = load_ensemble(args.checkpoint, device=device, dtype=dtype)
@@ -67,7 +72,11 @@ def main(argv: list[str] | None = None) -> None:
         return
     if sys.stdin.isatty():
         print("type a sentence and press Enter (Ctrl-D to quit)", file=sys.stderr)
-    for line in sys.stdin:
+    for number, line in enumerate(sys.stdin, start=1):
+        try:
+            line.encode("utf-8")
+        except UnicodeEncodeError:  # undecodable bytes arrive as lone surrogates under a C/POSIX locale
+            raise UserError(f"line {number} of the standard input is not UTF-8 text") from None
         show([line.rstrip("\n")])
 
 

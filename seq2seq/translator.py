@@ -40,6 +40,8 @@ class EncoderConfig:
 
     CHOICES = {"enc_cell": ["gru", "lstm"], "bridge": ["learned", "last", "zero"],
                "target_order": ["left-to-right", "right-to-left"]}
+    RANGES = {"enc_emb_dim": (1,), "enc_hidden_dim": (1,), "enc_layers": (1,), "enc_dropout": (0, 1, False, True),
+              "enc_word_dropout": (0, 1, False, True)}  # core.cli.check_config
 
 
 def build_encoder(vocab_size: int, config: EncoderConfig, decoder: DecoderConfig) -> RNNEncoder:

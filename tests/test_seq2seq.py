@@ -138,6 +138,10 @@ def test_translate_command_file_nbest_and_interactive(trained, tmp_path, capsys)
     result = subprocess.run([sys.executable, "-m", "seq2seq.translate", "--checkpoint", str(out / "model.pt")],
                             input="a b\nc d e f\n", capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert result.returncode == 0 and result.stdout == "b a\nf e d c\n"
+    result = subprocess.run([sys.executable, "-m", "seq2seq.translate", "--checkpoint", str(out / "model.pt")],
+                            input=b"a b\nc \xff d\n", capture_output=True, cwd=ROOT, timeout=120)
+    assert result.returncode == 2 and result.stdout == b"b a\n"
+    assert result.stderr.decode() == "error: line 2 of the standard input is not UTF-8 text\n"
 
 
 def test_bfloat16_translator_still_translates_exactly(trained, tmp_path, capsys):
@@ -165,7 +169,16 @@ def test_translate_command_bad_input(trained, tmp_path, capsys):
     for argv, expected in (([ "--checkpoint", str(other)], "'textgen' checkpoint"),
                            (["--checkpoint", str(out / "model.pt"), "--input", str(tmp_path / "no.txt")], "no.txt"),
                            (["--checkpoint", str(out / "model.pt"), "--input", str(other), "--beam-size", "0"],
-                            "")):
+                            ""),
+                           (["--checkpoint", str(out / "model.pt"), "--batch-size", "0"], "--batch-size = 0"),
+                           (["--checkpoint", str(out / "model.pt"), "--n-best", "0"], "--n-best = 0"),
+                           (["--checkpoint", str(out / "model.pt"), "--n-best", "2", "--method", "greedy"],
+                            "--method greedy"),
+                           (["--checkpoint", str(out / "model.pt"), "--length-penalty", "nan", "--input",
+                             str(tmp_path / "src.txt")], "length_penalty = nan"),
+                           ([f"@{tmp_path / 'latin1.args'}"], "not UTF-8")):
+        (tmp_path / "src.txt").write_text("a b\n")
+        (tmp_path / "latin1.args").write_bytes("--checkpoint\nmod\xe8le.pt\n".encode("latin-1"))
         with pytest.raises(SystemExit) as exit_info:
             run_main(translate_main, argv)
         assert exit_info.value.code == 2

@@ -90,16 +90,22 @@ def test_generate_command_as_a_process(trained):
     bad = subprocess.run([sys.executable, "-m", "core.generate", "--checkpoint", str(folder / "run" / "best.pt"),
                           "--temperature", "0"], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
-    assert bad.stderr.strip() == "error: temperature = 0 is out of range; allowed: (0, inf]"
+    assert bad.stderr.strip() == "error: temperature = 0 is out of range; allowed: (0, inf)"
 
 
 @pytest.mark.parametrize("flags, expected", [
-    (["--temperature", "0"], ["temperature = 0", "(0, inf]"]),
+    (["--temperature", "0"], ["temperature = 0", "(0, inf)"]),
     (["--temperature", "-1"], ["temperature = -1"]),
     (["--top-p", "1.5"], ["top_p = 1.5", "(0, 1]"]),
     (["--top-p", "0"], ["top_p = 0"]),
-    (["--method", "beam", "--beam-size", "0"], ["beam_size = 0", "[1, inf]"]),
-    (["--max-len", "0"], ["max_len = 0", "[1, inf]"]),
+    (["--method", "beam", "--beam-size", "0"], ["beam_size = 0", "[1, inf)"]),
+    (["--max-len", "0"], ["max_len = 0", "[1, inf)"]),
+    (["--temperature", "nan"], ["temperature = nan"]),  # every comparison with NaN is false
+    (["--top-p", "nan"], ["top_p = nan"]),
+    (["--repetition-penalty", "inf"], ["repetition_penalty = inf"]),
+    (["--method", "beam", "--length-penalty", "nan"], ["length_penalty = nan"]),
+    (["--num-samples", "0"], ["--num-samples = 0", "[1, inf)"]),
+    (["--seed", str(2 ** 64)], ["seed = 18446744073709551616"]),
 ])
 def test_generate_bad_options(trained, capsys, flags, expected):
     folder, _ = trained
@@ -147,6 +153,58 @@ def test_recipe_resume_errors_keep_checkpoints(trained, tmp_path, capsys):
     (elsewhere / "last.pt").write_bytes(b"another run's")
     fails_with(capsys, textgen_main, ["--resume", str(run), "--out", str(elsewhere)], "already holds checkpoints")
     assert (elsewhere / "last.pt").read_bytes() == b"another run's" and digest(run) == before
+
+
+@pytest.mark.parametrize("flags, expected", [
+    (["--batch-size", "0"], ["--batch-size = 0", "[1, inf)"]),
+    (["--bptt", "0"], ["--bptt = 0"]),
+    (["--valid-every", "0"], ["--valid-every = 0"]),
+    (["--lr", "nan"], ["--lr = nan", "(0, inf)"]),
+    (["--clip-norm", "-1"], ["--clip-norm = -1"]),  # torch would turn it into gradient ascent
+    (["--label-smoothing", "1"], ["--label-smoothing = 1", "[0, 1)"]),
+    (["--dropout", "2"], ["--dropout = 2"]),
+    (["--hidden-dim", "0"], ["--hidden-dim = 0"]),
+    (["--seed", "-1"], ["--seed = -1"]),
+    (["--attention", "luong"], ["--attention luong", "no memory"]),
+    (["--tie-embeddings", "maybe"], []),  # argparse's own one-line usage error, checked below
+])
+def test_recipe_bad_numbers_keep_checkpoints(trained, capsys, flags, expected):
+    folder, _ = trained
+    run = folder / "run"
+    before = digest(run)
+    argv = ["--corpus", str(folder / "corpus.txt"), "--out", str(run), "--overwrite", *TINY, *flags]
+    if expected:
+        fails_with(capsys, textgen_main, argv, *expected)
+    else:
+        with pytest.raises(SystemExit):
+            run_main(textgen_main, argv)
+        assert "'maybe' is not true or false" in capsys.readouterr().err
+    assert digest(run) == before
+
+
+def test_recipe_refuses_a_folder_of_best_and_snapshots(tmp_path, capsys, trained):
+    """A folder without last.pt still holds checkpoints worth keeping: best.pt and snapshots, also one level
+    down as an ensemble's members keep them."""
+    corpus = str(trained[0] / "corpus.txt")
+    for name in ("best.pt", "snapshot-4.pt", "member1/best.pt"):
+        out = tmp_path / name.replace("/", "_")
+        (out / name).parent.mkdir(parents=True)
+        (out / name).write_bytes(b"keep me")
+        fails_with(capsys, textgen_main, ["--corpus", corpus, "--out", str(out), *TINY], "already holds checkpoints",
+                   name)
+        assert (out / name).read_bytes() == b"keep me"
+    a_file = tmp_path / "file"
+    a_file.write_text("x")
+    fails_with(capsys, textgen_main, ["--corpus", corpus, "--out", str(a_file), *TINY], "is a file, not a folder")
+
+
+def test_recipe_resume_keeps_its_batch_size(trained, capsys):
+    folder, _ = trained
+    run = folder / "run"
+    before = digest(run), (run / "config.json").read_text()
+    fails_with(capsys, textgen_main, ["--resume", str(run), "--batch-size", "3", "--steps", "14"],
+               "--batch-size 3", "resume it with --batch-size 4")
+    assert (digest(run), (run / "config.json").read_text()) == before
 
 
 def test_recipe_resume_continues_to_more_steps(trained, tmp_path):

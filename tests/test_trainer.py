@@ -8,6 +8,7 @@ import torch
 from core import BOS, BucketBatches, CharTokenizer, DecoderConfig, LanguageModel, TokenStream, TrainConfig, Trainer
 from core.batching import pad
 from core.checkpoint import load_checkpoint
+from core.cli import UserError
 from core.lm import lm_forward
 
 TEXT = "the quick brown fox jumps over the lazy dog; pack my box with five dozen liquor jugs."
@@ -214,3 +215,16 @@ def test_bucket_batches_respect_budget_and_cover_each_example_once():
     orders = [[tuple(map(len, source.batch(e, i))) for i in range(len(source))] for e in range(3)]
     assert orders[0] == [tuple(map(len, source.batch(0, i))) for i in range(len(source))]  # deterministic
     assert len({tuple(o) for o in orders}) > 1  # reshuffled between epochs
+
+
+@pytest.mark.parametrize("field, value", [("lr", float("nan")), ("clip_norm", -1.0), ("valid_every", 0),
+                                          ("label_smoothing", 1.0), ("steps", 0), ("snapshots", -1)])
+def test_trainer_refuses_settings_out_of_range(tmp_path, field, value):
+    """Checked before anything is written: NaN (every comparison with it is false) and values torch would
+    take without complaint (a negative clip norm reverses the gradients) alike."""
+    tok = CharTokenizer.train(TEXT)
+    model = small_lm(tok, dropout=0.0, hidden=8)
+    ids = [BOS] + tok.encode(TEXT)
+    with pytest.raises(UserError, match=f"--{field.replace('_', '-')} = {value:g} is out of range"):
+        Trainer(model, lm_forward, TokenStream(ids, 2, 8), TrainConfig(**{field: value}), tmp_path, model.payload)
+    assert not any(tmp_path.iterdir())

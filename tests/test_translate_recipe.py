@@ -85,7 +85,7 @@ def test_recipe_trains_an_ensemble_side_by_side_and_tests_its_snapshots(tmp_path
     (out / "member2" / "last.pt").rename(out / "member2" / "kept.pt")
     (out / "single").mkdir()
     (out / "single" / "last.pt").write_bytes((out / "member1" / "last.pt").read_bytes())
-    for argv, expected in ((["--out", str(out), "--members", "0"], "--members = 0 is out of range; allowed: [1, inf]"),
+    for argv, expected in ((["--out", str(out), "--members", "0"], "--members = 0 is out of range; allowed: [1, inf)"),
                            (["--out", str(out)], f"{out} already holds checkpoints; continue with --resume {out}"),
                            (["--out", str(out / "single")], f"{out / 'single'} already holds checkpoints"),
                            (["--out", str(out), "--members", "1"], f"{out} already holds checkpoints"),
