@@ -53,4 +53,7 @@ def load_checkpoint(path: str | Path, task: str | None = None, map_location: str
         raise CheckpointError(f"{path} is not a checkpoint of this toolkit (expected format {FORMAT})")
     if task is not None and data.get("task") != task:
         raise CheckpointError(f"{path} is a {data.get('task')!r} checkpoint; this needs a {task!r} checkpoint")
+    missing = [key for key in ("config", "model", "tokenizers") if key not in data]
+    if task is not None and missing:
+        raise CheckpointError(f"{path} is an incomplete {task!r} checkpoint: it lacks {', '.join(missing)}")
     return data

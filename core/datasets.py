@@ -105,10 +105,13 @@ def split_by_position(text: str, valid: float = 0.05, test: float = 0.05) -> tup
 
 
 def read_text(path: str | Path) -> str:
-    """Read a UTF-8 corpus, with one-line errors for a missing, empty or non-UTF-8 file."""
+    """Read a UTF-8 text file (a corpus, sentences to translate, references), with one-line errors for a
+    missing, empty or non-UTF-8 file."""
     path = Path(path)
+    if path.is_dir():
+        raise UserError(f"{path} is a folder; a text file is needed")
     if not path.is_file():
-        raise UserError(f"corpus file {path} does not exist")
+        raise UserError(f"file {path} does not exist")
     data = path.read_bytes()
     try:
         text = data.decode("utf-8")
@@ -117,5 +120,5 @@ def read_text(path: str | Path) -> str:
         raise UserError(f"{path}:{line}: byte {data[err.start]:#04x} at offset {err.start} is not UTF-8 "
                         "(convert the file to UTF-8)") from None
     if not text.strip():
-        raise UserError(f"corpus file {path} is empty")
+        raise UserError(f"file {path} is empty")
     return text

@@ -63,3 +63,12 @@ def test_wrong_task_and_missing_file(tmp_path):
         load_checkpoint(path, task="textgen")
     with pytest.raises(CheckpointError, match="does not exist"):
         load_checkpoint(tmp_path / "nothing.pt")
+
+
+def test_a_checkpoint_without_its_parts_is_refused(tmp_path):
+    """The right format and task, but no tokenizers: the loader says so, rather than a KeyError later."""
+    full = payload(task="textgen")
+    assert load_checkpoint(save_checkpoint(tmp_path / "full.pt", full), task="textgen")["tokenizers"]
+    part = {key: value for key, value in full.items() if key != "tokenizers"}
+    with pytest.raises(CheckpointError, match="incomplete 'textgen' checkpoint: it lacks tokenizers"):
+        load_checkpoint(save_checkpoint(tmp_path / "part.pt", part), task="textgen")

@@ -130,6 +130,7 @@ def test_recipe_bad_corpus_files(tmp_path, capsys):
     fails_with(capsys, textgen_main, ["--corpus", str(empty), "--out", str(tmp_path / "o")], "empty.txt", "empty")
     fails_with(capsys, textgen_main, ["--corpus", str(tmp_path / "missing.txt"), "--out", str(tmp_path / "o")],
                "missing.txt", "does not exist")
+    fails_with(capsys, textgen_main, ["--corpus", str(tmp_path), "--out", str(tmp_path / "o")], "is a folder")
     latin1 = tmp_path / "latin1.txt"
     latin1.write_bytes("line one\nline two\nCaf\xe9 au lait\n".encode("latin-1"))
     fails_with(capsys, textgen_main, ["--corpus", str(latin1), "--out", str(tmp_path / "o")], "latin1.txt:3:",
