@@ -339,36 +339,38 @@ def ensemble_checkpoints(args: argparse.Namespace, folders: list[Path]) -> list[
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_flags(build_parser(), argv)
-    for flag, value, low in (("--beam-size", args.beam_size, 1), ("--rerank-beam-size", args.rerank_beam_size, 1),
-                             ("--rerank-weight", args.rerank_weight, 0), ("--length-penalty", args.length_penalty, None),
-                             ("--rerank-r2l-weight", args.rerank_r2l_weight, 0), ("--max-tokens", args.max_tokens, 1),
-                             ("--vocab-size", args.vocab_size, 1),
-                             ("--valid-sentences", args.valid_sentences, 1)):  # before training, not after it
-        check_range(flag, value, low=low)
-    if args.r2l_members and args.target_order == "right-to-left":
-        raise UserError("--r2l-members trains right-to-left models to rerank left-to-right ones; leave out "
-                        "--target-order right-to-left")
     # under torchrun the processes already share the training of one model
     out, resume = plan_run(args, default_members=1 if distributed.launched() else 2)
     if total_models(args) > 1 and distributed.launched():
         raise UserError(f"--members {args.members} --reverse-members {args.reverse_members} --r2l-members "
                         f"{args.r2l_members} trains each model in a process of its own; under torchrun train (or "
                         "resume) a single model, --members 1")
+    # all checked before the data is read; a resumed run's flags come from its config.json, so first its task
+    ckpt = load_checkpoint(resume[0], task="translation") if args.resume else None
+    for flag, value, low in (("--beam-size", args.beam_size, 1), ("--rerank-beam-size", args.rerank_beam_size, 1),
+                             ("--rerank-weight", args.rerank_weight, 0), ("--length-penalty", args.length_penalty, None),
+                             ("--rerank-r2l-weight", args.rerank_r2l_weight, 0), ("--max-tokens", args.max_tokens, 1),
+                             ("--vocab-size", args.vocab_size, 1),
+                             ("--valid-sentences", args.valid_sentences, 1)):
+        check_range(flag, value, low=low)
+    if args.r2l_members and args.target_order == "right-to-left":
+        raise UserError("--r2l-members trains right-to-left models to rerank left-to-right ones; leave out "
+                        "--target-order right-to-left")
+    if ckpt is not None:
+        enc_config = EncoderConfig(**ckpt["config"]["encoder"])
+        dec_config = DecoderConfig(**ckpt["config"]["decoder"])
+    else:
+        enc_config, dec_config = config_from_args(EncoderConfig, args), config_from_args(DecoderConfig, args)
+    train_config = config_from_args(TrainConfig, args)
     world, device = distributed.setup(resolve_device(args.device))
     with world.main_first():  # the main process fills the data cache; the others then read it
         pairs = load_pairs(args)
     print("pairs: " + ", ".join(f"{k} {len(v)}" for k, v in pairs.items()))
-
-    if args.resume:
-        ckpt = load_checkpoint(resume[0], task="translation")
+    if ckpt is not None:
         tokenizers = (ckpt["tokenizers"]["source"], ckpt["tokenizers"]["target"])
-        enc_config = EncoderConfig(**ckpt["config"]["encoder"])
-        dec_config = DecoderConfig(**ckpt["config"]["decoder"])
     else:
         src_tok, tgt_tok = world.from_main(train_tokenizers(args, pairs["train"]) if world.main else None)
         tokenizers = (src_tok.to_dict(), tgt_tok.to_dict())
-        enc_config, dec_config = config_from_args(EncoderConfig, args), config_from_args(DecoderConfig, args)
-    train_config = config_from_args(TrainConfig, args)
     if world.main:  # one writer
         save_config(out, flags=vars(args), encoder=enc_config, decoder=dec_config, train=train_config,
                     data={"corpus": args.corpus or args.dataset, "level": args.level,

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from core.checkpoint import load_checkpoint
+from core.checkpoint import load_checkpoint, save_checkpoint
 from core.cli import run_main
 from recipes.translate import main as translate_main
 from seq2seq.bleu import main as bleu_main
@@ -171,15 +171,23 @@ def test_recipe_bad_data_flags(tmp_path, capsys):
     bad.write_text("ein satz\tone sentence\nno tab here\n")
     good = tmp_path / "good.tsv"
     good.write_text("\n".join(corpus_lines()) + "\n")
+    textgen_run = tmp_path / "textgen"
+    save_checkpoint(textgen_run / "last.pt", {"task": "textgen", "config": {}, "model": {}, "tokenizers": {}})
+    (textgen_run / "config.json").write_text(json.dumps({"flags": {"corpus": "shakespeare.txt", "vocab_size": None}}))
     for argv, expected in ((["--corpus", str(bad)], "bad.tsv:2:"),
                            (["--corpus", str(good), "--level", "word", "--subword-alpha", "0.1"],
                             "--subword-alpha 0.1: sampled segmentations need sentencepiece tokenizers, not word"),
                            (["--train-src", str(bad)], "give all six"),
                            (["--corpus", str(good), "--beam-size", "0"], "--beam-size = 0 is out of range"),
                            (["--corpus", str(good), "--rerank-beam-size", "0"], "--rerank-beam-size = 0 is out of range"),
-                           (["--corpus", str(tmp_path / "none.tsv")], "none.tsv")):
+                           (["--corpus", str(good), "--valid-sentences", "0"], "--valid-sentences = 0"),
+                           (["--corpus", str(good), "--max-tokens", "-5"], "--max-tokens = -5"),
+                           (["--corpus", str(good), "--enc-dropout", "nan"], "--enc-dropout = nan"),
+                           (["--corpus", str(tmp_path / "none.tsv")], "none.tsv"),
+                           # a language model's run: its task is named, not a corpus from its flags
+                           (["--resume", str(textgen_run)], "'textgen' checkpoint; this needs a 'translation'")):
         with pytest.raises(SystemExit) as exit_info:
-            run_main(translate_main, [*argv, "--out", str(tmp_path / "o")])
+            run_main(translate_main, [*argv] + ([] if "--resume" in argv else ["--out", str(tmp_path / "o")]))
         assert exit_info.value.code == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and expected in err[0], err
