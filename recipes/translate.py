@@ -134,6 +134,8 @@ def load_pairs(args: argparse.Namespace) -> dict[str, list[tuple[str, str]]]:
     if any(files):
         if not all(files):
             raise UserError(f"give all six of {', '.join(SPLIT_FLAGS)} or none")
+        if args.corpus:
+            raise UserError(f"give --corpus or the six files {', '.join(SPLIT_FLAGS)}, not both")
         return {part: read_parallel(files[2 * i], files[2 * i + 1])
                 for i, part in enumerate(("train", "valid", "test"))}
     if args.corpus:

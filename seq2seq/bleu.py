@@ -145,8 +145,10 @@ def _hypotheses(args: argparse.Namespace, n_refs: int) -> list[str]:
     if args.checkpoint is None:
         if args.hyp is None:
             raise UserError("give a hypothesis file HYP, or --checkpoint CK --src SRC to translate one")
-        if args.src is not None:
-            raise UserError("--src is only used with --checkpoint")
+        given = [flag for flag, value in (("--src", args.src), ("--rerank-with", args.rerank_with),
+                                          ("--rerank-r2l", args.rerank_r2l)) if value]
+        if given:
+            raise UserError(f"{given[0]} is only used with --checkpoint (translate, then score)")
         return read_lines(args.hyp)
     if args.hyp is not None:
         raise UserError("give either HYP or --checkpoint, not both")

@@ -169,6 +169,9 @@ def test_needs_hyp_or_checkpoint(files, capsys):
     assert "give a hypothesis file HYP" in _error(capsys, ["--ref", files["ref"]])
     err = _error(capsys, [files["hyp"], "--ref", files["ref"], "--checkpoint", files["hyp"], "--src", files["ref"]])
     assert "either HYP or --checkpoint" in err
+    for flag in ("--src", "--rerank-with", "--rerank-r2l"):  # they would be ignored in silence
+        err = _error(capsys, [files["hyp"], "--ref", files["ref"], flag, files["ref"]])
+        assert f"{flag} is only used with --checkpoint" in err
 
 
 def test_checkpoint_translates_then_scores(files, capsys, monkeypatch):

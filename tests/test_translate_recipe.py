@@ -178,6 +178,9 @@ def test_recipe_bad_data_flags(tmp_path, capsys):
                            (["--corpus", str(good), "--level", "word", "--subword-alpha", "0.1"],
                             "--subword-alpha 0.1: sampled segmentations need sentencepiece tokenizers, not word"),
                            (["--train-src", str(bad)], "give all six"),
+                           (["--corpus", str(good)] + [x for flag in ("--train", "--valid", "--test")
+                                                       for x in (f"{flag}-src", str(bad), f"{flag}-tgt", str(bad))],
+                            "give --corpus or the six files"),
                            (["--corpus", str(good), "--beam-size", "0"], "--beam-size = 0 is out of range"),
                            (["--corpus", str(good), "--rerank-beam-size", "0"], "--rerank-beam-size = 0 is out of range"),
                            (["--corpus", str(good), "--valid-sentences", "0"], "--valid-sentences = 0"),
