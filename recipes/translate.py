@@ -146,6 +146,18 @@ def load_pairs(args: argparse.Namespace) -> dict[str, list[tuple[str, str]]]:
     return bible_pairs(args.data_dir) if args.dataset == "bible" else ding_pairs(args.data_dir)
 
 
+def data_languages(args: argparse.Namespace) -> dict[str, str]:
+    """--source-lang and --target-lang, or what the data tells: the default corpora's languages, or the
+    suffixes of the six split files (tr.de, tr.en); a TSV file tells nothing."""
+    if args.corpus:
+        known = ("", "")
+    elif args.train_src or args.train_tgt:
+        known = tuple(Path(f or "").suffix.lstrip(".") for f in (args.train_src, args.train_tgt))
+    else:
+        known = ("es", "en") if args.dataset == "bible" else ("de", "en")
+    return {"source_lang": args.source_lang or known[0], "target_lang": args.target_lang or known[1]}
+
+
 def train_tokenizers(args: argparse.Namespace, train: list[tuple[str, str]]):
     src_text = "\n".join(s for s, _ in train)
     tgt_text = "\n".join(t for _, t in train)
@@ -265,8 +277,10 @@ def setup_for(run: RunSetup, kind: str) -> RunSetup:
     """The run as the models of `kind` train it."""
     if kind == "reverse":
         pairs = {split: [(t, s) for s, t in pairs] for split, pairs in run.pairs.items()}
+        enc = run.enc_config
         return replace(run, pairs=pairs, tokenizers=run.tokenizers[::-1], kind=kind,
-                       enc_config=replace(run.enc_config, target_order="left-to-right"))
+                       enc_config=replace(enc, target_order="left-to-right", source_lang=enc.target_lang,
+                                          target_lang=enc.source_lang))
     if kind == "r2l":
         return replace(run, enc_config=replace(run.enc_config, target_order="right-to-left"), kind=kind)
     return run
@@ -362,7 +376,8 @@ def main(argv: list[str] | None = None) -> dict:
         enc_config = EncoderConfig(**ckpt["config"]["encoder"])
         dec_config = DecoderConfig(**ckpt["config"]["decoder"])
     else:
-        enc_config, dec_config = config_from_args(EncoderConfig, args), config_from_args(DecoderConfig, args)
+        enc_config = config_from_args(EncoderConfig, args, **data_languages(args))
+        dec_config = config_from_args(DecoderConfig, args)
     train_config = config_from_args(TrainConfig, args)
     world, device = distributed.setup(resolve_device(args.device))
     with world.main_first():  # the main process fills the data cache; the others then read it
@@ -427,7 +442,7 @@ def evaluate(args: argparse.Namespace, out: Path, checkpoints: dict[str, list[Pa
             results[f"{kind}_checkpoints"] = [str(p) for p in checkpoints[kind]]
             args_files.append(f"@{out / f'{kind}.args'}")
     rerankers = load_rerankers(checkpoints["reverse"], checkpoints["r2l"], args.rerank_weight, args.rerank_r2l_weight,
-                               device)
+                               device, forward=model)
     if rerankers:
         decodings[f"beam{args.rerank_beam_size}_reranked"] = partial(
             model.translate_reranked, beam_size=args.rerank_beam_size, length_penalty=args.length_penalty,

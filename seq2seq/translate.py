@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> None:
     keep_freed_memory()
     device, dtype = resolve_device(args.device), DTYPES[args.dtype]
     model, others = load_ensemble(args.checkpoint, device=device, dtype=dtype)
-    rerankers = load_rerankers(**rerank_options(args), device=device, dtype=dtype)
+    rerankers = load_rerankers(**rerank_options(args), device=device, dtype=dtype, forward=model)
     options = dict(method=args.method, beam_size=args.beam_size, length_penalty=args.length_penalty,
                    batch_size=args.batch_size, ensemble_with=others)
 

@@ -37,6 +37,10 @@ class EncoderConfig:
     # right-to-left: the decoder writes each translation from its last token to its first, a second view of
     # the same translations that scores the left-to-right model's n best (`translate_reranked`)
     target_order: str = "left-to-right"
+    # labels of the two languages (fairseq's --source-lang / --target-lang, e.g. de, en), so that ensembles and
+    # reranking models of the wrong direction are refused; empty: not known, nothing is checked
+    source_lang: str = ""
+    target_lang: str = ""
 
     CHOICES = {"enc_cell": ["gru", "lstm"], "bridge": ["learned", "last", "zero"],
                "target_order": ["left-to-right", "right-to-left"]}
@@ -173,7 +177,23 @@ class Translator(nn.Module):
         return {side: [tok.decode([i]) for i in range(tok.vocab_size)]
                 for side, tok in (("source", self.src_tokenizer), ("target", self.tgt_tokenizer))}
 
+    @property
+    def direction(self) -> str:
+        """"de->en", say, or "" when a language is not known."""
+        c = self.encoder_config
+        return f"{c.source_lang}->{c.target_lang}" if c.source_lang and c.target_lang else ""
+
+    def check_direction(self, other: "Translator", reverse: bool = False) -> None:
+        """A ValueError when `other` translates another language pair than this model (or, with `reverse`,
+        than the opposite direction); nothing when either direction is not known."""
+        c = other.encoder_config
+        expected = f"{c.target_lang}->{c.source_lang}" if reverse else other.direction
+        if self.direction and other.direction and expected != self.direction:
+            raise ValueError(f"it translates {other.direction}, and this model {self.direction}"
+                             + ("; a reverse model must translate the other way" if reverse else ""))
+
     def _check_joinable(self, other: "Translator") -> None:
+        self.check_direction(other)
         if other.right_to_left != self.right_to_left:
             raise ValueError("ensemble members need the same target order; one writes left to right, the other "
                              "right to left")
@@ -232,6 +252,9 @@ class Translator(nn.Module):
         the first (`EncoderConfig.target_order`), so it judges each ending without the beam's left-to-right
         commitment, as in Sennrich et al. (2016)."""
         reverse, right_to_left = _model_list(reverse), _model_list(right_to_left)
+        for models, is_reverse in ((reverse, True), (right_to_left, False)):
+            for model in models:
+                self.check_direction(model, reverse=is_reverse)
         nbest = self.translate_nbest(sentences, beam_size, beam_size=beam_size, **options)
         sources = [source for source, hyps in zip(sentences, nbest) for _ in hyps]
         texts = [text for hyps in nbest for text, _ in hyps]
@@ -275,9 +298,10 @@ def load_ensemble(checkpoints: Sequence[str | Path], device: str | torch.device 
 
 def load_rerankers(reverse: Sequence[str | Path] = (), right_to_left: Sequence[str | Path] = (),
                    weight: float = 1.0, right_to_left_weight: float = R2L_WEIGHT, device: str | torch.device = "cpu",
-                   dtype: torch.dtype = torch.float32) -> dict[str, Any]:
+                   dtype: torch.dtype = torch.float32, forward: Translator | None = None) -> dict[str, Any]:
     """`translate_reranked`'s options from checkpoint paths: the reverse models and the right-to-left models
-    (each list an ensemble) with their weights; {} when there are neither (no reranking)."""
+    (each list an ensemble) with their weights; {} when there are neither (no reranking). With `forward`, the
+    model whose n best they rerank, each must translate its language pair (the reverse ones the other way)."""
     if not reverse and not right_to_left:
         return {}
 
@@ -286,11 +310,17 @@ def load_rerankers(reverse: Sequence[str | Path] = (), right_to_left: Sequence[s
             return []
         first, others = load_ensemble(paths, device, dtype)
         return [first, *others]
-    backwards = ensemble(right_to_left)
+    backwards, reverse_models = ensemble(right_to_left), ensemble(reverse)
     if backwards and not backwards[0].right_to_left:
         raise UserError(f"{right_to_left[0]} writes left to right; reranking needs a right-to-left model "
                         "(trained with --target-order right-to-left)")
-    return dict(reverse=ensemble(reverse), weight=weight, right_to_left=backwards,
+    for paths, models, is_reverse in ((reverse, reverse_models, True), (right_to_left, backwards, False)):
+        if forward is not None and models:
+            try:
+                forward.check_direction(models[0], reverse=is_reverse)
+            except ValueError as err:
+                raise UserError(f"{paths[0]} cannot rerank this model's translations: {err}") from None
+    return dict(reverse=reverse_models, weight=weight, right_to_left=backwards,
                 right_to_left_weight=right_to_left_weight)
 
 
@@ -299,7 +329,7 @@ def translate_file(checkpoints: Sequence[str | Path], src_lines: list[str], beam
     """Translate lines with one checkpoint or an ensemble of several (`python -m seq2seq.bleu --checkpoint`),
     reranking the beam's n best when `rerank` names reverse or right-to-left checkpoints (`load_rerankers`)."""
     model, others = load_ensemble(checkpoints, device, dtype)
-    rerankers = load_rerankers(**rerank, device=device, dtype=dtype)
+    rerankers = load_rerankers(**rerank, device=device, dtype=dtype, forward=model)
     if not rerankers:
         return model.translate(src_lines, method=method, beam_size=beam_size, ensemble_with=others)
     return model.translate_reranked(src_lines, beam_size=beam_size, ensemble_with=others, **rerankers)

@@ -10,11 +10,12 @@ import torch
 
 from core import (BOS, EOS, PAD, BucketBatches, DecoderConfig, SentencePieceTokenizer, TrainConfig, Trainer,
                   WordTokenizer, save_checkpoint)
-from core.cli import run_main
+from core.cli import UserError, run_main
 from seq2seq.bleu import main as bleu_main
 from seq2seq.encoder import RNNEncoder
 from seq2seq.translate import main as translate_main
-from seq2seq.translator import EncoderConfig, SampledSubwords, Translator, seq2seq_forward
+from seq2seq.translator import (EncoderConfig, SampledSubwords, Translator, load_ensemble, load_rerankers,
+                                 seq2seq_forward)
 
 ROOT = Path(__file__).resolve().parents[1]
 SYMBOLS = "a b c d e f g".split()
@@ -464,3 +465,30 @@ def test_rerank_r2l_flags_of_the_command_lines(trained, trained_right_to_left, t
         assert exit_info.value.code == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and message in err[0], err
+
+
+def test_models_of_another_language_pair_are_refused(tmp_path):
+    """Labelled languages (--source-lang / --target-lang) make a reverse model given for an ensemble member, or
+    a forward model given as the reverse one, an error rather than silently worse translations."""
+    from dataclasses import replace
+
+    def labelled(source, target):
+        model = tiny_translator()
+        model.encoder_config = replace(model.encoder_config, source_lang=source, target_lang=target)
+        return model
+    de_en, also_de_en, en_de, unknown = labelled("de", "en"), labelled("de", "en"), labelled("en", "de"), labelled("", "")
+    assert de_en.direction == "de->en" and unknown.direction == ""
+    de_en._check_joinable(also_de_en)
+    de_en._check_joinable(unknown)  # older checkpoints know no languages: nothing to check
+    with pytest.raises(ValueError, match="it translates en->de, and this model de->en"):
+        de_en._check_joinable(en_de)
+    with pytest.raises(ValueError, match="a reverse model must translate the other way"):
+        de_en.translate_reranked(["a b"], reverse=also_de_en, beam_size=2)
+    assert len(de_en.translate_reranked(["a b"], reverse=en_de, beam_size=2)) == 1
+    for name, model in (("en_de", en_de), ("de_en", also_de_en)):
+        model.save(tmp_path / f"{name}.pt")
+    assert load_rerankers([tmp_path / "en_de.pt"], forward=de_en)["reverse"][0].direction == "en->de"
+    with pytest.raises(UserError, match="de_en.pt cannot rerank this model's translations"):
+        load_rerankers([tmp_path / "de_en.pt"], forward=de_en)
+    with pytest.raises(UserError, match="en_de.pt cannot join"):
+        load_ensemble([tmp_path / "de_en.pt", tmp_path / "en_de.pt"])

@@ -11,7 +11,7 @@ import pytest
 
 from core.checkpoint import load_checkpoint, save_checkpoint
 from core.cli import run_main
-from recipes.translate import main as translate_main
+from recipes.translate import build_parser, data_languages, main as translate_main
 from seq2seq.bleu import main as bleu_main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -119,7 +119,7 @@ def test_recipe_trains_reranking_models_beside_and_reranks_the_test_with_them(tm
     results = translate_main(["--corpus", str(corpus), "--out", str(out), "--steps", "20", "--valid-every", "10",
                               "--members", "1", "--reverse-members", "2", "--r2l-members", "1", "--snapshots", "0",
                               "--separate-vocab", "--rerank-beam-size", "3", "--rerank-weight", "0.5",
-                              "--rerank-r2l-weight", "2", *TINY])
+                              "--rerank-r2l-weight", "2", "--source-lang", "xx", "--target-lang", "yy", *TINY])
     printed = capsys.readouterr().out
     reverse = [out / "reverse" / f"member{k}" / "best.pt" for k in (1, 2)]
     assert results["reverse_checkpoints"] == [str(p) for p in reverse] and "test, beam3_reranked:" in printed
@@ -133,6 +133,10 @@ def test_recipe_trains_reranking_models_beside_and_reranks_the_test_with_them(tm
     assert right_to_left["tokenizers"] == forward["tokenizers"]
     assert right_to_left["config"]["encoder"]["target_order"] == "right-to-left"
     assert forward["config"]["encoder"]["target_order"] == "left-to-right"
+    languages = {name: (ck["config"]["encoder"]["source_lang"], ck["config"]["encoder"]["target_lang"])
+                 for name, ck in (("forward", forward), ("r2l", right_to_left),
+                                  ("reverse", load_checkpoint(reverse[0], task="translation")))}
+    assert languages == {"forward": ("xx", "yy"), "r2l": ("xx", "yy"), "reverse": ("yy", "xx")}
     logs = [(out / "reverse" / f"member{k}" / "log.jsonl").read_text() for k in (1, 2)]
     assert logs[0] != logs[1]  # seeds --seed and --seed + 1
     # the command lines rerank with the files the recipe writes, and repeat its figure
@@ -140,6 +144,12 @@ def test_recipe_trains_reranking_models_beside_and_reranks_the_test_with_them(tm
                           "--src", str(out / "test.source.txt"), "--ref", str(out / "test.reference.txt"),
                           "--beam-size", "3", "--rerank-weight", "0.5", "--rerank-r2l-weight", "2", "--device", "cpu"])
     assert rescored[0]["score"] == pytest.approx(results["beam3_reranked"]["BLEU"]["score"])
+    with pytest.raises(SystemExit):  # a model of the same direction given as the reverse one
+        run_main(bleu_main, [f"@{out / 'ensemble.args'}", "--rerank-with", str(out / "r2l" / "best.pt"), "--src",
+                             str(out / "test.source.txt"), "--ref", str(out / "test.reference.txt"), "--device", "cpu"])
+    assert capsys.readouterr().err.strip() == (
+        f"error: {out / 'r2l' / 'best.pt'} cannot rerank this model's translations: it translates xx->yy, and this "
+        "model xx->yy; a reverse model must translate the other way")
     # the folder alone resumes every model, the reranking ones too
     resumed = translate_main(["--resume", str(out), "--steps", "24"])
     assert resumed["steps"] == [24] and all(
@@ -164,6 +174,18 @@ def test_recipe_trains_reranking_models_beside_and_reranks_the_test_with_them(tm
         assert exit_info.value.code == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and expected in err[0], err
+
+
+def test_languages_come_from_the_flags_or_the_data():
+    def languages(*argv):
+        return data_languages(build_parser().parse_args(list(argv)))
+    assert languages() == {"source_lang": "de", "target_lang": "en"}  # the Ding dictionary
+    assert languages("--dataset", "bible") == {"source_lang": "es", "target_lang": "en"}
+    assert languages("--corpus", "pairs.tsv") == {"source_lang": "", "target_lang": ""}  # not known: not checked
+    assert languages("--corpus", "pairs.tsv", "--source-lang", "fr", "--target-lang", "en") == {
+        "source_lang": "fr", "target_lang": "en"}
+    six = [x for part in ("train", "valid", "test") for x in (f"--{part}-src", f"{part}.cs", f"--{part}-tgt", f"{part}.en")]
+    assert languages(*six) == {"source_lang": "cs", "target_lang": "en"}
 
 
 def test_recipe_bad_data_flags(tmp_path, capsys):
