@@ -93,9 +93,9 @@ def resume_checkpoint(resume: str) -> Path:
 
 def run_folder(out: str | None, resume: str | None, overwrite: bool, default: str) -> Path:
     """The recipe's output folder: --out, else the folder of the checkpoint it resumes from (a resumed run goes
-    on where it was), else `default`. Refuses to train over another run's checkpoints without --overwrite:
-    any .pt file in the folder or one level below (an ensemble's `memberK/`, `reverse/`), since a fresh
-    Trainer.fit replaces best.pt and last.pt and deletes the snapshots."""
+    on where it was), else `default`; created here. Refuses to train over another run's checkpoints without
+    --overwrite: any .pt file in the folder or below it (an ensemble's `memberK/`, `reverse/memberK/`), since a
+    fresh Trainer.fit replaces best.pt and last.pt and deletes the snapshots."""
     checkpoint = resume_checkpoint(resume) if resume else None
     if checkpoint and not checkpoint.is_file():
         raise UserError(f"--resume {resume}: checkpoint {checkpoint} does not exist")
@@ -103,11 +103,18 @@ def run_folder(out: str | None, resume: str | None, overwrite: bool, default: st
     if folder.exists() and not folder.is_dir():
         raise UserError(f"--out {folder} is a file, not a folder")
     own = checkpoint and folder.resolve() == checkpoint.parent.resolve()
-    held = [*folder.glob("*.pt"), *folder.glob("*/*.pt")]
+    held = next(folder.rglob("*.pt"), None)
     if held and not own and not overwrite:
         raise UserError(f"{folder} already holds checkpoints; continue with --resume {folder} or start afresh "
-                        f"with --overwrite (or another --out); among them: {held[0]}")
+                        f"with --overwrite (or another --out); among them: {held}")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise UserError(f"cannot create the folder {folder}: {err.strerror}") from None
     return folder
+
+
+MAX_SEED = 2 ** 32 - 1  # seeds 0 .. 2^32 - 1, so that an ensemble's seed + k stays in range everywhere
 
 
 def check_range(name: str, value: float, low: float | None = None, high: float | None = None,

@@ -9,7 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from core.checkpoint import load_checkpoint, save_checkpoint
-from core.cli import check_range
+from core.cli import MAX_SEED, check_range
 from core.context import Context
 from core.decoder import DecoderConfig, DecoderState, RNNDecoder, build_decoder
 from core.search import beam_search, generate, stream
@@ -112,7 +112,7 @@ class LanguageModel(nn.Module):
     def _generator(self, seed: int | None) -> torch.Generator | None:
         if seed is None:
             return None
-        check_range("seed", seed, 0, 2 ** 64 - 1)  # what torch.Generator takes
+        check_range("seed", seed, 0, MAX_SEED)
         return torch.Generator(self.device).manual_seed(seed)
 
     @torch.no_grad()

@@ -63,12 +63,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_flags(build_parser(), argv)
+    resume = resume_checkpoint(args.resume) if args.resume else None
+    # a resumed run's flags come from its config.json: first its task, then the flags
+    ckpt = load_checkpoint(resume, task="textgen") if resume else None
     for flag, value in (("--batch-size", args.batch_size), ("--bptt", args.bptt), ("--sample-len", args.sample_len),
                         ("--vocab-size", args.vocab_size or 1)):  # before training, not after it
         check_range(flag, value, low=1)
     if args.attention != "none":
         raise UserError(f"--attention {args.attention}: a language model has no memory to attend to; leave it none")
-    resume = resume_checkpoint(args.resume) if args.resume else None
     out = run_folder(args.out, args.resume, args.overwrite, default="runs/textgen")
     world, device = distributed.setup(resolve_device(args.device))
 
@@ -80,8 +82,7 @@ def main(argv: list[str] | None = None) -> dict:
         raise UserError(f"corpus {args.corpus} is too short to split into train/valid/test")
 
     # Tokenizer and model (a resumed run takes both from its checkpoint).
-    if args.resume:
-        ckpt = load_checkpoint(resume, task="textgen")
+    if ckpt is not None:
         tokenizer = tokenizer_from_dict(ckpt["tokenizers"]["text"])
         model_config = DecoderConfig(**ckpt["config"]["decoder"])
     else:

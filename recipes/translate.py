@@ -147,15 +147,12 @@ def load_pairs(args: argparse.Namespace) -> dict[str, list[tuple[str, str]]]:
 
 
 def data_languages(args: argparse.Namespace) -> dict[str, str]:
-    """--source-lang and --target-lang, or what the data tells: the default corpora's languages, or the
-    suffixes of the six split files (tr.de, tr.en); a TSV file tells nothing."""
-    if args.corpus:
-        known = ("", "")
-    elif args.train_src or args.train_tgt:
-        known = tuple(Path(f or "").suffix.lstrip(".") for f in (args.train_src, args.train_tgt))
-    else:
-        known = ("es", "en") if args.dataset == "bible" else ("de", "en")
-    return {"source_lang": args.source_lang or known[0], "target_lang": args.target_lang or known[1]}
+    """--source-lang and --target-lang, or the default corpora's languages; your own files' are not guessed
+    (file names say too little: train.src, data.tok.en.gz)."""
+    own_files = args.corpus or args.train_src or args.train_tgt
+    known = ("", "") if own_files else ("es", "en") if args.dataset == "bible" else ("de", "en")
+    return {"source_lang": args.source_lang.strip().lower() or known[0],
+            "target_lang": args.target_lang.strip().lower() or known[1]}
 
 
 def train_tokenizers(args: argparse.Namespace, train: list[tuple[str, str]]):
@@ -188,6 +185,18 @@ def model_folders(out: Path, args: argparse.Namespace) -> list[tuple[str, int, P
     return [("forward", k, folder) for k, folder in enumerate(member_folders(out, args.members))] + [
         (kind, k, folder) for kind in RERANKERS
         for k, folder in enumerate(reranker_folders(out, kind, count(args, kind)))]
+
+
+def remove_other_layouts(out: Path, folders: list[Path]) -> None:
+    """A run started afresh (--overwrite) over another run with more or fewer models: delete the checkpoints
+    of that run's model folders that this run does not train in, so that no old model can be resumed or
+    tested as if it were part of this run. (Its own folders' checkpoints each Trainer replaces.)"""
+    layouts = [folder for top in (out, *(out / kind for kind in RERANKERS))
+               for folder in (top, *sorted(top.glob("member*")))]
+    for folder in layouts:
+        if folder not in folders:
+            for path in [folder / "best.pt", folder / "last.pt", *(p for _, p in snapshots_in(folder))]:
+                path.unlink(missing_ok=True)
 
 
 def count(args: argparse.Namespace, kind: str) -> int | None:
@@ -290,6 +299,20 @@ def total_models(args: argparse.Namespace) -> int:
     return args.members + sum(count(args, kind) for kind in RERANKERS)
 
 
+def check_settings(args: argparse.Namespace, tokenizers: tuple[dict, dict], enc_config: EncoderConfig,
+                   dec_config: DecoderConfig) -> None:
+    """What the members' processes would refuse, refused before config.json is written (a resumed run's
+    config.json must not take settings that fail)."""
+    check_range("--subword-alpha", args.subword_alpha, 0, 1, high_open=True)
+    if args.subword_alpha and args.level == "word":
+        raise UserError(f"--subword-alpha {args.subword_alpha}: sampled segmentations need sentencepiece tokenizers, "
+                        "not word")
+    try:
+        Translator(*(tokenizer_from_dict(t) for t in tokenizers), enc_config, dec_config)
+    except ValueError as err:  # settings that do not fit together, e.g. --share-embeddings with --separate-vocab
+        raise UserError(str(err)) from None
+
+
 def train_member(run: RunSetup, member: int, position: int, folder: Path, resume: Path | None) -> bool:
     """Train model number `member` of its kind (from 0) into `folder`, as process number `position` of the
     run; False when Ctrl-C stopped it (its checkpoint saved)."""
@@ -298,10 +321,7 @@ def train_member(run: RunSetup, member: int, position: int, folder: Path, resume
     train_config = replace(run.train_config, seed=run.train_config.seed + member)
     src_tok, tgt_tok = (tokenizer_from_dict(t) for t in run.tokenizers)
     torch.manual_seed(train_config.seed)
-    try:
-        model = Translator(src_tok, tgt_tok, run.enc_config, run.dec_config)
-    except ValueError as err:  # settings that do not fit together, e.g. --share-embeddings with --separate-vocab
-        raise UserError(str(err)) from None
+    model = Translator(src_tok, tgt_tok, run.enc_config, run.dec_config)  # settings checked by `check_settings`
     if position == 0:
         n_params = sum(p.numel() for p in model.parameters())
         print(f"vocabulary {src_tok.vocab_size}/{tgt_tok.vocab_size}, model {n_params / 1e6:.2f}M parameters, "
@@ -310,10 +330,7 @@ def train_member(run: RunSetup, member: int, position: int, folder: Path, resume
 
     kept = [(s, t) for s, t in run.pairs["train"] if s.strip() and t.strip()]
     if args.subword_alpha:
-        try:
-            train = SampledSubwords(model, kept, args.max_tokens, args.subword_alpha, seed=train_config.seed)
-        except ValueError as err:  # an alpha out of range, or word-level tokens
-            raise UserError(f"--subword-alpha {args.subword_alpha}: {err}") from None
+        train = SampledSubwords(model, kept, args.max_tokens, args.subword_alpha, seed=train_config.seed)
     else:
         train = BucketBatches([(model.source_ids(s), model.target_ids(t)) for s, t in kept], lambda e: len(e[1]),
                               model.collate, args.max_tokens, seed=train_config.seed)
@@ -388,6 +405,7 @@ def main(argv: list[str] | None = None) -> dict:
     else:
         src_tok, tgt_tok = world.from_main(train_tokenizers(args, pairs["train"]) if world.main else None)
         tokenizers = (src_tok.to_dict(), tgt_tok.to_dict())
+    check_settings(args, tokenizers, enc_config, dec_config)
     if world.main:  # one writer
         save_config(out, flags=vars(args), encoder=enc_config, decoder=dec_config, train=train_config,
                     data={"corpus": args.corpus or args.dataset, "level": args.level,
@@ -397,6 +415,8 @@ def main(argv: list[str] | None = None) -> dict:
                               "r2l_members": args.r2l_members, "snapshots": train_config.snapshots})
     run = RunSetup(args, pairs, tokenizers, enc_config, dec_config, train_config, device)
     folders = model_folders(out, args)
+    if world.main and not args.resume:
+        remove_other_layouts(out, [folder for _, _, folder in folders])
     jobs = [partial(train_member, setup_for(run, kind), member, position, folder, resume[position])
             for position, (kind, member, folder) in enumerate(folders)]
     started = time.perf_counter()

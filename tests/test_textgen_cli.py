@@ -105,7 +105,7 @@ def test_generate_command_as_a_process(trained):
     (["--repetition-penalty", "inf"], ["repetition_penalty = inf"]),
     (["--method", "beam", "--length-penalty", "nan"], ["length_penalty = nan"]),
     (["--num-samples", "0"], ["--num-samples = 0", "[1, inf)"]),
-    (["--seed", str(2 ** 64)], ["seed = 18446744073709551616"]),
+    (["--seed", str(2 ** 32)], ["seed = 4294967296", "[0, 4294967295]"]),
 ])
 def test_generate_bad_options(trained, capsys, flags, expected):
     folder, _ = trained
@@ -148,6 +148,9 @@ def test_recipe_resume_errors_keep_checkpoints(trained, tmp_path, capsys):
                "--resume")
     other = save_checkpoint(tmp_path / "mt.pt", {"task": "translation", "config": {}, "model": {}})
     fails_with(capsys, textgen_main, ["--corpus", corpus, "--resume", str(other)], "'translation' checkpoint")
+    # a translation run's flags (attention, say) are not judged as a language model's: its task is named first
+    (tmp_path / "config.json").write_text(json.dumps({"flags": {"attention": "luong"}}))
+    fails_with(capsys, textgen_main, ["--resume", str(other)], "'translation' checkpoint")
     # resuming into another run's folder would overwrite its checkpoints
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
@@ -187,7 +190,7 @@ def test_recipe_refuses_a_folder_of_best_and_snapshots(tmp_path, capsys, trained
     """A folder without last.pt still holds checkpoints worth keeping: best.pt and snapshots, also one level
     down as an ensemble's members keep them."""
     corpus = str(trained[0] / "corpus.txt")
-    for name in ("best.pt", "snapshot-4.pt", "member1/best.pt"):
+    for name in ("best.pt", "snapshot-4.pt", "member1/best.pt", "reverse/member2/last.pt"):
         out = tmp_path / name.replace("/", "_")
         (out / name).parent.mkdir(parents=True)
         (out / name).write_bytes(b"keep me")
@@ -197,6 +200,8 @@ def test_recipe_refuses_a_folder_of_best_and_snapshots(tmp_path, capsys, trained
     a_file = tmp_path / "file"
     a_file.write_text("x")
     fails_with(capsys, textgen_main, ["--corpus", corpus, "--out", str(a_file), *TINY], "is a file, not a folder")
+    fails_with(capsys, textgen_main, ["--corpus", corpus, "--out", str(a_file / "sub"), *TINY],
+               f"cannot create the folder {a_file / 'sub'}")
 
 
 def test_recipe_resume_keeps_its_batch_size(trained, capsys):
