@@ -27,7 +27,7 @@ def run_main(main: Callable[[list[str] | None], Any], argv: list[str] | None = N
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
     except UnicodeDecodeError as err:  # our readers name the file; this is stdin or an @FILE of arguments
-        print(f"error: input is not UTF-8 text ({err.reason} at byte {err.start})", file=sys.stderr)
+        print(f"error: input is not UTF-8 text ({err.reason})", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
@@ -114,16 +114,17 @@ def run_folder(out: str | None, resume: str | None, overwrite: bool, default: st
     return folder
 
 
-MAX_SEED = 2 ** 32 - 1  # seeds 0 .. 2^32 - 1, so that an ensemble's seed + k stays in range everywhere
+MAX_SEED = 2 ** 32 - 1  # the seeds every command takes (an ensemble's members use seed + k: see the recipe)
 
 
 def check_range(name: str, value: float, low: float | None = None, high: float | None = None,
                 low_open: bool = False, high_open: bool = False) -> None:
-    """Raise a UserError naming `name`, the value and the allowed range when value falls outside it (NaN and
-    infinities always do: every comparison with NaN is false)."""
+    """Raise a UserError naming `name`, the value and the allowed range when value falls outside it (NaN,
+    infinities and integers beyond 64 bits always do: every comparison with NaN is false)."""
     too_low = low is not None and (value <= low if low_open else value < low)
     too_high = high is not None and (value >= high if high_open else value > high)
-    if too_low or too_high or not math.isfinite(value):
+    unusable = not math.isfinite(value) if isinstance(value, float) else abs(value) > 2 ** 63 - 1  # (torch's int64)
+    if too_low or too_high or unusable:
         left = "(-inf" if low is None else ("(" if low_open else "[") + _number(low)
         right = "inf)" if high is None else _number(high) + (")" if high_open else "]")
         raise UserError(f"{name} = {_number(value)} is out of range; allowed: {left}, {right}")

@@ -8,7 +8,7 @@ import argparse
 import sys
 
 from core.allocator import keep_freed_memory
-from core.cli import DTYPES, add_dtype_flag, check_range, resolve_device, run_main
+from core.cli import DTYPES, MAX_SEED, add_dtype_flag, check_range, resolve_device, run_main
 from core.lm import LanguageModel
 
 
@@ -35,6 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     check_range("--num-samples", args.num_samples, 1)
+    if args.seed is not None:
+        check_range("--seed", args.seed, 0, MAX_SEED)
     keep_freed_memory()
     model = LanguageModel.load(args.checkpoint, device=resolve_device(args.device), dtype=DTYPES[args.dtype])
     options = dict(method=args.method, max_len=args.max_len, temperature=args.temperature, top_k=args.top_k,

@@ -20,8 +20,8 @@ import torch
 from core import distributed
 from core.batching import TokenStream
 from core.checkpoint import load_checkpoint
-from core.cli import (UserError, add_config_flags, check_range, config_from_args, parse_flags, resolve_device, resume_checkpoint,
-                      run_folder, run_main, save_config)
+from core.cli import (UserError, add_config_flags, check_range, config_from_args, parse_flags,
+                      resolve_device, resume_checkpoint, run_folder, run_main, save_config)
 from core.datasets import read_text, shakespeare, split_by_position
 from core.decoder import DecoderConfig
 from core.lm import LanguageModel, lm_forward
@@ -71,6 +71,9 @@ def main(argv: list[str] | None = None) -> dict:
         check_range(flag, value, low=1)
     if args.attention != "none":
         raise UserError(f"--attention {args.attention}: a language model has no memory to attend to; leave it none")
+    # settings checked before anything is read or written (a resumed run keeps its model)
+    model_config = DecoderConfig(**ckpt["config"]["decoder"]) if ckpt else config_from_args(DecoderConfig, args)
+    train_config = config_from_args(TrainConfig, args)
     out = run_folder(args.out, args.resume, args.overwrite, default="runs/textgen")
     world, device = distributed.setup(resolve_device(args.device))
 
@@ -84,12 +87,9 @@ def main(argv: list[str] | None = None) -> dict:
     # Tokenizer and model (a resumed run takes both from its checkpoint).
     if ckpt is not None:
         tokenizer = tokenizer_from_dict(ckpt["tokenizers"]["text"])
-        model_config = DecoderConfig(**ckpt["config"]["decoder"])
     else:
         vocab = args.vocab_size or DEFAULT_VOCAB[args.level]
         tokenizer = world.from_main(train_tokenizer(args.level, train_text, vocab) if world.main else None)
-        model_config = config_from_args(DecoderConfig, args)
-    train_config = config_from_args(TrainConfig, args)
     torch.manual_seed(train_config.seed)
     model = LanguageModel(tokenizer, model_config)
     n_params = sum(p.numel() for p in model.parameters())

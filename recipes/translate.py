@@ -23,8 +23,8 @@ import torch
 from core import distributed
 from core.batching import BucketBatches
 from core.checkpoint import load_checkpoint
-from core.cli import (UserError, add_config_flags, check_range, config_from_args, parse_flags, resolve_device,
-                      run_folder, run_main, save_config)
+from core.cli import (MAX_SEED, UserError, add_config_flags, check_range, config_from_args, parse_flags,
+                      resolve_device, run_folder, run_main, save_config)
 from core.decoder import DecoderConfig
 from core.parallel import run_side_by_side
 from core.tokenizers import SentencePieceTokenizer, WordTokenizer, tokenizer_from_dict
@@ -193,8 +193,8 @@ def remove_other_layouts(out: Path, folders: list[Path]) -> None:
     tested as if it were part of this run. (Its own folders' checkpoints each Trainer replaces.)"""
     layouts = [folder for top in (out, *(out / kind for kind in RERANKERS))
                for folder in (top, *sorted(top.glob("member*")))]
-    for folder in layouts:
-        if folder not in folders:
+    for folder in layouts:  # a linked folder is another run's: left alone
+        if folder not in folders and folder.is_dir() and not folder.is_symlink() and not folder.parent.is_symlink():
             for path in [folder / "best.pt", folder / "last.pt", *(p for _, p in snapshots_in(folder))]:
                 path.unlink(missing_ok=True)
 
@@ -301,12 +301,8 @@ def total_models(args: argparse.Namespace) -> int:
 
 def check_settings(args: argparse.Namespace, tokenizers: tuple[dict, dict], enc_config: EncoderConfig,
                    dec_config: DecoderConfig) -> None:
-    """What the members' processes would refuse, refused before config.json is written (a resumed run's
-    config.json must not take settings that fail)."""
-    check_range("--subword-alpha", args.subword_alpha, 0, 1, high_open=True)
-    if args.subword_alpha and args.level == "word":
-        raise UserError(f"--subword-alpha {args.subword_alpha}: sampled segmentations need sentencepiece tokenizers, "
-                        "not word")
+    """Settings that do not fit together, which the members' processes would refuse, refused before
+    config.json is written (a resumed run's config.json must not take settings that fail)."""
     try:
         Translator(*(tokenizer_from_dict(t) for t in tokenizers), enc_config, dec_config)
     except ValueError as err:  # settings that do not fit together, e.g. --share-embeddings with --separate-vocab
@@ -381,11 +377,17 @@ def main(argv: list[str] | None = None) -> dict:
     # all checked before the data is read; a resumed run's flags come from its config.json, so first its task
     ckpt = load_checkpoint(resume[0], task="translation") if args.resume else None
     for flag, value, low in (("--beam-size", args.beam_size, 1), ("--rerank-beam-size", args.rerank_beam_size, 1),
-                             ("--rerank-weight", args.rerank_weight, 0), ("--length-penalty", args.length_penalty, None),
-                             ("--rerank-r2l-weight", args.rerank_r2l_weight, 0), ("--max-tokens", args.max_tokens, 1),
-                             ("--vocab-size", args.vocab_size, 1),
+                             ("--rerank-weight", args.rerank_weight, 0), ("--max-tokens", args.max_tokens, 1),
+                             ("--rerank-r2l-weight", args.rerank_r2l_weight, 0), ("--vocab-size", args.vocab_size, 1),
+                             ("--length-penalty", args.length_penalty, None),
                              ("--valid-sentences", args.valid_sentences, 1)):
         check_range(flag, value, low=low)
+    check_range("--subword-alpha", args.subword_alpha, 0, 1, high_open=True)
+    if args.subword_alpha and args.level == "word":
+        raise UserError(f"--subword-alpha {args.subword_alpha}: sampled segmentations need sentencepiece tokenizers, "
+                        "not word")
+    # model k of each kind trains with --seed + k
+    check_range("--seed", args.seed, 0, MAX_SEED + 1 - max(args.members, *(count(args, kind) for kind in RERANKERS)))
     if args.r2l_members and args.target_order == "right-to-left":
         raise UserError("--r2l-members trains right-to-left models to rerank left-to-right ones; leave out "
                         "--target-order right-to-left")

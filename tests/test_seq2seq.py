@@ -476,7 +476,8 @@ def test_models_of_another_language_pair_are_refused(tmp_path):
         model = tiny_translator()
         model.encoder_config = replace(model.encoder_config, source_lang=source, target_lang=target)
         return model
-    de_en, also_de_en, en_de, unknown = labelled("de", "en"), labelled("de", "en"), labelled("en", "de"), labelled("", "")
+    de_en, also_de_en, en_de = labelled("de", "en"), labelled("de", "en"), labelled("en", "de")
+    unknown = labelled("", "")
     assert de_en.direction == "de->en" and unknown.direction == ""
     de_en._check_joinable(also_de_en)
     de_en._check_joinable(unknown)  # older checkpoints know no languages: nothing to check

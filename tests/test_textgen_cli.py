@@ -105,7 +105,7 @@ def test_generate_command_as_a_process(trained):
     (["--repetition-penalty", "inf"], ["repetition_penalty = inf"]),
     (["--method", "beam", "--length-penalty", "nan"], ["length_penalty = nan"]),
     (["--num-samples", "0"], ["--num-samples = 0", "[1, inf)"]),
-    (["--seed", str(2 ** 32)], ["seed = 4294967296", "[0, 4294967295]"]),
+    (["--seed", str(2 ** 32)], ["--seed = 4294967296", "[0, 4294967295]"]),
 ])
 def test_generate_bad_options(trained, capsys, flags, expected):
     folder, _ = trained

@@ -11,7 +11,7 @@ import pytest
 
 from core.checkpoint import load_checkpoint, save_checkpoint
 from core.cli import run_main
-from recipes.translate import build_parser, data_languages, main as translate_main
+from recipes.translate import build_parser, data_languages, main as translate_main, remove_other_layouts
 from seq2seq.bleu import main as bleu_main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -193,8 +193,22 @@ def test_languages_come_from_the_flags_or_the_data():
     assert languages("--corpus", "pairs.tsv") == {"source_lang": "", "target_lang": ""}  # not known: not checked
     assert languages("--corpus", "pairs.tsv", "--source-lang", "fr", "--target-lang", "en") == {
         "source_lang": "fr", "target_lang": "en"}
-    six = [x for part in ("train", "valid", "test") for x in (f"--{part}-src", f"{part}.cs", f"--{part}-tgt", f"{part}.en")]
+    six = [x for part in ("train", "valid", "test")
+           for x in (f"--{part}-src", f"{part}.cs", f"--{part}-tgt", f"{part}.en")]
     assert languages(*six) == {"source_lang": "", "target_lang": ""}  # file names are not guessed from
+
+
+def test_an_overwritten_run_removes_only_its_own_old_checkpoints(tmp_path):
+    out, other = tmp_path / "run", tmp_path / "other"
+    for path in (out / "member1" / "best.pt", out / "member2" / "snapshot-4.pt", out / "reverse" / "last.pt",
+                 out / "notes" / "last.pt", other / "best.pt", out / "best.pt"):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"x")
+    (out / "member3").symlink_to(other)  # a linked folder is another run's
+    (out / "members.txt").write_text("a file whose name looks like a member's folder")
+    remove_other_layouts(out, [out])  # a single model afresh: it trains in out itself
+    assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*.pt")) == [
+        "other/best.pt", "run/best.pt", "run/notes/last.pt"]  # out's own best.pt its Trainer replaces
 
 
 def test_recipe_bad_data_flags(tmp_path, capsys):
@@ -217,6 +231,9 @@ def test_recipe_bad_data_flags(tmp_path, capsys):
                            (["--corpus", str(good), "--valid-sentences", "0"], "--valid-sentences = 0"),
                            (["--corpus", str(good), "--max-tokens", "-5"], "--max-tokens = -5"),
                            (["--corpus", str(good), "--enc-dropout", "nan"], "--enc-dropout = nan"),
+                           (["--corpus", str(good), "--seed", str(2 ** 32 - 1)],  # member 2 would have 2^32
+                            "--seed = 4294967295 is out of range; allowed: [0, 4294967294]"),
+                           (["--corpus", str(good), "--steps", "1" + "0" * 400], "--steps = 1000"),
                            (["--corpus", str(tmp_path / "none.tsv")], "none.tsv"),
                            # a language model's run: its task is named, not a corpus from its flags
                            (["--resume", str(textgen_run)], "'textgen' checkpoint; this needs a 'translation'")):
