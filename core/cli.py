@@ -5,6 +5,7 @@ import argparse
 import dataclasses
 import json
 import math
+import re
 import sys
 import typing
 import warnings
@@ -29,6 +30,11 @@ def run_main(main: Callable[[list[str] | None], Any], argv: list[str] | None = N
     except UnicodeDecodeError as err:  # our readers name the file; this is stdin or an @FILE of arguments
         print(f"error: input is not UTF-8 text ({err.reason})", file=sys.stderr)
         sys.exit(2)
+    except RuntimeError as err:
+        if (message := out_of_memory(err)) is None:
+            raise
+        print(f"error: {message}", file=sys.stderr)
+        sys.exit(2)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         sys.exit(130)
@@ -38,6 +44,37 @@ def run_main(main: Callable[[list[str] | None], Any], argv: list[str] | None = N
     finally:
         from core import distributed  # leave a torchrun process group cleanly (nothing to do otherwise)
         distributed.shutdown()
+
+
+def out_of_memory(err: BaseException) -> str | None:
+    """A failed allocation (CUDA's OutOfMemoryError, or the CPU allocator's RuntimeError) as one line naming
+    the cure; None for any other error. Its traceback would point deep into torch, not at the flags."""
+    text = str(err)
+    if not (isinstance(err, torch.OutOfMemoryError) or "can't allocate memory" in text or "not enough memory" in text):
+        return None
+    cpu = re.search(r"allocate (\d+) bytes", text)
+    cuda = re.search(r"[Tt]ried to allocate ([\d.]+ [KMGT]i?B)", text)
+    size = f"{int(cpu[1]) / 2 ** 30:.1f} GiB" if cpu else cuda[1] if cuda else None
+    return (f"out of memory{f' while allocating {size}' if size else ''}; use smaller batches or beams "
+            "(--batch-size, --max-tokens, --beam-size, --num-samples) or a smaller model")
+
+
+class ArgsFileParser(argparse.ArgumentParser):
+    """argparse that reads flags from @FILE, one argument per line as the recipes write them (`--checkpoint`,
+    then its path), or a flag and its value on one line as people type them (`--checkpoint runs/a b/best.pt`:
+    the value is the rest of the line, spaces included). Blank lines and lines starting with # are skipped."""
+
+    def __init__(self, **kwargs: Any):
+        super().__init__(fromfile_prefix_chars="@", **kwargs)
+
+    def convert_arg_line_to_args(self, arg_line: str) -> list[str]:
+        line = arg_line.strip()
+        if not line or line.startswith("#"):
+            return []
+        parts = line.split(None, 1)
+        if len(parts) == 2 and parts[0].startswith("--") and "=" not in parts[0]:
+            return parts
+        return [line]
 
 
 def resolve_device(name: str) -> torch.device:
@@ -65,24 +102,46 @@ def add_dtype_flag(parser: argparse.ArgumentParser | argparse._ArgumentGroup) ->
 WHERE_FLAGS = ("resume", "out", "overwrite")
 
 
-def parse_flags(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+def parse_flags(parser: argparse.ArgumentParser, argv: list[str] | None, kept: typing.Iterable[str] = ()
+                ) -> argparse.Namespace:
     """Parse a recipe's flags. With --resume, the flags its run started with (`flags` in the config.json beside
     the checkpoint, or in the run folder) become the defaults, so that `--resume RUN` alone goes on with the
-    same data and settings; flags given now still win (e.g. --steps, to train for longer)."""
+    same data and settings; flags given now still win (e.g. --steps, to train for longer). The flags named in
+    `kept` shape the model or its vocabulary, which the checkpoint fixes: given now with another value, they
+    are refused rather than ignored in silence."""
     args = parser.parse_args(argv)
     if not args.resume:
         return args
     config = resume_checkpoint(args.resume).parent / "config.json"
     try:
-        saved = json.loads(config.read_text())["flags"]
+        saved = json.loads(config.read_bytes().decode("utf-8"))["flags"]
     except OSError:
         return args  # not a run: the recipe says what is missing
-    except (ValueError, KeyError, TypeError):
+    except ValueError as err:  # not UTF-8, or not JSON: damaged, and the run's flags are unknown
+        raise UserError(f"{config} cannot be read ({err}); it holds the run's flags: restore it to resume "
+                        "the run") from None
+    except (KeyError, TypeError):
         warnings.warn(f"{config} does not list the run's flags (an older run?); the flags given now apply")
         return args
     known = vars(parser.parse_args([]))
     parser.set_defaults(**{k: v for k, v in saved.items() if k in known and k not in WHERE_FLAGS})
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    given = _given_flags(parser, argv, known)
+    for name in kept:
+        if name in given and (name not in saved or getattr(args, name) != saved[name]):
+            flag, before = "--" + name.replace("_", "-"), saved.get(name, "the default of its time")
+            raise UserError(f"{flag} {getattr(args, name)}: the run in {config.parent} was built with "
+                            f"{before if before != '' else 'none'}, and a resumed run keeps its model and "
+                            f"vocabulary; leave out {flag}, or start a new run to change it")
+    return args
+
+
+def _given_flags(parser: argparse.ArgumentParser, argv: list[str] | None, dests: typing.Iterable[str]) -> set[str]:
+    """The flags on the command line itself: argparse fills in a default only where the namespace lacks the
+    attribute, so whatever still holds the marker afterwards was not given."""
+    unset = object()
+    parsed = parser.parse_args(argv, argparse.Namespace(**dict.fromkeys(dests, unset)))
+    return {name for name, value in vars(parsed).items() if value is not unset}
 
 
 def resume_checkpoint(resume: str) -> Path:
@@ -96,6 +155,8 @@ def run_folder(out: str | None, resume: str | None, overwrite: bool, default: st
     on where it was), else `default`; created here. Refuses to train over another run's checkpoints without
     --overwrite: any .pt file in the folder or below it (an ensemble's `memberK/`, `reverse/memberK/`), since a
     fresh Trainer.fit replaces best.pt and last.pt and deletes the snapshots."""
+    if out is not None and not out.strip():  # an unset shell variable, say: not the default folder in silence
+        raise UserError("--out is empty; name a folder")
     checkpoint = resume_checkpoint(resume) if resume else None
     if checkpoint and not checkpoint.is_file():
         raise UserError(f"--resume {resume}: checkpoint {checkpoint} does not exist")

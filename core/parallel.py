@@ -17,7 +17,7 @@ from typing import Any, Callable
 import torch
 from tqdm import tqdm
 
-from core.cli import UserError
+from core.cli import UserError, out_of_memory
 
 INTERRUPTED = 130  # exit status of a job stopped by Ctrl-C (its checkpoint saved)
 
@@ -28,6 +28,11 @@ def _job(job: Callable[[], bool], threads: int, errors: Any) -> None:
         finished = job()
     except UserError as err:  # handed to the parent, which prints it once however many jobs hit it
         errors.put(str(err))
+        sys.exit(2)
+    except RuntimeError as err:
+        if (message := out_of_memory(err)) is None:
+            raise
+        errors.put(message)
         sys.exit(2)
     except KeyboardInterrupt:  # Ctrl-C before the job took it over (e.g. while it read its data)
         sys.exit(INTERRUPTED)

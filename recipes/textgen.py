@@ -10,6 +10,7 @@ import json
 import math
 import sys
 import time
+from dataclasses import fields
 from pathlib import Path
 
 if __package__ in (None, ""):  # run as a script: make the repository importable
@@ -62,7 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    args = parse_flags(build_parser(), argv)
+    # the checkpoint fixes the model and its vocabulary: --resume refuses other values for these flags
+    kept = [f.name for f in fields(DecoderConfig)] + ["level", "vocab_size"]
+    args = parse_flags(build_parser(), argv, kept=kept)
     resume = resume_checkpoint(args.resume) if args.resume else None
     # a resumed run's flags come from its config.json: first its task, then the flags
     ckpt = load_checkpoint(resume, task="textgen") if resume else None

@@ -11,7 +11,7 @@ import argparse
 import json
 import sys
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from functools import partial
 from pathlib import Path
 
@@ -367,7 +367,9 @@ def ensemble_checkpoints(args: argparse.Namespace, folders: list[Path]) -> list[
 
 
 def main(argv: list[str] | None = None) -> dict:
-    args = parse_flags(build_parser(), argv)
+    # the checkpoints fix the model and its vocabulary: --resume refuses other values for these flags
+    kept = [f.name for config in (EncoderConfig, DecoderConfig) for f in fields(config)]
+    args = parse_flags(build_parser(), argv, kept=kept + ["level", "vocab_size", "separate_vocab"])
     # under torchrun the processes already share the training of one model
     out, resume = plan_run(args, default_members=1 if distributed.launched() else 2)
     if total_models(args) > 1 and distributed.launched():

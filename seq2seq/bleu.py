@@ -16,7 +16,7 @@ from typing import Any, Sequence
 from sacrebleu.metrics import BLEU, CHRF
 from sacrebleu.metrics.base import Metric
 
-from core.cli import DTYPES, UserError, add_dtype_flag, check_range, resolve_device, run_main
+from core.cli import DTYPES, ArgsFileParser, UserError, add_dtype_flag, check_range, resolve_device, run_main
 from seq2seq import R2L_WEIGHT
 from seq2seq.data import read_lines
 
@@ -77,10 +77,11 @@ def sentence_scores(hyps: list[str], refs: list[list[str]], metrics: Sequence[st
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m seq2seq.bleu", description=__doc__.split("\n\n")[0], fromfile_prefix_chars="@",
+    parser = ArgsFileParser(
+        prog="python -m seq2seq.bleu", description=__doc__.split("\n\n")[0],
         epilog="Either give HYP (one translation per line), or --checkpoint and --src to translate first. "
-               "@FILE reads flags from FILE, one per line (e.g. the recipe's ensemble.args).")
+               "@FILE reads flags from FILE, one per line, or a flag and its value per line (e.g. the recipe's "
+               "ensemble.args).")
     parser.add_argument("hyp", nargs="?", metavar="HYP", help="hypothesis file, one sentence per line")
     parser.add_argument("--ref", action="append", required=True, metavar="REF",
                         help="reference file aligned with HYP; repeat for several references")

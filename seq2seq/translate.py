@@ -12,15 +12,14 @@ import argparse
 import sys
 
 from core.allocator import keep_freed_memory
-from core.cli import DTYPES, UserError, add_dtype_flag, check_range, resolve_device, run_main
+from core.cli import DTYPES, ArgsFileParser, UserError, add_dtype_flag, check_range, resolve_device, run_main
 from seq2seq.bleu import add_rerank_flags, check_rerank_flags, rerank_options
 from seq2seq.data import read_lines
 from seq2seq.translator import load_ensemble, load_rerankers
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
-                                fromfile_prefix_chars="@")
+    p = ArgsFileParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", required=True, action="append",
                    help="a translation checkpoint (e.g. runs/translate/member1/best.pt); repeat it to translate with "
                         "an ensemble of several (the mean of their next-token probabilities), or give a recipe run's "
@@ -42,8 +41,10 @@ def main(argv: list[str] | None = None) -> None:
     flag = check_rerank_flags(args)
     if flag and args.n_best > 1:
         raise UserError(f"{flag} prints the reranked best translation; it does not go with --n-best")
-    check_range("--batch-size", args.batch_size, 1)
-    check_range("--n-best", args.n_best, 1)
+    # checked before the first sentence is typed, not after
+    for name, value, low in (("--batch-size", args.batch_size, 1), ("--n-best", args.n_best, 1),
+                             ("--beam-size", args.beam_size, 1), ("--length-penalty", args.length_penalty, None)):
+        check_range(name, value, low)
     if args.n_best > 1 and args.method != "beam":
         raise UserError(f"--n-best {args.n_best} lists the best of beam search; it does not go with --method "
                         f"{args.method}")

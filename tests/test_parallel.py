@@ -25,6 +25,8 @@ def job(outcome, folder):
             assert time.monotonic() < deadline, "the other job never started waiting"
             time.sleep(0.05)
         raise RuntimeError("deep inside")
+    if outcome == "out of memory":
+        torch.empty(2 ** 50)  # 4 PiB: the CPU allocator refuses at once
     if outcome == "killed":
         os.kill(os.getpid(), signal.SIGKILL)
     if outcome == "dies of ctrl-c":  # as when Ctrl-C comes before the interpreter handles it
@@ -59,6 +61,9 @@ def test_a_job_error_is_raised_once_and_a_crash_is_named(tmp_path, capfd):
     with pytest.raises(UserError, match=r"^job 2 \(exit status 1\) failed; see the messages above$"):
         run_side_by_side(jobs(tmp_path, "finished", "crash"))
     assert "RuntimeError: deep inside" in capfd.readouterr().err
+    with pytest.raises(UserError, match=r"^out of memory while allocating 4194304.0 GiB; use smaller batches"):
+        run_side_by_side(jobs(tmp_path, "finished", "out of memory"))
+    assert "Traceback" not in capfd.readouterr().err
     with pytest.raises(UserError, match=r"^job 1 \(killed by SIGKILL: out of memory\?\) failed"):
         run_side_by_side(jobs(tmp_path, "killed"))
 

@@ -145,6 +145,24 @@ def test_translate_command_file_nbest_and_interactive(trained, tmp_path, capsys)
     assert result.stderr.decode() == "error: line 2 of the standard input is not UTF-8 text\n"
 
 
+def test_args_files_take_a_flag_and_its_value_on_one_line(trained, tmp_path, capsys):
+    """@FILE as the recipe writes it (one argument per line) and as people type it (`--flag value`, a path with
+    a space, a comment, a blank line) read the same."""
+    _, out = trained
+    spaced = tmp_path / "a model.pt"
+    spaced.write_bytes((out / "model.pt").read_bytes())
+    (tmp_path / "src.txt").write_text("a b c\nd e\n")
+    (tmp_path / "recipe.args").write_text(f"--checkpoint\n{spaced}\n--beam-size\n3\n")
+    (tmp_path / "typed.args").write_text(f"# the model\n--checkpoint {spaced}  \n\n--beam-size\t3\n--device=cpu\n")
+    for args_file in ("recipe.args", "typed.args"):
+        translate_main([f"@{tmp_path / args_file}", "--input", str(tmp_path / "src.txt")])
+        assert capsys.readouterr().out == "c b a\ne d\n", args_file
+    (tmp_path / "wrong.args").write_text("--beam-size 0\n")
+    with pytest.raises(SystemExit):
+        run_main(translate_main, [f"@{tmp_path / 'wrong.args'}", "--checkpoint", str(spaced)])
+    assert capsys.readouterr().err == "error: --beam-size = 0 is out of range; allowed: [1, inf)\n"
+
+
 def test_bfloat16_translator_still_translates_exactly(trained, tmp_path, capsys):
     """Loaded in bfloat16 (library and command lines), the trained model still solves the task exactly."""
     _, out = trained
@@ -176,7 +194,7 @@ def test_translate_command_bad_input(trained, tmp_path, capsys):
                            (["--checkpoint", str(out / "model.pt"), "--n-best", "2", "--method", "greedy"],
                             "--method greedy"),
                            (["--checkpoint", str(out / "model.pt"), "--length-penalty", "nan", "--input",
-                             str(tmp_path / "src.txt")], "length_penalty = nan"),
+                             str(tmp_path / "src.txt")], "--length-penalty = nan"),
                            ([f"@{tmp_path / 'latin1.args'}"], "not UTF-8")):
         (tmp_path / "src.txt").write_text("a b\n")
         (tmp_path / "latin1.args").write_bytes("--checkpoint\nmod\xe8le.pt\n".encode("latin-1"))

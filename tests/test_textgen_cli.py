@@ -106,6 +106,8 @@ def test_generate_command_as_a_process(trained):
     (["--method", "beam", "--length-penalty", "nan"], ["length_penalty = nan"]),
     (["--num-samples", "0"], ["--num-samples = 0", "[1, inf)"]),
     (["--seed", str(2 ** 32)], ["--seed = 4294967296", "[0, 4294967295]"]),
+    # 10^12 beams of 32 numbers each: the allocator refuses at once, and the message names the flags
+    (["--method", "beam", "--beam-size", str(10 ** 12)], ["out of memory while allocating", "--beam-size"]),
 ])
 def test_generate_bad_options(trained, capsys, flags, expected):
     folder, _ = trained
@@ -202,6 +204,7 @@ def test_recipe_refuses_a_folder_of_best_and_snapshots(tmp_path, capsys, trained
     fails_with(capsys, textgen_main, ["--corpus", corpus, "--out", str(a_file), *TINY], "is a file, not a folder")
     fails_with(capsys, textgen_main, ["--corpus", corpus, "--out", str(a_file / "sub"), *TINY],
                f"cannot create the folder {a_file / 'sub'}")
+    fails_with(capsys, textgen_main, ["--corpus", corpus, "--out", "", *TINY], "--out is empty")
 
 
 def test_recipe_resume_keeps_its_batch_size(trained, capsys):
@@ -211,6 +214,37 @@ def test_recipe_resume_keeps_its_batch_size(trained, capsys):
     fails_with(capsys, textgen_main, ["--resume", str(run), "--batch-size", "3", "--steps", "14"],
                "--batch-size 3", "resume it with --batch-size 4")
     assert (digest(run), (run / "config.json").read_text()) == before
+
+
+@pytest.mark.parametrize("flags, expected", [
+    (["--hidden-dim", "64"], ["--hidden-dim 64", "built with 32", "leave out --hidden-dim"]),
+    (["--cell", "gru"], ["--cell gru", "built with lstm"]),
+    (["--level", "word"], ["--level word", "built with char"]),
+])
+def test_recipe_resume_refuses_to_change_the_model(trained, capsys, flags, expected):
+    """The checkpoint fixes the model and vocabulary; such flags were once ignored without a word."""
+    folder, _ = trained
+    run = folder / "run"
+    before = digest(run), (run / "config.json").read_text()
+    fails_with(capsys, textgen_main, ["--resume", str(run), "--steps", "14", *flags], *expected)
+    assert (digest(run), (run / "config.json").read_text()) == before
+
+
+def test_recipe_resume_refuses_a_damaged_config(trained, capsys):
+    """A config.json that is not UTF-8 or not JSON once let the run resume with the default flags."""
+    folder, _ = trained
+    run = folder / "run"
+    config = (run / "config.json").read_bytes()
+    try:
+        for damaged, expected in ((b'{"flags": {"corpus": "caf\xe9"}}', "can't decode byte 0xe9"),
+                                  (config[:40], "line 3")):
+            (run / "config.json").write_bytes(damaged)
+            before = digest(run)
+            fails_with(capsys, textgen_main, ["--resume", str(run)], f"{run / 'config.json'} cannot be read",
+                       expected, "restore it")
+            assert digest(run) == before and (run / "config.json").read_bytes() == damaged
+    finally:
+        (run / "config.json").write_bytes(config)
 
 
 def test_recipe_resume_continues_to_more_steps(trained, tmp_path):

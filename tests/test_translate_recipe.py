@@ -103,7 +103,11 @@ def test_recipe_trains_an_ensemble_side_by_side_and_tests_its_snapshots(tmp_path
         assert len(err) == 1 and expected in err[0], err
     (out / "member2" / "kept.pt").rename(out / "member2" / "last.pt")
     config = (out / "config.json").read_text()
-    for argv, expected in ((["--subword-alpha", "1.5"], "--subword-alpha = 1.5"), (["--seed", str(2 ** 32)], "--seed")):
+    for argv, expected in ((["--subword-alpha", "1.5"], "--subword-alpha = 1.5"), (["--seed", str(2 ** 32)], "--seed"),
+                           # the checkpoints fix the model and vocabulary: such flags were once ignored silently
+                           (["--enc-hidden-dim", "32"], "--enc-hidden-dim 32: the run in"),
+                           (["--vocab-size", "50"], "built with 100"),
+                           (["--source-lang", "fr"], "--source-lang fr: the run in")):
         with pytest.raises(SystemExit):
             run_main(translate_main, ["--resume", str(out), *argv])
         assert expected in capsys.readouterr().err
