@@ -13,8 +13,8 @@ from torch import Tensor, nn
 
 from core.batching import BucketBatches, pad
 from core.checkpoint import load_checkpoint, save_checkpoint
-from core.cli import UserError
-from core.decoder import DecoderConfig, build_decoder
+from core.cli import MAX_SEED, UserError, check_range
+from core.decoder import DecoderConfig, RNNDecoder, build_decoder
 from core.ensemble import Ensemble
 from core.search import Hypothesis, beam_search, generate
 from core.tokenizers import BOS, EOS, PAD, SentencePieceTokenizer, Tokenizer, tokenizer_from_dict
@@ -55,30 +55,43 @@ def build_encoder(vocab_size: int, config: EncoderConfig, decoder: DecoderConfig
                       decoder_layers=decoder.num_layers, word_dropout=config.enc_word_dropout)
 
 
-def seq2seq_forward(model: "Translator", batch: tuple[Tensor, ...], carry: Any) -> tuple[Tensor, Tensor, None]:
+def seq2seq_forward(model: "Seq2Seq", batch: tuple[Tensor, ...], carry: Any) -> tuple[Tensor, Tensor, None]:
     """Trainer step: (src, src_lengths, tgt_in, tgt_out) -> logits (B, T, V), targets (B, T)."""
     src, src_lengths, tgt_in, tgt_out = batch
-    return model.decoder(tgt_in, model.encoder(src, src_lengths)), tgt_out, None
+    return model(src, src_lengths, tgt_in), tgt_out, None
 
 
-class Translator(nn.Module):
+class Seq2Seq(nn.Module):
+    """The network of the many-to-many pattern: an RNNEncoder reads the source into a Context (memory, mask,
+    initial state) and the shared RNNDecoder, attending to that memory, writes the target. `Translator` adds
+    the tokenizers, the configs, search and checkpoints."""
+
+    def __init__(self, encoder: RNNEncoder, decoder: RNNDecoder):
+        super().__init__()
+        self.encoder, self.decoder = encoder, decoder
+
+    def forward(self, src: Tensor, src_lengths: Tensor, tgt_in: Tensor) -> Tensor:
+        """Teacher forcing: src (B, S) padded ids, src_lengths (B,), tgt_in (B, T) -> logits (B, T, V)."""
+        return self.decoder(tgt_in, self.encoder(src, src_lengths))
+
+
+class Translator(Seq2Seq):
     """Source tokenizer -> RNNEncoder -> Context -> RNNDecoder (attention) -> target tokenizer."""
 
     task = TASK
 
     def __init__(self, src_tokenizer: Tokenizer, tgt_tokenizer: Tokenizer, encoder: EncoderConfig,
                  decoder: DecoderConfig):
-        super().__init__()
         if decoder.attention == "none":
             raise ValueError("a translator's decoder needs attention: 'bahdanau' or 'luong'")
-        self.src_tokenizer, self.tgt_tokenizer = src_tokenizer, tgt_tokenizer
-        self.encoder_config, self.decoder_config = encoder, decoder
         if encoder.target_order not in EncoderConfig.CHOICES["target_order"]:
             raise ValueError(f"target_order must be one of {EncoderConfig.CHOICES['target_order']}, got "
                              f"{encoder.target_order!r}")
+        network = build_encoder(src_tokenizer.vocab_size, encoder, decoder)
+        super().__init__(network, build_decoder(tgt_tokenizer.vocab_size, decoder, memory_dim=network.memory_dim))
+        self.src_tokenizer, self.tgt_tokenizer = src_tokenizer, tgt_tokenizer
+        self.encoder_config, self.decoder_config = encoder, decoder
         self.right_to_left = encoder.target_order == "right-to-left"
-        self.encoder = build_encoder(src_tokenizer.vocab_size, encoder, decoder)
-        self.decoder = build_decoder(tgt_tokenizer.vocab_size, decoder, memory_dim=self.encoder.memory_dim)
         if encoder.share_embeddings:
             if src_tokenizer.to_dict() != tgt_tokenizer.to_dict():
                 raise ValueError("share_embeddings needs one joint source and target vocabulary (no --separate-vocab)")
@@ -137,11 +150,14 @@ class Translator(nn.Module):
     @torch.no_grad()
     def search(self, sentences: list[str], *, method: str = "beam", beam_size: int = 5, n_best: int = 1,
                length_penalty: float = 1.0, max_len_ratio: float = 1.5, batch_size: int = 64,
-               no_repeat_ngram: int = 0, repetition_penalty: float = 1.0,
+               no_repeat_ngram: int = 0, repetition_penalty: float = 1.0, temperature: float = 1.0,
+               top_k: int = 0, top_p: float = 1.0, seed: int | None = None,
                ensemble_with: Sequence["Translator"] = ()) -> list[list[Hypothesis]]:
-        """The n best hypotheses per sentence (greedy gives one). Empty sentences get an empty hypothesis.
-        A right-to-left model's tokens come as it wrote them, last word first (`target_text` reads them out).
-        `ensemble_with`: other translators with the same vocabularies, searched together with this one
+        """The n best hypotheses per sentence (greedy and sampling give one). Empty sentences get an empty
+        hypothesis. A right-to-left model's tokens come as it wrote them, last word first (`target_text` reads
+        them out). Sampling (`method="sample"`) draws from softmax(logits / temperature), cut to the top k or
+        the top-p nucleus, with a generator seeded by `seed` (the same seed, sentences and batch size: the same
+        draws). `ensemble_with`: other translators with the same vocabularies, searched together with this one
         (the mean of their next-token probabilities; `core.Ensemble`)."""
         members = [self, *ensemble_with]
         for other in ensemble_with:
@@ -149,6 +165,9 @@ class Translator(nn.Module):
         for m in members:
             m.eval()
         decoder = Ensemble([m.decoder for m in members]) if ensemble_with else self.decoder
+        if seed is not None:
+            check_range("seed", seed, 0, MAX_SEED)
+        generator = None if seed is None else torch.Generator(self.device).manual_seed(seed)
         results: list[list[Hypothesis]] = [[Hypothesis([], 0.0, 0.0, True)] for _ in sentences]
         encoded = {i: self.source_ids(s) for i, s in enumerate(sentences) if s.strip()}
         order = sorted(encoded, key=lambda i: len(encoded[i]))  # similar lengths together: little padding
@@ -164,7 +183,8 @@ class Translator(nn.Module):
                 found = beam_search(decoder, ctx, bos, beam_size=beam_size, n_best=n_best,
                                     length_penalty=length_penalty, **common)
             else:
-                found = [[h] for h in generate(decoder, ctx, bos, method=method, **common)]
+                found = [[h] for h in generate(decoder, ctx, bos, method=method, temperature=temperature,
+                                               top_k=top_k, top_p=top_p, generator=generator, **common)]
             for i, hyps in zip(rows, found):
                 results[i] = hyps
         return results

@@ -8,13 +8,13 @@ import pytest
 import sacrebleu
 import torch
 
-from core import (BOS, EOS, PAD, BucketBatches, DecoderConfig, SentencePieceTokenizer, TrainConfig, Trainer,
-                  WordTokenizer, save_checkpoint)
+from core import (BOS, EOS, PAD, BucketBatches, DecoderConfig, RNNDecoder, SentencePieceTokenizer, TrainConfig,
+                  Trainer, WordTokenizer, save_checkpoint)
 from core.cli import UserError, run_main
 from seq2seq.bleu import main as bleu_main
 from seq2seq.encoder import RNNEncoder
 from seq2seq.translate import main as translate_main
-from seq2seq.translator import (EncoderConfig, SampledSubwords, Translator, load_ensemble, load_rerankers,
+from seq2seq.translator import (EncoderConfig, SampledSubwords, Seq2Seq, Translator, load_ensemble, load_rerankers,
                                  seq2seq_forward)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -53,6 +53,23 @@ def trained(tmp_path_factory):
     knowing nothing of the source: everything it learns must come through attention."""
     torch.manual_seed(0)
     return learn_reversal(tiny_translator(bridge="zero"), tmp_path_factory.mktemp("mt"), steps=500)
+
+
+def test_the_package_exports_its_public_names_and_the_network_alone():
+    """DESIGN.md's names import from `seq2seq` itself; `Seq2Seq` is encoder + decoder without tokenizers."""
+    import seq2seq
+    assert all(hasattr(seq2seq, name) for name in seq2seq.__all__)
+    assert seq2seq.Translator is Translator and seq2seq.RNNEncoder is RNNEncoder and issubclass(Translator, Seq2Seq)
+    torch.manual_seed(0)
+    encoder = RNNEncoder(20, 8, 16, decoder_hidden=24)
+    decoder = RNNDecoder(30, 8, 24, 1, cell="gru", attention="luong", memory_dim=encoder.memory_dim)
+    network = seq2seq.Seq2Seq(encoder, decoder).eval()
+    src, lengths, tgt_in = torch.randint(4, 20, (3, 7)), torch.tensor([7, 4, 2]), torch.randint(4, 30, (3, 5))
+    logits = network(src, lengths, tgt_in)
+    assert logits.shape == (3, 5, 30) and torch.equal(logits, decoder(tgt_in, encoder(src, lengths)))
+    # a Translator's weights stay under encoder.* and decoder.*, so earlier checkpoints load as before
+    model = tiny_translator()
+    assert {key.split(".")[0] for key in model.state_dict()} == {"encoder", "decoder"}
 
 
 def test_encoder_ignores_padding():
@@ -143,6 +160,36 @@ def test_translate_command_file_nbest_and_interactive(trained, tmp_path, capsys)
                             input=b"a b\nc \xff d\n", capture_output=True, cwd=ROOT, timeout=120)
     assert result.returncode == 2 and result.stdout == b"b a\n"
     assert result.stderr.decode() == "error: line 2 of the standard input is not UTF-8 text\n"
+
+
+def test_sampled_translations_follow_their_options_and_seed(trained, tmp_path, capsys):
+    model, out = trained
+    sources = [s for s, _ in reversal_pairs(40, seed=5)]
+    greedy = model.translate(sources, method="greedy")
+    assert model.translate(sources, method="sample", top_k=1, seed=3) == greedy  # one candidate: the argmax
+    hot = [model.translate(sources, method="sample", temperature=4.0, seed=seed) for seed in (1, 1, 2)]
+    assert hot[0] == hot[1] and hot[0] != hot[2] and hot[0] != greedy
+    # the command line: the same draws from the same seed; top-k 1 prints the greedy output
+    (tmp_path / "src.txt").write_text("\n".join(sources) + "\n")
+    base = ["--checkpoint", str(out / "model.pt"), "--input", str(tmp_path / "src.txt"), "--device", "cpu"]
+    printed = []
+    for flags in (["--method", "greedy"], ["--method", "sample", "--top-k", "1"],
+                  ["--method", "sample", "--temperature", "4", "--seed", "1"]):
+        translate_main([*base, *flags])
+        printed.append(capsys.readouterr().out.splitlines())
+    assert printed[0] == printed[1] == greedy and printed[2] == hot[0]
+    # checked before the terminal is read (pytest refuses reads of stdin, so a late check fails here)
+    for flags, expected in ((["--method", "sample", "--temperature", "0"], "--temperature = 0 is out of range"),
+                            (["--method", "sample", "--top-p", "0"], "--top-p = 0 is out of range; allowed: (0, 1]"),
+                            (["--method", "sample", "--seed", "-1"], "--seed = -1"),
+                            (["--temperature", "0.5"], "--temperature sets how --method sample draws; it does not "
+                                                       "go with --method beam"),
+                            (["--method", "greedy", "--seed", "1"], "--seed sets how --method sample draws"),
+                            (["--max-len-ratio", "-1"], "--max-len-ratio = -1")):
+        with pytest.raises(SystemExit):
+            run_main(translate_main, ["--checkpoint", str(out / "model.pt"), *flags])
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: {expected}") and err.count("\n") == 1, err
 
 
 def test_args_files_take_a_flag_and_its_value_on_one_line(trained, tmp_path, capsys):
