@@ -17,8 +17,10 @@ from sacrebleu.metrics import BLEU, CHRF
 from sacrebleu.metrics.base import Metric
 
 from core.cli import DTYPES, ArgsFileParser, UserError, add_dtype_flag, check_range, resolve_device, run_main
+from core.allocator import keep_freed_memory
 from seq2seq import R2L_WEIGHT
 from seq2seq.data import read_lines
+from seq2seq.translator import translate_file
 
 METRICS = ("bleu", "chrf")
 
@@ -99,6 +101,8 @@ def _parser() -> argparse.ArgumentParser:
     translate.add_argument("--src", metavar="SRC", help="source sentences, one per line, aligned with --ref")
     translate.add_argument("--method", default="beam", choices=("greedy", "beam"), help="(default: %(default)s)")
     translate.add_argument("--beam-size", type=int, default=5, help="(default: %(default)s)")
+    translate.add_argument("--length-penalty", type=float, default=1.0,
+                           help="GNMT alpha for beam search (default: %(default)s)")
     translate.add_argument("--device", default="auto", help="auto, cpu or cuda (default: %(default)s)")
     add_rerank_flags(translate)
     add_dtype_flag(translate)
@@ -156,6 +160,7 @@ def _hypotheses(args: argparse.Namespace, n_refs: int) -> list[str]:
     if args.src is None:
         raise UserError("--checkpoint needs --src SRC, the sentences to translate")
     check_range("--beam-size", args.beam_size, low=1)
+    check_range("--length-penalty", args.length_penalty)
     check_rerank_flags(args)
     for path in args.checkpoint + (args.rerank_with or []) + (args.rerank_r2l or []):
         if not Path(path).is_file():
@@ -164,11 +169,9 @@ def _hypotheses(args: argparse.Namespace, n_refs: int) -> list[str]:
     if len(src) != n_refs:  # fail before the slow part
         raise UserError(f"source file {args.src} has {len(src)} lines but reference file {args.ref[0]} "
                         f"has {n_refs}")
-    from core.allocator import keep_freed_memory
-    from seq2seq.translator import translate_file  # loads the model code only when translating
     keep_freed_memory()
     return translate_file(args.checkpoint, src, args.beam_size, args.method, resolve_device(args.device),
-                          DTYPES[args.dtype], **rerank_options(args))
+                          DTYPES[args.dtype], length_penalty=args.length_penalty, **rerank_options(args))
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
@@ -190,8 +193,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
         report = {"hyp": args.hyp, "refs": args.ref, "sentences" if args.sentence else "scores": results}
         if args.checkpoint:
             report.update(checkpoint=args.checkpoint, src=args.src, method=args.method, beam_size=args.beam_size,
-                          dtype=args.dtype, rerank_with=args.rerank_with, rerank_weight=args.rerank_weight,
-                          rerank_r2l=args.rerank_r2l, rerank_r2l_weight=args.rerank_r2l_weight)
+                          length_penalty=args.length_penalty, dtype=args.dtype, rerank_with=args.rerank_with,
+                          rerank_weight=args.rerank_weight, rerank_r2l=args.rerank_r2l,
+                          rerank_r2l_weight=args.rerank_r2l_weight)
         print(json.dumps(report, indent=1, ensure_ascii=False))
     elif args.sentence:
         for result in results:

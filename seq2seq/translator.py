@@ -345,14 +345,16 @@ def load_rerankers(reverse: Sequence[str | Path] = (), right_to_left: Sequence[s
 
 
 def translate_file(checkpoints: Sequence[str | Path], src_lines: list[str], beam_size: int, method: str,
-                   device: torch.device, dtype: torch.dtype = torch.float32, **rerank: Any) -> list[str]:
+                   device: torch.device, dtype: torch.dtype = torch.float32, length_penalty: float = 1.0,
+                   **rerank: Any) -> list[str]:
     """Translate lines with one checkpoint or an ensemble of several (`python -m seq2seq.bleu --checkpoint`),
     reranking the beam's n best when `rerank` names reverse or right-to-left checkpoints (`load_rerankers`)."""
     model, others = load_ensemble(checkpoints, device, dtype)
     rerankers = load_rerankers(**rerank, device=device, dtype=dtype, forward=model)
+    options = dict(beam_size=beam_size, length_penalty=length_penalty, ensemble_with=others)
     if not rerankers:
-        return model.translate(src_lines, method=method, beam_size=beam_size, ensemble_with=others)
-    return model.translate_reranked(src_lines, beam_size=beam_size, ensemble_with=others, **rerankers)
+        return model.translate(src_lines, method=method, **options)
+    return model.translate_reranked(src_lines, **options, **rerankers)
 
 
 class SampledSubwords(BucketBatches):

@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import types
 from pathlib import Path
 
 import pytest
@@ -12,6 +11,7 @@ import sacrebleu
 import torch
 from sacrebleu.metrics import BLEU, CHRF
 
+import seq2seq.bleu
 from core.cli import run_main
 from seq2seq import R2L_WEIGHT
 from seq2seq.bleu import main, score_files
@@ -177,13 +177,15 @@ def test_needs_hyp_or_checkpoint(files, capsys):
 def test_checkpoint_translates_then_scores(files, capsys, monkeypatch):
     calls = []
 
-    def translate_file(checkpoint, src_lines, beam_size, method, device, dtype, **rerank):
-        calls.append((checkpoint, src_lines, beam_size, method, device.type, dtype, rerank))
+    def translate_file(checkpoint, src_lines, beam_size, method, device, dtype, **options):
+        calls.append((checkpoint, src_lines, beam_size, method, device.type, dtype, options))
         return REFS  # a perfect translator
 
-    monkeypatch.setitem(sys.modules, "seq2seq.translator", types.SimpleNamespace(translate_file=translate_file))
+    monkeypatch.setattr(seq2seq.bleu, "translate_file", translate_file)
     report = _run_json(capsys, ["--checkpoint", files["hyp"], "--src", files["ref2"], "--ref", files["ref"],
-                                "--method", "greedy", "--beam-size", "3", "--device", "cpu"])
+                                "--method", "greedy", "--beam-size", "3", "--length-penalty", "1.2", "--device", "cpu"])
     assert calls == [([str(files["hyp"])], REFS2, 3, "greedy", "cpu", torch.float32,
-                      dict(reverse=(), weight=1.0, right_to_left=(), right_to_left_weight=R2L_WEIGHT))]
+                      dict(length_penalty=1.2, reverse=(), weight=1.0, right_to_left=(),
+                           right_to_left_weight=R2L_WEIGHT))]
+    assert report["length_penalty"] == 1.2
     assert report["scores"][0]["score"] == pytest.approx(100.0) and report["checkpoint"] == [str(files["hyp"])]
