@@ -5,14 +5,12 @@ read with `torch.load(weights_only=True)`, so loading never runs code from the f
 """
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from core.cli import UserError
+from core.cli import UserError, atomic_file
 
 FORMAT = "seqgen-checkpoint/1"
 
@@ -24,17 +22,8 @@ class CheckpointError(UserError):
 def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:
     """Write `payload` (with task, config, model, tokenizers, optionally trainer) atomically to `path`."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save({"format": FORMAT, **payload}, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_file(path) as f:
+        torch.save({"format": FORMAT, **payload}, f)
     return path
 
 

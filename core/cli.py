@@ -2,15 +2,18 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import math
+import os
 import re
 import sys
+import tempfile
 import typing
 import warnings
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import torch
 
@@ -19,8 +22,9 @@ class UserError(ValueError):
     """A problem with the user's input; command lines print it as one line, with no traceback."""
 
 
-def run_main(main: Callable[[list[str] | None], Any], argv: list[str] | None = None) -> None:
-    """Run a command-line `main`, turning bad input into `error: ...` on stderr and exit status 2."""
+def run_main(main: Callable[[list[str] | None], Any], argv: list[str] | None = None, memory_flags: str = "") -> None:
+    """Run a command-line `main`, turning bad input into `error: ...` on stderr and exit status 2; running out
+    of memory too, naming `memory_flags`, the command's flags that shrink what it holds."""
     warnings.formatwarning = lambda message, category, *args, **kwargs: f"warning: {message}\n"
     try:
         main(argv)
@@ -31,7 +35,7 @@ def run_main(main: Callable[[list[str] | None], Any], argv: list[str] | None = N
         print(f"error: input is not UTF-8 text ({err.reason})", file=sys.stderr)
         sys.exit(2)
     except RuntimeError as err:
-        if (message := out_of_memory(err)) is None:
+        if (message := out_of_memory(err, memory_flags)) is None:
             raise
         print(f"error: {message}", file=sys.stderr)
         sys.exit(2)
@@ -46,23 +50,25 @@ def run_main(main: Callable[[list[str] | None], Any], argv: list[str] | None = N
         distributed.shutdown()
 
 
-def out_of_memory(err: BaseException) -> str | None:
+def out_of_memory(err: BaseException, flags: str = "") -> str | None:
     """A failed allocation (CUDA's OutOfMemoryError, or the CPU allocator's RuntimeError) as one line naming
-    the cure; None for any other error. Its traceback would point deep into torch, not at the flags."""
+    the cure (`flags`: those that shrink it); None for any other error. Its traceback would point deep into
+    torch, not at the flags."""
     text = str(err)
     if not (isinstance(err, torch.OutOfMemoryError) or "can't allocate memory" in text or "not enough memory" in text):
         return None
     cpu = re.search(r"allocate (\d+) bytes", text)
     cuda = re.search(r"[Tt]ried to allocate ([\d.]+ [KMGT]i?B)", text)
     size = f"{int(cpu[1]) / 2 ** 30:.1f} GiB" if cpu else cuda[1] if cuda else None
-    return (f"out of memory{f' while allocating {size}' if size else ''}; use smaller batches or beams "
-            "(--batch-size, --max-tokens, --beam-size, --num-samples) or a smaller model")
+    return (f"out of memory{f' while allocating {size}' if size else ''}; use smaller batches or beams"
+            f"{f' ({flags})' if flags else ''} or a smaller model")
 
 
 class ArgsFileParser(argparse.ArgumentParser):
     """argparse that reads flags from @FILE, one argument per line as the recipes write them (`--checkpoint`,
     then its path), or a flag and its value on one line as people type them (`--checkpoint runs/a b/best.pt`:
-    the value is the rest of the line, spaces included). Blank lines and lines starting with # are skipped."""
+    the value is the rest of the line, spaces included, without quotes around it). Blank lines and lines
+    starting with # are skipped."""
 
     def __init__(self, **kwargs: Any):
         super().__init__(fromfile_prefix_chars="@", **kwargs)
@@ -73,7 +79,9 @@ class ArgsFileParser(argparse.ArgumentParser):
             return []
         parts = line.split(None, 1)
         if len(parts) == 2 and parts[0].startswith("--") and "=" not in parts[0]:
-            return parts
+            flag, value = parts
+            quoted = len(value) > 1 and value[0] == value[-1] and value[0] in "'\""
+            return [flag, value[1:-1] if quoted else value]  # a value quoted as in a shell: without the quotes
         return [line]
 
 
@@ -110,6 +118,8 @@ def parse_flags(parser: argparse.ArgumentParser, argv: list[str] | None, kept: t
     `kept` shape the model or its vocabulary, which the checkpoint fixes: given now with another value, they
     are refused rather than ignored in silence."""
     args = parser.parse_args(argv)
+    if args.resume is not None and not args.resume.strip():  # an unset shell variable, say
+        raise UserError("--resume is empty; name a run folder or a checkpoint")
     if not args.resume:
         return args
     config = resume_checkpoint(args.resume).parent / "config.json"
@@ -123,17 +133,24 @@ def parse_flags(parser: argparse.ArgumentParser, argv: list[str] | None, kept: t
     except (KeyError, TypeError):
         warnings.warn(f"{config} does not list the run's flags (an older run?); the flags given now apply")
         return args
+    if not isinstance(saved, dict):
+        raise UserError(f"{config} cannot be read (its flags are not a JSON object); it holds the run's flags: "
+                        "restore it to resume the run")
     known = vars(parser.parse_args([]))
     parser.set_defaults(**{k: v for k, v in saved.items() if k in known and k not in WHERE_FLAGS})
     args = parser.parse_args(argv)
     given = _given_flags(parser, argv, known)
-    for name in kept:
-        if name in given and (name not in saved or getattr(args, name) != saved[name]):
-            flag, before = "--" + name.replace("_", "-"), saved.get(name, "the default of its time")
-            raise UserError(f"{flag} {getattr(args, name)}: the run in {config.parent} was built with "
-                            f"{before if before != '' else 'none'}, and a resumed run keeps its model and "
-                            f"vocabulary; leave out {flag}, or start a new run to change it")
+    for name in kept:  # (a run from before a flag existed did not save it: nothing to compare with)
+        if name in given and name in saved and getattr(args, name) != saved[name]:
+            flag = "--" + name.replace("_", "-")
+            raise UserError(f"{flag} {_shown(getattr(args, name))}: the run in {config.parent} was built with "
+                            f"{_shown(saved[name])}, and a resumed run keeps its model and vocabulary; leave out "
+                            f"{flag}, or start a new run to change it")
     return args
+
+
+def _shown(value: Any) -> str:
+    return "none" if value in (None, "") else "on" if value is True else "off" if value is False else str(value)
 
 
 def _given_flags(parser: argparse.ArgumentParser, argv: list[str] | None, dests: typing.Iterable[str]) -> set[str]:
@@ -240,10 +257,27 @@ def config_from_args(cls: type, args: argparse.Namespace, **overrides: Any) -> A
     return config
 
 
+@contextlib.contextmanager
+def atomic_file(path: Path) -> Iterator[typing.BinaryIO]:
+    """A binary file that replaces `path` only once it is written whole (temp file, fsync, rename): a crash
+    or a full disk midway leaves the old file as it was."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
 def save_config(out_dir: Path, **configs: Any) -> Path:
-    """Write the resolved configuration next to the checkpoint, as JSON."""
-    out_dir.mkdir(parents=True, exist_ok=True)
+    """Write the resolved configuration next to the checkpoint, as JSON (atomically: a resume needs it)."""
     path = out_dir / "config.json"
     plain = {name: dataclasses.asdict(c) if dataclasses.is_dataclass(c) else c for name, c in configs.items()}
-    path.write_text(json.dumps(plain, indent=2, default=str) + "\n")
+    with atomic_file(path) as f:
+        f.write((json.dumps(plain, indent=2, default=str) + "\n").encode("utf-8"))
     return path

@@ -151,4 +151,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    run_main(main)
+    run_main(main, memory_flags="--batch-size, --bptt, --hidden-dim")

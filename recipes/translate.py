@@ -257,7 +257,7 @@ def plan_run(args: argparse.Namespace, default_members: int) -> tuple[Path, list
         if count(args, kind) not in (None, trained):
             raise UserError(f"--resume {resume} continues a run of {trained} {what}(s); leave out --{kind}-members")
         setattr(args, f"{kind}_members", trained)
-    if args.out and Path(args.out).resolve() != resume.resolve():
+    if args.out is not None and Path(args.out).resolve() != resume.resolve():
         raise UserError(f"--resume {resume} goes on in that folder; leave out --out {args.out}")
     checkpoints = [folder / "last.pt" for _, _, folder in model_folders(resume, args)]
     missing = [str(p) for p in checkpoints if not p.is_file()]
@@ -368,7 +368,9 @@ def ensemble_checkpoints(args: argparse.Namespace, folders: list[Path]) -> list[
 
 def main(argv: list[str] | None = None) -> dict:
     # the checkpoints fix the model and its vocabulary: --resume refuses other values for these flags
-    kept = [f.name for config in (EncoderConfig, DecoderConfig) for f in fields(config)]
+    # (the languages are compared with the checkpoint below: the recipe fills them in for its own corpora)
+    kept = [f.name for config in (EncoderConfig, DecoderConfig) for f in fields(config)
+            if f.name not in ("source_lang", "target_lang")]
     args = parse_flags(build_parser(), argv, kept=kept + ["level", "vocab_size", "separate_vocab"])
     # under torchrun the processes already share the training of one model
     out, resume = plan_run(args, default_members=1 if distributed.launched() else 2)
@@ -395,6 +397,12 @@ def main(argv: list[str] | None = None) -> dict:
                         "--target-order right-to-left")
     if ckpt is not None:
         enc_config = EncoderConfig(**ckpt["config"]["encoder"])
+        for side in ("source_lang", "target_lang"):
+            given, built = getattr(args, side).strip().lower(), getattr(enc_config, side)
+            if given and given != built:
+                raise UserError(f"--{side.replace('_', '-')} {given}: the run's models were built "
+                                f"{f'with {built}' if built else 'without language labels'}, and a resumed run "
+                                "keeps its models; leave it out, or start a new run")
         dec_config = DecoderConfig(**ckpt["config"]["decoder"])
     else:
         enc_config = config_from_args(EncoderConfig, args, **data_languages(args))
@@ -499,4 +507,4 @@ def evaluate(args: argparse.Namespace, out: Path, checkpoints: dict[str, list[Pa
 
 
 if __name__ == "__main__":
-    run_main(main)
+    run_main(main, memory_flags="--max-tokens, --beam-size, --hidden-dim")

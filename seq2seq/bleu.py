@@ -150,8 +150,13 @@ def _hypotheses(args: argparse.Namespace, n_refs: int) -> list[str]:
     if args.checkpoint is None:
         if args.hyp is None:
             raise UserError("give a hypothesis file HYP, or --checkpoint CK --src SRC to translate one")
-        given = [flag for flag, value in (("--src", args.src), ("--rerank-with", args.rerank_with),
-                                          ("--rerank-r2l", args.rerank_r2l)) if value]
+        parser = _parser()  # the translation flags, given with a value other than their default
+        given = [flag for flag, name in (("--src", "src"), ("--rerank-with", "rerank_with"),
+                                         ("--rerank-r2l", "rerank_r2l"), ("--method", "method"),
+                                         ("--beam-size", "beam_size"), ("--length-penalty", "length_penalty"),
+                                         ("--rerank-weight", "rerank_weight"), ("--dtype", "dtype"),
+                                         ("--rerank-r2l-weight", "rerank_r2l_weight"), ("--device", "device"))
+                 if getattr(args, name) != parser.get_default(name)]
         if given:
             raise UserError(f"{given[0]} is only used with --checkpoint (translate, then score)")
         return read_lines(args.hyp)
@@ -210,4 +215,4 @@ def main(argv: list[str] | None = None) -> list[dict]:
 
 
 if __name__ == "__main__":
-    run_main(main)
+    run_main(main, memory_flags="--beam-size")

@@ -52,7 +52,7 @@ def check_flags(args: argparse.Namespace) -> None:
     check_range("--n-best", args.n_best, 1)
     check_range("--beam-size", args.beam_size, 1)
     check_range("--length-penalty", args.length_penalty)
-    check_range("--max-len-ratio", args.max_len_ratio, 0)
+    check_range("--max-len-ratio", args.max_len_ratio, 0, 10)
     check_range("--no-repeat-ngram", args.no_repeat_ngram, 0)
     check_range("--repetition-penalty", args.repetition_penalty, 0, low_open=True)
     check_range("--temperature", args.temperature, 0, low_open=True)
@@ -112,4 +112,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    run_main(main)
+    run_main(main, memory_flags="--batch-size, --beam-size")

@@ -172,6 +172,9 @@ def test_needs_hyp_or_checkpoint(files, capsys):
     for flag in ("--src", "--rerank-with", "--rerank-r2l"):  # they would be ignored in silence
         err = _error(capsys, [files["hyp"], "--ref", files["ref"], flag, files["ref"]])
         assert f"{flag} is only used with --checkpoint" in err
+    for flag, value in (("--beam-size", "3"), ("--length-penalty", "1.2"), ("--method", "greedy")):
+        err = _error(capsys, [files["hyp"], "--ref", files["ref"], flag, value])
+        assert f"{flag} is only used with --checkpoint" in err
 
 
 def test_checkpoint_translates_then_scores(files, capsys, monkeypatch):

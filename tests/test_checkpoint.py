@@ -3,7 +3,9 @@ import pickle
 import pytest
 import torch
 
+import core.cli
 from core import CheckpointError, load_checkpoint, save_checkpoint
+from core.cli import save_config
 
 
 def payload(task="textgen"):
@@ -29,6 +31,19 @@ def test_failed_write_leaves_the_old_checkpoint_intact(tmp_path, monkeypatch):
         save_checkpoint(path, payload())
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["model.pt"]
+
+
+def test_a_failed_config_write_leaves_the_old_config_intact(tmp_path, monkeypatch):
+    """A resume reads the run's flags from config.json: a write cut short must not destroy them."""
+    path = save_config(tmp_path, flags={"steps": 10})
+    before = path.read_bytes()
+
+    def disk_full(fd):
+        raise OSError("disk full")  # as when the data written cannot reach the disk
+    monkeypatch.setattr(core.cli.os, "fsync", disk_full)
+    with pytest.raises(OSError):
+        save_config(tmp_path, flags={"steps": 20})
+    assert path.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["config.json"]
 
 
 def test_truncated_file_is_one_clear_error(tmp_path):

@@ -61,7 +61,8 @@ def test_a_job_error_is_raised_once_and_a_crash_is_named(tmp_path, capfd):
     with pytest.raises(UserError, match=r"^job 2 \(exit status 1\) failed; see the messages above$"):
         run_side_by_side(jobs(tmp_path, "finished", "crash"))
     assert "RuntimeError: deep inside" in capfd.readouterr().err
-    with pytest.raises(UserError, match=r"^out of memory while allocating 4194304.0 GiB; use smaller batches"):
+    with pytest.raises(UserError, match=r"^out of memory while allocating 4194304.0 GiB; use smaller batches or "
+                                         r"beams or a smaller model$"):
         run_side_by_side(jobs(tmp_path, "finished", "out of memory"))
     assert "Traceback" not in capfd.readouterr().err
     with pytest.raises(UserError, match=r"^job 1 \(killed by SIGKILL: out of memory\?\) failed"):

@@ -185,7 +185,8 @@ def test_sampled_translations_follow_their_options_and_seed(trained, tmp_path, c
                             (["--temperature", "0.5"], "--temperature sets how --method sample draws; it does not "
                                                        "go with --method beam"),
                             (["--method", "greedy", "--seed", "1"], "--seed sets how --method sample draws"),
-                            (["--max-len-ratio", "-1"], "--max-len-ratio = -1")):
+                            (["--max-len-ratio", "-1"], "--max-len-ratio = -1"),
+                            (["--max-len-ratio", "1e16"], "--max-len-ratio = 1e+16 is out of range; allowed: [0, 10]")):
         with pytest.raises(SystemExit):
             run_main(translate_main, ["--checkpoint", str(out / "model.pt"), *flags])
         err = capsys.readouterr().err
@@ -201,7 +202,8 @@ def test_args_files_take_a_flag_and_its_value_on_one_line(trained, tmp_path, cap
     (tmp_path / "src.txt").write_text("a b c\nd e\n")
     (tmp_path / "recipe.args").write_text(f"--checkpoint\n{spaced}\n--beam-size\n3\n")
     (tmp_path / "typed.args").write_text(f"# the model\n--checkpoint {spaced}  \n\n--beam-size\t3\n--device=cpu\n")
-    for args_file in ("recipe.args", "typed.args"):
+    (tmp_path / "quoted.args").write_text(f"--checkpoint '{spaced}'\n--beam-size \"3\"\n")
+    for args_file in ("recipe.args", "typed.args", "quoted.args"):
         translate_main([f"@{tmp_path / args_file}", "--input", str(tmp_path / "src.txt")])
         assert capsys.readouterr().out == "c b a\ne d\n", args_file
     (tmp_path / "wrong.args").write_text("--beam-size 0\n")

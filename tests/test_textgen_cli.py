@@ -91,6 +91,13 @@ def test_generate_command_as_a_process(trained):
                           "--temperature", "0"], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
     assert bad.stderr.strip() == "error: temperature = 0 is out of range; allowed: (0, inf)"
+    # 10^12 beams of 32 numbers each: the allocator refuses at once; the message names this command's flags
+    huge = subprocess.run([sys.executable, "-m", "core.generate", "--checkpoint", str(folder / "run" / "best.pt"),
+                           "--method", "beam", "--beam-size", str(10 ** 12)], cwd=ROOT, capture_output=True, text=True,
+                          timeout=120)
+    assert huge.returncode == 2 and huge.stderr.startswith("error: out of memory while allocating "), huge.stderr
+    assert huge.stderr.strip().endswith("GiB; use smaller batches or beams (--beam-size, --num-samples) or a smaller "
+                                        "model")
 
 
 @pytest.mark.parametrize("flags, expected", [
@@ -106,8 +113,6 @@ def test_generate_command_as_a_process(trained):
     (["--method", "beam", "--length-penalty", "nan"], ["length_penalty = nan"]),
     (["--num-samples", "0"], ["--num-samples = 0", "[1, inf)"]),
     (["--seed", str(2 ** 32)], ["--seed = 4294967296", "[0, 4294967295]"]),
-    # 10^12 beams of 32 numbers each: the allocator refuses at once, and the message names the flags
-    (["--method", "beam", "--beam-size", str(10 ** 12)], ["out of memory while allocating", "--beam-size"]),
 ])
 def test_generate_bad_options(trained, capsys, flags, expected):
     folder, _ = trained
@@ -205,6 +210,7 @@ def test_recipe_refuses_a_folder_of_best_and_snapshots(tmp_path, capsys, trained
     fails_with(capsys, textgen_main, ["--corpus", corpus, "--out", str(a_file / "sub"), *TINY],
                f"cannot create the folder {a_file / 'sub'}")
     fails_with(capsys, textgen_main, ["--corpus", corpus, "--out", "", *TINY], "--out is empty")
+    fails_with(capsys, textgen_main, ["--corpus", corpus, "--resume", "", *TINY], "--resume is empty")
 
 
 def test_recipe_resume_keeps_its_batch_size(trained, capsys):
@@ -237,7 +243,7 @@ def test_recipe_resume_refuses_a_damaged_config(trained, capsys):
     config = (run / "config.json").read_bytes()
     try:
         for damaged, expected in ((b'{"flags": {"corpus": "caf\xe9"}}', "can't decode byte 0xe9"),
-                                  (config[:40], "line 3")):
+                                  (config[:40], "line 3"), (b'{"flags": ["corpus"]}', "not a JSON object")):
             (run / "config.json").write_bytes(damaged)
             before = digest(run)
             fails_with(capsys, textgen_main, ["--resume", str(run)], f"{run / 'config.json'} cannot be read",

@@ -93,6 +93,8 @@ def test_recipe_trains_an_ensemble_side_by_side_and_tests_its_snapshots(tmp_path
                            (["--resume", str(tmp_path / "none")], "no such checkpoint or run folder"),
                            (["--resume", str(out), "--members", "3"], "continues a run of 2 model(s)"),
                            (["--resume", str(out), "--out", str(tmp_path / "elsewhere")], "goes on in that folder"),
+                           (["--resume", str(out), "--out", ""], "goes on in that folder"),
+                           (["--resume", ""], "--resume is empty"),
                            (["--resume", str(out / "member1" / "last.pt"), "--members", "2"], "one model's checkpoint"),
                            (["--resume", str(out / "member1" / "last.pt")], f"resume the whole run with --resume {out}"),
                            (["--resume", str(tmp_path)], "not a run folder (it has no config.json)")):
@@ -107,7 +109,7 @@ def test_recipe_trains_an_ensemble_side_by_side_and_tests_its_snapshots(tmp_path
                            # the checkpoints fix the model and vocabulary: such flags were once ignored silently
                            (["--enc-hidden-dim", "32"], "--enc-hidden-dim 32: the run in"),
                            (["--vocab-size", "50"], "built with 100"),
-                           (["--source-lang", "fr"], "--source-lang fr: the run in")):
+                           (["--source-lang", "fr"], "--source-lang fr: the run's models were built without language labels")):
         with pytest.raises(SystemExit):
             run_main(translate_main, ["--resume", str(out), *argv])
         assert expected in capsys.readouterr().err
