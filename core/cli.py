@@ -96,6 +96,16 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def add_search_flags(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """The search options that text generation and translation share: sampling (`--method sample`) and the
+    repetition controls of every method."""
+    parser.add_argument("--temperature", type=float, default=1.0, help="> 0; lower is more conservative")
+    parser.add_argument("--top-k", type=int, default=0, help="sample among the k most likely tokens (0: all)")
+    parser.add_argument("--top-p", type=float, default=1.0, help="sample within the smallest set of mass p, (0, 1]")
+    parser.add_argument("--no-repeat-ngram", type=int, default=0, help="forbid repeating any n-gram of this size")
+    parser.add_argument("--repetition-penalty", type=float, default=1.0, help="> 1 discourages repeated tokens")
+
+
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
 

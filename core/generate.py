@@ -8,7 +8,8 @@ import argparse
 import sys
 
 from core.allocator import keep_freed_memory
-from core.cli import DTYPES, MAX_SEED, add_dtype_flag, check_range, resolve_device, run_main
+from core.cli import (DTYPES, MAX_SEED, add_dtype_flag, add_search_flags, check_range, resolve_device,
+                      run_main)
 from core.lm import LanguageModel
 
 
@@ -17,13 +18,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", required=True, help="a textgen checkpoint (e.g. runs/textgen/best.pt)")
     p.add_argument("--prompt", default="", help="text to continue (empty: start from <bos>)")
     p.add_argument("--method", default="sample", choices=["greedy", "sample", "beam"])
-    p.add_argument("--temperature", type=float, default=1.0, help="> 0; lower is more conservative")
-    p.add_argument("--top-k", type=int, default=0, help="sample among the k most likely tokens (0: all)")
-    p.add_argument("--top-p", type=float, default=1.0, help="sample within the smallest set of mass p, (0, 1]")
+    add_search_flags(p)
     p.add_argument("--beam-size", type=int, default=5)
     p.add_argument("--length-penalty", type=float, default=0.0, help="GNMT alpha for beam search")
-    p.add_argument("--no-repeat-ngram", type=int, default=0, help="forbid repeating any n-gram of this size")
-    p.add_argument("--repetition-penalty", type=float, default=1.0, help="> 1 discourages repeated tokens")
     p.add_argument("--max-len", type=int, default=200, help="tokens to generate at most")
     p.add_argument("--num-samples", type=int, default=1)
     p.add_argument("--seed", type=int, help="for reproducible samples")

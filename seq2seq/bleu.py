@@ -151,11 +151,9 @@ def _hypotheses(args: argparse.Namespace, n_refs: int) -> list[str]:
         if args.hyp is None:
             raise UserError("give a hypothesis file HYP, or --checkpoint CK --src SRC to translate one")
         parser = _parser()  # the translation flags, given with a value other than their default
-        given = [flag for flag, name in (("--src", "src"), ("--rerank-with", "rerank_with"),
-                                         ("--rerank-r2l", "rerank_r2l"), ("--method", "method"),
-                                         ("--beam-size", "beam_size"), ("--length-penalty", "length_penalty"),
-                                         ("--rerank-weight", "rerank_weight"), ("--dtype", "dtype"),
-                                         ("--rerank-r2l-weight", "rerank_r2l_weight"), ("--device", "device"))
+        given = ["--" + name.replace("_", "-") for name in ("src", "rerank_with", "rerank_r2l", "method", "beam_size",
+                                                            "length_penalty", "rerank_weight", "dtype",
+                                                            "rerank_r2l_weight", "device")
                  if getattr(args, name) != parser.get_default(name)]
         if given:
             raise UserError(f"{given[0]} is only used with --checkpoint (translate, then score)")

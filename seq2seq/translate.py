@@ -13,7 +13,8 @@ import argparse
 import sys
 
 from core.allocator import keep_freed_memory
-from core.cli import DTYPES, MAX_SEED, ArgsFileParser, UserError, add_dtype_flag, check_range, resolve_device, run_main
+from core.cli import (DTYPES, MAX_SEED, ArgsFileParser, UserError, add_dtype_flag, add_search_flags, check_range,
+                      resolve_device, run_main)
 from seq2seq.bleu import add_rerank_flags, check_rerank_flags, rerank_options
 from seq2seq.data import read_lines
 from seq2seq.translator import load_ensemble, load_rerankers
@@ -32,13 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--length-penalty", type=float, default=1.0, help="GNMT alpha for beam search")
     p.add_argument("--max-len-ratio", type=float, default=1.5,
                    help="a translation stops at this many times its source's tokens, plus 10 (default: %(default)s)")
-    p.add_argument("--no-repeat-ngram", type=int, default=0, help="forbid repeating any n-gram of this size")
-    p.add_argument("--repetition-penalty", type=float, default=1.0, help="> 1 discourages repeated tokens")
-    sampling = p.add_argument_group("sampling (--method sample)")
-    sampling.add_argument("--temperature", type=float, default=1.0, help="> 0; lower is more conservative")
-    sampling.add_argument("--top-k", type=int, default=0, help="sample among the k most likely tokens (0: all)")
-    sampling.add_argument("--top-p", type=float, default=1.0, help="sample within the smallest set of mass p, (0, 1]")
-    sampling.add_argument("--seed", type=int, help="for reproducible samples (same input and --batch-size)")
+    add_search_flags(p)
+    p.add_argument("--seed", type=int, help="for reproducible samples (same input and --batch-size)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     add_rerank_flags(p)
