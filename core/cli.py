@@ -147,7 +147,12 @@ def parse_flags(parser: argparse.ArgumentParser, argv: list[str] | None, kept: t
         raise UserError(f"{config} cannot be read (its flags are not a JSON object); it holds the run's flags: "
                         "restore it to resume the run")
     known = vars(parser.parse_args([]))
-    parser.set_defaults(**{k: v for k, v in saved.items() if k in known and k not in WHERE_FLAGS})
+    saved = {k: v for k, v in saved.items() if k in known and k not in WHERE_FLAGS}
+    for action in parser._actions:  # a value edited by hand would otherwise fail far from here, or not at all
+        if action.dest in saved and not _fits(saved[action.dest], action, known[action.dest]):
+            raise UserError(f"{config}: flag {action.dest!r} holds {saved[action.dest]!r}, not a value "
+                            f"{'/'.join(action.option_strings)} takes; correct it to resume the run")
+    parser.set_defaults(**saved)
     args = parser.parse_args(argv)
     given = _given_flags(parser, argv, known)
     for name in kept:  # (a run from before a flag existed did not save it: nothing to compare with)
@@ -157,6 +162,20 @@ def parse_flags(parser: argparse.ArgumentParser, argv: list[str] | None, kept: t
                             f"{_shown(saved[name])}, and a resumed run keeps its model and vocabulary; leave out "
                             f"{flag}, or start a new run to change it")
     return args
+
+
+def _fits(value: Any, action: argparse.Action, default: Any) -> bool:
+    """Whether a value read from JSON can stand for the flag `action` (whose parser default is `default`).
+    null passes: it is how an unset flag is saved, and a run of another recipe may hold it (that recipe's
+    checkpoint is refused by name later)."""
+    if value is None:
+        return True
+    if action.choices is not None:
+        return value in action.choices
+    kind = {int: int, float: (int, float), _yes_no: bool}.get(action.type)
+    if kind is None:
+        kind = type(default) if default is not None else (str, int, float)
+    return isinstance(value, kind) and (kind is bool or not isinstance(value, bool))
 
 
 def _shown(value: Any) -> str:

@@ -105,8 +105,16 @@ def split_by_position(text: str, valid: float = 0.05, test: float = 0.05) -> tup
 
 
 def read_text(path: str | Path) -> str:
-    """Read a UTF-8 text file (a corpus, sentences to translate, references), with one-line errors for a
-    missing, empty or non-UTF-8 file."""
+    """Read a UTF-8 text file (a corpus, say), with one-line errors for a missing, empty (or blank) or
+    non-UTF-8 file."""
+    text = read_utf8(path)
+    if not text.strip():
+        raise UserError(f"file {path} is empty")
+    return text
+
+
+def read_utf8(path: str | Path) -> str:
+    """Read a UTF-8 text file, with one-line errors for a missing or non-UTF-8 file."""
     path = Path(path)
     if path.is_dir():
         raise UserError(f"{path} is a folder; a text file is needed")
@@ -119,6 +127,4 @@ def read_text(path: str | Path) -> str:
         line = data[:err.start].count(b"\n") + 1
         raise UserError(f"{path}:{line}: byte {data[err.start]:#04x} at offset {err.start} is not UTF-8 "
                         "(convert the file to UTF-8)") from None
-    if not text.strip():
-        raise UserError(f"file {path} is empty")
     return text

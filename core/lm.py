@@ -13,7 +13,7 @@ from core.cli import MAX_SEED, check_range
 from core.context import Context
 from core.decoder import DecoderConfig, DecoderState, RNNDecoder, build_decoder
 from core.search import beam_search, generate, stream
-from core.tokenizers import BOS, EOS, Tokenizer, tokenizer_from_dict
+from core.tokenizers import BOS, EOS, NOT_GENERATED, Tokenizer, tokenizer_from_dict
 
 TASK = "textgen"
 
@@ -123,7 +123,7 @@ class LanguageModel(nn.Module):
         """Continuations of `prompt` (without the prompt): num_samples draws, or the n best beams."""
         self.eval()
         common = dict(max_len=max_len, eos=EOS, no_repeat_ngram=no_repeat_ngram,
-                      repetition_penalty=repetition_penalty)
+                      repetition_penalty=repetition_penalty, forbid=NOT_GENERATED)
         if method == "beam":
             ctx, start = self._context(prompt, 1)
             hyps = beam_search(self.decoder, ctx, start, beam_size=beam_size,
@@ -150,7 +150,8 @@ class LanguageModel(nn.Module):
         text = ""
         for token in stream(self.decoder, ctx, int(start[0]), max_len=max_len, eos=EOS, method=method,
                             temperature=temperature, top_k=top_k, top_p=top_p, generator=self._generator(seed),
-                            no_repeat_ngram=no_repeat_ngram, repetition_penalty=repetition_penalty):
+                            no_repeat_ngram=no_repeat_ngram, repetition_penalty=repetition_penalty,
+                            forbid=NOT_GENERATED):
             ids.append(token)
             new_text = self.tokenizer.decode(ids)
             yield new_text[len(text):]

@@ -22,7 +22,7 @@ from core.cli import UserError, out_of_memory
 INTERRUPTED = 130  # exit status of a job stopped by Ctrl-C (its checkpoint saved)
 
 
-def _job(job: Callable[[], bool], threads: int, errors: Any) -> None:
+def _job(job: Callable[[], bool], threads: int, errors: Any, memory_flags: str) -> None:
     torch.set_num_threads(threads)
     try:
         finished = job()
@@ -30,7 +30,7 @@ def _job(job: Callable[[], bool], threads: int, errors: Any) -> None:
         errors.put(str(err))
         sys.exit(2)
     except RuntimeError as err:
-        if (message := out_of_memory(err)) is None:
+        if (message := out_of_memory(err, memory_flags)) is None:
             raise
         errors.put(message)
         sys.exit(2)
@@ -49,16 +49,17 @@ def _failure(number: int, code: int) -> str:
     return f"job {number} (exit status {code})"
 
 
-def run_side_by_side(jobs: list[Callable[[], bool]]) -> list[bool]:
+def run_side_by_side(jobs: list[Callable[[], bool]], memory_flags: str = "") -> list[bool]:
     """Run every job (a picklable callable, e.g. a functools.partial of a module-level function), each in its
     own process with its share of the torch threads, and wait for all. A job returns True when it finished,
     False when Ctrl-C stopped it (after saving its state). Returns those values. When one job fails, the others
     are stopped as by Ctrl-C (they save their state), then a UserError of a job is raised here (the first, if
-    several raise one), or one naming the failed jobs (a crash prints its own traceback)."""
+    several raise one), or one naming the failed jobs (a crash prints its own traceback). `memory_flags`: the
+    caller's flags that shrink a job, named when one runs out of memory."""
     threads = max(1, torch.get_num_threads() // len(jobs))
     context = multiprocessing.get_context("spawn")  # a fresh interpreter: no forked torch thread pools
     errors = context.SimpleQueue()
-    processes = [context.Process(target=_job, args=(job, threads, errors)) for job in jobs]
+    processes = [context.Process(target=_job, args=(job, threads, errors, memory_flags)) for job in jobs]
     # Ctrl-C reaches every process of the terminal's group: the jobs stop after their current step and save;
     # this one waits for them instead of dying first. Set before the jobs start, so that no Ctrl-C finds this
     # process without it (the jobs, fresh interpreters, start with Python's own handler).

@@ -88,19 +88,23 @@ def penalize_repetitions(logp: Tensor, history: Tensor, penalty: float) -> Tenso
 
 
 def _process(logp: Tensor, history: Tensor, step: int, eos: int, min_len: int, no_repeat_ngram: int,
-             repetition_penalty: float) -> Tensor:
+             repetition_penalty: float, forbid: Sequence[int]) -> Tensor:
     logp = penalize_repetitions(logp, history, repetition_penalty)
     logp = block_repeated_ngrams(logp, history, no_repeat_ngram)
-    if step < min_len:
-        logp = logp.index_fill(1, torch.tensor([eos], device=logp.device), float("-inf"))
+    banned = [*forbid, eos] if step < min_len else forbid
+    if banned:
+        logp = logp.index_fill(1, torch.tensor(banned, device=logp.device), float("-inf"))
     return logp
 
 
-def _check(max_len: int, min_len: int, no_repeat_ngram: int, repetition_penalty: float) -> None:
+def _check(max_len: int, min_len: int, no_repeat_ngram: int, repetition_penalty: float, eos: int,
+           forbid: Sequence[int]) -> None:
     check_range("max_len", max_len, 1)
     check_range("min_len", min_len, 0, max_len)
     check_range("no_repeat_ngram", no_repeat_ngram, 0)
     check_range("repetition_penalty", repetition_penalty, 0, low_open=True)
+    if eos in forbid:
+        raise UserError(f"forbid holds the EOS token {eos}: no output could end")
 
 
 # ---- greedy and sampling: one token per row per step -------------------------------------------------
@@ -142,19 +146,19 @@ def _argmax(logp: Tensor) -> Tensor:
 
 
 def _token_by_token(decoder: Any, ctx: Context, start_tokens: Tensor, choose: Callable[[Tensor], Tensor], *,
-                    max_len: int, eos: int, min_len: int, no_repeat_ngram: int, repetition_penalty: float
-                    ) -> Iterator[tuple[Tensor, Tensor, Tensor | None]]:
+                    max_len: int, eos: int, min_len: int, no_repeat_ngram: int, repetition_penalty: float,
+                    forbid: Sequence[int]) -> Iterator[tuple[Tensor, Tensor, Tensor | None]]:
     """Yield (tokens (B,), their log-probs (B,), attention (B, S) or None) step by step; rows that have
     emitted EOS keep reporting EOS with log-prob 0 but leave the batch (the decoder no longer computes them);
     stops when every row has."""
-    _check(max_len, min_len, no_repeat_ngram, repetition_penalty)
+    _check(max_len, min_len, no_repeat_ngram, repetition_penalty, eos, forbid)
     state = decoder.start(ctx)
     B = start_tokens.size(0)
     rows = torch.arange(B, device=start_tokens.device)  # the rows still generating
     tokens, history = start_tokens, start_tokens.unsqueeze(1)  # (n,), (n, t + 1) of those rows
     for t in range(max_len):
         logp, state = decoder.step(tokens, state, ctx)  # (n, V)
-        logp = _process(logp, history, t, eos, min_len, no_repeat_ngram, repetition_penalty)
+        logp = _process(logp, history, t, eos, min_len, no_repeat_ngram, repetition_penalty, forbid)
         tokens = choose(logp)  # (n,)
         token_logp = logp.gather(1, tokens.unsqueeze(1)).squeeze(1)  # (n,)
         attn = getattr(state, "attn", None)
@@ -193,22 +197,26 @@ def _collect(steps: Iterator[tuple[Tensor, Tensor, Tensor | None]], batch_size: 
 
 @torch.no_grad()
 def greedy(decoder: Any, ctx: Context, start_tokens: Tensor, *, max_len: int, eos: int, min_len: int = 0,
-           no_repeat_ngram: int = 0, repetition_penalty: float = 1.0) -> list[Hypothesis]:
-    """The most probable next token at every step; one Hypothesis per row of start_tokens (B,)."""
+           no_repeat_ngram: int = 0, repetition_penalty: float = 1.0, forbid: Sequence[int] = ()
+           ) -> list[Hypothesis]:
+    """The most probable next token at every step; one Hypothesis per row of start_tokens (B,).
+    `forbid` (here and in every search): token ids never chosen, such as padding and the start token."""
     steps = _token_by_token(decoder, ctx, start_tokens, _argmax, max_len=max_len, eos=eos, min_len=min_len,
-                            no_repeat_ngram=no_repeat_ngram, repetition_penalty=repetition_penalty)
+                            no_repeat_ngram=no_repeat_ngram, repetition_penalty=repetition_penalty, forbid=forbid)
     return _collect(steps, start_tokens.size(0), eos)
 
 
 @torch.no_grad()
 def sample(decoder: Any, ctx: Context, start_tokens: Tensor, *, max_len: int, eos: int, min_len: int = 0,
            temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, generator: torch.Generator | None = None,
-           no_repeat_ngram: int = 0, repetition_penalty: float = 1.0) -> list[Hypothesis]:
-    """Draw each token from softmax(logits / T), optionally cut to the top k or the top-p nucleus.
-    `log_prob` is under the model's own distribution (the one teacher forcing scores)."""
+           no_repeat_ngram: int = 0, repetition_penalty: float = 1.0, forbid: Sequence[int] = ()
+           ) -> list[Hypothesis]:
+    """Draw each token from softmax(logits / T), optionally cut to the top k or the top-p nucleus (and
+    renormalized over the tokens not forbidden). `log_prob` is under the model's own distribution (the one
+    teacher forcing scores)."""
     choose = _sampler(temperature, top_k, top_p, generator)
     steps = _token_by_token(decoder, ctx, start_tokens, choose, max_len=max_len, eos=eos, min_len=min_len,
-                            no_repeat_ngram=no_repeat_ngram, repetition_penalty=repetition_penalty)
+                            no_repeat_ngram=no_repeat_ngram, repetition_penalty=repetition_penalty, forbid=forbid)
     return _collect(steps, start_tokens.size(0), eos)
 
 
@@ -216,7 +224,7 @@ def sample(decoder: Any, ctx: Context, start_tokens: Tensor, *, max_len: int, eo
 def stream(decoder: Any, ctx: Context, start_token: int, *, max_len: int, eos: int, method: str = "sample",
            min_len: int = 0, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
            generator: torch.Generator | None = None, no_repeat_ngram: int = 0,
-           repetition_penalty: float = 1.0) -> Iterator[int]:
+           repetition_penalty: float = 1.0, forbid: Sequence[int] = ()) -> Iterator[int]:
     """Yield token ids one at a time, as they are chosen, for a single sequence (greedy or sample)."""
     if method not in ("greedy", "sample"):
         raise UserError(f"streaming takes method 'greedy' or 'sample', not {method!r}")
@@ -224,7 +232,7 @@ def stream(decoder: Any, ctx: Context, start_token: int, *, max_len: int, eos: i
     device = ctx.h0.device
     for tokens, _, _ in _token_by_token(decoder, ctx, torch.tensor([start_token], device=device), choose,
                                         max_len=max_len, eos=eos, min_len=min_len, no_repeat_ngram=no_repeat_ngram,
-                                        repetition_penalty=repetition_penalty):
+                                        repetition_penalty=repetition_penalty, forbid=forbid):
         token = int(tokens[0])
         if token == eos:
             return
@@ -291,14 +299,14 @@ def _keep_examples(state: Any, kept: Tensor, K: int, n: int, only: Sequence[Tens
 @torch.no_grad()
 def beam_search(decoder: Any, ctx: Context, start_tokens: Tensor, *, max_len: int, eos: int, min_len: int = 0,
                 beam_size: int = 5, length_penalty: float = 0.0, n_best: int = 1, no_repeat_ngram: int = 0,
-                repetition_penalty: float = 1.0) -> list[list[Hypothesis]]:
+                repetition_penalty: float = 1.0, forbid: Sequence[int] = ()) -> list[list[Hypothesis]]:
     """Batched beam search: all K beams of the examples still searched advance as one batch (K rows each).
 
     Returns the n_best hypotheses per example, best score first. An example stops once K hypotheses have
     finished and no live beam can still beat the K-th of them under the length penalty; it then leaves the
     batch.
     """
-    _check(max_len, min_len, no_repeat_ngram, repetition_penalty)
+    _check(max_len, min_len, no_repeat_ngram, repetition_penalty, eos, forbid)
     check_range("beam_size", beam_size, 1)
     check_range("n_best", n_best, 1, beam_size)
     check_range("length_penalty", length_penalty)
@@ -320,11 +328,12 @@ def beam_search(decoder: Any, ctx: Context, start_tokens: Tensor, *, max_len: in
 
     for t in range(max_len):
         logp, state = decoder.step(tokens, state, ctx)  # (n*K, V)
-        logp = _process(logp, history, t, eos, 0, no_repeat_ngram, repetition_penalty)  # min_len: below
+        logp = _process(logp, history, t, eos, 0, no_repeat_ngram, repetition_penalty, ())  # forbid: below
         n, V = len(examples), logp.size(1)
         candidates = (beam_logp.unsqueeze(2) + logp.view(n, K, V)).view(n, K * V)
-        if t < min_len:  # in the candidates, a tensor of our own: no copy of the log-probs to mask EOS
-            candidates.view(n, K, V)[:, :, eos] = float("-inf")
+        banned = [*forbid, eos] if t < min_len else list(forbid)
+        if banned:  # in the candidates, a tensor of our own: no copy of the log-probs to mask them
+            candidates.view(n, K, V)[:, :, banned] = float("-inf")
         top_logp, top_index = _top_candidates(candidates, min(2 * K, K * V))  # (n, 2K), best first
         origin, token = top_index // V, top_index % V  # (n, 2K) beam within example, token id
         is_eos = token == eos
@@ -377,10 +386,11 @@ def beam_search(decoder: Any, ctx: Context, start_tokens: Tensor, *, max_len: in
 def generate(decoder: Any, ctx: Context, start_tokens: Tensor, *, method: str = "greedy", max_len: int, eos: int,
              min_len: int = 0, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
              generator: torch.Generator | None = None, beam_size: int = 5, length_penalty: float = 0.0,
-             no_repeat_ngram: int = 0, repetition_penalty: float = 1.0) -> list[Hypothesis]:
+             no_repeat_ngram: int = 0, repetition_penalty: float = 1.0, forbid: Sequence[int] = ()
+             ) -> list[Hypothesis]:
     """Dispatch to greedy, sample or beam_search by `method`; the best Hypothesis per row."""
     common = dict(max_len=max_len, eos=eos, min_len=min_len, no_repeat_ngram=no_repeat_ngram,
-                  repetition_penalty=repetition_penalty)
+                  repetition_penalty=repetition_penalty, forbid=forbid)
     if method == "greedy":
         return greedy(decoder, ctx, start_tokens, **common)
     if method == "sample":

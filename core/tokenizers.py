@@ -18,6 +18,9 @@ from core.cli import UserError
 
 SPECIALS = ["<pad>", "<bos>", "<eos>", "<unk>"]
 PAD, BOS, EOS, UNK = range(4)
+# Never a model's output: padding is no token, and <bos> only starts the decoder (label smoothing gives
+# both a little probability, which sampling would otherwise draw now and then).
+NOT_GENERATED = (PAD, BOS)
 
 
 def _warn_unknown(unknown: Iterable[str]) -> None:

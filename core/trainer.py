@@ -32,7 +32,7 @@ class TrainConfig:
     steps: int = 2000
     lr: float = 2e-3
     weight_decay: float = 0.0
-    clip_norm: float = 1.0
+    clip_norm: float = 1.0  # 0: no clipping (as in fairseq); the gradient norm is still logged
     label_smoothing: float = 0.0
     schedule: str = "cosine"
     warmup_steps: int = 100
@@ -47,7 +47,7 @@ class TrainConfig:
 
     CHOICES = {"schedule": ["cosine", "plateau", "constant"]}
     # (low, high, low_open, high_open) for core.cli.check_config
-    RANGES = {"steps": (1,), "lr": (0, None, True), "weight_decay": (0,), "clip_norm": (0, None, True),
+    RANGES = {"steps": (1,), "lr": (0, None, True), "weight_decay": (0,), "clip_norm": (0,),
               "label_smoothing": (0, 1, False, True), "warmup_steps": (0,), "min_lr": (0,),
               "plateau_factor": (0, 1, True), "plateau_patience": (0,), "valid_every": (1,), "patience": (0,),
               "ema_decay": (0, 1, False, True), "snapshots": (0,), "seed": (0, MAX_SEED)}
@@ -390,7 +390,7 @@ class Trainer:
                 share, all_tokens = self._share_of_all_tokens(loss, n_tokens)
                 self.scaler.scale(share).backward()
                 self.scaler.unscale_(self.optimizer)
-                grad_norm = nn.utils.clip_grad_norm_(self.model.parameters(), self.config.clip_norm)
+                grad_norm = nn.utils.clip_grad_norm_(self.model.parameters(), self.config.clip_norm or math.inf)
                 self.scaler.step(self.optimizer)
                 self.scaler.update()
                 if self.ema is not None:

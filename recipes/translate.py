@@ -56,6 +56,7 @@ DEFAULT_OUT = "runs/translate"
 # the models a run may train beside the forward members, to rerank their n best: folder (and flag) name -> what
 RERANKERS = {"reverse": "reverse model", "r2l": "right-to-left model"}
 SPLIT_FLAGS = [f"--{part}-{side}" for part in ("train", "valid", "test") for side in ("src", "tgt")]
+MEMORY_FLAGS = "--max-tokens, --beam-size, --hidden-dim"  # what shrinks a run that runs out of memory
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -432,7 +433,7 @@ def main(argv: list[str] | None = None) -> dict:
     jobs = [partial(train_member, setup_for(run, kind), member, position, folder, resume[position])
             for position, (kind, member, folder) in enumerate(folders)]
     started = time.perf_counter()
-    finished = [jobs[0]()] if len(jobs) == 1 else run_side_by_side(jobs)
+    finished = [jobs[0]()] if len(jobs) == 1 else run_side_by_side(jobs, MEMORY_FLAGS)
     train_seconds = time.perf_counter() - started
     # after Ctrl-C the run stops (its checkpoints are saved); testing, examples and plots: once, in the main process
     if not world.main or not all(finished):
@@ -507,4 +508,4 @@ def evaluate(args: argparse.Namespace, out: Path, checkpoints: dict[str, list[Pa
 
 
 if __name__ == "__main__":
-    run_main(main, memory_flags="--max-tokens, --beam-size, --hidden-dim")
+    run_main(main, memory_flags=MEMORY_FLAGS)

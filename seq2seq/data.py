@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator, TypeVar
 
 from core.cli import UserError
-from core.datasets import cached, read_text, run_fetch
+from core.datasets import cached, read_text, read_utf8, run_fetch
 
 DING_PACKAGE = "trans-de-en"
 DING_VERSION = "1.9-6"  # pinned: other versions hold other sentences, so the splits would differ
@@ -225,13 +225,17 @@ def read_pairs_tsv(path: str | Path) -> list[Pair]:
 
 
 def read_lines(path: str | Path) -> list[str]:
-    """The lines of a UTF-8 text file, with one-line errors for a missing, empty or non-UTF-8 file."""
-    return _lines(read_text(path))
+    """The lines of a UTF-8 text file, with one-line errors for a missing, empty (no lines) or non-UTF-8 file.
+    Blank lines count: a system's output where every line is empty still scores (BLEU 0)."""
+    text = read_utf8(path)
+    if not text:
+        raise UserError(f"file {path} is empty")
+    return _lines(text)
 
 
 def read_parallel(src_path: str | Path, tgt_path: str | Path) -> list[Pair]:
-    """(source, target) pairs from two line-aligned UTF-8 files."""
-    src, tgt = read_lines(src_path), read_lines(tgt_path)
+    """(source, target) pairs from two line-aligned UTF-8 files, neither of them blank throughout."""
+    src, tgt = _lines(read_text(src_path)), _lines(read_text(tgt_path))
     if len(src) != len(tgt):
         raise UserError(f"{src_path} has {len(src)} lines but {tgt_path} has {len(tgt)}; "
                         "parallel files must be aligned line by line")

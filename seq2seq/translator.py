@@ -17,7 +17,7 @@ from core.cli import MAX_SEED, UserError, check_range
 from core.decoder import DecoderConfig, RNNDecoder, build_decoder
 from core.ensemble import Ensemble
 from core.search import Hypothesis, beam_search, generate
-from core.tokenizers import BOS, EOS, PAD, SentencePieceTokenizer, Tokenizer, tokenizer_from_dict
+from core.tokenizers import BOS, EOS, NOT_GENERATED, PAD, SentencePieceTokenizer, Tokenizer, tokenizer_from_dict
 from seq2seq import R2L_WEIGHT
 from seq2seq.encoder import RNNEncoder
 
@@ -178,7 +178,7 @@ class Translator(Seq2Seq):
             ctx = decoder.join([c.to(self.device) for c in contexts]) if ensemble_with else contexts[0]
             bos = torch.full((len(rows),), BOS, device=self.device)
             common = dict(max_len=int(src.size(1) * max_len_ratio) + 10, eos=EOS, no_repeat_ngram=no_repeat_ngram,
-                          repetition_penalty=repetition_penalty)
+                          repetition_penalty=repetition_penalty, forbid=NOT_GENERATED)
             if method == "beam":
                 found = beam_search(decoder, ctx, bos, beam_size=beam_size, n_best=n_best,
                                     length_penalty=length_penalty, **common)

@@ -149,6 +149,18 @@ def test_missing_and_empty_files(files, tmp_path, capsys):
     assert "empty.txt is empty" in _error(capsys, [tmp_path / "empty.txt", "--ref", files["ref"]])
 
 
+def test_a_hypothesis_file_of_blank_lines_scores_zero(files, tmp_path, capsys):
+    """A system that output nothing at all is scored (it was once refused as an empty file)."""
+    blank = tmp_path / "blank.txt"
+    blank.write_text("\n" * len(REFS))
+    results = main([str(blank), "--ref", str(files["ref"])])
+    metric = BLEU()
+    expected = metric.corpus_score([""] * len(REFS), [REFS])
+    assert results[0]["score"] == expected.score == 0.0 and str(metric.get_signature()) in capsys.readouterr().out
+    blank.write_text("\n" * (len(REFS) - 1))  # blank lines are lines: their count must still match
+    assert f"{blank} has 9 lines but reference file" in _error(capsys, [blank, "--ref", files["ref"]])
+
+
 def test_line_counts_differ(files, tmp_path, capsys):
     longer = tmp_path / "longer.txt"
     longer.write_text("".join(line + "\n" for line in REFS + ["One more line."]), encoding="utf-8")

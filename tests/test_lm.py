@@ -1,9 +1,10 @@
+import copy
 import warnings
 
 import pytest
 import torch
 
-from core import BOS, EOS, CharTokenizer, Context, DecoderConfig, LanguageModel, PromptEncoder
+from core import BOS, EOS, PAD, CharTokenizer, Context, DecoderConfig, LanguageModel, PromptEncoder
 from core.batching import pad
 from core.search import greedy
 
@@ -57,7 +58,7 @@ def test_save_load_gives_identical_logits_and_generations(model, tmp_path):
 def test_generate_matches_search_and_stream(model):
     ids = [BOS] + model.tokenizer.encode("to be")
     ctx = model.prompt_encoder(torch.tensor([ids]), torch.tensor([len(ids)]))
-    hyp = greedy(model.decoder, ctx, torch.tensor([ids[-1]]), max_len=25, eos=EOS)[0]
+    hyp = greedy(model.decoder, ctx, torch.tensor([ids[-1]]), max_len=25, eos=EOS, forbid=(PAD, BOS))[0]
     assert model.generate("to be", method="greedy", max_len=25) == model.tokenizer.decode(hyp.tokens)
     assert "".join(model.stream("to be", method="greedy", max_len=25)) == model.tokenizer.decode(hyp.tokens)
     sampled = model.generate("to be", method="sample", seed=11, max_len=25)
@@ -74,3 +75,23 @@ def test_prompt_outside_the_vocabulary_warns_once(model):
         text = model.generate("to QZ be", method="greedy", max_len=5)
     assert isinstance(text, str)
     assert len(caught) == 1 and "'Q'" in str(caught[0].message) and "<unk>" in str(caught[0].message)
+
+
+def test_padding_and_the_start_token_never_come_out(model):
+    """Label smoothing leaves <pad> and <bos> some probability; a model that favours them still never emits them."""
+    biased = copy.deepcopy(model)
+    with torch.no_grad():
+        biased.decoder.output.bias[[PAD, BOS]] += 50.0
+    ids = [BOS] + model.tokenizer.encode("to be")
+    ctx = biased.prompt_encoder(torch.tensor([ids]), torch.tensor([len(ids)]))
+    unforbidden = greedy(biased.decoder, ctx, torch.tensor([ids[-1]]), max_len=10, eos=EOS)[0]
+    assert set(unforbidden.tokens) <= {PAD, BOS}, "precondition: the search alone would emit them"
+    decoded: list[list[int]] = []
+    decode = biased.tokenizer.decode
+    biased.tokenizer.decode = lambda token_ids: decoded.append(list(token_ids)) or decode(token_ids)
+    biased.generate("to be", method="greedy", max_len=10)
+    biased.generate_many("to be", 3, method="sample", seed=1, max_len=10)
+    biased.generate_many("to be", 3, method="beam", beam_size=3, max_len=10)
+    "".join(biased.stream("to be", method="sample", seed=2, max_len=10))
+    assert len(decoded) >= 8 and sum(map(len, decoded)) > 0
+    assert not any(set(d) & {PAD, BOS} for d in decoded)

@@ -62,8 +62,8 @@ def test_a_job_error_is_raised_once_and_a_crash_is_named(tmp_path, capfd):
         run_side_by_side(jobs(tmp_path, "finished", "crash"))
     assert "RuntimeError: deep inside" in capfd.readouterr().err
     with pytest.raises(UserError, match=r"^out of memory while allocating 4194304.0 GiB; use smaller batches or "
-                                         r"beams or a smaller model$"):
-        run_side_by_side(jobs(tmp_path, "finished", "out of memory"))
+                                         r"beams \(--max-tokens\) or a smaller model$"):
+        run_side_by_side(jobs(tmp_path, "finished", "out of memory"), memory_flags="--max-tokens")
     assert "Traceback" not in capfd.readouterr().err
     with pytest.raises(UserError, match=r"^job 1 \(killed by SIGKILL: out of memory\?\) failed"):
         run_side_by_side(jobs(tmp_path, "killed"))

@@ -101,10 +101,10 @@ def test_beam_size_one_is_greedy():
         assert bh.log_prob == pytest.approx(gh.log_prob, abs=1e-5)
 
 
-def brute_force(dec: ScriptedDecoder, ex: int, max_len: int, alpha: float, min_len: int = 0
-                ) -> list[tuple[float, list[int], bool]]:
+def brute_force(dec: ScriptedDecoder, ex: int, max_len: int, alpha: float, min_len: int = 0,
+                forbid: tuple[int, ...] = ()) -> list[tuple[float, list[int], bool]]:
     """Every sequence the search may return, as (score, tokens, finished), best first."""
-    words = [w for w in range(dec.vocab) if w != EOS]
+    words = [w for w in range(dec.vocab) if w != EOS and w not in forbid]
     out = []
     for n in range(min_len, max_len):  # n words then EOS: n + 1 <= max_len emitted tokens
         for seq in itertools.product(words, repeat=n):
@@ -134,6 +134,63 @@ def test_wide_beam_equals_brute_force(vocab, max_len, alpha, min_len):
     if min_len == 0:  # precondition: the brute-force bests mix finished and cut-off sequences
         bests = [brute_force(dec, ex, max_len, alpha)[:n_best] for ex in range(B)]
         assert {e[2] for best in bests for e in best} == {True, False}
+
+
+FAVOURED = (3, 4)  # tokens a decoder prefers but which must never come out (think <pad>, <bos>)
+
+
+def favouring(n: int, max_len: int, vocab: int, seed: int) -> ScriptedDecoder:
+    g = torch.Generator().manual_seed(seed)
+    logits = torch.randn(n, max_len, vocab, vocab, vocab, generator=g) * 1.5
+    logits[..., list(FAVOURED)] += 2.0
+    return ScriptedDecoder(n, max_len, vocab, seed=seed, logits=logits)
+
+
+@pytest.mark.parametrize("method", ["greedy", "sample", "beam", "stream"])
+def test_forbidden_tokens_never_come_out_and_keep_the_model_scores(method):
+    B, L = 12, 6
+    dec = favouring(B, L, 8, seed=21)
+    ctx = ctx_for(list(range(B)))
+
+    def run(forbid: tuple[int, ...]) -> list[tuple[int, Hypothesis]]:
+        kw = dict(max_len=L, eos=EOS, forbid=forbid)
+        if method == "beam":
+            return [(ex, h) for ex, nbest in enumerate(beam_search(dec, ctx, starts(B), beam_size=4, n_best=4, **kw))
+                    for h in nbest]
+        if method == "stream":  # one row at a time
+            return [(ex, Hypothesis(list(stream(dec, ctx_for([ex]), START, method="sample",
+                                                generator=torch.Generator().manual_seed(ex), **kw)), 0.0, 0.0, True))
+                    for ex in range(B)]
+        found = (greedy(dec, ctx, starts(B), **kw) if method == "greedy" else
+                 sample(dec, ctx, starts(B), generator=torch.Generator().manual_seed(0), **kw))
+        return list(enumerate(found))
+
+    assert any(set(h.tokens) & set(FAVOURED) for _, h in run(())), "precondition: the tokens come out unforbidden"
+    for ex, h in run(FAVOURED):
+        assert not set(h.tokens) & set(FAVOURED)
+        if method != "stream":  # forbidding leaves the other tokens' log-probs the model's own
+            assert h.log_prob == pytest.approx(dec.rescore(ex, START, h.tokens, h.finished), abs=1e-5)
+        if method == "greedy":  # every step the best token that is allowed
+            before, prev = 0, START
+            for t, tok in enumerate(h.tokens + [EOS] * h.finished):
+                row = dec.table[ex, t, before, prev].clone()
+                row[list(FAVOURED)] = float("-inf")
+                assert tok == int(row.argmax())
+                before, prev = prev, tok
+
+
+@pytest.mark.parametrize("alpha", [0.0, 1.0])
+def test_wide_beam_with_forbidden_tokens_equals_brute_force_without_them(alpha):
+    B, vocab, max_len, n_best = 3, 5, 3, 5
+    dec = favouring(B, max_len, vocab, seed=22)
+    result = beam_search(dec, ctx_for(list(range(B))), starts(B), max_len=max_len, eos=EOS, beam_size=vocab ** max_len,
+                         length_penalty=alpha, n_best=n_best, forbid=(3,))
+    for ex in range(B):
+        expected = brute_force(dec, ex, max_len, alpha, forbid=(3,))[:n_best]
+        assert [h.tokens for h in result[ex]] == [e[1] for e in expected]
+        assert [h.score for h in result[ex]] == pytest.approx([e[0] for e in expected], abs=1e-5)
+    assert any(3 in e[1] for ex in range(B) for e in brute_force(dec, ex, max_len, alpha)[:n_best]), \
+        "precondition: without forbidding, the best sequences use the token"
 
 
 @pytest.mark.parametrize("alpha", [0.0, 1.0])
@@ -589,6 +646,15 @@ def test_sampling_frequencies_match_tempered_softmax(temperature):
     assert chi_square(drawn, other) > 3 * critical
 
 
+def test_sampling_with_forbidden_tokens_matches_the_softmax_of_the_others():
+    n, forbidden = 20_000, 2  # the most probable token
+    drawn = draw(FIXED_LOGITS, n, forbid=(forbidden,))
+    target = FIXED_LOGITS.index_fill(0, torch.tensor([forbidden]), float("-inf")).softmax(-1)
+    assert int((drawn == forbidden).sum()) == 0
+    critical = CHI2_CRITICAL_P001[FIXED_LOGITS.numel() - 2]
+    assert chi_square(drawn, target) < critical
+
+
 def nucleus(probs: torch.Tensor, p: float) -> set[int]:
     """The smallest set of most probable ids whose mass reaches p."""
     out, mass = set(), 0.0
@@ -801,6 +867,12 @@ BAD_ARGUMENTS = [  # (call, the argument that is wrong, its value as the message
     (lambda d, c, s: generate(d, c, s, method="sample", max_len=4, eos=EOS, temperature=0.0), "temperature", "0"),
     (lambda d, c, s: list(stream(d, c, START, max_len=4, eos=EOS, top_p=2.0)), "top_p", "2"),
 ]
+
+
+@pytest.mark.parametrize("method", ["greedy", "sample", "beam"])
+def test_forbidding_eos_is_refused(method):
+    with pytest.raises(UserError, match="forbid holds the EOS token 1"):
+        generate(scripted(2, 4, seed=15), ctx_for([0]), starts(1), method=method, max_len=4, eos=EOS, forbid=(0, EOS))
 
 
 @pytest.mark.parametrize("call, name, value", BAD_ARGUMENTS,

@@ -1,4 +1,5 @@
 """The translation model: encoder masking, learning a tiny task, batching, save/load, command lines."""
+import copy
 import random
 import subprocess
 import sys
@@ -9,7 +10,8 @@ import sacrebleu
 import torch
 
 from core import (BOS, EOS, PAD, BucketBatches, DecoderConfig, RNNDecoder, SentencePieceTokenizer, TrainConfig,
-                  Trainer, WordTokenizer, save_checkpoint)
+                  Trainer, WordTokenizer, greedy, save_checkpoint)
+from core.batching import pad
 from core.cli import UserError, run_main
 from seq2seq.bleu import main as bleu_main
 from seq2seq.encoder import RNNEncoder
@@ -125,6 +127,19 @@ def test_batched_equals_one_by_one_and_empty_lines(trained):
     assert batched == alone and batched[-2:] == ["", ""]
     nbest = model.translate_nbest(sources[:2], n_best=3, beam_size=3)
     assert [len(n) for n in nbest] == [3, 3] and nbest[0][0][1] >= nbest[0][1][1] >= nbest[0][2][1]
+
+
+def test_padding_and_the_start_token_never_come_out(trained):
+    model = copy.deepcopy(trained[0])
+    with torch.no_grad():
+        model.decoder.output.bias[[PAD, BOS]] += 50.0
+    sources = [s for s, _ in reversal_pairs(6, seed=7)]
+    ctx = model.encoder(*pad([model.source_ids(s) for s in sources]))
+    unforbidden = greedy(model.decoder, ctx, torch.full((len(sources),), BOS), max_len=8, eos=EOS)
+    assert all(h.tokens and set(h.tokens) <= {PAD, BOS} for h in unforbidden), "precondition"
+    for options in ({"method": "greedy"}, {"method": "sample", "seed": 1}, {"method": "beam", "beam_size": 3, "n_best": 3}):
+        found = [h for hyps in model.search(sources, **options) for h in hyps]
+        assert len(found) >= len(sources) and not any(set(h.tokens) & {PAD, BOS} for h in found), options
 
 
 def test_attention_matrix_on_request(trained):

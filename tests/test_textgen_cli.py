@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from core import LanguageModel, save_checkpoint
-from core.cli import run_main
+from core.cli import parse_flags, run_main
 from core.generate import main as generate_main
-from recipes.textgen import main as textgen_main
+from recipes.textgen import build_parser, main as textgen_main
 
 ROOT = Path(__file__).resolve().parents[1]
 CORPUS = ("First Citizen:\nBefore we proceed any further, hear me speak.\n\nAll:\nSpeak, speak.\n\n"
@@ -251,6 +251,31 @@ def test_recipe_resume_refuses_a_damaged_config(trained, capsys):
             assert digest(run) == before and (run / "config.json").read_bytes() == damaged
     finally:
         (run / "config.json").write_bytes(config)
+
+
+def test_recipe_resume_refuses_a_config_value_no_flag_takes(trained, capsys):
+    """A value edited by hand into config.json failed deep inside the run, or was taken as it was."""
+    folder, _ = trained
+    run = folder / "run"
+    config = (run / "config.json").read_text()
+    try:
+        for name, value, flag in (("hidden_dim", "32", "--hidden-dim"), ("cell", "rnn", "--cell"),
+                                  ("steps", 12.5, "--steps"), ("tie_embeddings", "yes", "--tie-embeddings"),
+                                  ("dropout", True, "--dropout"), ("corpus", ["a.txt"], "--corpus")):
+            edited = json.loads(config)
+            edited["flags"][name] = value
+            (run / "config.json").write_text(json.dumps(edited))
+            before = digest(run)
+            fails_with(capsys, textgen_main, ["--resume", str(run)], f"{run / 'config.json'}: flag {name!r} holds "
+                       f"{value!r}, not a value {flag} takes")
+            assert digest(run) == before
+        edited = json.loads(config)
+        edited["flags"].update(dropout=0, clip_norm=2, corpus=None)  # an int for a float flag is a number too
+        (run / "config.json").write_text(json.dumps(edited))
+        args = parse_flags(build_parser(), ["--resume", str(run)])
+        assert (args.dropout, args.clip_norm, args.corpus, args.hidden_dim) == (0, 2, None, 32)
+    finally:
+        (run / "config.json").write_text(config)
 
 
 def test_recipe_resume_continues_to_more_steps(trained, tmp_path):

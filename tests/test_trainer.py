@@ -41,7 +41,7 @@ def test_tiny_corpus_is_overfit_and_regenerated_exactly(tmp_path):
 
 
 def run_training(tmp_path, steps, interrupt_at=None, resume=None, ema_decay=0.0, device="cpu", snapshots=0,
-                 crash_at=None):
+                 crash_at=None, clip_norm=1.0):
     """A char LM over a stream with dropout (so RNG state matters) that wraps around epochs."""
     tok = CharTokenizer.train(TEXT)
     torch.manual_seed(123)
@@ -56,7 +56,7 @@ def run_training(tmp_path, steps, interrupt_at=None, resume=None, ema_decay=0.0,
             raise RuntimeError("out of memory, say")
         return lm_forward(m, batch, carry)
     config = TrainConfig(steps=steps, lr=5e-3, warmup_steps=3, valid_every=4, seed=7, ema_decay=ema_decay,
-                         snapshots=snapshots)
+                         snapshots=snapshots, clip_norm=clip_norm)
     ids = [BOS] + tok.encode(TEXT * 3)
     trainer = Trainer(model, forward, TokenStream(ids, 4, 16), config, tmp_path, model.payload,
                       valid=TokenStream(ids, 2, 16), device=device)
@@ -159,6 +159,17 @@ def test_outputs_best_last_log_and_plot(tmp_path):
     assert {"loss", "lr", "tokens_per_s"} <= set(records[0])
     assert [r["step"] for r in records if r["split"] == "valid"] == [4, 8]
     assert trainer.best == min(r["valid_loss"] for r in records if r["split"] == "valid")
+
+
+def test_clip_norm_zero_turns_clipping_off(tmp_path):
+    def weights(clip_norm: float, folder: str) -> list[torch.Tensor]:
+        return [p.detach().clone() for p in run_training(tmp_path / folder, steps=4, clip_norm=clip_norm).model.parameters()]
+    off, huge, tight = weights(0.0, "off"), weights(1e9, "huge"), weights(0.01, "tight")
+    assert all(torch.equal(a, b) for a, b in zip(off, huge))
+    assert not all(torch.equal(a, b) for a, b in zip(off, tight))  # clipping changes the run: the test has power
+    norms = [json.loads(line)["grad_norm"] for line in (tmp_path / "off" / "log.jsonl").read_text().splitlines()
+             if "grad_norm" in line]
+    assert norms and all(0 < n < float("inf") for n in norms)  # still measured and logged
 
 
 def test_early_stopping_and_plateau_schedule(tmp_path):
