@@ -94,10 +94,11 @@ class Translator(Seq2Seq):
         self.right_to_left = encoder.target_order == "right-to-left"
         if encoder.share_embeddings:
             if src_tokenizer.to_dict() != tgt_tokenizer.to_dict():
-                raise ValueError("share_embeddings needs one joint source and target vocabulary (no --separate-vocab)")
+                raise ValueError("share_embeddings needs one joint source and target vocabulary: with "
+                                 "--separate-vocab, add --share-embeddings false")
             if encoder.enc_emb_dim != decoder.emb_dim:
                 raise ValueError(f"share_embeddings needs enc_emb_dim == emb_dim, got {encoder.enc_emb_dim} and "
-                                 f"{decoder.emb_dim}")
+                                 f"{decoder.emb_dim} (or --share-embeddings false)")
             self.encoder.embedding.weight = self.decoder.embedding.weight
 
     @property

@@ -133,7 +133,7 @@ def test_recipe_trains_reranking_models_beside_and_reranks_the_test_with_them(tm
     out = tmp_path / "run"
     results = translate_main(["--corpus", str(corpus), "--out", str(out), "--steps", "20", "--valid-every", "10",
                               "--members", "1", "--reverse-members", "2", "--r2l-members", "1", "--snapshots", "0",
-                              "--separate-vocab", "--rerank-beam-size", "3", "--rerank-weight", "0.5",
+                              "--separate-vocab", "--share-embeddings", "false", "--rerank-beam-size", "3", "--rerank-weight", "0.5",
                               "--rerank-r2l-weight", "2", "--source-lang", "xx", "--target-lang", "yy", *TINY])
     printed = capsys.readouterr().out
     reverse = [out / "reverse" / f"member{k}" / "best.pt" for k in (1, 2)]
@@ -233,6 +233,7 @@ def test_recipe_bad_data_flags(tmp_path, capsys):
                                                        for x in (f"{flag}-src", str(bad), f"{flag}-tgt", str(bad))],
                             "give --corpus or the six files"),
                            (["--corpus", str(good), "--beam-size", "0"], "--beam-size = 0 is out of range"),
+                           (["--corpus", str(good), "--separate-vocab"], "with --separate-vocab, add --share-embeddings false"),
                            (["--corpus", str(good), "--rerank-beam-size", "0"], "--rerank-beam-size = 0 is out of range"),
                            (["--corpus", str(good), "--valid-sentences", "0"], "--valid-sentences = 0"),
                            (["--corpus", str(good), "--max-tokens", "-5"], "--max-tokens = -5"),
