@@ -87,14 +87,20 @@ def penalize_repetitions(logp: Tensor, history: Tensor, penalty: float) -> Tenso
     return F.log_softmax(torch.where(seen, logp * penalty, logp), dim=-1)
 
 
-def _process(logp: Tensor, history: Tensor, step: int, eos: int, min_len: int, no_repeat_ngram: int,
-             repetition_penalty: float, forbid: Sequence[int]) -> Tensor:
+def _process(logp: Tensor, history: Tensor, no_repeat_ngram: int, repetition_penalty: float,
+             banned: Tensor | None) -> Tensor:
     logp = penalize_repetitions(logp, history, repetition_penalty)
     logp = block_repeated_ngrams(logp, history, no_repeat_ngram)
-    banned = [*forbid, eos] if step < min_len else forbid
-    if banned:
-        logp = logp.index_fill(1, torch.tensor(banned, device=logp.device), float("-inf"))
+    if banned is not None:
+        logp = logp.index_fill(1, banned, float("-inf"))
     return logp
+
+
+def _banned(forbid: Sequence[int], eos: int, device: torch.device) -> tuple[Tensor, Tensor | None]:
+    """The token ids to mask before min_len (EOS too) and from then on, made once per search rather than once
+    per step (on a GPU each would be a copy from the host)."""
+    late = torch.tensor(list(forbid), dtype=torch.long, device=device) if forbid else None
+    return torch.tensor([*forbid, eos], dtype=torch.long, device=device), late
 
 
 def _check(max_len: int, min_len: int, no_repeat_ngram: int, repetition_penalty: float, eos: int,
@@ -152,13 +158,14 @@ def _token_by_token(decoder: Any, ctx: Context, start_tokens: Tensor, choose: Ca
     emitted EOS keep reporting EOS with log-prob 0 but leave the batch (the decoder no longer computes them);
     stops when every row has."""
     _check(max_len, min_len, no_repeat_ngram, repetition_penalty, eos, forbid)
+    early, late = _banned(forbid, eos, start_tokens.device)
     state = decoder.start(ctx)
     B = start_tokens.size(0)
     rows = torch.arange(B, device=start_tokens.device)  # the rows still generating
     tokens, history = start_tokens, start_tokens.unsqueeze(1)  # (n,), (n, t + 1) of those rows
     for t in range(max_len):
         logp, state = decoder.step(tokens, state, ctx)  # (n, V)
-        logp = _process(logp, history, t, eos, min_len, no_repeat_ngram, repetition_penalty, forbid)
+        logp = _process(logp, history, no_repeat_ngram, repetition_penalty, early if t < min_len else late)
         tokens = choose(logp)  # (n,)
         token_logp = logp.gather(1, tokens.unsqueeze(1)).squeeze(1)  # (n,)
         attn = getattr(state, "attn", None)
@@ -312,6 +319,7 @@ def beam_search(decoder: Any, ctx: Context, start_tokens: Tensor, *, max_len: in
     check_range("length_penalty", length_penalty)
     alpha, lp = length_penalty, gnmt_penalty
     B, K, device = start_tokens.size(0), beam_size, start_tokens.device
+    early, late = _banned(forbid, eos, device)
     share = getattr(decoder, "beams_share_memory", False)  # then the beams read one copy of their memory
     ctx = ctx.repeat_interleave(K, memory=not share)
     state = decoder.start(ctx)
@@ -328,12 +336,12 @@ def beam_search(decoder: Any, ctx: Context, start_tokens: Tensor, *, max_len: in
 
     for t in range(max_len):
         logp, state = decoder.step(tokens, state, ctx)  # (n*K, V)
-        logp = _process(logp, history, t, eos, 0, no_repeat_ngram, repetition_penalty, ())  # forbid: below
+        logp = _process(logp, history, no_repeat_ngram, repetition_penalty, None)  # banned tokens: below
         n, V = len(examples), logp.size(1)
         candidates = (beam_logp.unsqueeze(2) + logp.view(n, K, V)).view(n, K * V)
-        banned = [*forbid, eos] if t < min_len else list(forbid)
-        if banned:  # in the candidates, a tensor of our own: no copy of the log-probs to mask them
-            candidates.view(n, K, V)[:, :, banned] = float("-inf")
+        banned = early if t < min_len else late
+        if banned is not None:  # in the candidates, a tensor of our own: no copy of the log-probs to mask them
+            candidates.view(n, K, V).index_fill_(2, banned, float("-inf"))
         top_logp, top_index = _top_candidates(candidates, min(2 * K, K * V))  # (n, 2K), best first
         origin, token = top_index // V, top_index % V  # (n, 2K) beam within example, token id
         is_eos = token == eos

@@ -140,10 +140,10 @@ FAVOURED = (3, 4)  # tokens a decoder prefers but which must never come out (thi
 
 
 def favouring(n: int, max_len: int, vocab: int, seed: int) -> ScriptedDecoder:
-    g = torch.Generator().manual_seed(seed)
-    logits = torch.randn(n, max_len, vocab, vocab, vocab, generator=g) * 1.5
-    logits[..., list(FAVOURED)] += 2.0
-    return ScriptedDecoder(n, max_len, vocab, seed=seed, logits=logits)
+    dec = scripted(n, max_len, vocab, seed=seed)
+    dec.table[..., list(FAVOURED)] += 2.0
+    dec.table = dec.table.log_softmax(dim=-1)  # = log_softmax(logits + the bonus)
+    return dec
 
 
 @pytest.mark.parametrize("method", ["greedy", "sample", "beam", "stream"])
