@@ -68,13 +68,18 @@ class ArgsFileParser(argparse.ArgumentParser):
     """argparse that reads flags from @FILE, one argument per line as the recipes write them (`--checkpoint`,
     then its path), or a flag and its value on one line as people type them (`--checkpoint runs/a b/best.pt`:
     the value is the rest of the line, spaces included, without quotes around it). Blank lines and lines
-    starting with # are skipped."""
+    starting with # are skipped, except the line after a lone flag that takes a value: that line is its value,
+    whatever it starts with (a path may begin with #)."""
 
     def __init__(self, **kwargs: Any):
         super().__init__(fromfile_prefix_chars="@", **kwargs)
+        self._value_due = False  # the last line read was a lone flag waiting for its value
 
     def convert_arg_line_to_args(self, arg_line: str) -> list[str]:
         line = arg_line.strip()
+        if self._value_due and line:
+            self._value_due = False
+            return [line]
         if not line or line.startswith("#"):
             return []
         parts = line.split(None, 1)
@@ -82,6 +87,8 @@ class ArgsFileParser(argparse.ArgumentParser):
             flag, value = parts
             quoted = len(value) > 1 and value[0] == value[-1] and value[0] in "'\""
             return [flag, value[1:-1] if quoted else value]  # a value quoted as in a shell: without the quotes
+        action = self._option_string_actions.get(line)
+        self._value_due = action is not None and action.nargs != 0  # store_true and the like take none
         return [line]
 
 

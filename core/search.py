@@ -103,6 +103,16 @@ def _banned(forbid: Sequence[int], eos: int, device: torch.device) -> tuple[Tens
     return torch.tensor([*forbid, eos], dtype=torch.long, device=device), late
 
 
+def _check_ids(forbid: Sequence[int], eos: int, vocab_size: int) -> None:
+    """On the first step, once the decoder has said how many tokens it has: ids it cannot emit would otherwise
+    fail inside torch's indexing."""
+    for name, ids in (("eos", [eos]), ("forbid", forbid)):
+        outside = [i for i in ids if not 0 <= i < vocab_size]
+        if outside:
+            raise UserError(f"{name} holds token id {outside[0]}, outside the decoder's vocabulary "
+                            f"(0..{vocab_size - 1})")
+
+
 def _check(max_len: int, min_len: int, no_repeat_ngram: int, repetition_penalty: float, eos: int,
            forbid: Sequence[int]) -> None:
     check_range("max_len", max_len, 1)
@@ -165,6 +175,8 @@ def _token_by_token(decoder: Any, ctx: Context, start_tokens: Tensor, choose: Ca
     tokens, history = start_tokens, start_tokens.unsqueeze(1)  # (n,), (n, t + 1) of those rows
     for t in range(max_len):
         logp, state = decoder.step(tokens, state, ctx)  # (n, V)
+        if t == 0:
+            _check_ids(forbid, eos, logp.size(1))
         logp = _process(logp, history, no_repeat_ngram, repetition_penalty, early if t < min_len else late)
         tokens = choose(logp)  # (n,)
         token_logp = logp.gather(1, tokens.unsqueeze(1)).squeeze(1)  # (n,)
@@ -336,6 +348,8 @@ def beam_search(decoder: Any, ctx: Context, start_tokens: Tensor, *, max_len: in
 
     for t in range(max_len):
         logp, state = decoder.step(tokens, state, ctx)  # (n*K, V)
+        if t == 0:
+            _check_ids(forbid, eos, logp.size(1))
         logp = _process(logp, history, no_repeat_ngram, repetition_penalty, None)  # banned tokens: below
         n, V = len(examples), logp.size(1)
         candidates = (beam_logp.unsqueeze(2) + logp.view(n, K, V)).view(n, K * V)

@@ -30,7 +30,7 @@ from core.parallel import run_side_by_side
 from core.tokenizers import SentencePieceTokenizer, WordTokenizer, tokenizer_from_dict
 from core.trainer import TrainConfig, Trainer, snapshots_in
 from seq2seq.bible import bible_pairs
-from seq2seq import R2L_WEIGHT
+from seq2seq import R2L_WEIGHT, RERANK_LENGTH_PENALTY, RERANK_WEIGHT
 from seq2seq.bleu import score_files
 from seq2seq.data import ding_pairs, hash_split, read_pairs_tsv, read_parallel
 from seq2seq.plots import save_attention_png
@@ -102,8 +102,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rerank-beam-size", type=int, default=10,
                    help="with --reverse-members or --r2l-members: the beam size, and n-best size, of the reranked "
                         "test translations")
-    p.add_argument("--rerank-weight", type=float, default=1.0,
+    p.add_argument("--rerank-weight", type=float, default=RERANK_WEIGHT,
                    help="with --reverse-members: the weight of log p(source | translation) (default: %(default)s)")
+    p.add_argument("--rerank-length-penalty", type=float, default=RERANK_LENGTH_PENALTY,
+                   help="with --reverse-members or --r2l-members: the GNMT alpha of the forward log-probability in "
+                        "the reranking score (default: %(default)s)")
     p.add_argument("--rerank-r2l-weight", type=float, default=R2L_WEIGHT,
                    help="with --r2l-members: the weight of their log p(translation | source) (default: %(default)s)")
     p.add_argument("--valid-sentences", type=int, default=500, help="validation sentences decoded for BLEU")
@@ -387,6 +390,7 @@ def main(argv: list[str] | None = None) -> dict:
                              ("--rerank-weight", args.rerank_weight, 0), ("--max-tokens", args.max_tokens, 1),
                              ("--rerank-r2l-weight", args.rerank_r2l_weight, 0), ("--vocab-size", args.vocab_size, 1),
                              ("--length-penalty", args.length_penalty, None),
+                             ("--rerank-length-penalty", args.rerank_length_penalty, None),
                              ("--valid-sentences", args.valid_sentences, 1)):
         check_range(flag, value, low=low)
     check_range("--subword-alpha", args.subword_alpha, 0, 1, high_open=True)
@@ -477,7 +481,7 @@ def evaluate(args: argparse.Namespace, out: Path, checkpoints: dict[str, list[Pa
             results[f"{kind}_checkpoints"] = [str(p) for p in checkpoints[kind]]
             args_files.append(f"@{out / f'{kind}.args'}")
     rerankers = load_rerankers(checkpoints["reverse"], checkpoints["r2l"], args.rerank_weight, args.rerank_r2l_weight,
-                               device, forward=model)
+                               args.rerank_length_penalty, device, forward=model)
     if rerankers:
         decodings[f"beam{args.rerank_beam_size}_reranked"] = partial(
             model.translate_reranked, beam_size=args.rerank_beam_size, length_penalty=args.length_penalty,

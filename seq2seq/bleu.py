@@ -18,7 +18,7 @@ from sacrebleu.metrics.base import Metric
 
 from core.cli import DTYPES, ArgsFileParser, UserError, add_dtype_flag, check_range, resolve_device, run_main
 from core.allocator import keep_freed_memory
-from seq2seq import R2L_WEIGHT
+from seq2seq import R2L_WEIGHT, RERANK_LENGTH_PENALTY, RERANK_WEIGHT
 from seq2seq.data import read_lines
 from seq2seq.translator import translate_file
 
@@ -112,11 +112,15 @@ def _parser() -> argparse.ArgumentParser:
 def add_rerank_flags(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
     parser.add_argument("--rerank-with", metavar="CK", action="append",
                         help="a checkpoint trained in the opposite direction (target -> source): of the beam's "
-                             "--beam-size best translations, keep the one with the highest score + --rerank-weight "
-                             "x log p(source | translation) (noisy-channel reranking); repeat it to score with an "
-                             "ensemble of reverse models, or give a recipe run's list: @runs/translate/reverse.args")
-    parser.add_argument("--rerank-weight", type=float, default=1.0,
+                             "--beam-size best translations, keep the one with the highest log p(translation | source) "
+                             "/ length penalty (--rerank-length-penalty) + --rerank-weight x log p(source | "
+                             "translation) (noisy-channel reranking); repeat it to score with an ensemble of reverse "
+                             "models, or give a recipe run's list: @runs/translate/reverse.args")
+    parser.add_argument("--rerank-weight", type=float, default=RERANK_WEIGHT,
                         help="weight of the reverse model's log-probability (default: %(default)s)")
+    parser.add_argument("--rerank-length-penalty", type=float, default=RERANK_LENGTH_PENALTY,
+                        help="GNMT alpha of the forward log-probability in the reranking score; --length-penalty "
+                             "still decides what the beam keeps (default: %(default)s)")
     parser.add_argument("--rerank-r2l", metavar="CK", action="append",
                         help="a checkpoint of the same direction that writes right to left (--target-order "
                              "right-to-left): adds --rerank-r2l-weight x its log p(translation | source) to the "
@@ -136,13 +140,14 @@ def check_rerank_flags(args: argparse.Namespace) -> str | None:
         raise UserError(f"{flag} reorders the n best of beam search; it does not go with --method {args.method}")
     check_range("--rerank-weight", args.rerank_weight, low=0)
     check_range("--rerank-r2l-weight", args.rerank_r2l_weight, low=0)
+    check_range("--rerank-length-penalty", args.rerank_length_penalty)
     return flag
 
 
 def rerank_options(args: argparse.Namespace) -> dict:
     """The reranking flags as `seq2seq.translator.load_rerankers` takes them."""
     return dict(reverse=args.rerank_with or (), weight=args.rerank_weight, right_to_left=args.rerank_r2l or (),
-                right_to_left_weight=args.rerank_r2l_weight)
+                right_to_left_weight=args.rerank_r2l_weight, rerank_length_penalty=args.rerank_length_penalty)
 
 
 def _hypotheses(args: argparse.Namespace, n_refs: int) -> list[str]:
@@ -153,7 +158,7 @@ def _hypotheses(args: argparse.Namespace, n_refs: int) -> list[str]:
         parser = _parser()  # the translation flags, given with a value other than their default
         given = ["--" + name.replace("_", "-") for name in ("src", "rerank_with", "rerank_r2l", "method", "beam_size",
                                                             "length_penalty", "rerank_weight", "dtype",
-                                                            "rerank_r2l_weight", "device")
+                                                            "rerank_r2l_weight", "rerank_length_penalty", "device")
                  if getattr(args, name) != parser.get_default(name)]
         if given:
             raise UserError(f"{given[0]} is only used with --checkpoint (translate, then score)")
@@ -198,7 +203,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
             report.update(checkpoint=args.checkpoint, src=args.src, method=args.method, beam_size=args.beam_size,
                           length_penalty=args.length_penalty, dtype=args.dtype, rerank_with=args.rerank_with,
                           rerank_weight=args.rerank_weight, rerank_r2l=args.rerank_r2l,
-                          rerank_r2l_weight=args.rerank_r2l_weight)
+                          rerank_r2l_weight=args.rerank_r2l_weight,
+                          rerank_length_penalty=args.rerank_length_penalty)
         print(json.dumps(report, indent=1, ensure_ascii=False))
     elif args.sentence:
         for result in results:

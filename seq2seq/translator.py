@@ -16,9 +16,9 @@ from core.checkpoint import load_checkpoint, save_checkpoint
 from core.cli import MAX_SEED, UserError, check_range
 from core.decoder import DecoderConfig, RNNDecoder, build_decoder
 from core.ensemble import Ensemble
-from core.search import Hypothesis, beam_search, generate
+from core.search import Hypothesis, beam_search, generate, gnmt_penalty
 from core.tokenizers import BOS, EOS, NOT_GENERATED, PAD, SentencePieceTokenizer, Tokenizer, tokenizer_from_dict
-from seq2seq import R2L_WEIGHT
+from seq2seq import R2L_WEIGHT, RERANK_LENGTH_PENALTY, RERANK_WEIGHT
 from seq2seq.encoder import RNNEncoder
 
 TASK = "translation"
@@ -261,34 +261,38 @@ class Translator(Seq2Seq):
         return scores
 
     def translate_reranked(self, sentences: list[str], reverse: "Translator | Sequence[Translator]" = (),
-                           weight: float = 1.0, beam_size: int = 5,
+                           weight: float = RERANK_WEIGHT, beam_size: int = 5,
                            right_to_left: "Translator | Sequence[Translator]" = (),
-                           right_to_left_weight: float = R2L_WEIGHT, **options: Any) -> list[str]:
-        """The beam's `beam_size` best translations of each sentence, reranked: the one with the highest beam
-        score + `weight` * log p(sentence | translation) under `reverse` + `right_to_left_weight` *
-        log p(translation | sentence) under `right_to_left`. Each of the two is a model or an ensemble (a list).
-        `reverse` is trained in the opposite direction: the channel model of Yee et al. (2019), without their
-        language model; a translation that leaves out or invents content explains its source badly, whatever
-        its fluency. `right_to_left` translates in this model's direction but writes from the last token to
-        the first (`EncoderConfig.target_order`), so it judges each ending without the beam's left-to-right
-        commitment, as in Sennrich et al. (2016)."""
+                           right_to_left_weight: float = R2L_WEIGHT,
+                           rerank_length_penalty: float = RERANK_LENGTH_PENALTY, **options: Any) -> list[str]:
+        """The beam's `beam_size` best translations of each sentence, reranked: the one with the highest
+        log p(translation | sentence) / GNMT penalty(its length, `rerank_length_penalty`) + `weight` *
+        log p(sentence | translation) under `reverse` + `right_to_left_weight` * log p(translation | sentence)
+        under `right_to_left`. Each of the two is a model or an ensemble (a list). `reverse` is trained in the
+        opposite direction: the channel model of Yee et al. (2019), without their language model; a translation
+        that leaves out or invents content explains its source badly, whatever its fluency. That also punishes
+        translations cut short, which is why the forward score needs a smaller length penalty here than in the
+        beam (`options`' `length_penalty`, which only decides what the beam keeps). `right_to_left` translates in
+        this model's direction but writes from the last token to the first (`EncoderConfig.target_order`), so it
+        judges each ending without the beam's left-to-right commitment, as in Sennrich et al. (2016)."""
         reverse, right_to_left = _model_list(reverse), _model_list(right_to_left)
         for models, is_reverse in ((reverse, True), (right_to_left, False)):
             for model in models:
                 self.check_direction(model, reverse=is_reverse)
-        nbest = self.translate_nbest(sentences, beam_size, beam_size=beam_size, **options)
+        nbest = self.search(sentences, beam_size=beam_size, n_best=beam_size, **{**options, "method": "beam"})
         sources = [source for source, hyps in zip(sentences, nbest) for _ in hyps]
-        texts = [text for hyps in nbest for text, _ in hyps]
-        combined = [score for hyps in nbest for _, score in hyps]
+        texts = [self.target_text(h.tokens) for hyps in nbest for h in hyps]
+        combined = [h.log_prob / gnmt_penalty(len(h.tokens) + h.finished, rerank_length_penalty)  # EOS counts
+                    for hyps in nbest for h in hyps]
         for models, w, pairs in ((reverse, weight, (texts, sources)), (right_to_left, right_to_left_weight,
                                                                        (sources, texts))):
             if models:
                 extra = models[0].score(*pairs, ensemble_with=models[1:])
                 combined = [c + w * e for c, e in zip(combined, extra)]
-        chosen, scores = [], iter(combined)
+        chosen, scores, text = [], iter(combined), iter(texts)
         for hyps in nbest:
-            mine = [next(scores) for _ in hyps]
-            chosen.append(hyps[mine.index(max(mine))][0])  # ties: the beam's own order
+            mine, theirs = [next(scores) for _ in hyps], [next(text) for _ in hyps]
+            chosen.append(theirs[mine.index(max(mine))])  # ties: the beam's own order
         return chosen
 
     def attention(self, sentence: str, **options: Any) -> tuple[list[str], list[str], Tensor]:
@@ -318,7 +322,8 @@ def load_ensemble(checkpoints: Sequence[str | Path], device: str | torch.device 
 
 
 def load_rerankers(reverse: Sequence[str | Path] = (), right_to_left: Sequence[str | Path] = (),
-                   weight: float = 1.0, right_to_left_weight: float = R2L_WEIGHT, device: str | torch.device = "cpu",
+                   weight: float = RERANK_WEIGHT, right_to_left_weight: float = R2L_WEIGHT,
+                   rerank_length_penalty: float = RERANK_LENGTH_PENALTY, device: str | torch.device = "cpu",
                    dtype: torch.dtype = torch.float32, forward: Translator | None = None) -> dict[str, Any]:
     """`translate_reranked`'s options from checkpoint paths: the reverse models and the right-to-left models
     (each list an ensemble) with their weights; {} when there are neither (no reranking). With `forward`, the
@@ -342,7 +347,7 @@ def load_rerankers(reverse: Sequence[str | Path] = (), right_to_left: Sequence[s
             except ValueError as err:
                 raise UserError(f"{paths[0]} cannot rerank this model's translations: {err}") from None
     return dict(reverse=reverse_models, weight=weight, right_to_left=backwards,
-                right_to_left_weight=right_to_left_weight)
+                right_to_left_weight=right_to_left_weight, rerank_length_penalty=rerank_length_penalty)
 
 
 def translate_file(checkpoints: Sequence[str | Path], src_lines: list[str], beam_size: int, method: str,

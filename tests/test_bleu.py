@@ -13,7 +13,7 @@ from sacrebleu.metrics import BLEU, CHRF
 
 import seq2seq.bleu
 from core.cli import run_main
-from seq2seq import R2L_WEIGHT
+from seq2seq import R2L_WEIGHT, RERANK_LENGTH_PENALTY, RERANK_WEIGHT
 from seq2seq.bleu import main, score_files
 
 REPO = Path(__file__).resolve().parents[1]
@@ -200,7 +200,7 @@ def test_checkpoint_translates_then_scores(files, capsys, monkeypatch):
     report = _run_json(capsys, ["--checkpoint", files["hyp"], "--src", files["ref2"], "--ref", files["ref"],
                                 "--method", "greedy", "--beam-size", "3", "--length-penalty", "1.2", "--device", "cpu"])
     assert calls == [([str(files["hyp"])], REFS2, 3, "greedy", "cpu", torch.float32,
-                      dict(length_penalty=1.2, reverse=(), weight=1.0, right_to_left=(),
-                           right_to_left_weight=R2L_WEIGHT))]
+                      dict(length_penalty=1.2, reverse=(), weight=RERANK_WEIGHT, right_to_left=(),
+                           right_to_left_weight=R2L_WEIGHT, rerank_length_penalty=RERANK_LENGTH_PENALTY))]
     assert report["length_penalty"] == 1.2
     assert report["scores"][0]["score"] == pytest.approx(100.0) and report["checkpoint"] == [str(files["hyp"])]

@@ -875,6 +875,19 @@ def test_forbidding_eos_is_refused(method):
         generate(scripted(2, 4, seed=15), ctx_for([0]), starts(1), method=method, max_len=4, eos=EOS, forbid=(0, EOS))
 
 
+@pytest.mark.parametrize("method", ["greedy", "sample", "beam", "stream"])
+@pytest.mark.parametrize("forbid, eos, bad", [((0, 99), EOS, "forbid holds token id 99"),
+                                              ((-1,), EOS, "forbid holds token id -1"),
+                                              ((), 42, "eos holds token id 42")])
+def test_token_ids_outside_the_vocabulary_are_named(method, forbid, eos, bad):
+    dec = scripted(2, 4, seed=15)
+    with pytest.raises(UserError, match=f"{bad}, outside the decoder's vocabulary \\(0..{dec.vocab - 1}\\)"):
+        if method == "stream":
+            list(stream(dec, ctx_for([0]), START, max_len=4, eos=eos, forbid=forbid))
+        else:
+            generate(dec, ctx_for([0]), starts(1), method=method, max_len=4, eos=eos, forbid=forbid)
+
+
 @pytest.mark.parametrize("call, name, value", BAD_ARGUMENTS,
                          ids=[f"{name}={value}-{i}" for i, (_, name, value) in enumerate(BAD_ARGUMENTS)])
 def test_bad_arguments_raise_user_error(call, name, value):

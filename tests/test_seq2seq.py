@@ -208,7 +208,7 @@ def test_sampled_translations_follow_their_options_and_seed(trained, tmp_path, c
         assert err.startswith(f"error: {expected}") and err.count("\n") == 1, err
 
 
-def test_args_files_take_a_flag_and_its_value_on_one_line(trained, tmp_path, capsys):
+def test_args_files_take_a_flag_and_its_value_on_one_line(trained, tmp_path, capsys, monkeypatch):
     """@FILE as the recipe writes it (one argument per line) and as people type it (`--flag value`, a path with
     a space, a comment, a blank line) read the same."""
     _, out = trained
@@ -218,7 +218,11 @@ def test_args_files_take_a_flag_and_its_value_on_one_line(trained, tmp_path, cap
     (tmp_path / "recipe.args").write_text(f"--checkpoint\n{spaced}\n--beam-size\n3\n")
     (tmp_path / "typed.args").write_text(f"# the model\n--checkpoint {spaced}  \n\n--beam-size\t3\n--device=cpu\n")
     (tmp_path / "quoted.args").write_text(f"--checkpoint '{spaced}'\n--beam-size \"3\"\n")
-    for args_file in ("recipe.args", "typed.args", "quoted.args"):
+    hashed = tmp_path / "#1.pt"  # a value line that starts with #: the flag's value, not a comment
+    hashed.write_bytes(spaced.read_bytes())
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "hashed.args").write_text(f"--checkpoint\n{hashed.relative_to(tmp_path)}\n# beam\n--beam-size\n3\n")
+    for args_file in ("recipe.args", "typed.args", "quoted.args", "hashed.args"):
         translate_main([f"@{tmp_path / args_file}", "--input", str(tmp_path / "src.txt")])
         assert capsys.readouterr().out == "c b a\ne d\n", args_file
     (tmp_path / "wrong.args").write_text("--beam-size 0\n")
@@ -454,26 +458,34 @@ def test_right_to_left_model_writes_backwards_and_reads_out_forwards(trained, tr
                    model.decoder_config)
 
 
-def test_reranking_with_reverse_and_right_to_left_models(trained, trained_right_to_left):
+def test_reranking_with_reverse_and_right_to_left_models(trained, trained_right_to_left, tmp_path):
     reverse, _ = trained
     right_to_left, _ = trained_right_to_left
     torch.manual_seed(5)
-    forward = tiny_translator().eval()
+    forward, _ = learn_reversal(tiny_translator(), tmp_path, steps=40)  # weak: its n best end at varied lengths
     untrained = Translator(right_to_left.src_tokenizer, right_to_left.tgt_tokenizer, right_to_left.encoder_config,
                            right_to_left.decoder_config).eval()  # p(y | x) unlike p(x | y), as reversal makes them
     sources = [s for s, _ in reversal_pairs(8, seed=6)]
-    nbest = forward.translate_nbest(sources, 4, beam_size=4)
-    for weight, r2l_weight, r2l in ((0.0, 1.0, right_to_left), (0.5, 2.0, right_to_left), (1.0, 0.0, right_to_left),
-                                    (0.0, 5.0, untrained)):
+    nbest = forward.search(sources, beam_size=4, n_best=4)
+    chosen = {}
+    for weight, r2l_weight, r2l, alpha in ((0.0, 1.0, right_to_left, 0.5), (0.5, 2.0, right_to_left, 0.5),
+                                           (1.0, 0.0, right_to_left, 0.5), (0.0, 5.0, untrained, 0.5),
+                                           (0.0, 0.0, right_to_left, 0.0), (0.0, 0.0, right_to_left, 3.0)):
         expected = []
         for source, hyps in zip(sources, nbest):
-            texts = [text for text, _ in hyps]
+            texts = [forward.target_text(h.tokens) for h in hyps]
             back = reverse.score(texts, [source] * len(hyps))
             backwards = r2l.score([source] * len(hyps), texts)
-            combined = [score + weight * b + r2l_weight * r for (_, score), b, r in zip(hyps, back, backwards)]
-            expected.append(hyps[combined.index(max(combined))][0])
-        assert forward.translate_reranked(sources, reverse, weight, beam_size=4, right_to_left=[r2l],
-                                          right_to_left_weight=r2l_weight) == expected
+            combined = [h.log_prob / ((5 + len(h.tokens) + 1) / 6) ** alpha + weight * b + r2l_weight * r
+                        for h, b, r in zip(hyps, back, backwards)]
+            expected.append(texts[combined.index(max(combined))])
+        chosen[weight, r2l_weight, alpha] = forward.translate_reranked(
+            sources, reverse, weight, beam_size=4, right_to_left=[r2l], right_to_left_weight=r2l_weight,
+            rerank_length_penalty=alpha)
+        assert chosen[weight, r2l_weight, alpha] == expected
+    assert chosen[0.0, 0.0, 0.0] != chosen[0.0, 0.0, 3.0]  # the forward score's length penalty counts
+    assert forward.translate_reranked(sources, beam_size=4, rerank_length_penalty=1.0) == \
+        forward.translate(sources, beam_size=4)  # nothing else and the beam's own alpha: the beam's best
     assert forward.translate_reranked(sources, beam_size=4, right_to_left=right_to_left) != \
         forward.translate(sources, beam_size=4)  # the right-to-left model alone overrides the beam's order
 
@@ -499,7 +511,13 @@ def test_rerank_flags_of_the_command_lines(trained, tmp_path, capsys):
                     "--rerank-with", str(tmp_path / "other.pt"), "--rerank-weight", "2", "--device", "cpu"])
     assert capsys.readouterr().out.splitlines() == model.translate_reranked([s for s, _ in pairs], [model, other],
                                                                             2.0, beam_size=3)
+    translate_main(["--checkpoint", ck, "--input", str(tmp_path / "src"), "--beam-size", "3", "--rerank-with", ck,
+                    "--rerank-length-penalty", "2.5", "--device", "cpu"])
+    assert capsys.readouterr().out.splitlines() == model.translate_reranked([s for s, _ in pairs], model, beam_size=3,
+                                                                            rerank_length_penalty=2.5)
     for main, argv, message in (
+            (translate_main, ["--input", str(tmp_path / "src"), "--rerank-length-penalty", "nan"],
+             "--rerank-length-penalty = nan"),
             (translate_main, ["--input", str(tmp_path / "src"), "--method", "greedy"], "--method greedy"),
             (translate_main, ["--input", str(tmp_path / "src"), "--n-best", "2"], "--n-best"),
             (translate_main, ["--input", str(tmp_path / "src"), "--rerank-weight", "-1"], "--rerank-weight = -1"),

@@ -134,7 +134,7 @@ def test_recipe_trains_reranking_models_beside_and_reranks_the_test_with_them(tm
     results = translate_main(["--corpus", str(corpus), "--out", str(out), "--steps", "20", "--valid-every", "10",
                               "--members", "1", "--reverse-members", "2", "--r2l-members", "1", "--snapshots", "0",
                               "--separate-vocab", "--share-embeddings", "false", "--rerank-beam-size", "3", "--rerank-weight", "0.5",
-                              "--rerank-r2l-weight", "2", "--source-lang", "xx", "--target-lang", "yy", *TINY])
+                              "--rerank-r2l-weight", "2", "--rerank-length-penalty", "1.5", "--source-lang", "xx", "--target-lang", "yy", *TINY])
     printed = capsys.readouterr().out
     reverse = [out / "reverse" / f"member{k}" / "best.pt" for k in (1, 2)]
     assert results["reverse_checkpoints"] == [str(p) for p in reverse] and "test, beam3_reranked:" in printed
@@ -157,7 +157,8 @@ def test_recipe_trains_reranking_models_beside_and_reranks_the_test_with_them(tm
     # the command lines rerank with the files the recipe writes, and repeat its figure
     rescored = bleu_main([f"@{out / 'ensemble.args'}", f"@{out / 'reverse.args'}", f"@{out / 'r2l.args'}",
                           "--src", str(out / "test.source.txt"), "--ref", str(out / "test.reference.txt"),
-                          "--beam-size", "3", "--rerank-weight", "0.5", "--rerank-r2l-weight", "2", "--device", "cpu"])
+                          "--beam-size", "3", "--rerank-weight", "0.5", "--rerank-r2l-weight", "2",
+                          "--rerank-length-penalty", "1.5", "--device", "cpu"])
     assert rescored[0]["score"] == pytest.approx(results["beam3_reranked"]["BLEU"]["score"])
     with pytest.raises(SystemExit):  # a model of the same direction given as the reverse one
         run_main(bleu_main, [f"@{out / 'ensemble.args'}", "--rerank-with", str(out / "r2l" / "best.pt"), "--src",
