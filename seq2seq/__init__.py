@@ -14,6 +14,6 @@ from seq2seq.encoder import RNNEncoder  # noqa: E402
 from seq2seq.translator import (EncoderConfig, SampledSubwords, Seq2Seq, Translator, build_encoder,  # noqa: E402
                                 load_ensemble, load_rerankers, seq2seq_forward)
 
-__all__ = ["RERANK_LENGTH_PENALTY", "RERANK_WEIGHT", "R2L_WEIGHT", "ding_pairs", "hash_split", "read_pairs_tsv", "read_parallel", "RNNEncoder", "EncoderConfig",
-           "SampledSubwords", "Seq2Seq", "Translator", "build_encoder", "load_ensemble", "load_rerankers",
-           "seq2seq_forward"]
+__all__ = ["RERANK_LENGTH_PENALTY", "RERANK_WEIGHT", "R2L_WEIGHT", "ding_pairs", "hash_split", "read_pairs_tsv",
+           "read_parallel", "RNNEncoder", "EncoderConfig", "SampledSubwords", "Seq2Seq", "Translator", "build_encoder",
+           "load_ensemble", "load_rerankers", "seq2seq_forward"]

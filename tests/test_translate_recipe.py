@@ -133,8 +133,9 @@ def test_recipe_trains_reranking_models_beside_and_reranks_the_test_with_them(tm
     out = tmp_path / "run"
     results = translate_main(["--corpus", str(corpus), "--out", str(out), "--steps", "20", "--valid-every", "10",
                               "--members", "1", "--reverse-members", "2", "--r2l-members", "1", "--snapshots", "0",
-                              "--separate-vocab", "--share-embeddings", "false", "--rerank-beam-size", "3", "--rerank-weight", "0.5",
-                              "--rerank-r2l-weight", "2", "--rerank-length-penalty", "1.5", "--source-lang", "xx", "--target-lang", "yy", *TINY])
+                              "--separate-vocab", "--share-embeddings", "false", "--rerank-beam-size", "3",
+                              "--rerank-weight", "0.5", "--rerank-r2l-weight", "2", "--rerank-length-penalty", "1.5",
+                              "--source-lang", "xx", "--target-lang", "yy", *TINY])
     printed = capsys.readouterr().out
     reverse = [out / "reverse" / f"member{k}" / "best.pt" for k in (1, 2)]
     assert results["reverse_checkpoints"] == [str(p) for p in reverse] and "test, beam3_reranked:" in printed
