@@ -1,10 +1,13 @@
 """The one checkpoint format: task, config, weights, tokenizers as plain data, and the trainer's state.
 
 Files are written to a temporary name and renamed, so a crash never leaves a half-written checkpoint, and
-read with `torch.load(weights_only=True)`, so loading never runs code from the file.
+read with `torch.load(weights_only=True)`, so loading never runs code from the file. Before that, the CRC-32
+of every record of the file's zip archive is checked, which torch.load does not do: a bit flipped on disk or in
+a copy is refused instead of loading as wrong weights.
 """
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +35,7 @@ def load_checkpoint(path: str | Path, task: str | None = None, map_location: str
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
+    _check_records(path)
     try:
         data = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # any failure to unpickle an untrusted file means the same thing to the user
@@ -46,3 +50,20 @@ def load_checkpoint(path: str | Path, task: str | None = None, map_location: str
     if task is not None and missing:
         raise CheckpointError(f"{path} is an incomplete {task!r} checkpoint: it lacks {', '.join(missing)}")
     return data
+
+
+def _check_records(path: Path) -> None:
+    """One CheckpointError naming the first record of the archive whose bytes no longer match their CRC-32."""
+    try:
+        archive = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError) as err:  # torch.save writes zip archives: this is none, or a truncated one
+        raise CheckpointError(f"{path} is not a readable checkpoint (truncated, or not made by this toolkit): "
+                              f"{err}") from None
+    with archive:
+        try:
+            damaged = archive.testzip()
+        except Exception as err:  # a damaged record header: the record cannot even be read
+            damaged = f"({(str(err).strip().splitlines() or [type(err).__name__])[0][:120]})"
+    if damaged is not None:
+        raise CheckpointError(f"{path} is damaged: record {damaged} does not match the checksum written with it "
+                              "(the file changed after it was saved)")

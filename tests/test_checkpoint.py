@@ -55,6 +55,20 @@ def test_truncated_file_is_one_clear_error(tmp_path):
     assert "\n" not in str(err.value)
 
 
+@pytest.mark.parametrize("where", [0.1, 0.5, 0.9])
+def test_a_flipped_bit_is_refused_by_its_checksum(tmp_path, where):
+    """torch.load would read the damaged weights as they are; the archive's CRC-32 of each record catches them."""
+    path = save_checkpoint(tmp_path / "model.pt", {**payload(), "model": {"w": torch.randn(64, 64)}})
+    data = bytearray(path.read_bytes())
+    data[int(len(data) * where)] ^= 0x10
+    damaged = tmp_path / "damaged.pt"
+    damaged.write_bytes(data)
+    with pytest.raises(CheckpointError, match=f"{damaged} is damaged: record .* does not match the checksum") as err:
+        load_checkpoint(damaged)
+    assert "\n" not in str(err.value)
+    assert torch.equal(load_checkpoint(path)["model"]["w"], torch.load(path, weights_only=True)["model"]["w"])
+
+
 def test_foreign_files_are_refused(tmp_path):
     plain = tmp_path / "plain.pt"
     torch.save({"weights": torch.zeros(2)}, plain)

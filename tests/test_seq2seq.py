@@ -3,6 +3,7 @@ import copy
 import random
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ from core.batching import pad
 from core.cli import UserError, run_main
 from seq2seq.bleu import main as bleu_main
 from seq2seq.encoder import RNNEncoder
+from seq2seq.plots import save_attention_png
 from seq2seq.translate import main as translate_main
 from seq2seq.translator import (EncoderConfig, SampledSubwords, Seq2Seq, Translator, load_ensemble, load_rerankers,
                                  seq2seq_forward)
@@ -147,6 +149,15 @@ def test_attention_matrix_on_request(trained):
     src, tgt, weights = model.attention("a b c d", method="beam", beam_size=3)
     assert src == ["a", "b", "c", "d", "</s>"] and tgt == ["d", "c", "b", "a"]
     assert weights.shape == (4, 5) and torch.allclose(weights.sum(dim=1), torch.ones(4), atol=1e-5)
+
+
+def test_attention_png_draws_control_characters_as_escapes(tmp_path):
+    """A byte piece may decode to a control character, which no font has a glyph for: matplotlib would warn
+    (an error here) and draw a blank box; its label is the escape instead."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        path = save_attention_png(["a\x03", " b", ""], ["c"], torch.full((1, 3), 1 / 3), tmp_path / "a.png")
+    assert path.stat().st_size > 0
 
 
 def test_save_load_round_trip(trained):
