@@ -39,9 +39,8 @@ def load_checkpoint(path: str | Path, task: str | None = None, map_location: str
     try:
         data = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # any failure to unpickle an untrusted file means the same thing to the user
-        reason = (str(err).strip().splitlines() or [type(err).__name__])[0][:120]
         raise CheckpointError(f"{path} is not a readable checkpoint (truncated, or not made by this toolkit): "
-                              f"{reason}") from None
+                              f"{_first_line(err)}") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a checkpoint of this toolkit (expected format {FORMAT})")
     if task is not None and data.get("task") != task:
@@ -50,6 +49,11 @@ def load_checkpoint(path: str | Path, task: str | None = None, map_location: str
     if task is not None and missing:
         raise CheckpointError(f"{path} is an incomplete {task!r} checkpoint: it lacks {', '.join(missing)}")
     return data
+
+
+def _first_line(err: Exception) -> str:
+    """An error from deep inside a reader, cut to one short line for the message that names the file."""
+    return (str(err).strip().splitlines() or [type(err).__name__])[0][:120]
 
 
 def _check_records(path: Path) -> None:
@@ -63,7 +67,7 @@ def _check_records(path: Path) -> None:
         try:
             damaged = archive.testzip()
         except Exception as err:  # a damaged record header: the record cannot even be read
-            damaged = f"({(str(err).strip().splitlines() or [type(err).__name__])[0][:120]})"
+            damaged = f"({_first_line(err)})"
     if damaged is not None:
         raise CheckpointError(f"{path} is damaged: record {damaged} does not match the checksum written with it "
                               "(the file changed after it was saved)")

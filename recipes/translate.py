@@ -30,8 +30,7 @@ from core.parallel import run_side_by_side
 from core.tokenizers import SentencePieceTokenizer, WordTokenizer, tokenizer_from_dict
 from core.trainer import TrainConfig, Trainer, snapshots_in
 from seq2seq.bible import bible_pairs
-from seq2seq import R2L_WEIGHT, RERANK_LENGTH_PENALTY, RERANK_WEIGHT
-from seq2seq.bleu import score_files
+from seq2seq.bleu import add_rerank_score_flags, check_rerank_score_flags, score_files
 from seq2seq.data import ding_pairs, hash_split, read_pairs_tsv, read_parallel
 from seq2seq.plots import save_attention_png
 from seq2seq.translator import (EncoderConfig, SampledSubwords, Translator, load_ensemble, load_rerankers,
@@ -102,13 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rerank-beam-size", type=int, default=10,
                    help="with --reverse-members or --r2l-members: the beam size, and n-best size, of the reranked "
                         "test translations")
-    p.add_argument("--rerank-weight", type=float, default=RERANK_WEIGHT,
-                   help="with --reverse-members: the weight of log p(source | translation) (default: %(default)s)")
-    p.add_argument("--rerank-length-penalty", type=float, default=RERANK_LENGTH_PENALTY,
-                   help="with --reverse-members or --r2l-members: the GNMT alpha of the forward log-probability in "
-                        "the reranking score (default: %(default)s)")
-    p.add_argument("--rerank-r2l-weight", type=float, default=R2L_WEIGHT,
-                   help="with --r2l-members: the weight of their log p(translation | source) (default: %(default)s)")
+    add_rerank_score_flags(p)  # with --reverse-members or --r2l-members
     p.add_argument("--valid-sentences", type=int, default=500, help="validation sentences decoded for BLEU")
     # Defaults chosen for ~12k sentence pairs and 20 minutes on 2 CPU cores, by measured runs (README):
     # - Luong attention (scaled) without input feeding: no step depends on the previous step's output, so
@@ -387,12 +380,11 @@ def main(argv: list[str] | None = None) -> dict:
     # all checked before the data is read; a resumed run's flags come from its config.json, so first its task
     ckpt = load_checkpoint(resume[0], task="translation") if args.resume else None
     for flag, value, low in (("--beam-size", args.beam_size, 1), ("--rerank-beam-size", args.rerank_beam_size, 1),
-                             ("--rerank-weight", args.rerank_weight, 0), ("--max-tokens", args.max_tokens, 1),
-                             ("--rerank-r2l-weight", args.rerank_r2l_weight, 0), ("--vocab-size", args.vocab_size, 1),
+                             ("--max-tokens", args.max_tokens, 1), ("--vocab-size", args.vocab_size, 1),
                              ("--length-penalty", args.length_penalty, None),
-                             ("--rerank-length-penalty", args.rerank_length_penalty, None),
                              ("--valid-sentences", args.valid_sentences, 1)):
         check_range(flag, value, low=low)
+    check_rerank_score_flags(args)
     check_range("--subword-alpha", args.subword_alpha, 0, 1, high_open=True)
     if args.subword_alpha and args.level == "word":
         raise UserError(f"--subword-alpha {args.subword_alpha}: sampled segmentations need sentencepiece tokenizers, "

@@ -116,18 +116,29 @@ def add_rerank_flags(parser: argparse.ArgumentParser | argparse._ArgumentGroup) 
                              "/ length penalty (--rerank-length-penalty) + --rerank-weight x log p(source | "
                              "translation) (noisy-channel reranking); repeat it to score with an ensemble of reverse "
                              "models, or give a recipe run's list: @runs/translate/reverse.args")
-    parser.add_argument("--rerank-weight", type=float, default=RERANK_WEIGHT,
-                        help="weight of the reverse model's log-probability (default: %(default)s)")
-    parser.add_argument("--rerank-length-penalty", type=float, default=RERANK_LENGTH_PENALTY,
-                        help="GNMT alpha of the forward log-probability in the reranking score; --length-penalty "
-                             "still decides what the beam keeps (default: %(default)s)")
     parser.add_argument("--rerank-r2l", metavar="CK", action="append",
                         help="a checkpoint of the same direction that writes right to left (--target-order "
                              "right-to-left): adds --rerank-r2l-weight x its log p(translation | source) to the "
                              "score that reranks the beam's best; repeat it for an ensemble, or give a recipe run's "
                              "list: @runs/translate/r2l.args")
+    add_rerank_score_flags(parser)
+
+
+def add_rerank_score_flags(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """How the reranking scores each of the n best: the command lines' flags and the translation recipe's."""
+    parser.add_argument("--rerank-weight", type=float, default=RERANK_WEIGHT,
+                        help="weight of the reverse models' log p(source | translation) (default: %(default)s)")
+    parser.add_argument("--rerank-length-penalty", type=float, default=RERANK_LENGTH_PENALTY,
+                        help="GNMT alpha of the forward log-probability in the reranking score; --length-penalty "
+                             "still decides what the beam keeps (default: %(default)s)")
     parser.add_argument("--rerank-r2l-weight", type=float, default=R2L_WEIGHT,
-                        help="weight of the right-to-left model's log-probability (default: %(default)s)")
+                        help="weight of the right-to-left models' log p(translation | source) (default: %(default)s)")
+
+
+def check_rerank_score_flags(args: argparse.Namespace) -> None:
+    check_range("--rerank-weight", args.rerank_weight, low=0)
+    check_range("--rerank-r2l-weight", args.rerank_r2l_weight, low=0)
+    check_range("--rerank-length-penalty", args.rerank_length_penalty)
 
 
 def check_rerank_flags(args: argparse.Namespace) -> str | None:
@@ -138,9 +149,7 @@ def check_rerank_flags(args: argparse.Namespace) -> str | None:
         return None
     if args.method != "beam":
         raise UserError(f"{flag} reorders the n best of beam search; it does not go with --method {args.method}")
-    check_range("--rerank-weight", args.rerank_weight, low=0)
-    check_range("--rerank-r2l-weight", args.rerank_r2l_weight, low=0)
-    check_range("--rerank-length-penalty", args.rerank_length_penalty)
+    check_rerank_score_flags(args)
     return flag
 
 
