@@ -260,6 +260,25 @@ def stream(decoder: Any, ctx: Context, start_token: int, *, max_len: int, eos: i
 
 # ---- beam search ------------------------------------------------------------------------------------
 
+def _topk(candidates: Tensor, m: int, block: int = 64) -> tuple[Tensor, Tensor]:
+    """candidates.topk(m, dim=1) (ties in any order), faster on long rows: the m largest values of a row lie
+    in its m blocks with the largest maxima (those blocks hold m elements at least as large as the m-th
+    largest maximum, and no element elsewhere exceeds it), so only those blocks, and the short tail after the
+    last whole block, go to topk. For our beam benchmark's 64 rows of 5 x 8000 candidates: 0.6 ms instead of 2.6 ms, of a
+    ~35 ms step (benchmarks/README.md)."""
+    rows, length = candidates.shape
+    blocks = length // block
+    if candidates.device.type != "cpu" or blocks < 4 * m:  # CUDA's topk is fast; few blocks would not pay
+        return candidates.topk(m, dim=1)
+    whole = blocks * block
+    maxima = candidates[:, :whole].view(rows, blocks, block).amax(dim=2)  # (R, blocks)
+    chosen = maxima.topk(m, dim=1).indices  # (R, m)
+    columns = (chosen.unsqueeze(2) * block + torch.arange(block, device=chosen.device)).view(rows, m * block)
+    columns = torch.cat([columns, torch.arange(whole, length, device=chosen.device).expand(rows, -1)], dim=1)
+    values, picked = candidates.gather(1, columns).topk(m, dim=1)
+    return values, columns.gather(1, picked)
+
+
 def _top_candidates(candidates: Tensor, n: int) -> tuple[Tensor, Tensor]:
     """The n best of each row of candidates (B, C): values and indices (B, n), best first, equal values in
     index order, as argmax (greedy) breaks ties. topk alone orders ties arbitrarily and may keep any of them
@@ -267,7 +286,7 @@ def _top_candidates(candidates: Tensor, n: int) -> tuple[Tensor, Tensor]:
     values (a tie straddled the cut in ~15% of rows of our beam benchmark); without this, beam size 1 could
     part from greedy there."""
     extra = int(n < candidates.size(1))  # one more, to see whether a tie straddles the cut
-    values, indices = candidates.topk(n + extra, dim=1)
+    values, indices = _topk(candidates, n + extra)
     if extra:
         cut, after = values[:, n - 1:n], values[:, n:]  # (B, 1) each
         straddles = ((after == cut) & cut.isfinite()).squeeze(1).nonzero().squeeze(1)  # -inf rows: dead beams

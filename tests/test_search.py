@@ -514,6 +514,27 @@ def test_top_candidates_break_ties_by_lowest_index_also_across_the_cut(size):
         assert torch.all(values[0] == float("-inf"))
 
 
+@pytest.mark.parametrize("length", [64 * 44, 64 * 44 + 37, 40000])
+def test_topk_over_block_maxima_equals_topk(length):
+    """The faster topk that only looks inside the blocks with the largest maxima (and the tail after the last
+    whole block) finds the same values as topk, also when they crowd into one block or into the tail."""
+    generator = torch.Generator().manual_seed(length)
+    candidates = torch.randn(6, length, generator=generator)
+    candidates[1, 200:260] += 10.0  # every one of the best in one block
+    candidates[2, -20:] += 10.0  # ... or in the tail
+    candidates[3, ::2] = float("-inf")  # dead half
+    candidates[4, :] = float("-inf")  # a dead row: any m positions
+    candidates[5] = candidates[5].round()  # many ties
+    for m in (1, 5, 11):
+        values, indices = core.search._topk(candidates, m)
+        expected = candidates.topk(m, dim=1).values
+        assert torch.equal(values, expected), m
+        assert torch.equal(candidates.gather(1, indices), values)
+        assert all(len(set(row)) == m for row in indices.tolist()), "positions picked twice"
+        assert torch.equal(indices[:4], candidates[:4].topk(m, dim=1).indices), "distinct values: same positions"
+        assert length // 64 >= 4 * m, "precondition: the block path ran"
+
+
 def test_bfloat16_decoder_beam_size_one_is_greedy_with_float32_scores_and_attention():
     """Search on a decoder cast to bfloat16: the same bookkeeping (equal log-probs, which bfloat16 logits make
     common, go to the lower token id in beam search as in greedy), scores and attention handed out in float32."""
