@@ -520,7 +520,7 @@ def test_topk_over_block_maxima_equals_topk(length):
     whole block) finds the same values as topk, also when they crowd into one block or into the tail."""
     generator = torch.Generator().manual_seed(length)
     candidates = torch.randn(6, length, generator=generator)
-    candidates[1, 200:260] += 10.0  # every one of the best in one block
+    candidates[1, 256:320] += 10.0  # every one of the best in one block (the fifth)
     candidates[2, -20:] += 10.0  # ... or in the tail
     candidates[3, ::2] = float("-inf")  # dead half
     candidates[4, :] = float("-inf")  # a dead row: any m positions
