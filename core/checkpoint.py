@@ -39,8 +39,7 @@ def load_checkpoint(path: str | Path, task: str | None = None, map_location: str
     try:
         data = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # any failure to unpickle an untrusted file means the same thing to the user
-        raise CheckpointError(f"{path} is not a readable checkpoint (truncated, or not made by this toolkit): "
-                              f"{_first_line(err)}") from None
+        raise _unreadable(path, _first_line(err)) from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a checkpoint of this toolkit (expected format {FORMAT})")
     if task is not None and data.get("task") != task:
@@ -49,6 +48,10 @@ def load_checkpoint(path: str | Path, task: str | None = None, map_location: str
     if task is not None and missing:
         raise CheckpointError(f"{path} is an incomplete {task!r} checkpoint: it lacks {', '.join(missing)}")
     return data
+
+
+def _unreadable(path: Path, reason: str) -> CheckpointError:
+    return CheckpointError(f"{path} is not a readable checkpoint (truncated, or not made by this toolkit): {reason}")
 
 
 def _first_line(err: Exception) -> str:
@@ -61,8 +64,7 @@ def _check_records(path: Path) -> None:
     try:
         archive = zipfile.ZipFile(path)
     except (zipfile.BadZipFile, OSError) as err:  # torch.save writes zip archives: this is none, or a truncated one
-        raise CheckpointError(f"{path} is not a readable checkpoint (truncated, or not made by this toolkit): "
-                              f"{err}") from None
+        raise _unreadable(path, str(err)) from None
     with archive:
         try:
             damaged = archive.testzip()

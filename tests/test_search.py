@@ -532,7 +532,7 @@ def test_topk_over_block_maxima_equals_topk(length):
         assert torch.equal(candidates.gather(1, indices), values)
         assert all(len(set(row)) == m for row in indices.tolist()), "positions picked twice"
         assert torch.equal(indices[:4], candidates[:4].topk(m, dim=1).indices), "distinct values: same positions"
-        assert length // 64 >= 4 * m, "precondition: the block path ran"
+        assert length // core.search.TOPK_BLOCK >= 4 * m, "precondition: the block path ran"
 
 
 def test_bfloat16_decoder_beam_size_one_is_greedy_with_float32_scores_and_attention():
