@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -26,7 +25,8 @@ import torch  # noqa: E402
 
 from benchmarks.decode import (add_malloc_flag, environment, keep_freed_memory_unless_told, log,  # noqa: E402
                                median_time)
-from core.cli import DTYPES, UserError, add_dtype_flag, resolve_device, run_main  # noqa: E402
+from core.cli import DTYPES, add_dtype_flag, resolve_device, run_main  # noqa: E402
+from core.errors import UserError  # noqa: E402
 from core.datasets import read_text  # noqa: E402
 from core.decoder import DecoderConfig  # noqa: E402
 from core.tokenizers import WordTokenizer  # noqa: E402

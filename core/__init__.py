@@ -3,7 +3,7 @@ from core.allocator import keep_freed_memory
 from core.attention import BahdanauAttention, LuongAttention
 from core.batching import BucketBatches, TokenStream, pad
 from core.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from core.cli import UserError
+from core.errors import UserError
 from core.context import Context
 from core.decoder import DecoderConfig, DecoderState, RNNDecoder, build_decoder
 from core.ensemble import Ensemble

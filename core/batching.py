@@ -11,7 +11,7 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import Tensor
 
-from core.cli import UserError
+from core.errors import UserError
 from core.tokenizers import PAD
 
 

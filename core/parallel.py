@@ -17,7 +17,8 @@ from typing import Any, Callable
 import torch
 from tqdm import tqdm
 
-from core.cli import UserError, out_of_memory
+from core.cli import out_of_memory
+from core.errors import UserError
 
 INTERRUPTED = 130  # exit status of a job stopped by Ctrl-C (its checkpoint saved)
 

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from core.cli import UserError, check_range
+from core.errors import UserError, check_range
 from core.context import Context, keep_examples_of, map_tensors
 
 

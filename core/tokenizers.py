@@ -14,7 +14,7 @@ from typing import Iterable
 
 import sentencepiece as spm
 
-from core.cli import UserError
+from core.errors import UserError
 
 SPECIALS = ["<pad>", "<bos>", "<eos>", "<unk>"]
 PAD, BOS, EOS, UNK = range(4)

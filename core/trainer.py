@@ -21,7 +21,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from core.checkpoint import load_checkpoint, save_checkpoint
-from core.cli import MAX_SEED, UserError, check_config
+from core.errors import MAX_SEED, UserError, check_config
 from core.context import map_tensors
 from core.distributed import World, current
 from core.tokenizers import PAD
@@ -46,7 +46,7 @@ class TrainConfig:
     seed: int = 1
 
     CHOICES = {"schedule": ["cosine", "plateau", "constant"]}
-    # (low, high, low_open, high_open) for core.cli.check_config
+    # (low, high, low_open, high_open) for core.errors.check_config
     RANGES = {"steps": (1,), "lr": (0, None, True), "weight_decay": (0,), "clip_norm": (0,),
               "label_smoothing": (0, 1, False, True), "warmup_steps": (0,), "min_lr": (0,),
               "plateau_factor": (0, 1, True), "plateau_patience": (0,), "valid_every": (1,), "patience": (0,),

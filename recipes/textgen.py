@@ -21,8 +21,9 @@ import torch
 from core import distributed
 from core.batching import TokenStream
 from core.checkpoint import load_checkpoint
-from core.cli import (UserError, add_config_flags, check_range, config_from_args, parse_flags,
-                      resolve_device, resume_checkpoint, run_folder, run_main, save_config)
+from core.cli import add_config_flags, config_from_args, resolve_device, run_main
+from core.errors import UserError, check_range
+from core.runs import parse_flags, resume_checkpoint, run_folder, save_config
 from core.datasets import read_text, shakespeare, split_by_position
 from core.decoder import DecoderConfig
 from core.lm import LanguageModel, lm_forward

@@ -23,8 +23,9 @@ import torch
 from core import distributed
 from core.batching import BucketBatches
 from core.checkpoint import load_checkpoint
-from core.cli import (MAX_SEED, UserError, add_config_flags, check_range, config_from_args, parse_flags,
-                      resolve_device, run_folder, run_main, save_config)
+from core.cli import add_config_flags, config_from_args, resolve_device, run_main
+from core.errors import MAX_SEED, UserError, check_range
+from core.runs import parse_flags, run_folder, save_config
 from core.decoder import DecoderConfig
 from core.parallel import run_side_by_side
 from core.tokenizers import SentencePieceTokenizer, WordTokenizer, tokenizer_from_dict

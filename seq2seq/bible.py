@@ -12,9 +12,10 @@ import re
 import shutil
 from pathlib import Path
 
-from core.cli import UserError
+from core.errors import UserError
 from core.datasets import cached
-from seq2seq.data import Pair, apt_download, deb_tar, hash_split, read_splits, write_splits
+from core.datasets import apt_download, deb_tar
+from seq2seq.data import LOCAL_FLAG, Pair, hash_split, read_splits, write_splits
 
 PACKAGES = {"es": ("sword-text-sparv", "2.60-1"), "en": ("sword-text-kjv", "14.3-1")}  # pinned, like Ding's
 VerseKey = tuple[str, int, int]
@@ -58,9 +59,9 @@ def _read_module(root: Path) -> dict[VerseKey, str]:
 
 def _unpacked(package: str, version: str, folder: Path) -> Path:
     """Download and unpack one package under folder/package."""
-    deb = apt_download(folder / "download", package, version, "a Bible text")
+    deb = apt_download(folder / "download", package, version, "a Bible text", LOCAL_FLAG)
     root = folder / package
-    with deb_tar(deb) as tar:
+    with deb_tar(deb, LOCAL_FLAG) as tar:
         tar.extractall(root, filter="data")
     return root
 

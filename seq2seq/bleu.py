@@ -16,7 +16,8 @@ from typing import Any, Sequence
 from sacrebleu.metrics import BLEU, CHRF
 from sacrebleu.metrics.base import Metric
 
-from core.cli import DTYPES, ArgsFileParser, UserError, add_dtype_flag, check_range, resolve_device, run_main
+from core.cli import DTYPES, ArgsFileParser, add_dtype_flag, resolve_device, run_main
+from core.errors import UserError, check_range
 from core.allocator import keep_freed_memory
 from seq2seq import R2L_WEIGHT, RERANK_LENGTH_PENALTY, RERANK_WEIGHT
 from seq2seq.data import read_lines

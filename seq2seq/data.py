@@ -7,18 +7,14 @@ two aligned files instead.
 """
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import io
-import os
 import shutil
-import subprocess
 import tarfile
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, TypeVar
+from typing import Callable, Iterable, TypeVar
 
-from core.cli import UserError
-from core.datasets import cached, read_text, read_utf8, run_fetch
+from core.errors import UserError
+from core.datasets import apt_download, cached, deb_tar, read_text, read_utf8
 
 DING_PACKAGE = "trans-de-en"
 DING_VERSION = "1.9-6"  # pinned: other versions hold other sentences, so the splits would differ
@@ -77,76 +73,6 @@ def hash_split(items: Iterable[T], key: Callable[[T], str] = lambda p: p[0],
     return splits
 
 
-# ---- fetching the Debian package ----
-
-def apt_download(folder: Path, package: str, version: str, what: str) -> Path:
-    """Download the pinned .deb into `folder`, refreshing the package lists once if apt cannot find it."""
-    what = f"{what} (Debian {package} {version})"
-    if shutil.which("apt-get") is None:
-        raise UserError(f"could not fetch {what}: apt-get is not available on this machine; "
-                        f"use {LOCAL_FLAG} to point at local files")
-    command = ["apt-get", "download", f"{package}={version}"]
-    folder.mkdir(parents=True, exist_ok=True)
-    with _working_dir(folder):  # apt-get download has no output-folder option
-        try:
-            run_fetch(command, what, LOCAL_FLAG)
-        except UserError as first:
-            # Usually the package lists are missing (fresh containers ship without them): fetch them once.
-            try:
-                run_fetch(["apt-get", "update"], "the Debian package lists", LOCAL_FLAG)
-            except UserError:
-                raise first from None  # no network at all: the download's own error says the most
-            run_fetch(command, what, LOCAL_FLAG)
-    debs = sorted(folder.glob(f"{package}_*.deb"))
-    if not debs:
-        raise UserError(f"could not fetch {what}: apt-get download left no .deb file; "
-                        f"use {LOCAL_FLAG} to point at local files")
-    return debs[0]
-
-
-@contextlib.contextmanager
-def _working_dir(folder: Path) -> Iterator[None]:
-    previous = os.getcwd()
-    os.chdir(folder)
-    try:
-        yield
-    finally:
-        os.chdir(previous)
-
-
-def _ar_members(data: bytes) -> dict[str, bytes]:
-    """The members of a Unix `ar` archive (a .deb is one), by name."""
-    if not data.startswith(b"!<arch>\n"):
-        raise UserError("the downloaded .deb is not an ar archive")
-    members, pos = {}, 8
-    while pos + 60 <= len(data):
-        header = data[pos:pos + 60]
-        name = header[:16].decode("ascii").strip().rstrip("/")
-        size = int(header[48:58].decode("ascii").strip())
-        members[name] = data[pos + 60:pos + 60 + size]
-        pos += 60 + size + size % 2  # members are aligned to even offsets
-    return members
-
-
-def deb_tar(deb: Path) -> tarfile.TarFile:
-    """The file-system tar of a .deb: via dpkg-deb when present (it knows every compression), else Python."""
-    if shutil.which("dpkg-deb"):
-        result = subprocess.run(["dpkg-deb", "--fsys-tarfile", str(deb)], capture_output=True)
-        if result.returncode != 0:
-            last = (result.stderr.decode("utf-8", "replace").strip().splitlines() or ["no output"])[-1]
-            raise UserError(f"could not unpack {deb.name} (dpkg-deb failed: {last})")
-        return tarfile.open(fileobj=io.BytesIO(result.stdout))
-    members = _ar_members(deb.read_bytes())
-    name = next((n for n in members if n.startswith("data.tar")), None)
-    if name is None:
-        raise UserError(f"{deb.name} holds no data.tar member")
-    try:
-        return tarfile.open(fileobj=io.BytesIO(members[name]))  # gz, bz2, xz or plain
-    except tarfile.ReadError:
-        raise UserError(f"cannot read {name} from {deb.name} without dpkg-deb "
-                        f"(install dpkg, or use {LOCAL_FLAG})") from None
-
-
 def _read_member(tar: tarfile.TarFile, path: str) -> str:
     for member in tar.getmembers():
         if member.name.removeprefix("./") == path:
@@ -156,8 +82,8 @@ def _read_member(tar: tarfile.TarFile, path: str) -> str:
 
 def _build_ding(folder: Path) -> None:
     """Fetch, extract and split the Ding sentences into `folder` (a temporary folder `cached` renames)."""
-    deb = apt_download(folder / "download", DING_PACKAGE, DING_VERSION, "the Ding dictionary")
-    with deb_tar(deb) as tar:
+    deb = apt_download(folder / "download", DING_PACKAGE, DING_VERSION, "the Ding dictionary", LOCAL_FLAG)
+    with deb_tar(deb, LOCAL_FLAG) as tar:
         dictionary = _read_member(tar, DING_DICTIONARY)
         copyright_text = _read_member(tar, DING_COPYRIGHT)
     # split("\n"), not splitlines(): the latter also breaks at U+2028 and friends, changing the rule.

@@ -13,8 +13,8 @@ import argparse
 import sys
 
 from core.allocator import keep_freed_memory
-from core.cli import (DTYPES, MAX_SEED, ArgsFileParser, UserError, add_dtype_flag, add_search_flags, check_range,
-                      resolve_device, run_main)
+from core.cli import DTYPES, ArgsFileParser, add_dtype_flag, add_search_flags, resolve_device, run_main
+from core.errors import MAX_SEED, UserError, check_range
 from seq2seq.bleu import add_rerank_flags, check_rerank_flags, rerank_options
 from seq2seq.data import read_lines
 from seq2seq.translator import load_ensemble, load_rerankers

@@ -13,7 +13,7 @@ from torch import Tensor, nn
 
 from core.batching import BucketBatches, pad
 from core.checkpoint import load_checkpoint, save_checkpoint
-from core.cli import MAX_SEED, UserError, check_range
+from core.errors import MAX_SEED, UserError, check_range
 from core.decoder import DecoderConfig, RNNDecoder, build_decoder
 from core.ensemble import Ensemble
 from core.search import Hypothesis, beam_search, generate, gnmt_penalty
@@ -45,7 +45,7 @@ class EncoderConfig:
     CHOICES = {"enc_cell": ["gru", "lstm"], "bridge": ["learned", "last", "zero"],
                "target_order": ["left-to-right", "right-to-left"]}
     RANGES = {"enc_emb_dim": (1,), "enc_hidden_dim": (1,), "enc_layers": (1,), "enc_dropout": (0, 1, False, True),
-              "enc_word_dropout": (0, 1, False, True)}  # core.cli.check_config
+              "enc_word_dropout": (0, 1, False, True)}  # core.errors.check_config
 
 
 def build_encoder(vocab_size: int, config: EncoderConfig, decoder: DecoderConfig) -> RNNEncoder:

@@ -3,9 +3,9 @@ import pickle
 import pytest
 import torch
 
-import core.cli
+import core.runs
 from core import CheckpointError, load_checkpoint, save_checkpoint
-from core.cli import save_config
+from core.runs import save_config
 
 
 def payload(task="textgen"):
@@ -40,7 +40,7 @@ def test_a_failed_config_write_leaves_the_old_config_intact(tmp_path, monkeypatc
 
     def disk_full(fd):
         raise OSError("disk full")  # as when the data written cannot reach the disk
-    monkeypatch.setattr(core.cli.os, "fsync", disk_full)
+    monkeypatch.setattr(core.runs.os, "fsync", disk_full)
     with pytest.raises(OSError):
         save_config(tmp_path, flags={"steps": 20})
     assert path.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["config.json"]

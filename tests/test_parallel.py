@@ -9,7 +9,7 @@ from functools import partial
 import pytest
 import torch
 
-from core.cli import UserError
+from core.errors import UserError
 from core.parallel import run_side_by_side
 
 

@@ -13,7 +13,8 @@ import torch
 from core import (BOS, EOS, PAD, BucketBatches, DecoderConfig, RNNDecoder, SentencePieceTokenizer, TrainConfig,
                   Trainer, WordTokenizer, greedy, save_checkpoint)
 from core.batching import pad
-from core.cli import UserError, run_main
+from core.cli import run_main
+from core.errors import UserError
 from seq2seq.bleu import main as bleu_main
 from seq2seq.encoder import RNNEncoder
 from seq2seq.plots import save_attention_png

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from core.cli import UserError
+from core.errors import UserError
 from seq2seq.data import (ding_pairs, extract_ding_pairs, hash_split, read_pairs_tsv, read_parallel)
 
 

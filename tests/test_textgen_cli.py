@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from core import LanguageModel, save_checkpoint
-from core.cli import parse_flags, run_main
+from core.cli import run_main
+from core.runs import parse_flags
 from core.generate import main as generate_main
 from recipes.textgen import build_parser, main as textgen_main
 

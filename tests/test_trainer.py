@@ -8,7 +8,7 @@ import torch
 from core import BOS, BucketBatches, CharTokenizer, DecoderConfig, LanguageModel, TokenStream, TrainConfig, Trainer
 from core.batching import pad
 from core.checkpoint import load_checkpoint
-from core.cli import UserError
+from core.errors import UserError
 from core.lm import lm_forward
 
 TEXT = "the quick brown fox jumps over the lazy dog; pack my box with five dozen liquor jugs."

@@ -1,0 +1,51 @@
+"""Errors in what the user gave, and the range and choice checks that raise them (a leaf: imports no core module)."""
+from __future__ import annotations
+
+import math
+import numbers
+from typing import Any
+
+MAX_SEED = 2 ** 32 - 1  # the seeds every command takes (an ensemble's members use seed + k)
+
+
+class UserError(ValueError):
+    """A problem with the user's input; command lines print it as one line, with no traceback."""
+
+
+def check_range(name: str, value: float, low: float | None = None, high: float | None = None,
+                low_open: bool = False, high_open: bool = False) -> None:
+    """Raise a UserError naming `name`, the value and the allowed range when value falls outside it (NaN,
+    infinities and integers beyond 64 bits always do: every comparison with NaN is false)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise UserError(f"{name} = {value!r} is not a number")
+    too_low = low is not None and (value <= low if low_open else value < low)
+    too_high = high is not None and (value >= high if high_open else value > high)
+    unusable = abs(value) > 2 ** 63 - 1 if isinstance(value, numbers.Integral) else not math.isfinite(value)  # int64
+    if too_low or too_high or unusable:
+        left = "(-inf" if low is None else ("(" if low_open else "[") + _number(low)
+        right = "inf)" if high is None else _number(high) + (")" if high_open else "]")
+        raise UserError(f"{name} = {_number(value)} is out of range; allowed: {left}, {right}")
+
+
+def check_choice(name: str, value: Any, choices: list) -> None:
+    """Raise a UserError naming `name`, the value and the choices when value is not one of them."""
+    if value not in choices:
+        raise UserError(f"{name} {value!r} is not one of {', '.join(map(str, choices))}")
+
+
+def _number(x: float) -> str:
+    return f"{x:g}" if isinstance(x, float) else str(x)
+
+
+def flag_name(field: str) -> str:
+    """A config field as the flag that sets it: `hidden_dim` -> `--hidden-dim`."""
+    return "--" + field.replace("_", "-")
+
+
+def check_config(config: Any) -> None:
+    """Check a config dataclass's fields against its RANGES (field -> (low, high, low_open, high_open), each bound
+    None when open-ended) and its CHOICES (field -> allowed values); the error names the field as its flag."""
+    for name, bounds in getattr(type(config), "RANGES", {}).items():
+        check_range(flag_name(name), getattr(config, name), *bounds)
+    for name, choices in getattr(type(config), "CHOICES", {}).items():
+        check_choice(flag_name(name), getattr(config, name), choices)
