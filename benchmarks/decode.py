@@ -30,6 +30,8 @@ if str(ROOT) not in sys.path:
 
 import torch  # noqa: E402
 
+from benchmarks.tricks import disable_from_env  # noqa: E402
+
 import core.attention  # noqa: E402
 import core.search  # noqa: E402
 from core import packed  # noqa: E402
@@ -498,12 +500,14 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
     args.keeps_freed_memory = keep_freed_memory_unless_told(args)
+    without = disable_from_env()
     if args.rss_child:
         out = rss_child(args)
     elif args.profile:
         out = profile_decode(args)
     else:
         out = benchmark(args)
+    out["without"] = without
     print(json.dumps(out, indent=2))
 
 

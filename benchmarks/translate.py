@@ -23,6 +23,8 @@ if str(ROOT) not in sys.path:
 
 import torch  # noqa: E402
 
+from benchmarks.tricks import disable_from_env  # noqa: E402
+
 from benchmarks.decode import (add_malloc_flag, environment, keep_freed_memory_unless_told, log,  # noqa: E402
                                median_time)
 from core.cli import DTYPES, add_dtype_flag, resolve_device, run_main  # noqa: E402
@@ -86,13 +88,14 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
     keeps = keep_freed_memory_unless_told(args)
+    without = disable_from_env()
     before = environment()
     model, others, sentences, model_name, data_name = load(args)
     repeats = 1 if args.quick else args.repeats
     out = {"benchmark": "translate", "checkpoint": model_name, "data": data_name, "sentences": len(sentences),
            "source_tokens": sum(len(model.source_ids(s)) for s in sentences if s.strip()),
            "batch_size": args.batch_size, "device": str(model.device), "dtype": args.dtype,
-           "keeps_freed_memory": keeps, "models": 1 + len(others),
+           "keeps_freed_memory": keeps, "without": without, "models": 1 + len(others),
            "parameters": sum(p.numel() for m in (model, *others) for p in m.parameters())}
     for name, options in (("greedy", {"method": "greedy"}),
                           (f"beam{args.beam}", {"method": "beam", "beam_size": args.beam})):
