@@ -11,16 +11,12 @@ script checks that every returned hypothesis has `steps` tokens and is unfinishe
 from __future__ import annotations
 
 import argparse
-import cProfile
 import json
 import os
-import platform
-import pstats
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -32,21 +28,16 @@ import torch  # noqa: E402
 
 from benchmarks.tricks import disable_from_env  # noqa: E402
 
-import core.attention  # noqa: E402
-import core.search  # noqa: E402
-from core import packed  # noqa: E402
-from core.allocator import keep_freed_memory  # noqa: E402
-from core.attention import per_example  # noqa: E402
-from core.cli import DTYPES, add_dtype_flag  # noqa: E402
-from core import BOS, EOS, Context, RNNDecoder, beam_search, greedy  # noqa: E402
+from benchmarks.common import (add_malloc_flag, build, check_full_length, config_of, environment,  # noqa: E402
+                               keep_freed_memory_unless_told, log, median_time, run_beam, run_greedy, timed)
+from benchmarks.profiling import profile_decode  # noqa: E402
+from core import Context, RNNDecoder  # noqa: E402
+from core.cli import add_dtype_flag  # noqa: E402
 
-TARGETS = {"greedy_sentences_per_s": 80.0, "beam_sentences_per_s": 20.0, "batched_over_one_at_a_time": 5.0}
+# the targets set for this benchmark; the batched / one-at-a-time ratio is reported as information only
+TARGETS = {"greedy_sentences_per_s": 80.0, "beam_sentences_per_s": 20.0}
 QUICK = dict(vocab=500, emb=32, hidden=32, src_len=6, memory_dim=48, batch=4, steps=6, beam=3, repeats=1,
              memory_beams="1,2", no_rss=True)
-
-
-def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -79,69 +70,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 # ---- the model and its inputs ------------------------------------------------------------------------
-
-def add_malloc_flag(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--malloc-defaults", action="store_true",
-                        help="leave glibc's malloc as it is, instead of keeping freed blocks as the decoding "
-                             "commands do (core/allocator.py)")
-
-
-def keep_freed_memory_unless_told(args: argparse.Namespace) -> bool:
-    """Keep freed blocks as the decoding commands do, unless --malloc-defaults; whether that took effect."""
-    return not args.malloc_defaults and keep_freed_memory()
-
-
-def build(args: argparse.Namespace) -> tuple[RNNDecoder, Context, torch.Tensor]:
-    """A random Bahdanau decoder in eval mode, a context of random memory (mask all True) and start tokens,
-    all in --dtype (the random numbers are drawn in float32 first, so both dtypes start from the same values)."""
-    torch.manual_seed(args.seed)
-    decoder = RNNDecoder(args.vocab, args.emb, args.hidden, 1, cell=args.cell, attention="bahdanau",
-                         memory_dim=args.memory_dim, dropout=0.0).eval()
-    B, S, M, H = args.batch, args.src_len, args.memory_dim, args.hidden
-    h0 = torch.tanh(torch.randn(1, B, H))  # (1, B, H)
-    c0 = torch.zeros(1, B, H) if args.cell == "lstm" else None
-    memory = torch.randn(B, S, M)  # (B, S, M)
-    mask = torch.ones(B, S, dtype=torch.bool)  # (B, S): every position real
-    dtype = DTYPES[args.dtype]
-    ctx = Context(h0.to(dtype), None if c0 is None else c0.to(dtype), memory.to(dtype), mask)
-    return decoder.to(dtype), ctx, torch.full((B,), BOS, dtype=torch.long)
-
-
-def run_greedy(decoder: RNNDecoder, ctx: Context, start: torch.Tensor, steps: int) -> list:
-    return greedy(decoder, ctx, start, max_len=steps, min_len=steps, eos=EOS)
-
-
-def run_beam(decoder: RNNDecoder, ctx: Context, start: torch.Tensor, steps: int, beam: int) -> list:
-    return [nbest[0] for nbest in beam_search(decoder, ctx, start, max_len=steps, min_len=steps, eos=EOS,
-                                              beam_size=beam)]
-
-
-def check_full_length(hyps: list, steps: int, what: str) -> None:
-    """Every hypothesis must have run all `steps` steps, or the figures would not be comparable."""
-    bad = [len(h.tokens) for h in hyps if len(h.tokens) != steps or h.finished]
-    if bad:
-        raise SystemExit(f"{what}: {len(bad)} hypotheses stopped early (lengths {bad[:5]}); figures invalid")
-
-
-def median_time(fn: Callable[[], Any], repeats: int) -> tuple[float, list[float], Any]:
-    """One untimed warm-up call, then the median wall time of `repeats` calls of fn; also returns the last
-    call's result."""
-    fn()
-    times, out = [], None
-    for _ in range(repeats):
-        took, out = timed(fn)
-        times.append(took)
-    return statistics.median(times), times, out
-
-
-def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
-    """Wall seconds of one call of fn, and its result."""
-    started = time.perf_counter()
-    out = fn()
-    return time.perf_counter() - started, out
-
-
-# ---- memory: tensor peak in this process, RSS in a fresh one --------------------------------------------
 
 def _status_bytes(field: str) -> int:
     """VmRSS or VmHWM (peak RSS of this process image) from /proc/self/status, in bytes."""
@@ -243,207 +171,7 @@ def measure_memory(args: argparse.Namespace, decoder: RNNDecoder, ctx: Context, 
     return result
 
 
-# ---- profiling ------------------------------------------------------------------------------------------
-
-def _label(name: str, fn: Callable) -> Callable:
-    def wrapped(*a: Any, **kw: Any) -> Any:
-        with torch.profiler.record_function(name):
-            return fn(*a, **kw)
-    return wrapped
-
-
-REGIONS = {"reorder_state": "reorder_state (index_select of the state tensors that differ between beams)",
-           "_process": "_process (log-prob processors; greedy's min_len EOS mask)",
-           "step": "decoder.step (all of it)", "_input_gates": "rnn input gates (per-token table + feed product)",
-           "_cell_step": "rnn step (written-out GRU/LSTM cell)",
-           "attention": "attention (Bahdanau scores, softmax, context)", "combine": "combine (attentional vector)",
-           "output": "output projection (H x V)"}
-
-
-def profile_run(decoder: RNNDecoder, run: Callable[[], Any]) -> dict:
-    """One call of `run` under cProfile and under torch.profiler, with labelled regions around core functions
-    and decoder submodules (wrapped for the duration, never edited); percentages of the whole call."""
-    prof_py = cProfile.Profile()
-    prof_py.enable()
-    run()
-    prof_py.disable()
-    stats = pstats.Stats(prof_py).stats
-    total_py = max(v[3] for v in stats.values())  # the largest cumulative time: the whole call
-    rows = [{"function": f"{Path(file).parent.name}/{Path(file).name}:{line}({func})" if line else func,
-             "calls": nc, "self_pct": round(100 * tt / total_py, 1), "cumulative_pct": round(100 * ct / total_py, 1)}
-            for (file, line, func), (_, nc, tt, ct, _) in stats.items()]
-    top_self = sorted(rows, key=lambda r: -r["self_pct"])[:12]
-    ours = {r["function"]: r["cumulative_pct"] for r in rows
-            if r["function"].startswith(("core/", "modules/")) and r["cumulative_pct"] >= 0.5}
-
-    from torch.profiler import ProfilerActivity, profile
-    saved = core.search.reorder_state, core.search._process
-    core.search.reorder_state = _label(REGIONS["reorder_state"], saved[0])
-    core.search._process = _label(REGIONS["_process"], saved[1])
-    for name in ("step", "_input_gates", "_cell_step"):
-        setattr(decoder, name, _label(REGIONS[name], getattr(decoder, name)))
-    for name in ("attention", "combine", "output"):
-        module = getattr(decoder, name)
-        module.forward = _label(REGIONS[name], module.forward)
-    try:
-        with profile(activities=[ProfilerActivity.CPU]) as prof:
-            with torch.profiler.record_function("whole call"):
-                run()
-    finally:
-        core.search.reorder_state, core.search._process = saved
-        for name in ("step", "_input_gates", "_cell_step"):
-            decoder.__dict__.pop(name, None)
-        for obj in (decoder.attention, decoder.combine, decoder.output):
-            obj.__dict__.pop("forward", None)
-    averages = prof.key_averages()
-    total_us = next(e.cpu_time_total for e in averages if e.key == "whole call")
-    labels = set(REGIONS.values()) | {"whole call"}
-    regions = {e.key: round(100 * e.cpu_time_total / total_us, 1) for e in averages if e.key in labels}
-    ops = sorted((e for e in averages if e.key not in labels), key=lambda e: -e.self_cpu_time_total)
-    return {"regions_pct (torch.profiler)": dict(sorted(regions.items(), key=lambda kv: -kv[1])),
-            "top_ops_self_pct (torch.profiler)": {e.key: round(100 * e.self_cpu_time_total / total_us, 1)
-                                                  for e in ops[:12]},
-            "core_functions_cumulative_pct (cProfile)": dict(sorted(ours.items(), key=lambda kv: -kv[1])),
-            "top_self_pct (cProfile)": top_self}
-
-
-def step_parts(decoder: RNNDecoder, ctx: Context, start: torch.Tensor, K: int) -> dict:
-    """Isolated per-step milliseconds of each part of one decoding step at B*K rows (median of 20), plus
-    what-if variants of the costly parts. Inputs are real: the state after one step of the decoder, in the
-    layout beam search uses (the K beams of an example read one copy of its memory and keys)."""
-    B, V = start.size(0), decoder.vocab_size
-    ctx_k = ctx.repeat_interleave(K, memory=not decoder.beams_share_memory)
-    state = decoder.start(ctx_k)
-    tokens = start.repeat_interleave(K)  # (N,)
-    _, state = decoder.step(tokens, state, ctx_k)
-    N, H = tokens.size(0), decoder.hidden_dim
-    att = decoder.attention
-    emb = torch.cat([decoder.embedding(tokens.unsqueeze(1)), state.feed.unsqueeze(1)], dim=2)  # (N, 1, E + H)
-    h = state.h.transpose(0, 1).contiguous()  # (1, N, H)
-    query = state.feed.unsqueeze(1)  # (N, 1, H): any such tensor will do
-    context, _ = att(query, state.keys, ctx_k.memory, ctx_k.memory_mask)  # (N, 1, M)
-    logp = torch.log_softmax(torch.randn(N, V), dim=-1)  # (N, V)
-    beam_logp = torch.randn(B, K)
-
-    def make_candidates() -> torch.Tensor:  # (B, K*V): what beam search picks its top 2K from
-        return (beam_logp.unsqueeze(2) + logp.view(B, K, V)).view(B, K * V)
-    candidates = make_candidates()
-    rows = torch.arange(N).view(B, K).flip(1).reshape(-1)  # a reordering within each example
-
-    def keys_plus_queries() -> torch.Tensor:  # (B, K, S, A): the sum the Bahdanau energies start from
-        return state.keys.unsqueeze(1) + per_example(att.query_proj(query), ctx_k.memory).unsqueeze(2)
-    energies = keys_plus_queries()
-
-    def ms(fn: Callable[[], Any]) -> float:
-        return round(1e3 * median_time(fn, 20)[0], 2)
-
-    parts = {
-        "output projection (core.packed: oneDNN, packed weight)": ms(lambda: packed.linear(decoder.output, query)),
-        "  the same with plain nn.Linear (MKL)": ms(lambda: decoder.output(query)),
-        "rnn input gates (per-token table + feed product)": ms(lambda: decoder._input_gates(tokens, state.feed)),
-        "rnn step (written-out cell, packed weights)": ms(
-            lambda: decoder._cell_step(decoder._input_gates(tokens, state.feed), state)),
-        "  the same with nn.GRU/LSTM's own step": ms(lambda: decoder.rnn(emb, h) if decoder.cell == "gru"
-                                                     else decoder.rnn(emb, (h, h))),
-        "attention (all; scores in cache-sized chunks)": ms(
-            lambda: att(query, state.keys, ctx_k.memory, ctx_k.memory_mask)),
-        f"  attention: keys + query_proj(q) {tuple(energies.shape)}": ms(keys_plus_queries),
-        "  attention: tanh of that": ms(lambda: torch.tanh(energies)),
-        "  attention: weights @ memory (bmm, one memory copy per example)": ms(
-            lambda: torch.bmm(per_example(state.attn.unsqueeze(1), ctx_k.memory), ctx_k.memory)),
-        "combine (cat + packed Linear with tanh)": ms(
-            lambda: packed.linear(decoder.combine, torch.cat([query, context], 2), "tanh")),
-        "log_softmax": ms(lambda: torch.log_softmax(logp, dim=-1)),
-        "min_len EOS mask (greedy: an index_fill copy; beam: in place, in the candidates)": ms(
-            (lambda: logp.index_fill(1, torch.tensor([EOS]), float("-inf"))) if K == 1 else
-            (lambda: candidates.view(B, K, V)[:, :, EOS].fill_(float("-inf")))),
-        "candidates + top 2K over K*V (ties by lowest index)": ms(
-            lambda: core.search._top_candidates(make_candidates(), 2 * K)),
-        "reorder_state (as beam search calls it: the keys, one per example, stay)": ms(
-            lambda: core.search.reorder_state(state, rows, core.search.shared_by_beams(state, K, B))),
-    }
-    for name in state._fields:
-        t = getattr(state, name)
-        if t is not None and t.size(0) == N:
-            parts[f"  reorder_state: {name} {tuple(t.shape)} {t.numel() * t.element_size() / 2**20:.2f} MB"] = ms(
-                lambda t=t: t.index_select(0, rows))
-
-    def attention_in_one_chunk() -> tuple[torch.Tensor, torch.Tensor]:
-        saved = core.attention.CHUNK_VALUES
-        core.attention.CHUNK_VALUES = 1 << 40  # all energies as one tensor
-        try:
-            return att(query, state.keys, ctx_k.memory, ctx_k.memory_mask)
-        finally:
-            core.attention.CHUNK_VALUES = saved
-    what_if = {  # the same results computed another way, to size possible changes
-        "attention with all energies in one tensor (no chunks)": ms(attention_in_one_chunk),
-    }
-    return {"rows": N, "ms_per_step": parts, "what_if_ms_per_step": what_if}
-
-
-def profile_decode(args: argparse.Namespace) -> dict:
-    """Where greedy (batch B) and beam search (beam K, batch B) spend their time."""
-    decoder, ctx, start = build(args)
-    K, T = args.beam, args.steps
-    out: dict[str, Any] = {"benchmark": "decode --profile", "config": config_of(args)}
-    with torch.no_grad():
-        for name, run in (("beam", lambda: run_beam(decoder, ctx, start, T, K)),
-                          ("greedy", lambda: run_greedy(decoder, ctx, start, T))):
-            log(f"profile: {name}")
-            seconds, _, _ = median_time(run, args.repeats)
-            out[name] = {"seconds_unprofiled": seconds, "ms_per_step_unprofiled": 1e3 * seconds / T,
-                         **profile_run(decoder, run)}
-        log("profile: isolated step parts")
-        out["beam"]["step_parts"] = step_parts(decoder, ctx, start, K)
-        out["greedy"]["step_parts"] = step_parts(decoder, ctx, start, 1)
-        hyp = run_beam(decoder, ctx, start, T, K)[0]
-        if hyp.attention is not None:
-            out["beam"]["hypothesis_attention_bytes"] = {
-                "own": hyp.attention.numel() * hyp.attention.element_size(),
-                "storage_kept_alive": hyp.attention.untyped_storage().nbytes()}
-    out["note"] = ("torch.profiler and cProfile add overhead to every op and call, inflating small ones; "
-                   "the unprofiled seconds and the isolated step_parts (median of 20) are the honest figures.")
-    out["environment"] = environment()
-    return out
-
-
 # ---- the benchmark --------------------------------------------------------------------------------------
-
-def cpu_busy_pct(seconds: float = 1.0) -> float | None:
-    """Percent of all CPUs busy over `seconds` while this process sleeps: the load from everything else."""
-    def snap() -> tuple[int, int]:
-        with open("/proc/stat") as f:
-            ticks = [int(x) for x in f.readline().split()[1:]]
-        return sum(ticks), ticks[3] + ticks[4]  # total, idle + iowait
-    try:
-        total0, idle0 = snap()
-        time.sleep(seconds)
-        total1, idle1 = snap()
-    except OSError:
-        return None
-    return round(100 * (1 - (idle1 - idle0) / max(1, total1 - total0)), 1)
-
-
-def environment() -> dict:
-    cpu = platform.processor()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
-    except OSError:
-        pass
-    return {"date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "cpu": cpu, "cpu_count": os.cpu_count(),
-            "torch": torch.__version__, "python": platform.python_version(), "threads": torch.get_num_threads(),
-            "load_average": [round(x, 2) for x in os.getloadavg()], "cpu_busy_pct_others": cpu_busy_pct()}
-
-
-def config_of(args: argparse.Namespace) -> dict:
-    return {"vocab": args.vocab, "emb": args.emb, "hidden": args.hidden, "layers": 1, "cell": args.cell,
-            "attention": "bahdanau", "input_feeding": True, "dtype": args.dtype, "src_len": args.src_len,
-            "memory_dim": args.memory_dim,
-            "batch": args.batch, "steps": args.steps, "beam": args.beam, "repeats": args.repeats,
-            "full_length": "min_len = max_len = steps (EOS masked every step); lengths checked", "quick": args.quick,
-            "keeps_freed_memory": args.keeps_freed_memory}
-
 
 def benchmark(args: argparse.Namespace) -> dict:
     decoder, ctx, start = build(args)
@@ -485,8 +213,7 @@ def benchmark(args: argparse.Namespace) -> dict:
         result["memory"] = measure_memory(args, decoder, ctx, start, beams, rss=not args.no_rss)
 
     figures = {"greedy_sentences_per_s": result["greedy"]["sentences_per_s"],
-               "beam_sentences_per_s": result["beam"]["sentences_per_s"],
-               "batched_over_one_at_a_time": result["batched_over_one_at_a_time"]}
+               "beam_sentences_per_s": result["beam"]["sentences_per_s"]}
     result["targets"] = TARGETS
     result["meets"] = {k: figures[k] >= v for k, v in TARGETS.items()}
     env = environment()

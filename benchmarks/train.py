@@ -28,7 +28,7 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from torch import nn  # noqa: E402
 
-from benchmarks.decode import environment, log  # noqa: E402
+from benchmarks.common import environment, log  # noqa: E402
 from core import PAD, SPECIALS, Context, RNNDecoder  # noqa: E402
 
 QUICK = dict(vocab=500, emb=32, hidden=32, src_len=6, memory_dim=48, batch=4, tgt_len=6, steps=2)

@@ -25,7 +25,7 @@ import torch  # noqa: E402
 
 from benchmarks.tricks import disable_from_env  # noqa: E402
 
-from benchmarks.decode import (add_malloc_flag, environment, keep_freed_memory_unless_told, log,  # noqa: E402
+from benchmarks.common import (add_malloc_flag, environment, keep_freed_memory_unless_told, log,  # noqa: E402
                                median_time)
 from core.cli import DTYPES, add_dtype_flag, resolve_device, run_main  # noqa: E402
 from core.errors import UserError  # noqa: E402

@@ -74,3 +74,15 @@ def _check_records(path: Path) -> None:
     if damaged is not None:
         raise CheckpointError(f"{path} is damaged: record {damaged} does not match the checksum written with it "
                               "(the file changed after it was saved)")
+
+
+def rng_state(device: torch.device) -> dict:
+    """The CPU generator's state and that of the GPU `device` (a list: empty on the CPU), for exact resume."""
+    cuda = [torch.cuda.get_rng_state(device)] if device.type == "cuda" else []
+    return {"torch": torch.get_rng_state(), "cuda": cuda}
+
+
+def restore_rng_state(rng: dict, device: torch.device) -> None:
+    torch.set_rng_state(rng["torch"].cpu())
+    if rng["cuda"] and device.type == "cuda":  # older checkpoints list every GPU's, this one's first
+        torch.cuda.set_rng_state(rng["cuda"][0].cpu(), device)

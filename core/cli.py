@@ -8,12 +8,13 @@ import re
 import sys
 import typing
 import warnings
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 import torch
 
 from core import distributed
 from core.errors import UserError, check_config, flag_name
+from core.search_config import SearchConfig
 
 
 def run_main(main: Callable[[list[str] | None], Any], argv: list[str] | None = None, memory_flags: str = "") -> None:
@@ -96,14 +97,25 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def add_search_flags(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
-    """The search options that text generation and translation share: sampling (`--method sample`) and the
-    repetition controls of every method."""
-    parser.add_argument("--temperature", type=float, default=1.0, help="> 0; lower is more conservative")
-    parser.add_argument("--top-k", type=int, default=0, help="sample among the k most likely tokens (0: all)")
-    parser.add_argument("--top-p", type=float, default=1.0, help="sample within the smallest set of mass p, (0, 1]")
-    parser.add_argument("--no-repeat-ngram", type=int, default=0, help="forbid repeating any n-gram of this size")
-    parser.add_argument("--repetition-penalty", type=float, default=1.0, help="> 1 discourages repeated tokens")
+def add_search_flags(parser: argparse.ArgumentParser, defaults: SearchConfig, skip: Iterable[str] = ()) -> None:
+    """SearchConfig's fields as flags (--method, --beam-size, --temperature, ...), with this command's defaults."""
+    add_config_flags(parser, defaults, "search", skip)
+
+
+def search_config_from_args(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: list[str] | None,
+                            **overrides: Any) -> SearchConfig:
+    """The SearchConfig of the parsed flags, checked: ranges, and no flag given that the method ignores."""
+    names = [f.name for f in dataclasses.fields(SearchConfig)]
+    config = SearchConfig(**{n: getattr(args, n) for n in names if hasattr(args, n)}, **overrides)
+    return config.check(given_flags(parser, argv, names))
+
+
+def given_flags(parser: argparse.ArgumentParser, argv: list[str] | None, dests: Iterable[str]) -> set[str]:
+    """The flags on the command line itself: argparse fills in a default only where the namespace lacks the
+    attribute, so whatever still holds the marker afterwards was not given."""
+    unset = object()
+    parsed = parser.parse_args(argv, argparse.Namespace(**dict.fromkeys(dests, unset)))
+    return {name for name, value in vars(parsed).items() if value is not unset}
 
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
@@ -133,16 +145,19 @@ def _flag_type(field_type: Any) -> Any:
     return {"int": int, "float": float, "str": str}.get(getattr(field_type, "__name__", str(field_type)), field_type)
 
 
-def add_config_flags(parser: argparse.ArgumentParser, config: Any, group: str) -> None:
-    """Expose every field of the dataclass instance `config` as `--field-name` with its value as default."""
+def add_config_flags(parser: argparse.ArgumentParser, config: Any, group: str, skip: Iterable[str] = ()) -> None:
+    """Expose every field of the dataclass instance `config` (but those in `skip`) as `--field-name` with its
+    value as default, and the config's HELP for it, if any."""
     hints = typing.get_type_hints(type(config))
     section = parser.add_argument_group(group)
     for field in dataclasses.fields(config):
-        flag = flag_name(field.name)
+        if field.name in skip:
+            continue
         default = getattr(config, field.name)
         choices = getattr(type(config), "CHOICES", {}).get(field.name)
-        section.add_argument(flag, dest=field.name, type=_flag_type(hints[field.name]), default=default,
-                             choices=choices, help=f"(default: {default})")
+        text = getattr(type(config), "HELP", {}).get(field.name, "")
+        section.add_argument(flag_name(field.name), dest=field.name, type=_flag_type(hints[field.name]),
+                             default=default, choices=choices, help=f"{text} (default: {default})".lstrip())
 
 
 def config_from_args(cls: type, args: argparse.Namespace, **overrides: Any) -> Any:

@@ -1,7 +1,7 @@
 """`Context`: everything a provider hands to the decoder, made once per batch."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable
 
 import torch
@@ -10,58 +10,62 @@ from torch import Tensor
 
 @dataclass(frozen=True)
 class Context:
-    """Initial state and optional memory for the decoder.
+    """Initial state and optional memory for the decoder, in two kinds of rows:
 
-    h0: (layers, B, H) initial hidden state; c0: (layers, B, H) initial cell state (LSTM) or None.
-    memory: (B, S, M) vectors to attend to, or None; memory_mask: (B, S), True on real positions.
-    In beam search the memory may keep one row per example while h0 has k rows per example (rows b*k ..
-    b*k+k-1 are example b's beams), for decoders that say `beams_share_memory`.
+    - one row per sequence decoded: h0 (layers, N, H), c0 (layers, N, H) or None (an LSTM then starts at zero);
+    - one row per example: memory (B, S, M) to attend to, memory_mask (B, S) True on real positions, and keys
+      (B, S, A), the attention keys a decoder makes from the memory once (`prepare`).
+
+    N is a multiple of B: beam search decodes K sequences per example (`expand`), rows b*K .. b*K+K-1 of h0
+    belonging to example b, and all K read that example's one row of memory (a memory of one row serves every
+    example). A decoder that reads the memory row by row takes `per_sequence(ctx.memory)`.
     """
 
     h0: Tensor
     c0: Tensor | None = None
     memory: Tensor | None = None
     memory_mask: Tensor | None = None
+    keys: Tensor | None = None
 
     @property
     def batch_size(self) -> int:
-        """Rows of h0 (k per example in a context made with repeat_interleave(k, memory=False))."""
+        """Sequences decoded: rows of h0."""
         return self.h0.size(1)
 
-    def repeat_interleave(self, k: int, memory: bool = True) -> "Context":
-        """Repeat each example k times in a row (example b becomes rows b*k .. b*k+k-1), for beam search.
-        memory=False repeats h0 and c0 only, for decoders whose attention takes k queries per memory row."""
-        def rep(t: Tensor | None, dim: int) -> Tensor | None:
-            return None if t is None else t.repeat_interleave(k, dim=dim)
-        if not memory:
-            return Context(rep(self.h0, 1), rep(self.c0, 1), self.memory, self.memory_mask)
-        return Context(rep(self.h0, 1), rep(self.c0, 1), rep(self.memory, 0), rep(self.memory_mask, 0))
+    def per_sequence(self, t: Tensor) -> Tensor:
+        """A tensor with one row per example (memory, mask, keys) repeated to one row per sequence."""
+        return t.repeat_interleave(self.batch_size // t.size(0), dim=0)
 
-    def index_select(self, rows: Tensor) -> "Context":
-        """Keep the examples `rows` (B',), in that order (h0 and memory with one row per example)."""
-        def sel(t: Tensor | None, dim: int) -> Tensor | None:
-            return None if t is None else t.index_select(dim, rows)
-        return Context(sel(self.h0, 1), sel(self.c0, 1), sel(self.memory, 0), sel(self.memory_mask, 0))
+    def expand(self, k: int) -> "Context":
+        """k sequences per example (rows b*k .. b*k+k-1 for example b), for beam search; the memory stays."""
+        def rep(t: Tensor | None) -> Tensor | None:
+            return None if t is None else t.repeat_interleave(k, dim=1)
+        return replace(self, h0=rep(self.h0), c0=rep(self.c0))
+
+    def index_select(self, examples: Tensor) -> "Context":
+        """The examples `examples` (E,), in that order, of a context with one sequence per example."""
+        return self.keep_examples(examples, 1)
 
     def keep_examples(self, examples: Tensor, k: int) -> "Context":
-        """Keep the examples `examples` (E,), in that order, of a context made with repeat_interleave(k, ...):
-        their k rows of h0 and c0, and their k rows of the memory, or their one row if it was not repeated. A
-        memory with neither (one row that every example reads) stays as it is."""
-        n = self.h0.size(1) // k
-        return Context(*(keep_examples_of(t, examples, k, n, dim)
-                         for t, dim in ((self.h0, 1), (self.c0, 1), (self.memory, 0), (self.memory_mask, 0))))
+        """Keep the examples `examples` (E,), in that order, of a context with k sequences per example: their
+        k rows of h0 and c0, and their rows of the memory, mask and keys (one each, or k each when a decoder
+        repeated them per sequence). A memory of one row that every example reads stays as it is."""
+        n = self.batch_size // k
+        rows = {name: _keep(getattr(self, name), examples, k, n, dim) for name, dim in ROW_DIMS.items()}
+        return replace(self, **rows)
 
     def to(self, device: torch.device | str) -> "Context":
-        def move(t: Tensor | None) -> Tensor | None:
-            return None if t is None else t.to(device)
-        return Context(move(self.h0), move(self.c0), move(self.memory), move(self.memory_mask))
+        return replace(self, **{name: None if t is None else t.to(device)
+                                for name, t in ((n, getattr(self, n)) for n in ROW_DIMS)})
 
 
-def keep_examples_of(t: Tensor | None, examples: Tensor, k: int, n: int, dim: int = 0) -> Tensor | None:
-    """`t` cut down along `dim` to the examples `examples` of n: with n*k entries there (k per example, rows
-    b*k .. b*k+k-1), their k each; with n, their one each; with any other number (say, one row that every
-    example reads), t as it is."""
-    if t is None or not t.dim() or t.size(dim) not in (n, n * k):
+ROW_DIMS = {"h0": 1, "c0": 1, "memory": 0, "memory_mask": 0, "keys": 0}  # each field's batch dimension
+
+
+def _keep(t: Tensor | None, examples: Tensor, k: int, n: int, dim: int) -> Tensor | None:
+    """`t` cut down along `dim` to the examples `examples` of n: k rows each (n*k rows), one each (n rows), or
+    t as it is (one row for every example)."""
+    if t is None or t.size(dim) not in (n, n * k):
         return t
     if t.size(dim) == n:
         return t.index_select(dim, examples)

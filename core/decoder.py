@@ -1,32 +1,28 @@
 """`RNNDecoder`: the one recurrent decoder every task shares."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from core import packed
+from core import speedups
 from core.attention import ATTENTIONS
 from core.context import Context
 from core.tokenizers import PAD
 
-MAX_TABLE_VALUES = 1 << 24  # 64 MB of float32: the largest per-token table of input gates search keeps
-
-
 class DecoderState(NamedTuple):
-    """Recurrent state, batch on dimension 0 of every tensor, so search reorders beams by indexing.
+    """Recurrent state, one row per sequence on dimension 0 of every tensor, so search reorders beams by indexing.
 
-    h, c: (B, layers, H); feed: (B, H) the last attentional vector (input feeding) or None;
-    keys: (B, S, A) attention keys computed once from the memory, or None; attn: (B, S) last weights or None.
+    h, c: (B, layers, H); feed: (B, H) the last attentional vector (input feeding) or None; attn: (B, S) the last
+    attention weights or None.
     """
 
     h: Tensor
     c: Tensor | None
     feed: Tensor | None
-    keys: Tensor | None
     attn: Tensor | None
 
 
@@ -67,11 +63,6 @@ def build_decoder(vocab_size: int, config: DecoderConfig, memory_dim: int | None
 class RNNDecoder(nn.Module):
     """GRU/LSTM decoder with optional attention over a memory (input feeding) and tied embeddings."""
 
-    # A promise to beam search: the memory may come once per example with h0 k times (rows b*k .. b*k+k-1 for
-    # example b), since attention groups each example's query rows (core.attention.per_example) and nothing
-    # else reads the memory per row. A subclass that reads ctx.memory row by row must set it False.
-    beams_share_memory = True
-
     def __init__(self, vocab_size: int, emb_dim: int, hidden_dim: int, num_layers: int = 1, cell: str = "gru",
                  attention: str | None = None, memory_dim: int | None = None, dropout: float = 0.0,
                  tie_embeddings: bool = False, input_feeding: bool = True, word_dropout: float = 0.0):
@@ -106,12 +97,20 @@ class RNNDecoder(nn.Module):
                 self.embedding.weight[PAD].zero_()
 
     def train(self, mode: bool = True) -> "RNNDecoder":
-        packed.forget(self)  # switching modes brackets every weight update a version counter could miss
+        speedups.forget(self)  # switching modes brackets every weight update a version counter could miss
         return super().train(mode)
 
     def _apply(self, fn, *args, **kwargs):  # .to(), .cuda(), .bfloat16(), ...: new weights, maybe at old addresses
-        packed.forget(self)
+        speedups.forget(self)
         return super()._apply(fn, *args, **kwargs)
+
+    def prepare(self, ctx: Context) -> Context:
+        """The context with the attention keys made from its memory, once for every step that reads it."""
+        if self.attention is None or ctx.keys is not None:
+            return ctx
+        if ctx.memory is None:
+            raise ValueError("this decoder attends to a memory, but the context has none")
+        return replace(ctx, keys=self.attention.keys(ctx.memory))  # (B, S, A)
 
     def start(self, ctx: Context) -> DecoderState:
         """The state before the first step, from the context."""
@@ -128,8 +127,7 @@ class RNNDecoder(nn.Module):
         if self.cell == "lstm":
             c = torch.zeros_like(h) if ctx.c0 is None else ctx.c0.transpose(0, 1)
         feed = h.new_zeros(h.size(0), self.hidden_dim) if self.input_feeding else None
-        keys = self.attention.keys(ctx.memory) if self.attention is not None else None  # (B, S, A)
-        return DecoderState(h, c, feed, keys, None)
+        return DecoderState(h, c, feed, None)
 
     def step(self, tokens: Tensor, state: DecoderState, ctx: Context) -> tuple[Tensor, DecoderState]:
         """tokens (B,) -> log-probabilities (B, V) of the next token and the new state."""
@@ -144,6 +142,7 @@ class RNNDecoder(nn.Module):
     def unroll(self, tokens: Tensor, ctx: Context, state: DecoderState | None = None
                ) -> tuple[Tensor, DecoderState, Tensor | None]:
         """Teacher forcing from `state` (default: `start(ctx)`): logits (B, T, V), final state, attention (B, T, S)."""
+        ctx = self.prepare(ctx)
         state = self.start(ctx) if state is None else state
         if not self.input_feeding:  # no step depends on the last one's output: one call over the whole sequence
             output, state, weights = self._advance(tokens, state, ctx)
@@ -158,8 +157,10 @@ class RNNDecoder(nn.Module):
     def _advance(self, tokens: Tensor, state: DecoderState, ctx: Context
                  ) -> tuple[Tensor, DecoderState, Tensor | None]:
         """Run over tokens (B, T) (T = 1 with input feeding): outputs (B, T, H), the state, attention (B, T, S)."""
-        if tokens.size(1) == 1 and packed.inference(self.rnn, state.h):  # one search step
-            h, c = self._cell_step(self._input_gates(tokens[:, 0], state.feed), state)
+        fast = speedups.rnn_step(self.rnn, self.embedding, tokens[:, 0], state.feed, state.h, state.c) \
+            if tokens.size(1) == 1 else None
+        if fast is not None:  # one search step on the CPU: the same equations, faster (core.speedups)
+            h, c = fast
             out = h[:, -1:]  # (B, 1, H): the top layer
         else:
             emb = self.dropout(drop_words(self.embedding(tokens), self.word_dropout, self.training))  # (B, T, E)
@@ -174,56 +175,15 @@ class RNNDecoder(nn.Module):
                 c = None
             h = h.transpose(0, 1)  # (B, L, H)
         if self.attention is None:
-            return out, DecoderState(h, c, None, None, None), None
-        context, weights = self.attention(out, state.keys, ctx.memory, ctx.memory_mask)  # (B, T, M), (B, T, S)
-        attentional = packed.linear(self.combine, torch.cat([out, context], dim=2), "tanh")  # (B, T, H)
+            return out, DecoderState(h, c, None, None), None
+        keys = ctx.keys if ctx.keys is not None else self.attention.keys(ctx.memory)  # (B, S, A)
+        context, weights = self.attention(out, keys, ctx.memory, ctx.memory_mask)  # (B, T, M), (B, T, S)
+        attentional = torch.tanh(speedups.linear(self.combine, torch.cat([out, context], dim=2)))  # (B, T, H)
         feed = attentional[:, -1] if self.input_feeding else None
-        return attentional, DecoderState(h, c, feed, state.keys, weights[:, -1]), weights
-
-    def _input_gates(self, tokens: Tensor, feed: Tensor | None) -> Tensor:
-        """Layer 0's input product W_ih [embedding; feed] + b_ih at inference, tokens (B,) -> (B, G). The
-        embedding's share is a row of a per-token table (embedding @ W_ih[:, :E]^T + b_ih, made once per
-        weights): a lookup instead of a third of the step's RNN arithmetic with input feeding, all of it without.
-        A large vocabulary would make the table too big; then the product is done as nn.GRU/LSTM does it."""
-        E = self.embedding.embedding_dim
-        if self.vocab_size * self.rnn.weight_ih_l0.size(0) > MAX_TABLE_VALUES:
-            x = self.embedding(tokens)
-            x = x if feed is None else torch.cat([x, feed], dim=1)
-            return packed.linear(self.rnn, x, weight="weight_ih_l0", bias="bias_ih_l0")
-        sources = (self.embedding.weight, self.rnn.weight_ih_l0, self.rnn.bias_ih_l0)
-        table = packed.derived(self, "input_table", sources, lambda emb, w, b: torch.addmm(b, emb, w[:, :E].t()))
-        gates = table.index_select(0, tokens)
-        if feed is not None:
-            gates = gates + packed.linear(self.rnn, feed, weight="weight_ih_l0", bias=None, columns=slice(E, None))
-        return gates
-
-    def _cell_step(self, gates_x0: Tensor, state: DecoderState) -> tuple[Tensor, Tensor | None]:
-        """One step of self.rnn at inference, written out so its GEMMs use packed weights (nn.GRU's own step
-        was 1.4-1.7x slower at search's shapes): layer 0's input gates (B, G) -> h, c (B, L, H). Same
-        equations as nn.GRU/LSTM."""
-        hs, cs = [], []
-        for layer in range(self.num_layers):
-            h = state.h[:, layer]
-            gx = gates_x0 if layer == 0 else packed.linear(self.rnn, x, weight=f"weight_ih_l{layer}",
-                                                           bias=f"bias_ih_l{layer}")
-            gh = packed.linear(self.rnn, h, weight=f"weight_hh_l{layer}", bias=f"bias_hh_l{layer}")
-            if self.cell == "gru":
-                xr, xz, xn = gx.chunk(3, dim=1)
-                hr, hz, hn = gh.chunk(3, dim=1)
-                reset, update = torch.sigmoid(xr + hr), torch.sigmoid(xz + hz)
-                new = torch.tanh(xn + reset * hn)
-                h = new + update * (h - new)
-            else:
-                i, f, g, o = (gx + gh).chunk(4, dim=1)
-                c = torch.sigmoid(f) * state.c[:, layer] + torch.sigmoid(i) * torch.tanh(g)
-                h = torch.sigmoid(o) * torch.tanh(c)
-                cs.append(c)
-            hs.append(h)
-            x = h  # no dropout between layers: this path runs in eval mode only
-        return torch.stack(hs, dim=1), torch.stack(cs, dim=1) if cs else None
+        return attentional, DecoderState(h, c, feed, weights[:, -1]), weights
 
     def _logits(self, output: Tensor) -> Tensor:
         output = self.dropout(output)
         if self.pre_output is not None:
-            output = packed.linear(self.pre_output, output)
-        return packed.linear(self.output, output)
+            output = speedups.linear(self.pre_output, output)
+        return speedups.linear(self.output, output)

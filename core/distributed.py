@@ -49,6 +49,14 @@ class World:
         dist.broadcast_object_list(box, src=0)
         return box[0]
 
+    def gather(self, value: Any) -> list[Any]:
+        """Every process's `value` (any picklable object), in rank order, on every process."""
+        if self.size == 1:
+            return [value]
+        values: list[Any] = [None] * self.size
+        dist.all_gather_object(values, value)
+        return values
+
     def sum(self, values: list[float], device: torch.device) -> list[float]:
         """Element-wise sum of `values` over all processes."""
         if self.size == 1:

@@ -3,12 +3,13 @@
 Independently trained models make different errors; averaging their probabilities at every step (as fairseq
 and Marian do with several checkpoints) is the classic way to buy translation quality with decoding time.
 The search functions see one decoder and one `Context`: `join` lays the members' contexts side by side
-along the feature dimension (h0, c0, memory), so repeating or reordering rows for beam search works
-unchanged, and `start`/`step` cut each member's part back out.
+along the feature dimension (h0, c0, memory, and the attention keys `prepare` adds), so expanding or cutting
+down rows for beam search works unchanged, and `prepare`/`start`/`step` cut each member's part back out.
 """
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from typing import Any, NamedTuple, Sequence
 
 import torch
@@ -33,6 +34,7 @@ class Ensemble:
         self.decoders = list(decoders)
         self._hidden: list[int] | None = None  # each member's h0 (and c0) size, set by `join`
         self._memory: list[int] | None = None
+        self._keys: list[int] | None = None  # each member's attention key size, set by `prepare`
 
     def join(self, contexts: Sequence[Context]) -> Context:
         """One Context holding every member's context (in the order of the decoders)."""
@@ -57,22 +59,35 @@ class Ensemble:
                    for c in contexts):
                 raise ValueError("ensemble members must read the same source: memory lengths or masks differ")
             memory, mask = torch.cat([c.memory for c in contexts], dim=2), first.memory_mask
+        keys = None
+        if all(c.keys is not None for c in contexts):  # prepared: each member's attention keys
+            keys = torch.cat([c.keys for c in contexts], dim=2)
         self._hidden = [c.h0.size(2) for c in contexts]
         self._memory = [c.memory.size(2) for c in contexts] if memory is not None else None
-        return Context(torch.cat([c.h0 for c in contexts], dim=2), c0, memory, mask)
+        self._keys = [c.keys.size(2) for c in contexts] if keys is not None else None
+        return Context(torch.cat([c.h0 for c in contexts], dim=2), c0, memory, mask, keys)
 
     def split(self, ctx: Context) -> list[Context]:
-        """The members' contexts back out of a joined (possibly repeated or reordered) one."""
+        """The members' contexts back out of a joined (possibly expanded or cut down) one."""
         if self._hidden is None:
             raise ValueError("call Ensemble.join(contexts) to make the context the search starts from")
-        h0s = ctx.h0.split(self._hidden, dim=2)
-        c0s = ctx.c0.split(self._hidden, dim=2) if ctx.c0 is not None else [None] * len(h0s)
-        memories = ctx.memory.split(self._memory, dim=2) if ctx.memory is not None else [None] * len(h0s)
-        return [Context(h0, c0, memory, ctx.memory_mask) for h0, c0, memory in zip(h0s, c0s, memories)]
+        n = len(self.decoders)
 
-    @property
-    def beams_share_memory(self) -> bool:
-        return all(getattr(d, "beams_share_memory", False) for d in self.decoders)
+        def parts(t: Tensor | None, sizes: list[int] | None) -> list[Tensor | None]:
+            return [None] * n if t is None else list(t.split(sizes, dim=2))
+        return [Context(h0, c0, memory, ctx.memory_mask, keys) for h0, c0, memory, keys in zip(
+            parts(ctx.h0, self._hidden), parts(ctx.c0, self._hidden), parts(ctx.memory, self._memory),
+            parts(ctx.keys, self._keys))]
+
+    def prepare(self, ctx: Context) -> Context:
+        """Each member's prepared context, joined again (their attention keys side by side). A member that
+        wants its memory once per sequence makes every member take it so."""
+        prepared = [d.prepare(c) for d, c in zip(self.decoders, self.split(ctx))]
+        if prepared[0].memory is not None and len({c.memory.size(0) for c in prepared}) > 1:
+            prepared = [replace(c, **{name: c.per_sequence(getattr(c, name)) for name in ("memory", "memory_mask",
+                                                                                           "keys")
+                                      if getattr(c, name) is not None}) for c in prepared]
+        return self.join(prepared)
 
     def start(self, ctx: Context) -> EnsembleState:
         return EnsembleState(tuple(d.start(c) for d, c in zip(self.decoders, self.split(ctx))), None)

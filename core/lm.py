@@ -1,19 +1,20 @@
 """Text generation: the prompt encoder (the language model read over the prompt) and `LanguageModel`."""
 from __future__ import annotations
 
-from dataclasses import asdict
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Iterator
 
 import torch
 from torch import Tensor, nn
 
-from core.checkpoint import load_checkpoint, save_checkpoint
-from core.errors import MAX_SEED, check_range
 from core.context import Context
 from core.decoder import DecoderConfig, DecoderState, RNNDecoder, build_decoder
-from core.search import beam_search, generate, stream
-from core.tokenizers import BOS, EOS, NOT_GENERATED, Tokenizer, tokenizer_from_dict
+from core.errors import check_range
+from core.search import search_with, stream
+from core.search_config import SearchConfig, search_config
+from core.task import load_task, save_task, task_payload
+from core.tokenizers import BOS, EOS, NOT_GENERATED, Tokenizer
 
 TASK = "textgen"
 
@@ -45,7 +46,7 @@ class PromptEncoder(nn.Module):
                 _, new, _ = dec.unroll(prompt[:, t:t + 1], ctx, state)
                 active = (torch.tensor(read, device=prompt.device) > t).view(B, 1, 1)  # (B, 1, 1)
                 state = DecoderState(torch.where(active, new.h, state.h),
-                                     None if new.c is None else torch.where(active, new.c, state.c), None, None, None)
+                                     None if new.c is None else torch.where(active, new.c, state.c), None, None)
         return Context(state.h.transpose(0, 1), None if state.c is None else state.c.transpose(0, 1))
 
     @staticmethod
@@ -58,7 +59,8 @@ def lm_forward(model: "LanguageModel", batch: tuple[Tensor, Tensor], carry: Deco
                ) -> tuple[Tensor, Tensor, DecoderState]:
     """Trainer step for a language model: inputs (B, T) -> logits (B, T, V), targets, the state to carry."""
     inputs, targets = batch
-    carry = None if carry is None else DecoderState(*carry)  # a resumed carry comes back as a plain tuple
+    # a resumed carry comes back as a plain tuple (h, c, ...): a language model carries no feed or attention
+    carry = None if carry is None else DecoderState(carry[0], carry[1], None, None)
     dec = model.decoder
     zeros = inputs.new_zeros((dec.num_layers, inputs.size(0), dec.hidden_dim), dtype=torch.float)
     ctx = Context(zeros, zeros if dec.cell == "lstm" else None)
@@ -86,21 +88,18 @@ class LanguageModel(nn.Module):
 
     # -- checkpoints --------------------------------------------------------------------------------
     def payload(self) -> dict[str, Any]:
-        return {"task": TASK, "config": {"decoder": asdict(self.config)},
-                "tokenizers": {"text": self.tokenizer.to_dict()}}
+        return task_payload(TASK, {"decoder": self.config}, {"text": self.tokenizer})
 
     def save(self, path: str | Path) -> Path:
-        return save_checkpoint(path, {**self.payload(), "model": self.state_dict()})
+        return save_task(self, path)
 
     @classmethod
     def load(cls, path: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32
              ) -> "LanguageModel":
         """A checkpoint's model in eval mode on `device`, its weights in `dtype` (bfloat16: faster generation
         where the hardware multiplies it natively, scores rounded differently)."""
-        ckpt = load_checkpoint(path, task=TASK, map_location=device)
-        model = cls(tokenizer_from_dict(ckpt["tokenizers"]["text"]), DecoderConfig(**ckpt["config"]["decoder"]))
-        model.load_state_dict(ckpt["model"])
-        return model.to(device, dtype).eval()
+        return load_task(path, TASK, {"decoder": DecoderConfig},
+                         lambda configs, tokenizers: cls(tokenizers["text"], configs["decoder"]), device, dtype)
 
     # -- generation ---------------------------------------------------------------------------------
     def _context(self, prompt: str, copies: int) -> tuple[Context, Tensor]:
@@ -109,50 +108,44 @@ class LanguageModel(nn.Module):
         lengths = torch.full((copies,), ids.numel(), device=self.device)
         return self.prompt_encoder(prompt_ids, lengths), PromptEncoder.start_tokens(prompt_ids, lengths)
 
-    def _generator(self, seed: int | None) -> torch.Generator | None:
-        if seed is None:
-            return None
-        check_range("seed", seed, 0, MAX_SEED)
-        return torch.Generator(self.device).manual_seed(seed)
-
     @torch.no_grad()
-    def generate_many(self, prompt: str = "", num_samples: int = 1, *, method: str = "sample", max_len: int = 200,
-                      temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, beam_size: int = 5,
-                      length_penalty: float = 0.0, no_repeat_ngram: int = 0, repetition_penalty: float = 1.0,
-                      seed: int | None = None) -> list[str]:
-        """Continuations of `prompt` (without the prompt): num_samples draws, or the n best beams."""
+    def generate_many(self, prompt: str = "", num_samples: int = 1, config: SearchConfig | None = None,
+                      **options: Any) -> list[str]:
+        """Continuations of `prompt` (without the prompt): num_samples draws, or the n best beams. `config`
+        (default: sampling, at most 200 tokens) with any of its fields overridden by keyword."""
+        config = search_config(config, DEFAULT_SEARCH, **options)
+        check_range("num_samples", num_samples, 1)
         self.eval()
-        common = dict(max_len=max_len, eos=EOS, no_repeat_ngram=no_repeat_ngram,
-                      repetition_penalty=repetition_penalty, forbid=NOT_GENERATED)
-        if method == "beam":
+        if config.method == "beam":
             ctx, start = self._context(prompt, 1)
-            hyps = beam_search(self.decoder, ctx, start, beam_size=beam_size,
-                               length_penalty=length_penalty, n_best=num_samples, **common)[0]
+            config = replace(config, n_best=num_samples)
+            hyps = search_with(config, self.decoder, ctx, start, eos=EOS, forbid=NOT_GENERATED)[0]
         else:
-            check_range("num_samples", num_samples, 1)
             ctx, start = self._context(prompt, num_samples)
-            hyps = generate(self.decoder, ctx, start, method=method, temperature=temperature, top_k=top_k,
-                            top_p=top_p, generator=self._generator(seed), **common)
+            hyps = [nbest[0] for nbest in search_with(config, self.decoder, ctx, start, eos=EOS, forbid=NOT_GENERATED)]
         return [self.tokenizer.decode(h.tokens) for h in hyps]
 
-    def generate(self, prompt: str = "", **options: Any) -> str:
-        """One continuation of `prompt` (without the prompt); options as in `generate_many`."""
-        return self.generate_many(prompt, 1, **options)[0]
+    def generate(self, prompt: str = "", config: SearchConfig | None = None, **options: Any) -> str:
+        """One continuation of `prompt` (without the prompt); `config` and options as in `generate_many`."""
+        return self.generate_many(prompt, 1, config, **options)[0]
 
     @torch.no_grad()
-    def stream(self, prompt: str = "", *, method: str = "sample", max_len: int = 200, temperature: float = 1.0,
-               top_k: int = 0, top_p: float = 1.0, no_repeat_ngram: int = 0, repetition_penalty: float = 1.0,
-               seed: int | None = None) -> Iterator[str]:
-        """Yield the continuation piece by piece as tokens are chosen."""
+    def stream(self, prompt: str = "", config: SearchConfig | None = None, **options: Any) -> Iterator[str]:
+        """Yield the continuation piece by piece as tokens are chosen (greedy or sampling)."""
+        config = search_config(config, DEFAULT_SEARCH, **options)
         self.eval()
         ctx, start = self._context(prompt, 1)
+        generator = None if config.seed is None else torch.Generator(self.device).manual_seed(config.seed)
         ids: list[int] = []
         text = ""
-        for token in stream(self.decoder, ctx, int(start[0]), max_len=max_len, eos=EOS, method=method,
-                            temperature=temperature, top_k=top_k, top_p=top_p, generator=self._generator(seed),
-                            no_repeat_ngram=no_repeat_ngram, repetition_penalty=repetition_penalty,
-                            forbid=NOT_GENERATED):
+        for token in stream(self.decoder, ctx, int(start[0]), max_len=config.max_len, eos=EOS, method=config.method,
+                            min_len=config.min_len, temperature=config.temperature, top_k=config.top_k,
+                            top_p=config.top_p, generator=generator, no_repeat_ngram=config.no_repeat_ngram,
+                            repetition_penalty=config.repetition_penalty, forbid=NOT_GENERATED):
             ids.append(token)
             new_text = self.tokenizer.decode(ids)
             yield new_text[len(text):]
             text = new_text
+
+
+DEFAULT_SEARCH = SearchConfig(method="sample")

@@ -13,7 +13,7 @@ import warnings
 from pathlib import Path
 from typing import Any, Iterator
 
-from core.cli import yes_no
+from core.cli import given_flags, yes_no
 from core.errors import UserError
 
 # where and how a run goes on, not what it trains: never taken from the resumed run's saved flags
@@ -54,7 +54,7 @@ def parse_flags(parser: argparse.ArgumentParser, argv: list[str] | None, kept: t
                             f"{'/'.join(action.option_strings)} takes; correct it to resume the run")
     parser.set_defaults(**saved)
     args = parser.parse_args(argv)
-    given = _given_flags(parser, argv, known)
+    given = given_flags(parser, argv, known)
     for name in kept:  # (a run from before a flag existed did not save it: nothing to compare with)
         if name in given and name in saved and getattr(args, name) != saved[name]:
             flag = "--" + name.replace("_", "-")
@@ -80,14 +80,6 @@ def _fits(value: Any, action: argparse.Action, default: Any) -> bool:
 
 def _shown(value: Any) -> str:
     return "none" if value in (None, "") else "on" if value is True else "off" if value is False else str(value)
-
-
-def _given_flags(parser: argparse.ArgumentParser, argv: list[str] | None, dests: typing.Iterable[str]) -> set[str]:
-    """The flags on the command line itself: argparse fills in a default only where the namespace lacks the
-    attribute, so whatever still holds the marker afterwards was not given."""
-    unset = object()
-    parsed = parser.parse_args(argv, argparse.Namespace(**dict.fromkeys(dests, unset)))
-    return {name for name, value in vars(parsed).items() if value is not unset}
 
 
 def resume_checkpoint(resume: str) -> Path:
@@ -145,3 +137,41 @@ def save_config(out_dir: Path, **configs: Any) -> Path:
     with atomic_file(path) as f:
         f.write((json.dumps(plain, indent=2, default=str) + "\n").encode("utf-8"))
     return path
+
+
+class RunLog:
+    """A run's log.jsonl: one JSON record per line (every training step and validation), appended as they come.
+    A last line left partial by a crash or a full disk is set aside with one warning when the log is read."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def append(self, record: dict) -> None:
+        with self.path.open("a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
+
+    def records(self) -> list[dict]:
+        if not self.path.exists():
+            return []
+        lines = self.path.read_text(encoding="utf-8", errors="replace").splitlines()
+        records = []
+        for number, line in enumerate(lines, start=1):
+            try:
+                record = json.loads(line)
+                if not isinstance(record, dict) or not isinstance(record.get("step"), int):
+                    raise ValueError("not a step record")
+                records.append(record)
+            except ValueError:
+                if number < len(lines):
+                    raise UserError(f"{self.path}:{number}: not a log record ({line[:60]!r}); the log is damaged "
+                                    "(remove that line to go on)") from None
+                warnings.warn(f"{self.path}:{number}: the last line is incomplete (the run stopped while writing "
+                              "it); it is set aside")
+        return records
+
+    def truncate(self, step: int) -> None:
+        """Drop records written after `step` (and a partial last line), so that the log reads as one run."""
+        if self.path.exists():
+            kept = [r for r in self.records() if r["step"] <= step]
+            with atomic_file(self.path) as f:
+                f.write("".join(json.dumps(r) + "\n" for r in kept).encode("utf-8"))

@@ -3,54 +3,30 @@ early stopping, best/last checkpoints, exact resume, Ctrl-C that saves, progress
 Under torchrun the same trainer runs data parallel (DistributedDataParallel; see core.distributed)."""
 from __future__ import annotations
 
-import json
 import math
 import re
 import signal
 import time
 import warnings
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable, Iterator, Protocol
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from core.checkpoint import load_checkpoint, save_checkpoint
-from core.errors import MAX_SEED, UserError, check_config
+from core.checkpoint import load_checkpoint, restore_rng_state, rng_state, save_checkpoint
+from core.errors import UserError, check_config
 from core.context import map_tensors
 from core.distributed import World, current
-from core.tokenizers import PAD
-
-
-@dataclass
-class TrainConfig:
-    steps: int = 2000
-    lr: float = 2e-3
-    weight_decay: float = 0.0
-    clip_norm: float = 1.0  # 0: no clipping (as in fairseq); the gradient norm is still logged
-    label_smoothing: float = 0.0
-    schedule: str = "cosine"
-    warmup_steps: int = 100
-    min_lr: float = 1e-4
-    plateau_factor: float = 0.5
-    plateau_patience: int = 1
-    valid_every: int = 250
-    patience: int = 0
-    ema_decay: float = 0.0
-    snapshots: int = 0
-    seed: int = 1
-
-    CHOICES = {"schedule": ["cosine", "plateau", "constant"]}
-    # (low, high, low_open, high_open) for core.errors.check_config
-    RANGES = {"steps": (1,), "lr": (0, None, True), "weight_decay": (0,), "clip_norm": (0,),
-              "label_smoothing": (0, 1, False, True), "warmup_steps": (0,), "min_lr": (0,),
-              "plateau_factor": (0, 1, True), "plateau_patience": (0,), "valid_every": (1,), "patience": (0,),
-              "ema_decay": (0, 1, False, True), "snapshots": (0,), "seed": (0, MAX_SEED)}
+from core.averaging import WeightAverage
+from core.train_config import TrainConfig, learning_rate
+from core.losses import token_losses
+from core.plots import plot_losses
+from core.runs import RunLog
 
 
 def snapshots_in(folder: Path) -> list[tuple[int, Path]]:
@@ -127,9 +103,8 @@ class Trainer:
         # Everything below is saved in checkpoints so that a resumed run continues exactly.
         self.step, self.epoch, self.batch_index, self.carry = 0, 0, 0, None
         self.plateau_scale, self.bad_validations, self.best = 1.0, 0, None
-        # An exponential moving average of the weights (ema_decay > 0) is what validation sees and what
-        # checkpoints hold as "model"; the raw weights travel in the trainer state for --resume.
-        self.ema = [p.detach().clone() for p in model.parameters()] if config.ema_decay > 0 else None
+        self.ema = WeightAverage(model, config.ema_decay) if config.ema_decay > 0 else None
+        self.log = RunLog(self.out_dir / "log.jsonl")
         # Ctrl-C: a lone process stops after the current step; several processes stop after the step at
         # whose exchange any of them reports a pending Ctrl-C, so that all leave the loop together.
         self.stop_requested = self.interrupt_pending = False
@@ -137,29 +112,14 @@ class Trainer:
 
     # -- learning rate ------------------------------------------------------------------------------
     def lr_at(self, step: int) -> float:
-        c = self.config
-        warm = min(1.0, (step + 1) / c.warmup_steps) if c.warmup_steps > 0 else 1.0
-        if c.schedule == "cosine":
-            progress = min(1.0, max(0, step - c.warmup_steps) / max(1, c.steps - c.warmup_steps))
-            return warm * (c.min_lr + (c.lr - c.min_lr) * 0.5 * (1 + math.cos(math.pi * progress)))
-        return warm * c.lr * self.plateau_scale  # plateau (the scale shrinks on bad validations) or constant
+        return learning_rate(self.config, step, self.plateau_scale)
 
     # -- checkpoints ----------------------------------------------------------------------------------
-    def _rng_state(self) -> dict:
-        """The CPU generator's state and that of the GPU this process trains on (a list: empty on the CPU)."""
-        cuda = [torch.cuda.get_rng_state(self.device)] if self.device.type == "cuda" else []
-        return {"torch": torch.get_rng_state(), "cuda": cuda}
-
-    def _set_rng_state(self, rng: dict) -> None:
-        torch.set_rng_state(rng["torch"].cpu())
-        if rng["cuda"] and self.device.type == "cuda":  # older checkpoints list every GPU's, this one's first
-            torch.cuda.set_rng_state(rng["cuda"][0].cpu(), self.device)
-
     def _process_state(self) -> dict:
         """What differs between the processes of a distributed run: random state and carried state."""
         # as a plain tuple: weights_only loading accepts no custom classes such as a NamedTuple
         carry = tuple(self.carry) if isinstance(self.carry, tuple) else self.carry
-        return {"rng": self._rng_state(), "carry": map_tensors(carry, lambda t: t.cpu())}
+        return {"rng": rng_state(self.device), "carry": map_tensors(carry, lambda t: t.cpu())}
 
     def state(self, raw_params: list[Tensor] | None = None, by_rank: list[dict] | None = None) -> dict:
         return {"raw_params": raw_params,  # the weights to train on when "model" holds their average
@@ -172,11 +132,7 @@ class Trainer:
 
     def _gather_process_states(self) -> list[dict] | None:
         """Every process's `_process_state()`, for the main process to save (all processes must call this)."""
-        if self.world.size == 1:
-            return None
-        states: list[Any] = [None] * self.world.size
-        torch.distributed.all_gather_object(states, self._process_state())
-        return states
+        return self.world.gather(self._process_state()) if self.world.size > 1 else None
 
     def save(self, name: str, by_rank: list[dict] | None = None) -> Path:
         with self.averaged_weights() as raw_params:
@@ -204,22 +160,8 @@ class Trainer:
         if self.ema is None:
             yield None
             return
-        params = list(self.model.parameters())
-        raw = [p.detach().clone() for p in params]
-        with torch.no_grad():
-            torch._foreach_copy_(params, self.ema)
-        try:
+        with self.ema.swapped_in() as raw:
             yield raw
-        finally:
-            with torch.no_grad():
-                torch._foreach_copy_(params, raw)
-
-    def _update_average(self) -> None:
-        # Early on the average would be dominated by the random initial weights: ramp the decay up with the
-        # number of updates (as TensorFlow's ExponentialMovingAverage does with num_updates).
-        decay = min(self.config.ema_decay, (1 + self.step) / (10 + self.step))
-        with torch.no_grad():
-            torch._foreach_lerp_(self.ema, [p.detach() for p in self.model.parameters()], 1.0 - decay)
 
     def resume(self, path: str | Path, task: str) -> None:
         """Continue from a checkpoint: same weights, optimizer, schedule, RNG, data position and carry."""
@@ -229,7 +171,7 @@ class Trainer:
         state = ckpt["trainer"]
         self.model.load_state_dict(ckpt["model"])  # the average, when the run kept one
         if self.ema is not None:
-            self.ema = [p.detach().clone() for p in self.model.parameters()]
+            self.ema.reset()
         if state.get("raw_params") is not None:
             with torch.no_grad():
                 torch._foreach_copy_(list(self.model.parameters()), [t.to(self.device) for t in state["raw_params"]])
@@ -256,27 +198,10 @@ class Trainer:
                               f"{self.world.size}: training continues from the start of epoch {self.epoch}")
         self.carry = map_tensors(own["carry"], lambda t: t.to(self.device))
         if own["rng"] is not None:
-            self._set_rng_state(own["rng"])
-
-    # -- logging --------------------------------------------------------------------------------------
-    @property
-    def log_path(self) -> Path:
-        return self.out_dir / "log.jsonl"
-
-    def _log(self, record: dict) -> None:
-        with self.log_path.open("a") as f:
-            f.write(json.dumps(record) + "\n")
-
-    def _truncate_log(self, step: int) -> None:
-        """Drop records written after `step`, so the log reads as one run."""
-        if self.log_path.exists():
-            kept = [line for line in self.log_path.read_text().splitlines() if json.loads(line)["step"] <= step]
-            self.log_path.write_text("".join(line + "\n" for line in kept))
+            restore_rng_state(own["rng"], self.device)
 
     def records(self) -> list[dict]:
-        if not self.log_path.exists():
-            return []
-        return [json.loads(line) for line in self.log_path.read_text().splitlines()]
+        return self.log.records()
 
     # -- the loop -------------------------------------------------------------------------------------
     def _loss(self, batch: Any, carry: Any, training: bool = False) -> tuple[Tensor, Tensor, int, Any]:
@@ -287,16 +212,8 @@ class Trainer:
                 logits, targets, carry = self.forward_step(batch, carry)
             else:
                 logits, targets, carry = self.forward_fn(self.model, batch, carry)
-        logits = logits.float().reshape(-1, logits.size(-1))  # (B*T, V)
-        targets = targets.reshape(-1)
-        n_tokens = int((targets != PAD).sum())
-        nll = F.cross_entropy(logits, targets, ignore_index=PAD, reduction="sum")
-        if self.config.label_smoothing > 0:
-            loss = F.cross_entropy(logits, targets, ignore_index=PAD, reduction="sum",
-                                   label_smoothing=self.config.label_smoothing)
-        else:
-            loss = nll
-        return loss / max(1, n_tokens), nll.detach(), n_tokens, carry
+        loss, nll, n_tokens = token_losses(logits, targets, self.config.label_smoothing)
+        return loss, nll, n_tokens, carry
 
     @torch.no_grad()
     def total_loss(self, data: BatchSource) -> tuple[float, int]:
@@ -339,7 +256,7 @@ class Trainer:
     def _validate_and_save_main(self, by_rank: list[dict] | None) -> None:
         with self.averaged_weights():
             metrics = self.evaluate()
-        self._log({"step": self.step, "split": "valid", **metrics})
+        self.log.append({"step": self.step, "split": "valid", **metrics})
         value = metrics.get(self.select)
         improved = value is not None and (self.best is None or
                                           (value > self.best if self.maximize else value < self.best))
@@ -363,14 +280,7 @@ class Trainer:
         """Train until `config.steps`, early stopping or Ctrl-C; returns the last validation metrics."""
         main = self.world.main
         if main:
-            self.out_dir.mkdir(parents=True, exist_ok=True)
-            self._truncate_log(self.step)  # a fresh run starts a fresh log; a resumed one drops what came after
-            for step, path in snapshots_in(self.out_dir):  # the same for snapshots
-                if step > self.step:
-                    path.unlink()
-            if not self.resumed:  # a fresh run replaces an earlier run's checkpoints (recipes: --overwrite) now,
-                for name in ("last.pt", "best.pt"):  # so that none outlives it to be resumed as if it were its
-                    (self.out_dir / name).unlink(missing_ok=True)
+            self._clear_later_state()
         self.model.train()
         previous_handler = signal.signal(signal.SIGINT, self._on_interrupt)
         bar = tqdm(total=self.config.steps, initial=self.step, desc=self.label, dynamic_ncols=True,
@@ -378,39 +288,13 @@ class Trainer:
         tokens_seen, started = 0, time.perf_counter()
         try:
             while self.step < self.config.steps and not self.stop_requested:
-                if self.batch_index >= self.shard:
-                    self.epoch, self.batch_index, self.carry = self.epoch + 1, 0, None
-                index = self.world.rank * self.shard + self.batch_index
-                batch = map_tensors(self.train_data.batch(self.epoch, index), lambda t: t.to(self.device))
                 lr = self.lr_at(self.step)
-                for group in self.optimizer.param_groups:
-                    group["lr"] = lr
-                loss, _, n_tokens, carry = self._loss(batch, self.carry, training=True)
-                self.optimizer.zero_grad(set_to_none=True)
-                share, all_tokens = self._share_of_all_tokens(loss, n_tokens)
-                self.scaler.scale(share).backward()
-                self.scaler.unscale_(self.optimizer)
-                grad_norm = nn.utils.clip_grad_norm_(self.model.parameters(), self.config.clip_norm or math.inf)
-                self.scaler.step(self.optimizer)
-                self.scaler.update()
-                if self.ema is not None:
-                    self._update_average()
-                # truncated BPTT: keep the state's values, cut its history
-                self.carry = map_tensors(carry, Tensor.detach) if self.train_data.carries_state else None
-                self.step, self.batch_index = self.step + 1, self.batch_index + 1
-                # A small exchange after the step: the loss over all processes' tokens, and whether any of them
-                # was interrupted (all must stop at the same step, or the others would wait forever).
-                loss_sum, stops = self.world.sum(
-                    [loss.item() * n_tokens, float(self.stop_requested or self.interrupt_pending)], self.device)
-                if stops > 0 and not self.stop_requested:
-                    self.stop_requested = True
-                    tqdm.write("Ctrl-C: stopping all processes after this step and saving a checkpoint")
-                tokens_seen += int(all_tokens)
+                loss_value, grad_norm, tokens = self._train_step(lr)
+                tokens_seen += tokens
                 speed = tokens_seen / (time.perf_counter() - started)
-                loss_value = loss_sum / max(1, all_tokens)
                 if main:
-                    self._log({"step": self.step, "split": "train", "loss": loss_value, "lr": lr,
-                               "grad_norm": float(grad_norm), "tokens_per_s": speed})
+                    self.log.append({"step": self.step, "split": "train", "loss": loss_value, "lr": lr,
+                                     "grad_norm": grad_norm, "tokens_per_s": speed})
                 bar.set_postfix(loss=f"{loss_value:.3f}", tok_s=f"{speed:.0f}", lr=f"{lr:.2e}")
                 bar.update(1)
                 last_step = self.step == self.config.steps
@@ -427,6 +311,50 @@ class Trainer:
             bar.close()
             signal.signal(signal.SIGINT, previous_handler)
         return self._last_valid()
+
+    def _clear_later_state(self) -> None:
+        """A fresh run starts a fresh log; a resumed one drops the records and snapshots after its step. A fresh
+        run also removes an earlier run's checkpoints (recipes: --overwrite) now, so that none outlives it to be
+        resumed as if it were its own."""
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.log.truncate(self.step)
+        for step, path in snapshots_in(self.out_dir):
+            if step > self.step:
+                path.unlink()
+        if not self.resumed:
+            for name in ("last.pt", "best.pt"):
+                (self.out_dir / name).unlink(missing_ok=True)
+
+    def _train_step(self, lr: float) -> tuple[float, float, int]:
+        """One update on the next batch at learning rate `lr`: the loss over all processes' tokens, the gradient
+        norm and the number of those tokens."""
+        if self.batch_index >= self.shard:
+            self.epoch, self.batch_index, self.carry = self.epoch + 1, 0, None
+        index = self.world.rank * self.shard + self.batch_index
+        batch = map_tensors(self.train_data.batch(self.epoch, index), lambda t: t.to(self.device))
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        loss, _, n_tokens, carry = self._loss(batch, self.carry, training=True)
+        self.optimizer.zero_grad(set_to_none=True)
+        share, all_tokens = self._share_of_all_tokens(loss, n_tokens)
+        self.scaler.scale(share).backward()
+        self.scaler.unscale_(self.optimizer)
+        grad_norm = nn.utils.clip_grad_norm_(self.model.parameters(), self.config.clip_norm or math.inf)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        if self.ema is not None:
+            self.ema.update(self.step)
+        # truncated BPTT: keep the state's values, cut its history
+        self.carry = map_tensors(carry, Tensor.detach) if self.train_data.carries_state else None
+        self.step, self.batch_index = self.step + 1, self.batch_index + 1
+        # A small exchange after the step: the loss over all processes' tokens, and whether any of them was
+        # interrupted (all must stop at the same step, or the others would wait forever).
+        loss_sum, stops = self.world.sum(
+            [loss.item() * n_tokens, float(self.stop_requested or self.interrupt_pending)], self.device)
+        if stops > 0 and not self.stop_requested:
+            self.stop_requested = True
+            tqdm.write("Ctrl-C: stopping all processes after this step and saving a checkpoint")
+        return loss_sum / max(1, all_tokens), float(grad_norm), int(all_tokens)
 
     def _last_valid(self) -> dict[str, float]:
         valid = [r for r in self.records() if r["split"] == "valid"]
@@ -460,28 +388,4 @@ class Trainer:
 
     def plot(self) -> Path | None:
         """Save the loss curve (training loss, validation loss) as loss.png."""
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-        records = self.records()
-        train = [(r["step"], r["loss"]) for r in records if r["split"] == "train"]
-        valid = [(r["step"], r["valid_loss"]) for r in records if r["split"] == "valid" and "valid_loss" in r]
-        if not train:
-            return None
-        fig, ax = plt.subplots(figsize=(7, 4))
-        steps, losses = zip(*train)
-        window = max(1, len(losses) // 100)  # smooth noisy per-step losses
-        smooth = [sum(losses[max(0, i - window + 1): i + 1]) / len(losses[max(0, i - window + 1): i + 1])
-                  for i in range(len(losses))]
-        ax.plot(steps, smooth, label="train loss")
-        if valid:
-            ax.plot(*zip(*valid), marker="o", label="valid loss")
-        ax.set_xlabel("step")
-        ax.set_ylabel("nats per token")
-        ax.legend()
-        ax.grid(alpha=0.3)
-        path = self.out_dir / "loss.png"
-        fig.tight_layout()
-        fig.savefig(path, dpi=100)
-        plt.close(fig)
-        return path
+        return plot_losses(self.records(), self.out_dir / "loss.png")

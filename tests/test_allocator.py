@@ -1,10 +1,17 @@
 """keep_freed_memory: large blocks freed by one decoding step are reused by the next, without page faults."""
 import json
+import os
 import subprocess
 import sys
 import textwrap
 
-from core.allocator import glibc
+
+def glibc() -> bool:
+    try:
+        return os.confstr("CS_GNU_LIBC_VERSION").startswith("glibc")
+    except (AttributeError, OSError, ValueError):
+        return False
+
 
 # Each step: four ~10 MB tensors alive at once, then freed, a little larger at every step (beam search's
 # temporaries, and its histories that grow by a column per step). With glibc's own settings the freed
@@ -13,7 +20,7 @@ from core.allocator import glibc
 STEPS = textwrap.dedent("""
     import json, resource, sys
     import torch
-    from core.allocator import keep_freed_memory
+    from core.speedups import keep_freed_memory
     kept = keep_freed_memory() and keep_freed_memory() if sys.argv[1] == "keep" else None  # repeatable
     def step(s):
         blocks = [torch.ones(2_500_000 + 2_000 * s) for _ in range(4)]

@@ -13,8 +13,9 @@ from sacrebleu.metrics import BLEU, CHRF
 
 import seq2seq.bleu
 from core.cli import run_main
+from core.metrics import score_files
 from seq2seq import R2L_WEIGHT, RERANK_LENGTH_PENALTY, RERANK_WEIGHT
-from seq2seq.bleu import main, score_files
+from seq2seq.bleu import main
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -192,15 +193,16 @@ def test_needs_hyp_or_checkpoint(files, capsys):
 def test_checkpoint_translates_then_scores(files, capsys, monkeypatch):
     calls = []
 
-    def translate_file(checkpoint, src_lines, beam_size, method, device, dtype, **options):
-        calls.append((checkpoint, src_lines, beam_size, method, device.type, dtype, options))
+    def translate_file(checkpoint, src_lines, config, device, dtype, **options):
+        calls.append((checkpoint, src_lines, config.beam_size, config.method, config.length_penalty, device.type,
+                      dtype, options))
         return REFS  # a perfect translator
 
     monkeypatch.setattr(seq2seq.bleu, "translate_file", translate_file)
     report = _run_json(capsys, ["--checkpoint", files["hyp"], "--src", files["ref2"], "--ref", files["ref"],
-                                "--method", "greedy", "--beam-size", "3", "--length-penalty", "1.2", "--device", "cpu"])
-    assert calls == [([str(files["hyp"])], REFS2, 3, "greedy", "cpu", torch.float32,
-                      dict(length_penalty=1.2, reverse=(), weight=RERANK_WEIGHT, right_to_left=(),
+                                "--method", "beam", "--beam-size", "3", "--length-penalty", "1.2", "--device", "cpu"])
+    assert calls == [([str(files["hyp"])], REFS2, 3, "beam", 1.2, "cpu", torch.float32,
+                      dict(reverse=(), weight=RERANK_WEIGHT, right_to_left=(),
                            right_to_left_weight=R2L_WEIGHT, rerank_length_penalty=RERANK_LENGTH_PENALTY))]
     assert report["length_penalty"] == 1.2
     assert report["scores"][0]["score"] == pytest.approx(100.0) and report["checkpoint"] == [str(files["hyp"])]

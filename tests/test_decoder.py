@@ -6,7 +6,7 @@ import itertools
 import pytest
 import torch
 
-from core import PAD, Context, DecoderState, RNNDecoder, packed
+from core import PAD, Context, DecoderState, RNNDecoder, speedups
 from core.decoder import drop_words
 
 V, E, H, M = 13, 8, 12, 6  # vocabulary, embedding, hidden and memory sizes: tiny, all different
@@ -152,7 +152,7 @@ def test_tie_embeddings_shares_the_weight(emb_dim):
 def test_state_has_batch_first_and_reorders_by_indexing(cell, attention):
     L, B, S = 2, 5, 7
     dec = make_decoder(cell, L, attention)
-    ctx = make_context(dec, [7, 3, 5, 1, 6])
+    ctx = dec.prepare(make_context(dec, [7, 3, 5, 1, 6]))
     tokens = random_tokens(B, 3)
     with torch.no_grad():
         state = dec.start(ctx)
@@ -160,9 +160,9 @@ def test_state_has_batch_first_and_reorders_by_indexing(cell, attention):
             _, state = dec.step(tokens[:, t], state, ctx)
     A = dec.attention.key_proj.out_features if attention == "bahdanau" else M
     expected = {"h": (B, L, H), "c": (B, L, H) if cell == "lstm" else None,
-                "feed": (B, H) if attention else None, "keys": (B, S, A) if attention else None,
-                "attn": (B, S) if attention else None}
+                "feed": (B, H) if attention else None, "attn": (B, S) if attention else None}
     assert {k: None if v is None else tuple(v.shape) for k, v in state._asdict().items()} == expected
+    assert (ctx.keys is None) == (attention is None) and (attention is None or ctx.keys.shape == (B, S, A))
 
     perm = torch.tensor([3, 0, 4, 2, 1])
     with torch.no_grad():
@@ -218,11 +218,11 @@ def test_attention_decoder_needs_a_memory():
                                                       ("gru", 2, None, False)])
 def test_packed_inference_path_equals_the_autograd_path_and_follows_weight_updates(monkeypatch, cell, layers,
                                                                                    attention, tie):
-    """Without autograd, search steps run the RNN cell written out and every linear map through core.packed
+    """Without autograd, search steps run the RNN cell written out and every linear map through core.speedups
     (oneDNN, weights packed once per weight version; forced here for tiny weights too). Step by step they must
     give the logits of the plain autograd path (nn.GRU/LSTM over the sequence, nn.Linear), also after an
     optimizer step has changed the weights in place."""
-    monkeypatch.setattr(packed, "MIN_WEIGHT_SIZE", 0)
+    monkeypatch.setattr(speedups, "MIN_WEIGHT_SIZE", 0)
     dec = make_decoder(cell, layers, attention, tie_embeddings=tie)
     ctx, tokens = make_context(dec, [5, 3]), random_tokens(2, 4)
     optimizer = torch.optim.SGD(dec.parameters(), lr=0.5)
@@ -236,7 +236,7 @@ def test_packed_inference_path_equals_the_autograd_path_and_follows_weight_updat
         assert torch.allclose(torch.stack(steps, dim=1), plain.log_softmax(-1), atol=1e-5)
         plain.sum().backward()
         optimizer.step()  # in-place update: the packed copies must be remade
-    assert packed._packed.get(dec.output) or not packed.AVAILABLE  # the packed path did run
+    assert speedups._packed.get(dec.output) or not speedups.AVAILABLE  # the packed path did run
 
 
 def test_word_dropout_zeroes_whole_tokens_while_training_only():
@@ -261,7 +261,7 @@ def test_bahdanau_scores_in_chunks_equal_the_autograd_path(monkeypatch, chunk_va
     mask[:, 0] = True
     keys = att.keys(memory)
     context, weights = att(query, keys, memory, mask)  # grad enabled: one broadcast tensor of energies
-    monkeypatch.setattr(attention, "CHUNK_VALUES", chunk_values)  # 1 value: one row per chunk
+    monkeypatch.setattr(speedups, "CHUNK_VALUES", chunk_values)  # 1 value: one row per chunk
     with torch.no_grad():
         chunked_context, chunked_weights = att(query, keys, memory, mask)
     assert torch.allclose(chunked_weights, weights, atol=1e-6)
@@ -272,7 +272,6 @@ def test_bahdanau_scores_in_chunks_equal_the_autograd_path(monkeypatch, chunk_va
 @pytest.mark.parametrize("feed", [True, False])
 def test_search_step_without_the_input_table_matches(monkeypatch, feed):
     """Vocabularies too large for the per-token table of input gates multiply the embedding instead."""
-    from core import decoder as decoder_module
     torch.manual_seed(0)
     dec = RNNDecoder(11, 6, 8, 2, cell="gru", attention="luong", memory_dim=5, input_feeding=feed).eval()
     ctx = Context(torch.randn(2, 3, 8), None, torch.randn(3, 4, 5), torch.ones(3, 4, dtype=torch.bool))
@@ -281,7 +280,7 @@ def test_search_step_without_the_input_table_matches(monkeypatch, feed):
         state = dec.start(ctx)
         _, state = dec.step(tokens, state, ctx)  # a non-zero feed
         with_table, _ = dec.step(tokens, state, ctx)
-        monkeypatch.setattr(decoder_module, "MAX_TABLE_VALUES", 0)
+        monkeypatch.setattr(speedups, "MAX_TABLE_VALUES", 0)
         without, _ = dec.step(tokens, state, ctx)
         reference, _ = dec.train().step(tokens, state, ctx)  # no dropout: train mode only takes nn.GRU's path
     assert torch.allclose(with_table, reference, atol=1e-5)
@@ -290,10 +289,10 @@ def test_search_step_without_the_input_table_matches(monkeypatch, feed):
 
 @pytest.mark.parametrize("cell, attention", [("gru", "bahdanau"), ("lstm", "luong")])
 def test_bfloat16_decoder_steps_close_to_float32_and_give_float32_log_probs(monkeypatch, cell, attention):
-    """A decoder cast with .to(torch.bfloat16) decodes on a bfloat16 context (through core.packed where the CPU
+    """A decoder cast with .to(torch.bfloat16) decodes on a bfloat16 context (through core.speedups where the CPU
     multiplies bfloat16, forced here for tiny weights too); log-probs come back in float32 for search to add
     up, within bfloat16 rounding of the float32 decoder's."""
-    monkeypatch.setattr(packed, "MIN_WEIGHT_SIZE", 0)
+    monkeypatch.setattr(speedups, "MIN_WEIGHT_SIZE", 0)
     torch.manual_seed(0)
     dec = make_decoder(cell, 2, attention)
     ctx, tokens = make_context(dec, [5, 3]), random_tokens(2, 6)
@@ -310,9 +309,9 @@ def test_bfloat16_decoder_steps_close_to_float32_and_give_float32_log_probs(monk
             assert half_logp.dtype == torch.float32 and half_state.h.dtype == torch.bfloat16
             assert torch.allclose(half_logp.exp().sum(dim=1), torch.ones(2), atol=1e-5)
             assert (half_logp - logp).abs().max() < 0.05  # ~8 significant bits per value
-    assert packed._packed.get(half.output) or torch.bfloat16 not in packed.DTYPES  # its packed path did run
+    assert speedups._packed.get(half.rnn) or torch.bfloat16 not in speedups.DTYPES  # its packed path did run
     half.float()  # new weights, possibly where the old ones lay: the packed copies must go
-    assert not packed._packed.get(half.output) and not packed._packed.get(half)
+    assert not speedups._packed.get(half.output) and not speedups._packed.get(half.rnn)
 
 
 @pytest.mark.parametrize("kind", ["bahdanau", "luong"])

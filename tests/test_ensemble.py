@@ -76,19 +76,18 @@ def test_beam_over_different_members_scores_the_mean_probability():
     assert all([[h.log_prob for h in n] for n in a] != [[h.log_prob for h in n] for n in result] for a in alone)
 
 
-def test_ensemble_beams_share_memory_when_every_member_does():
+def test_ensemble_beams_share_memory_unless_a_member_reads_it_row_by_row():
     """Beam search hands an ensemble of RNNDecoders each sentence's memory once (the members' keys then have
-    one row per sentence), and the result equals the search over the memory repeated per beam."""
+    one row per sentence), and the result equals the search where a member wants the memory repeated per beam."""
     members = [decoder("gru", 12, seed=0), decoder("lstm", 12, seed=1)]
     ens, ctx = Ensemble(members), context(12, LENGTHS, seed=1)
-    assert ens.beams_share_memory
     starts = torch.full((len(LENGTHS),), START)
     key_rows = []
     original = members[0].start
-    members[0].start = lambda c: key_rows.append(c.memory.size(0)) or original(c)
+    members[0].start = lambda c: key_rows.append(c.keys.size(0)) or original(c)
     shared = beam_search(ens, ens.join([ctx, ctx]), starts, max_len=8, eos=EOS, beam_size=3, n_best=3)
-    members[1].beams_share_memory = False  # one member that needs the memory repeated: every member gets it so
-    assert not ens.beams_share_memory
+    prepare = members[1].prepare  # one member that needs the memory repeated: every member gets it so
+    members[1].prepare = lambda c: prepare(Context(c.h0, c.c0, c.per_sequence(c.memory), c.per_sequence(c.memory_mask)))
     repeated = beam_search(ens, ens.join([ctx, ctx]), starts, max_len=8, eos=EOS, beam_size=3, n_best=3)
     assert key_rows == [len(LENGTHS), 3 * len(LENGTHS)]
     assert [[h.tokens for h in n] for n in shared] == [[h.tokens for h in n] for n in repeated]

@@ -14,7 +14,8 @@ import pytest
 import torch
 
 import core.search
-from core import (Context, Hypothesis, RNNDecoder, UserError, beam_search, generate, gnmt_penalty, greedy, sample,
+import core.speedups
+from core import (Context, Hypothesis, RNNDecoder, UserError, beam_search, decode, gnmt_penalty, greedy, sample,
                   stream)
 
 EOS = 1
@@ -31,7 +32,7 @@ class ScriptedDecoder:
 
     `previous` is the token fed to `step`; `before` is the one fed a step earlier, which only the state knows,
     so a search that does not reorder the state with its beams reads the wrong row. The example index comes
-    from the context (h0 holds it), so `Context.repeat_interleave` is exercised too. Every state tensor has
+    from the context (h0 holds it), so `Context.expand` is exercised too. Every state tensor has
     the batch on dimension 0.
     """
 
@@ -44,6 +45,9 @@ class ScriptedDecoder:
         self.table = logits.log_softmax(dim=-1)  # (examples, max_len, V_before, V_previous, V)
         self.vocab = vocab
         self.steps = 0  # calls to step, to see whether a search stopped early
+
+    def prepare(self, ctx: Context) -> Context:
+        return ctx
 
     def start(self, ctx: Context) -> dict[str, torch.Tensor]:
         ex = ctx.h0[0, :, 0].long()  # (N,)
@@ -423,30 +427,40 @@ def test_padded_batch_search_equals_each_example_alone(cell, attention, layers, 
                 assert torch.allclose(h.attention[:, :lengths[b]], attn[0, :len(h.tokens)], atol=1e-5)
 
 
+class RowByRowDecoder(RNNDecoder):
+    """A decoder that wants its memory with one row per sequence: it repeats the memory (and so the keys) for
+    every beam when it prepares the context, as a decoder reading the memory row by row would."""
+
+    def prepare(self, ctx: Context) -> Context:
+        return super().prepare(Context(ctx.h0, ctx.c0, ctx.per_sequence(ctx.memory), ctx.per_sequence(ctx.memory_mask)))
+
+
 @pytest.mark.parametrize("cell, attention", [("gru", "bahdanau"), ("lstm", "luong")])
 def test_beams_reading_one_memory_per_example_search_as_with_a_repeated_memory(cell, attention):
-    """RNNDecoder lets the K beams of an example share one copy of its memory and keys (attention groups their
-    queries); beam search must find what it finds with the memory repeated K times, padding included."""
+    """The K beams of an example share one copy of its memory and keys (attention groups their queries); beam
+    search must find what it finds with the memory repeated K times, padding included, also as examples leave."""
     torch.manual_seed(6)
     lengths, H, M = [5, 2, 7, 3], 16, 6
-    dec = RNNDecoder(12, 8, H, 2, cell=cell, attention=attention, memory_dim=M).eval()
+    decoders = {share: cls(12, 8, H, 2, cell=cell, attention=attention, memory_dim=M).eval()
+                for share, cls in ((True, RNNDecoder), (False, RowByRowDecoder))}
+    decoders[False].load_state_dict(decoders[True].state_dict())
     with torch.no_grad():
-        dec.output.weight.mul_(3.0)
-        dec.output.bias[EOS] += 1.0  # some hypotheses end early
+        for dec in decoders.values():
+            dec.output.weight.mul_(3.0)
+            dec.output.bias[EOS] += 1.0  # some hypotheses end early
     S = max(lengths)
     mask = torch.arange(S).unsqueeze(0) < torch.tensor(lengths).unsqueeze(1)
     ctx = Context(torch.randn(2, 4, H), torch.randn(2, 4, H) if cell == "lstm" else None,
                   torch.randn(4, S, M) * 3, mask)  # padding holds garbage
-    runs, seen, start = {}, [], dec.start
+    runs, seen = {}, []
+    for share, dec in decoders.items():
+        start = dec.start
 
-    def recording_start(c: Context):
-        state = start(c)
-        seen.append((c.h0.size(1), c.memory.size(0), state.keys.size(0)))
-        return state
-    dec.start = recording_start
-    rows = counting_rows(dec)
-    for share in (True, False):
-        dec.beams_share_memory = share
+        def recording_start(c: Context, start=start):
+            seen.append((c.h0.size(1), c.memory.size(0), c.keys.size(0)))
+            return start(c)
+        dec.start = recording_start
+        rows = counting_rows(dec)
         runs[share] = beam_search(dec, ctx, starts(4), max_len=9, eos=EOS, beam_size=4, n_best=4, length_penalty=1.0)
     assert seen == [(16, 4, 4), (16, 16, 16)]  # h0 rows, memory rows, key rows: one copy per example, or 4
     assert 0 < min(rows) < 16, "precondition: examples leave the batch, so memory and keys are cut down too"
@@ -459,7 +473,7 @@ def test_beams_reading_one_memory_per_example_search_as_with_a_repeated_memory(c
             if a.tokens:
                 assert torch.allclose(a.attention, b.attention, atol=1e-6)
     with pytest.raises(ValueError, match="must be a multiple"):
-        dec.start(Context(torch.randn(2, 6, H), None, torch.randn(4, S, M), mask))
+        RNNDecoder.start(decoders[True], Context(torch.randn(2, 6, H), None, torch.randn(4, S, M), mask))
 
 
 @pytest.mark.parametrize("memory_rows", ["repeated", "per example", "one for all"])
@@ -506,7 +520,7 @@ def test_top_candidates_break_ties_by_lowest_index_also_across_the_cut(size):
     candidates[0, :] = float("-inf")  # a dead row
     candidates[1, :] = 0.0  # all tied
     for n in sorted({1, 2, 3, size // 2, size - 1, size} - {0}):
-        values, indices = core.search._top_candidates(candidates, n)
+        values, indices = core.search.top_candidates(candidates, n)
         for row in range(1, 50):
             expected = sorted(range(size), key=lambda i: (-float(candidates[row, i]), i))[:n]
             assert indices[row].tolist() == expected, (n, row)
@@ -526,13 +540,13 @@ def test_topk_over_block_maxima_equals_topk(length):
     candidates[4, :] = float("-inf")  # a dead row: any m positions
     candidates[5] = candidates[5].round()  # many ties
     for m in (1, 5, 11):
-        values, indices = core.search._topk(candidates, m)
+        values, indices = core.speedups.topk(candidates, m)
         expected = candidates.topk(m, dim=1).values
         assert torch.equal(values, expected), m
         assert torch.equal(candidates.gather(1, indices), values)
         assert all(len(set(row)) == m for row in indices.tolist()), "positions picked twice"
         assert torch.equal(indices[:4], candidates[:4].topk(m, dim=1).indices), "distinct values: same positions"
-        assert length // core.search.TOPK_BLOCK >= 4 * m, "precondition: the block path ran"
+        assert length // core.speedups.TOPK_BLOCK >= 4 * m, "precondition: the block path ran"
 
 
 def test_bfloat16_decoder_beam_size_one_is_greedy_with_float32_scores_and_attention():
@@ -559,26 +573,28 @@ def test_bfloat16_decoder_beam_size_one_is_greedy_with_float32_scores_and_attent
             assert isinstance(h.log_prob, float) and h.attention.dtype == torch.float32
 
 
-def test_beam_search_leaves_state_shared_by_all_beams_in_place(monkeypatch):
-    """For a decoder that needs its memory repeated per beam, attention keys are equal for the K beams of an
-    example, so beam search does not copy them at each step; the result equals copying every state tensor."""
+@pytest.mark.parametrize("method", ["greedy", "beam"])
+def test_attention_keys_are_made_once_per_search_and_the_state_has_a_row_per_sequence(method):
+    """The decoder prepares its attention keys into the context once (not at every step, and not per beam);
+    every tensor of the state has one row per sequence, so search reorders all of them alike."""
     torch.manual_seed(4)
     dec = RNNDecoder(12, 8, 16, attention="bahdanau", memory_dim=6).eval()
-    dec.beams_share_memory = False  # as a decoder that does not take k queries per memory row
     with torch.no_grad():
         dec.output.weight.mul_(3.0)
     ctx = Context(h0=torch.randn(1, 3, 16), memory=torch.randn(3, 5, 6))
-    state = dec.start(ctx.repeat_interleave(4))
-    shared = core.search.shared_by_beams(state, 4)
-    assert any(t is state.keys for t in shared)
-    differing = state._replace(keys=torch.randn_like(state.keys))
-    assert not any(t is differing.keys for t in core.search.shared_by_beams(differing, 4))
-    kept = beam_search(dec, ctx, starts(3), max_len=8, eos=EOS, beam_size=4, n_best=4)
-    monkeypatch.setattr(core.search, "shared_by_beams", lambda state, K, examples: [])
-    copied = beam_search(dec, ctx, starts(3), max_len=8, eos=EOS, beam_size=4, n_best=4)
-    assert len({tuple(h.tokens) for nbest in kept for h in nbest}) > 4  # precondition: beams differ
-    assert [[(h.tokens, h.log_prob) for h in nbest] for nbest in kept] == \
-        [[(h.tokens, h.log_prob) for h in nbest] for nbest in copied]
+    made, keys = [], dec.attention.keys
+    dec.attention.keys = lambda memory: made.append(memory.size(0)) or keys(memory)
+    shapes, step = [], dec.step
+
+    def recording_step(tokens, state, c):
+        logp, state = step(tokens, state, c)
+        shapes.append({name: t.size(0) for name, t in state._asdict().items() if t is not None} | {"rows": len(tokens)})
+        return logp, state
+    dec.step = recording_step
+    found = decode(dec, ctx, starts(3), method=method, max_len=8, eos=EOS, beam_size=4)
+    assert made == [3], "keys made once, from the memory's one row per example"
+    assert len(shapes) > 1 and all(set(s.values()) == {s["rows"]} for s in shapes)
+    assert len({tuple(h.tokens) for h in found}) > 1  # precondition: the examples decode differently
 
 
 def test_everything_after_eos_is_dropped():
@@ -617,7 +633,7 @@ def test_greedy_choice_is_torch_argmax(vocab):
     logp[3, [33 % vocab, vocab - 2]] = float("nan")
     logp[4] = float("-inf")
     logp[5, -3:] = float("nan")
-    assert torch.equal(core.search._argmax(logp), logp.argmax(dim=1))
+    assert torch.equal(core.speedups.argmax(logp), logp.argmax(dim=1))
 
 
 # ---- sampling ------------------------------------------------------------------------------------------------
@@ -838,7 +854,7 @@ def test_repetition_penalty_reduces_repeats(method):
 
 # ---- dispatch, streaming, argument checks -------------------------------------------------------------------
 
-def test_generate_dispatches():
+def test_decode_dispatches():
     B, L = 8, 8
     dec = scripted(B, L, seed=13)
     ctx = ctx_for(list(range(B)))
@@ -848,15 +864,15 @@ def test_generate_dispatches():
                [(h.tokens, h.finished, round(h.score, 5)) for h in b]
 
     g = greedy(dec, ctx, starts(B), max_len=L, eos=EOS)
-    assert same(generate(dec, ctx, starts(B), method="greedy", max_len=L, eos=EOS), g)
+    assert same(decode(dec, ctx, starts(B), method="greedy", max_len=L, eos=EOS), g)
     s = sample(dec, ctx, starts(B), max_len=L, eos=EOS, temperature=1.5, generator=torch.Generator().manual_seed(3))
-    assert same(generate(dec, ctx, starts(B), method="sample", max_len=L, eos=EOS, temperature=1.5,
+    assert same(decode(dec, ctx, starts(B), method="sample", max_len=L, eos=EOS, temperature=1.5,
                          generator=torch.Generator().manual_seed(3)), s)
     b = [nbest[0] for nbest in beam_search(dec, ctx, starts(B), max_len=L, eos=EOS, beam_size=4, length_penalty=1.0)]
-    assert same(generate(dec, ctx, starts(B), method="beam", max_len=L, eos=EOS, beam_size=4, length_penalty=1.0), b)
+    assert same(decode(dec, ctx, starts(B), method="beam", max_len=L, eos=EOS, beam_size=4, length_penalty=1.0), b)
     assert not same(g, s) and not same(g, b), "precondition: the three methods give different outputs here"
     with pytest.raises(UserError, match="nucleus"):
-        generate(dec, ctx, starts(B), method="nucleus", max_len=L, eos=EOS)
+        decode(dec, ctx, starts(B), method="nucleus", max_len=L, eos=EOS)
 
 
 def test_stream_yields_greedy_tokens():
@@ -885,7 +901,7 @@ BAD_ARGUMENTS = [  # (call, the argument that is wrong, its value as the message
     (lambda d, c, s: beam_search(d, c, s, max_len=0, eos=EOS), "max_len", "0"),
     (lambda d, c, s: greedy(d, c, s, max_len=0, eos=EOS), "max_len", "0"),
     (lambda d, c, s: sample(d, c, s, max_len=-2, eos=EOS), "max_len", "-2"),
-    (lambda d, c, s: generate(d, c, s, method="sample", max_len=4, eos=EOS, temperature=0.0), "temperature", "0"),
+    (lambda d, c, s: decode(d, c, s, method="sample", max_len=4, eos=EOS, temperature=0.0), "temperature", "0"),
     (lambda d, c, s: list(stream(d, c, START, max_len=4, eos=EOS, top_p=2.0)), "top_p", "2"),
 ]
 
@@ -893,7 +909,7 @@ BAD_ARGUMENTS = [  # (call, the argument that is wrong, its value as the message
 @pytest.mark.parametrize("method", ["greedy", "sample", "beam"])
 def test_forbidding_eos_is_refused(method):
     with pytest.raises(UserError, match="forbid holds the EOS token 1"):
-        generate(scripted(2, 4, seed=15), ctx_for([0]), starts(1), method=method, max_len=4, eos=EOS, forbid=(0, EOS))
+        decode(scripted(2, 4, seed=15), ctx_for([0]), starts(1), method=method, max_len=4, eos=EOS, forbid=(0, EOS))
 
 
 @pytest.mark.parametrize("method", ["greedy", "sample", "beam", "stream"])
@@ -906,7 +922,7 @@ def test_token_ids_outside_the_vocabulary_are_named(method, forbid, eos, bad):
         if method == "stream":
             list(stream(dec, ctx_for([0]), START, max_len=4, eos=eos, forbid=forbid))
         else:
-            generate(dec, ctx_for([0]), starts(1), method=method, max_len=4, eos=eos, forbid=forbid)
+            decode(dec, ctx_for([0]), starts(1), method=method, max_len=4, eos=eos, forbid=forbid)
 
 
 @pytest.mark.parametrize("call, name, value", BAD_ARGUMENTS,

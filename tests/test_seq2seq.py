@@ -15,12 +15,13 @@ from core import (BOS, EOS, PAD, BucketBatches, DecoderConfig, RNNDecoder, Sente
 from core.batching import pad
 from core.cli import run_main
 from core.errors import UserError
+from core.plots import save_attention_png
 from seq2seq.bleu import main as bleu_main
 from seq2seq.encoder import RNNEncoder
-from seq2seq.plots import save_attention_png
 from seq2seq.translate import main as translate_main
-from seq2seq.translator import (EncoderConfig, SampledSubwords, Seq2Seq, Translator, load_ensemble, load_rerankers,
-                                 seq2seq_forward)
+from seq2seq.rerank import load_rerankers, translate_reranked
+from seq2seq.translator import (EncoderConfig, SampledSubwords, Seq2Seq, Translator, load_ensemble,
+                                seq2seq_forward)
 
 ROOT = Path(__file__).resolve().parents[1]
 SYMBOLS = "a b c d e f g".split()
@@ -209,9 +210,9 @@ def test_sampled_translations_follow_their_options_and_seed(trained, tmp_path, c
     for flags, expected in ((["--method", "sample", "--temperature", "0"], "--temperature = 0 is out of range"),
                             (["--method", "sample", "--top-p", "0"], "--top-p = 0 is out of range; allowed: (0, 1]"),
                             (["--method", "sample", "--seed", "-1"], "--seed = -1"),
-                            (["--temperature", "0.5"], "--temperature sets how --method sample draws; it does not "
-                                                       "go with --method beam"),
-                            (["--method", "greedy", "--seed", "1"], "--seed sets how --method sample draws"),
+                            (["--temperature", "0.5"], "--temperature is an option of --method sample; it does "
+                                                       "not go with --method beam"),
+                            (["--method", "greedy", "--seed", "1"], "--seed is an option of --method sample"),
                             (["--max-len-ratio", "-1"], "--max-len-ratio = -1"),
                             (["--max-len-ratio", "1e16"], "--max-len-ratio = 1e+16 is out of range; allowed: [0, 10]")):
         with pytest.raises(SystemExit):
@@ -426,9 +427,9 @@ def test_reranking_keeps_the_best_combined_score(trained):
             back = reverse.score([text for text, _ in hyps], [source] * len(hyps))
             combined = [score + weight * b for (_, score), b in zip(hyps, back)]
             expected.append(hyps[combined.index(max(combined))][0])
-        assert forward.translate_reranked(sources, reverse, weight, beam_size=4) == expected
-    assert forward.translate_reranked(sources, reverse, 0.0, beam_size=4) == forward.translate(sources, beam_size=4)
-    assert forward.translate_reranked(sources, reverse, 3.0, beam_size=4) != forward.translate(sources, beam_size=4)
+        assert translate_reranked(forward, sources, reverse, weight, beam_size=4) == expected
+    assert translate_reranked(forward, sources, reverse, 0.0, beam_size=4) == forward.translate(sources, beam_size=4)
+    assert translate_reranked(forward, sources, reverse, 3.0, beam_size=4) != forward.translate(sources, beam_size=4)
 
 
 @pytest.fixture(scope="module")
@@ -491,14 +492,14 @@ def test_reranking_with_reverse_and_right_to_left_models(trained, trained_right_
             combined = [h.log_prob / ((5 + len(h.tokens) + 1) / 6) ** alpha + weight * b + r2l_weight * r
                         for h, b, r in zip(hyps, back, backwards)]
             expected.append(texts[combined.index(max(combined))])
-        chosen[weight, r2l_weight, alpha] = forward.translate_reranked(
+        chosen[weight, r2l_weight, alpha] = translate_reranked(forward,
             sources, reverse, weight, beam_size=4, right_to_left=[r2l], right_to_left_weight=r2l_weight,
             rerank_length_penalty=alpha)
         assert chosen[weight, r2l_weight, alpha] == expected
     assert chosen[0.0, 0.0, 0.0] != chosen[0.0, 0.0, 3.0]  # the forward score's length penalty counts
-    assert forward.translate_reranked(sources, beam_size=4, rerank_length_penalty=1.0) == \
+    assert translate_reranked(forward, sources, beam_size=4, rerank_length_penalty=1.0) == \
         forward.translate(sources, beam_size=4)  # nothing else and the beam's own alpha: the beam's best
-    assert forward.translate_reranked(sources, beam_size=4, right_to_left=right_to_left) != \
+    assert translate_reranked(forward, sources, beam_size=4, right_to_left=right_to_left) != \
         forward.translate(sources, beam_size=4)  # the right-to-left model alone overrides the beam's order
 
 
@@ -508,7 +509,7 @@ def test_rerank_flags_of_the_command_lines(trained, tmp_path, capsys):
     (tmp_path / "src").write_text("".join(s + "\n" for s, _ in pairs))
     (tmp_path / "ref").write_text("".join(t + "\n" for _, t in pairs))
     ck = str(out / "model.pt")
-    expected = model.translate_reranked([s for s, _ in pairs], model, 0.5, beam_size=3)
+    expected = translate_reranked(model, [s for s, _ in pairs], model, 0.5, beam_size=3)
     translate_main(["--checkpoint", ck, "--input", str(tmp_path / "src"), "--beam-size", "3", "--rerank-with", ck,
                     "--rerank-weight", "0.5", "--device", "cpu"])
     assert capsys.readouterr().out.splitlines() == expected
@@ -521,11 +522,11 @@ def test_rerank_flags_of_the_command_lines(trained, tmp_path, capsys):
     other.save(tmp_path / "other.pt")
     translate_main(["--checkpoint", ck, "--input", str(tmp_path / "src"), "--beam-size", "3", "--rerank-with", ck,
                     "--rerank-with", str(tmp_path / "other.pt"), "--rerank-weight", "2", "--device", "cpu"])
-    assert capsys.readouterr().out.splitlines() == model.translate_reranked([s for s, _ in pairs], [model, other],
+    assert capsys.readouterr().out.splitlines() == translate_reranked(model, [s for s, _ in pairs], [model, other],
                                                                             2.0, beam_size=3)
     translate_main(["--checkpoint", ck, "--input", str(tmp_path / "src"), "--beam-size", "3", "--rerank-with", ck,
                     "--rerank-length-penalty", "2.5", "--device", "cpu"])
-    assert capsys.readouterr().out.splitlines() == model.translate_reranked([s for s, _ in pairs], model, beam_size=3,
+    assert capsys.readouterr().out.splitlines() == translate_reranked(model, [s for s, _ in pairs], model, beam_size=3,
                                                                             rerank_length_penalty=2.5)
     for main, argv, message in (
             (translate_main, ["--input", str(tmp_path / "src"), "--rerank-length-penalty", "nan"],
@@ -556,9 +557,9 @@ def test_rerank_r2l_flags_of_the_command_lines(trained, trained_right_to_left, t
     (tmp_path / "src").write_text("".join(s + "\n" for s, _ in pairs))
     (tmp_path / "ref").write_text("".join(t + "\n" for _, t in pairs))
     ck, r2l_ck, forward_ck = str(out / "model.pt"), str(r2l_out / "model.pt"), str(tmp_path / "forward.pt")
-    expected = forward.translate_reranked([s for s, _ in pairs], model, 0.5, beam_size=3,
+    expected = translate_reranked(forward, [s for s, _ in pairs], model, 0.5, beam_size=3,
                                           right_to_left=right_to_left, right_to_left_weight=2.0)
-    assert expected != forward.translate_reranked([s for s, _ in pairs], model, 0.5, beam_size=3)
+    assert expected != translate_reranked(forward, [s for s, _ in pairs], model, 0.5, beam_size=3)
     flags = ["--beam-size", "3", "--rerank-with", ck, "--rerank-weight", "0.5", "--rerank-r2l", r2l_ck,
              "--rerank-r2l-weight", "2", "--device", "cpu"]
     translate_main(["--checkpoint", forward_ck, "--input", str(tmp_path / "src")] + flags)
@@ -596,8 +597,8 @@ def test_models_of_another_language_pair_are_refused(tmp_path):
     with pytest.raises(ValueError, match="it translates en->de, and this model de->en"):
         de_en._check_joinable(en_de)
     with pytest.raises(ValueError, match="a reverse model must translate the other way"):
-        de_en.translate_reranked(["a b"], reverse=also_de_en, beam_size=2)
-    assert len(de_en.translate_reranked(["a b"], reverse=en_de, beam_size=2)) == 1
+        translate_reranked(de_en, ["a b"], reverse=also_de_en, beam_size=2)
+    assert len(translate_reranked(de_en, ["a b"], reverse=en_de, beam_size=2)) == 1
     for name, model in (("en_de", en_de), ("de_en", also_de_en)):
         model.save(tmp_path / f"{name}.pt")
     assert load_rerankers([tmp_path / "en_de.pt"], forward=de_en)["reverse"][0].direction == "en->de"

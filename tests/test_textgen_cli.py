@@ -91,7 +91,7 @@ def test_generate_command_as_a_process(trained):
     bad = subprocess.run([sys.executable, "-m", "core.generate", "--checkpoint", str(folder / "run" / "best.pt"),
                           "--temperature", "0"], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
-    assert bad.stderr.strip() == "error: temperature = 0 is out of range; allowed: (0, inf)"
+    assert bad.stderr.strip() == "error: --temperature = 0 is out of range; allowed: (0, inf)"
     # 10^12 beams of 32 numbers each: the allocator refuses at once; the message names this command's flags
     huge = subprocess.run([sys.executable, "-m", "core.generate", "--checkpoint", str(folder / "run" / "best.pt"),
                            "--method", "beam", "--beam-size", str(10 ** 12)], cwd=ROOT, capture_output=True, text=True,
@@ -102,16 +102,17 @@ def test_generate_command_as_a_process(trained):
 
 
 @pytest.mark.parametrize("flags, expected", [
-    (["--temperature", "0"], ["temperature = 0", "(0, inf)"]),
-    (["--temperature", "-1"], ["temperature = -1"]),
-    (["--top-p", "1.5"], ["top_p = 1.5", "(0, 1]"]),
-    (["--top-p", "0"], ["top_p = 0"]),
-    (["--method", "beam", "--beam-size", "0"], ["beam_size = 0", "[1, inf)"]),
-    (["--max-len", "0"], ["max_len = 0", "[1, inf)"]),
-    (["--temperature", "nan"], ["temperature = nan"]),  # every comparison with NaN is false
-    (["--top-p", "nan"], ["top_p = nan"]),
-    (["--repetition-penalty", "inf"], ["repetition_penalty = inf"]),
-    (["--method", "beam", "--length-penalty", "nan"], ["length_penalty = nan"]),
+    (["--temperature", "0"], ["--temperature = 0", "(0, inf)"]),
+    (["--temperature", "-1"], ["--temperature = -1"]),
+    (["--top-p", "1.5"], ["--top-p = 1.5", "(0, 1]"]),
+    (["--top-p", "0"], ["--top-p = 0"]),
+    (["--method", "beam", "--beam-size", "0"], ["--beam-size = 0", "[1, inf)"]),
+    (["--max-len", "0"], ["--max-len = 0", "[1, inf)"]),
+    (["--temperature", "nan"], ["--temperature = nan"]),  # every comparison with NaN is false
+    (["--top-p", "nan"], ["--top-p = nan"]),
+    (["--repetition-penalty", "inf"], ["--repetition-penalty = inf"]),
+    (["--method", "beam", "--length-penalty", "nan"], ["--length-penalty = nan"]),
+    (["--method", "greedy", "--temperature", "0.5"], ["--temperature is an option of --method sample"]),
     (["--num-samples", "0"], ["--num-samples = 0", "[1, inf)"]),
     (["--seed", str(2 ** 32)], ["--seed = 4294967296", "[0, 4294967295]"]),
 ])

@@ -94,7 +94,7 @@ def check_resume_matches(tmp_path, ema_decay, device="cpu", atol=0.0):
     for a, b in zip(resumed.model.parameters(), full.model.parameters()):
         assert same(a.cpu(), b.cpu())
     if ema_decay:
-        for a, b in zip(resumed.ema, full.ema):
+        for a, b in zip(resumed.ema.average, full.ema.average):
             assert same(a.cpu(), b.cpu())
 
 

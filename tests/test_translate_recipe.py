@@ -11,7 +11,8 @@ import pytest
 
 from core.checkpoint import load_checkpoint, save_checkpoint
 from core.cli import run_main
-from recipes.translate import build_parser, data_languages, main as translate_main, remove_other_layouts
+from recipes.translate import build_parser, data_languages, main as translate_main
+from seq2seq.training import remove_other_layouts
 from seq2seq.bleu import main as bleu_main
 
 ROOT = Path(__file__).resolve().parents[1]

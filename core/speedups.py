@@ -1,0 +1,197 @@
+"""The CPU speed path of decoding, kept beside the textbook model.
+
+`decoder.py`, `attention.py` and `search.py` compute what the papers write. Where that is slow on a CPU they
+call this module, and each function here gives the same result as the plain computation it names (and falls
+back to it where it does not apply: training, autograd, CUDA, dtypes oneDNN lacks, small sizes):
+- `linear`, `rnn_step`: oneDNN with each large weight packed once into its preferred layout, and one
+  inference step of nn.GRU/nn.LSTM written out to use them (the embedding's share of the input gates read
+  from a per-token table);
+- `additive_scores`: Bahdanau scores as 2 v . sigmoid(2e) in cache-sized chunks;
+- `topk`, `argmax`: over the blocks with the largest maxima first;
+- `keep_freed_memory`: glibc malloc settings for the decoding command lines.
+What each buys, measured: benchmarks/README.md.
+"""
+from __future__ import annotations
+
+import ctypes
+import os
+import weakref
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+try:  # torch's own (internal) oneDNN ops, the ones its CPU inference compiler uses
+    _reorder = torch.ops.mkldnn._reorder_linear_weight
+    _linear = torch.ops.mkldnn._linear_pointwise
+    AVAILABLE = torch.backends.mkldnn.is_available()
+    # bfloat16 only where the CPU multiplies it natively; elsewhere oneDNN would emulate it
+    NATIVE_BF16 = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+    DTYPES = (torch.float32, torch.bfloat16) if NATIVE_BF16 else (torch.float32,)
+except (AttributeError, RuntimeError):
+    AVAILABLE, DTYPES = False, ()
+
+MIN_WEIGHT_SIZE = 500_000  # values; below this oneDNN's call overhead outweighs the faster product
+MAX_TABLE_VALUES = 1 << 24  # 64 MB of float32: the largest per-token table of input gates kept
+CHUNK_VALUES = 1 << 19  # Bahdanau energies per chunk (2 MB of float32): the fastest of 2^15..2^21 measured
+TOPK_BLOCK = 64  # the fastest of 32 .. 512 for beam search's candidates
+ARGMAX_BLOCK = 32
+
+# module -> {name: (((storage, version, shape, dtype) of each source), derived tensor)}; modules compare by identity
+_packed: "weakref.WeakKeyDictionary[nn.Module, dict[str, tuple[tuple, Tensor]]]" = weakref.WeakKeyDictionary()
+
+
+# ---- packed oneDNN weights ---------------------------------------------------------------------------
+
+def inference(module: nn.Module, x: Tensor) -> bool:
+    """Whether `module` runs on x without autograd, in eval mode, on the CPU, in a dtype oneDNN multiplies."""
+    return (AVAILABLE and not module.training and not torch.is_grad_enabled() and x.device.type == "cpu"
+            and x.dtype in DTYPES)
+
+
+def linear(module: nn.Module, x: Tensor, weight: str = "weight", bias: str | None = "bias",
+           columns: slice | None = None) -> Tensor:
+    """F.linear(x, module.<weight>[:, columns], module.<bias>), with a packed copy of the weight where that is
+    safe and faster. The names let nn.GRU/nn.LSTM weights (weight_ih_l0, ...) use it too; `columns` multiplies
+    by a block of the weight's input columns (bias None: no bias). The packed copy is remade whenever the
+    weight's storage, version counter, shape or dtype changes (load_state_dict, in-place edits, .to())."""
+    w = getattr(module, weight)
+    b = getattr(module, bias) if bias else None
+    if columns is not None:
+        w = w[:, columns]
+    if w.numel() < MIN_WEIGHT_SIZE or w.dtype != x.dtype or not inference(module, x):
+        return F.linear(x, w, b)
+    name = weight if columns is None else f"{weight}[:, {columns.start}:{columns.stop}]"
+    return _linear(x, derived(module, name, (w,), lambda w: _reorder(w.contiguous())), b, "none", [], "")
+
+
+def derived(module: nn.Module, name: str, sources: tuple[Tensor, ...], make: Callable[..., Tensor]) -> Tensor:
+    """make(*sources) for weights `sources` of `module`, computed once and cached under `name` until `forget`
+    or until any source's storage, version, shape or dtype changes."""
+    key = tuple((t.data_ptr(), t._version, tuple(t.shape), t.dtype) for t in sources)
+    cache = _packed.setdefault(module, {})
+    if name not in cache or cache[name][0] != key:
+        cache[name] = (key, make(*(t.detach() for t in sources)))
+    return cache[name][1]
+
+
+def forget(module: nn.Module) -> None:
+    """Drop the packed copies of every weight in `module` and its submodules (fused optimizers update weights
+    without bumping the version counter: a module calls this when it switches between train and eval)."""
+    for m in module.modules():
+        _packed.pop(m, None)
+
+
+def rnn_step(rnn: nn.RNNBase, embedding: nn.Embedding, tokens: Tensor, feed: Tensor | None, h: Tensor,
+             c: Tensor | None) -> tuple[Tensor, Tensor | None] | None:
+    """One inference step of `rnn` (nn.GRU or nn.LSTM, batch first) on [embedding(tokens); feed] from states
+    h, c (B, L, H): the new h, c (B, L, H), the same equations with packed weights; None where the plain
+    nn.GRU/nn.LSTM call should run instead."""
+    if not inference(rnn, h):
+        return None
+    hs, cs = [], []
+    x = None
+    for layer in range(rnn.num_layers):
+        gx = _input_gates(rnn, embedding, tokens, feed) if layer == 0 else \
+            linear(rnn, x, weight=f"weight_ih_l{layer}", bias=f"bias_ih_l{layer}")  # (B, G)
+        gh = linear(rnn, h[:, layer], weight=f"weight_hh_l{layer}", bias=f"bias_hh_l{layer}")  # (B, G)
+        if isinstance(rnn, nn.GRU):
+            xr, xz, xn = gx.chunk(3, dim=1)
+            hr, hz, hn = gh.chunk(3, dim=1)
+            reset, update = torch.sigmoid(xr + hr), torch.sigmoid(xz + hz)
+            new = torch.tanh(xn + reset * hn)
+            x = new + update * (h[:, layer] - new)
+        else:
+            i, f, g, o = (gx + gh).chunk(4, dim=1)
+            cs.append(torch.sigmoid(f) * c[:, layer] + torch.sigmoid(i) * torch.tanh(g))
+            x = torch.sigmoid(o) * torch.tanh(cs[-1])
+        hs.append(x)  # no dropout between layers: this path runs in eval mode only
+    return torch.stack(hs, dim=1), torch.stack(cs, dim=1) if cs else None
+
+
+def _input_gates(rnn: nn.RNNBase, embedding: nn.Embedding, tokens: Tensor, feed: Tensor | None) -> Tensor:
+    """Layer 0's W_ih [embedding(tokens); feed] + b_ih (B, G): the embedding's share is a row of a per-token
+    table (embedding @ W_ih[:, :E]^T + b_ih, made once per weights), a lookup instead of a product."""
+    E = embedding.embedding_dim
+    if embedding.num_embeddings * rnn.weight_ih_l0.size(0) > MAX_TABLE_VALUES:  # too big a table
+        x = embedding(tokens)
+        return linear(rnn, x if feed is None else torch.cat([x, feed], dim=1), "weight_ih_l0", "bias_ih_l0")
+    sources = (embedding.weight, rnn.weight_ih_l0, rnn.bias_ih_l0)
+    table = derived(rnn, "input_table", sources, lambda emb, w, b: torch.addmm(b, emb, w[:, :E].t()))
+    gates = table.index_select(0, tokens)  # (B, G)
+    if feed is not None:
+        gates = gates + linear(rnn, feed, weight="weight_ih_l0", bias=None, columns=slice(E, None))
+    return gates
+
+
+# ---- attention ---------------------------------------------------------------------------------------
+
+def additive_scores(queries: Tensor, keys: Tensor, v: Tensor) -> Tensor:
+    """Bahdanau scores v . tanh(q + k): queries (B, T, A), keys (B, S, A), v (A,) -> (B, T, S), up to a
+    constant that the softmax ignores. Without autograd, computed faster: v . tanh(e) = 2 v . sigmoid(2e) -
+    sum(v), and torch's sigmoid is ~3x faster than its tanh on the CPU; a few rows at a time, so that a chunk
+    of the energies (B, T, S, A), the largest tensor of a step, stays in the cache."""
+    if torch.is_grad_enabled():
+        return torch.tanh(keys.unsqueeze(1) + queries.unsqueeze(2)) @ v  # (B, T, S)
+    B, T, A = queries.shape
+    S = keys.size(1)
+    rows = max(1, CHUNK_VALUES // (T * S * A))
+    scores = queries.new_empty(B, T, S)
+    energies = queries.new_empty(min(rows, B), T, S, A)
+    doubled = 2 * queries
+    for start in range(0, B, rows):
+        chunk = slice(start, min(B, start + rows))
+        e = torch.add(doubled[chunk].unsqueeze(2), keys[chunk].unsqueeze(1), alpha=2.0,
+                      out=energies[: chunk.stop - start])  # 2 (q + k)
+        torch.matmul(e.sigmoid_(), v, out=scores[chunk])
+    return scores.mul_(2)
+
+
+# ---- choosing tokens ---------------------------------------------------------------------------------
+
+def argmax(logp: Tensor) -> Tensor:
+    """logp.argmax(dim=1), the same index (first on ties, NaN counting as largest): torch's argmax over a long
+    last dimension is not vectorised on the CPU while amax is, so find the block holding the maximum first."""
+    N, V = logp.shape
+    if logp.device.type != "cpu" or V % ARGMAX_BLOCK or V < 2 * ARGMAX_BLOCK:
+        return logp.argmax(dim=1)
+    blocks = logp.view(N, V // ARGMAX_BLOCK, ARGMAX_BLOCK)
+    best = blocks.amax(dim=2).argmax(dim=1)  # (N,): the first block holding the row's maximum
+    inside = blocks[torch.arange(N, device=logp.device), best].argmax(dim=1)  # (N,)
+    return best * ARGMAX_BLOCK + inside
+
+
+def topk(candidates: Tensor, m: int) -> tuple[Tensor, Tensor]:
+    """candidates.topk(m, dim=1) (ties in any order): the m largest values of a row lie in its m blocks with
+    the largest maxima (those hold m values at least as large as the m-th largest maximum, and nothing
+    elsewhere exceeds it), so only those blocks, and the tail after the last whole block, go to topk."""
+    rows, length = candidates.shape
+    blocks = length // TOPK_BLOCK
+    if candidates.device.type != "cpu" or blocks < 4 * m:  # CUDA's topk is fast; few blocks would not pay
+        return candidates.topk(m, dim=1)
+    whole = blocks * TOPK_BLOCK
+    maxima = candidates[:, :whole].view(rows, blocks, TOPK_BLOCK).amax(dim=2)  # (R, blocks)
+    chosen = maxima.topk(m, dim=1).indices  # (R, m)
+    columns = (chosen.unsqueeze(2) * TOPK_BLOCK + torch.arange(TOPK_BLOCK, device=chosen.device)).view(rows, -1)
+    columns = torch.cat([columns, torch.arange(whole, length, device=chosen.device).expand(rows, -1)], dim=1)
+    values, picked = candidates.gather(1, columns).topk(m, dim=1)
+    return values, columns.gather(1, picked)
+
+
+# ---- memory ------------------------------------------------------------------------------------------
+
+def keep_freed_memory() -> bool:
+    """Set glibc's malloc to keep freed blocks of up to 32 MB for reuse, for the whole process; True when it took
+    effect. Every search step allocates and frees a few (rows x vocabulary) tensors; by default glibc hands
+    blocks this large back to the kernel and the next step faults fresh pages in. The heap may then keep up to
+    256 MB free. Nothing happens without glibc (macOS, Windows, musl)."""
+    try:
+        if not os.confstr("CS_GNU_LIBC_VERSION").startswith("glibc"):
+            return False
+    except (AttributeError, OSError, ValueError):  # no confstr (Windows), or not glibc
+        return False
+    mallopt = ctypes.CDLL(None).mallopt
+    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    # M_MMAP_THRESHOLD (-3), M_TRIM_THRESHOLD (-1) from malloc.h; a set threshold also stops glibc moving it
+    return bool(mallopt(-3, 32 << 20) and mallopt(-1, 256 << 20))

@@ -1,0 +1,81 @@
+"""The code's shape, as the project keeps it: imports point down and never in a circle (function-level ones
+included), small modules and functions, and a README for users."""
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = ("core", "seq2seq", "captioning", "recipes", "benchmarks")
+# what each package may import of the others: recipes -> {seq2seq, captioning} -> core
+ALLOWED = {"core": {"core"}, "seq2seq": {"core", "seq2seq"}, "captioning": {"core", "captioning"},
+           "recipes": {"core", "seq2seq", "captioning", "recipes"}, "benchmarks": set(PACKAGES)}
+MAX_FILE_LINES, MAX_FUNCTION_LINES, MAX_README_BYTES = 400, 60, 15_000
+
+
+def modules() -> dict[str, Path]:
+    """Every module of the project's packages by dotted name (a package by its own name)."""
+    found = {}
+    for package in PACKAGES:
+        for path in sorted((ROOT / package).rglob("*.py")):
+            parts = path.relative_to(ROOT).with_suffix("").parts
+            found[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    return found
+
+
+def imports_of(name: str, path: Path, known: dict[str, Path]) -> set[str]:
+    """The project modules that `name` imports anywhere in its file, functions included."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            targets = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            # `from core import speedups` imports the module core.speedups (a name of core otherwise)
+            targets = [f"{node.module}.{a.name}" if f"{node.module}.{a.name}" in known else node.module
+                       for a in node.names]
+        else:
+            continue
+        found |= {t for t in targets if t in known and t != name}
+    return found
+
+
+def test_imports_point_down_and_never_in_a_circle():
+    known = modules()
+    graph = {name: imports_of(name, path, known) for name, path in known.items()}
+    for name, targets in graph.items():
+        package = name.split(".")[0]
+        wrong = sorted(t for t in targets if t.split(".")[0] not in ALLOWED[package])
+        assert not wrong, f"{name} imports {wrong}: imports point down (recipes -> seq2seq, captioning -> core)"
+    for name, targets in graph.items():
+        for target in targets:
+            assert name not in reachable(graph, target), f"import circle: {name} -> {target} -> ... -> {name}"
+
+
+def reachable(graph: dict[str, set[str]], start: str) -> set[str]:
+    """Every module that `start` imports, directly or through others."""
+    seen, todo = {start}, [start]
+    while todo:
+        for nxt in graph.get(todo.pop(), ()) - seen:
+            seen.add(nxt)
+            todo.append(nxt)
+    return seen
+
+
+@pytest.mark.parametrize("name", sorted(modules()))
+def test_modules_and_functions_stay_small(name):
+    path = modules()[name]
+    text = path.read_text()
+    assert len(text.splitlines()) <= MAX_FILE_LINES, f"{path} has {len(text.splitlines())} lines"
+    for node in ast.walk(ast.parse(text)):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            length = node.end_lineno - node.lineno + 1
+            assert length <= MAX_FUNCTION_LINES, f"{path}:{node.lineno} {node.name} has {length} lines"
+
+
+def test_readme_is_for_users():
+    readme = (ROOT / "README.md").read_text()
+    assert len(readme.encode("utf-8")) <= MAX_README_BYTES
+    assert "make demo" in readme and "make test" in readme
+    assert "../shared" not in readme, "the README links only to files in the repository"
