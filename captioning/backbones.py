@@ -89,8 +89,10 @@ class Backbone(nn.Module):
     def train(self, mode: bool = True) -> "Backbone":
         super().train(mode)
         blocks = self.blocks()
-        for block in blocks[:len(blocks) - self.trainable_blocks]:
-            block.train(False)  # frozen: BatchNorm keeps its ImageNet statistics
+        if self.trainable_blocks < len(blocks):
+            self.body.train(False)  # frozen: BatchNorm keeps its ImageNet statistics
+            for block in blocks[len(blocks) - self.trainable_blocks:]:
+                block.train(mode)
         return self
 
     def forward(self, images: Tensor) -> Tensor:
