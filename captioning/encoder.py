@@ -24,8 +24,9 @@ class CNNEncoder(nn.Module):
             raise ValueError(f"cell must be 'gru' or 'lstm', got {cell!r}")
         if isinstance(backbone, str):
             if weights is None:
-                warnings.warn(f"the {backbone} backbone starts from random weights: it trains from scratch "
-                              f"({'its last ' + str(fine_tune) + ' blocks' if fine_tune else 'not at all: frozen'})")
+                warnings.warn(f"the {backbone} backbone starts from random weights: its last {fine_tune} blocks "
+                              "train from scratch" if fine_tune else f"the {backbone} backbone has random weights "
+                              "and is frozen: its features stay random (give weights, or fine_tune to train it)")
             backbone = build_backbone(backbone, weights, data_dir=data_dir)
         self.backbone = backbone
         fine_tune_backbone(backbone, fine_tune)

@@ -92,8 +92,10 @@ def test_cached_features_make_the_same_context():
 
 
 def test_random_weights_warn_and_a_built_backbone_is_taken_as_it_is():
-    with pytest.warns(UserWarning, match="random weights: it trains from scratch"):
+    with pytest.warns(UserWarning, match="has random weights and is frozen: its features stay random"):
         CNNEncoder("mobilenet_v3_small", 8, weights=None)
+    with pytest.warns(UserWarning, match="starts from random weights: its last 2 blocks train from scratch"):
+        CNNEncoder("mobilenet_v3_small", 8, weights=None, fine_tune=2)
     backbone = build_backbone("mobilenet_v3_small", None, seed=5)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
