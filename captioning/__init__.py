@@ -1,0 +1,15 @@
+"""Image captioning: a torchvision CNN in front of the shared decoder, image-caption data and feature caching."""
+
+# the public names (DESIGN.md); the command line (captioning.backbone) is left out, so that `python -m` runs it once
+from captioning.backbones import BACKBONES, Backbone, BackboneSpec, build_backbone, fine_tune
+from captioning.data import (ImageCaptions, hash_split, read_captions_tsv, read_coco_json, read_karpathy_json,
+                             split_by_path)
+from captioning.encoder import CNNEncoder
+from captioning.features import FeatureCache, extract_features
+from captioning.images import image_transform, load_image
+from captioning.lite0 import EfficientNetLite0
+from captioning.tuxpaint import tuxpaint
+
+__all__ = ["BACKBONES", "Backbone", "BackboneSpec", "build_backbone", "fine_tune", "ImageCaptions", "hash_split",
+           "read_captions_tsv", "read_coco_json", "read_karpathy_json", "split_by_path", "CNNEncoder", "FeatureCache",
+           "extract_features", "image_transform", "load_image", "EfficientNetLite0", "tuxpaint"]
