@@ -43,6 +43,8 @@ def figures(result: Any, prefix: str = "") -> dict[str, float]:
     found: dict[str, float] = {}
     if isinstance(result, dict):
         for key, value in result.items():
+            if key == "targets":  # the goals a benchmark prints beside its figures are not measurements
+                continue
             name = f"{prefix}{key}"
             if isinstance(value, (int, float)) and not isinstance(value, bool) and key.endswith(FIGURES):
                 found[name] = float(value)

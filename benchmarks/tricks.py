@@ -1,45 +1,50 @@
-"""Turn core's CPU speed tricks (core/speedups.py) off, one by one, to measure what each buys (benchmarks only:
-the library itself has no switch). `SEQGEN_BENCH_WITHOUT=packed,topk python benchmarks/decode.py` runs
-without those two; the malloc settings are turned off with the benchmarks' own --malloc-defaults."""
+"""Turn core's CPU speed tricks (core/speedups.py) off, to measure what each buys (benchmarks only: the library
+itself has no switch). `SEQGEN_BENCH_WITHOUT=packed,topk python benchmarks/decode.py` runs without those two;
+`without("topk")` turns one off for the duration of a `with` block. The malloc settings are turned off with the
+benchmarks' own --malloc-defaults."""
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
+from typing import Iterator
 
 import torch
 
 from core import speedups
 
 
-def _packed() -> None:  # oneDNN with pre-packed weights, and the written-out RNN step that uses them
-    speedups.AVAILABLE = False
+def _plain_scores(queries: torch.Tensor, keys: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    return torch.tanh(keys.unsqueeze(1) + queries.unsqueeze(2)) @ v
 
 
-def _table() -> None:  # the per-token table of the embedding's share of the input gates
-    speedups.MAX_TABLE_VALUES = 0
+# trick -> (attribute of core.speedups, the value that turns it off)
+TRICKS = {
+    "packed": ("AVAILABLE", False),  # oneDNN with pre-packed weights, and the written-out RNN step using them
+    "table": ("MAX_TABLE_VALUES", 0),  # the per-token table of the embedding's share of the input gates
+    "topk": ("TOPK_BLOCK", 1 << 62),  # topk over the blocks with the largest maxima: no row has enough blocks
+    "argmax": ("ARGMAX_BLOCK", 1 << 62),  # argmax through block maxima: no row is long enough
+    "chunks": ("additive_scores", _plain_scores),  # Bahdanau scores as 2 v . sigmoid(2e), in chunks
+}
 
 
-def _topk() -> None:  # topk over the blocks with the largest maxima
-    speedups.TOPK_BLOCK = 1 << 62  # no row has 4 m blocks: plain topk
-
-
-def _argmax() -> None:  # argmax through block maxima
-    speedups.ARGMAX_BLOCK = 1 << 62  # no row is long enough: plain argmax
-
-
-def _chunks() -> None:  # Bahdanau scores as 2 v . sigmoid(2e), in cache-sized chunks
-    def plain(queries: torch.Tensor, keys: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        return torch.tanh(keys.unsqueeze(1) + queries.unsqueeze(2)) @ v
-    speedups.additive_scores = plain
-
-
-TRICKS = {"packed": _packed, "table": _table, "topk": _topk, "argmax": _argmax, "chunks": _chunks}
+@contextmanager
+def without(*names: str) -> Iterator[None]:
+    """Inside, the named tricks are off."""
+    saved = {name: getattr(speedups, TRICKS[name][0]) for name in names}
+    for name in names:
+        setattr(speedups, TRICKS[name][0], TRICKS[name][1])
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            setattr(speedups, TRICKS[name][0], value)
 
 
 def disable_from_env() -> list[str]:
-    """Turn off the tricks named in $SEQGEN_BENCH_WITHOUT (comma-separated); returns their names."""
+    """Turn off the tricks named in $SEQGEN_BENCH_WITHOUT (comma-separated) for good; returns their names."""
     names = [n for n in os.environ.get("SEQGEN_BENCH_WITHOUT", "").split(",") if n]
-    for name in names:
-        if name not in TRICKS:
-            raise SystemExit(f"SEQGEN_BENCH_WITHOUT: unknown trick {name!r}; known: {', '.join(TRICKS)}")
-        TRICKS[name]()
+    unknown = [n for n in names if n not in TRICKS]
+    if unknown:
+        raise SystemExit(f"SEQGEN_BENCH_WITHOUT: unknown trick {unknown[0]!r}; known: {', '.join(TRICKS)}")
+    without(*names).__enter__()
     return names
