@@ -162,3 +162,18 @@ def read_coco_json(path: str | Path, images_dir: str | Path | None = None) -> li
         warnings.warn(f"{unknown} captions in {path} name an image id that its 'images' lack; left out")
     records = [ImageCaptions(files[image_id], texts) for image_id, texts in captions.items() if texts]
     return keep_existing(records, path)
+
+
+def read_corpus(path: str | Path, images_dir: str | Path | None = None) -> Splits:
+    """The user's captions in any of the three formats, split: a Karpathy JSON as it says, a COCO captions JSON
+    or a TSV by the hash of each picture's path (relative to `images_dir`, default the file's folder)."""
+    root = Path(images_dir) if images_dir is not None else Path(path).parent
+    if Path(path).suffix.lower() != ".json":
+        return split_by_path(read_captions_tsv(path, root), root)
+    data = read_json(path)
+    if isinstance(data, dict) and "annotations" in data:
+        return split_by_path(read_coco_json(path, root), root)
+    if isinstance(data, dict) and "images" in data:
+        return read_karpathy_json(path, root)
+    raise UserError(f"{path}: neither a Karpathy split file (an 'images' list with 'sentences') nor a COCO "
+                    "captions file ('images' and 'annotations')")

@@ -6,7 +6,8 @@ from pathlib import Path
 from torch import Tensor
 
 
-def _pyplot():
+def pyplot():
+    """matplotlib.pyplot drawing to files (no screen needed)."""
     import matplotlib
     matplotlib.use("Agg")  # no screen needed
     import matplotlib.pyplot as plt
@@ -15,7 +16,7 @@ def _pyplot():
 
 def plot_losses(records: list[dict], path: Path) -> Path | None:
     """Training loss (smoothed) and validation loss by step, from a trainer's log records; None without any."""
-    plt = _pyplot()
+    plt = pyplot()
     train = [(r["step"], r["loss"]) for r in records if r["split"] == "train"]
     valid = [(r["step"], r["valid_loss"]) for r in records if r["split"] == "valid" and "valid_loss" in r]
     if not train:
@@ -46,7 +47,7 @@ def _label(piece: str) -> str:
 
 def save_attention_png(source: list[str], target: list[str], weights: Tensor, path: str | Path) -> Path:
     """Draw weights (len(target), len(source)): one row per output piece, one column per source piece."""
-    plt = _pyplot()
+    plt = pyplot()
     weights = weights.detach().float().cpu()
     fig, ax = plt.subplots(figsize=(max(4, 0.45 * len(source) + 1.5), max(3, 0.4 * len(target) + 1.5)))
     ax.imshow(weights.numpy(), cmap="Greys", vmin=0.0, vmax=1.0, aspect="auto")

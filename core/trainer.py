@@ -44,8 +44,10 @@ class BatchSource(Protocol):
     def batch(self, epoch: int, index: int) -> Any: ...
 
 
-# forward_fn(model, batch, carry) -> (logits (B, T, V), targets (B, T), carry for the next batch or None)
-ForwardFn = Callable[[nn.Module, Any, Any], tuple[Tensor, Tensor, Any]]
+# forward_fn(model, batch, carry) -> (logits (B, T, V), targets (B, T), carry for the next batch or None), and
+# optionally a fourth element: a scalar added to the loss that training minimises (a regulariser such as an
+# attention penalty; validation loss and perplexity stay the plain cross-entropy)
+ForwardFn = Callable[[nn.Module, Any, Any], tuple]
 
 
 class _ForwardStep(nn.Module):
@@ -56,7 +58,7 @@ class _ForwardStep(nn.Module):
         super().__init__()
         self.model, self.forward_fn = model, forward_fn
 
-    def forward(self, batch: Any, carry: Any) -> tuple[Tensor, Tensor, Any]:
+    def forward(self, batch: Any, carry: Any) -> tuple:
         return self.forward_fn(self.model, batch, carry)
 
 
@@ -208,12 +210,10 @@ class Trainer:
         """Mean loss to optimise (with label smoothing), summed plain NLL, target token count, new carry."""
         # Only training goes through the distributed wrapper: validation runs in the main process alone.
         with torch.autocast("cuda", dtype=torch.float16, enabled=self.amp):
-            if training:
-                logits, targets, carry = self.forward_step(batch, carry)
-            else:
-                logits, targets, carry = self.forward_fn(self.model, batch, carry)
+            out = self.forward_step(batch, carry) if training else self.forward_fn(self.model, batch, carry)
+        logits, targets, carry = out[:3]
         loss, nll, n_tokens = token_losses(logits, targets, self.config.label_smoothing)
-        return loss, nll, n_tokens, carry
+        return (loss + out[3] if len(out) > 3 else loss), nll, n_tokens, carry
 
     @torch.no_grad()
     def total_loss(self, data: BatchSource) -> tuple[float, int]:
