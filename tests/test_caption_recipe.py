@@ -42,7 +42,7 @@ def run(tmp_path_factory):
 def test_recipe_learns_the_shapes_and_writes_its_pictures(run):
     folder, _, results, _ = run
     scores = results["scores"]
-    assert scores["greedy"]["bleu4"] == 100.0 and scores[f"beam 3"]["bleu4"] == 100.0
+    assert scores["greedy"]["bleu4"] == 100.0 and scores["beam 3"]["bleu4"] == 100.0
     assert scores["greedy"]["cider_d"] > 0 and "nearest neighbour" in scores
     for name in ("best.pt", "last.pt", "config.json", "log.jsonl", "loss.png", "results.json", "samples.png",
                  "attention.png"):
@@ -51,7 +51,7 @@ def test_recipe_learns_the_shapes_and_writes_its_pictures(run):
 
 
 def test_resume_goes_on_from_the_last_step(run):
-    folder, flags, _, _ = run
+    folder, _, _, _ = run
     results = recipe.main(["--resume", str(folder / "run"), "--steps", "320"])
     assert results["steps"] == 320
     steps = [json.loads(line)["step"] for line in (folder / "run" / "log.jsonl").read_text().splitlines()]
