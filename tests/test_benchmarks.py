@@ -9,7 +9,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.parametrize("script", ["decode.py", "train.py", "translate.py"])
+@pytest.mark.parametrize("script", ["decode.py", "train.py", "translate.py", "caption.py", "speedups.py"])
 def test_benchmark_prints_json(script):
     result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), "--quick"], cwd=ROOT,
                             capture_output=True, text=True, timeout=300)
