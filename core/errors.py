@@ -6,10 +6,16 @@ import numbers
 from typing import Any
 
 MAX_SEED = 2 ** 32 - 1  # the seeds every command takes (an ensemble's members use seed + k)
+INTERRUPTED = 130  # the exit status of a command stopped by Ctrl-C or SIGTERM (its state saved), as shells use
 
 
 class UserError(ValueError):
     """A problem with the user's input; command lines print it as one line, with no traceback."""
+
+
+class Interrupted(Exception):
+    """A run stopped by Ctrl-C or SIGTERM after saving its state; its message says how to go on. Command lines
+    exit with status INTERRUPTED, so that `train && next-step` stops too."""
 
 
 def check_range(name: str, value: float, low: float | None = None, high: float | None = None,

@@ -17,16 +17,15 @@ from typing import Any, Callable
 import torch
 from tqdm import tqdm
 
-from core.cli import out_of_memory
-from core.errors import UserError
-
-INTERRUPTED = 130  # exit status of a job stopped by Ctrl-C (its checkpoint saved)
+from core.cli import named_output, out_of_memory
+from core.errors import INTERRUPTED, UserError
 
 
 def _job(job: Callable[[], bool], threads: int, errors: Any, memory_flags: str) -> None:
     torch.set_num_threads(threads)
     try:
-        finished = job()
+        with named_output():
+            finished = job()
     except UserError as err:  # handed to the parent, which prints it once however many jobs hit it
         errors.put(str(err))
         sys.exit(2)

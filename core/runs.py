@@ -116,27 +116,43 @@ def run_folder(out: str | None, resume: str | None, overwrite: bool, default: st
 @contextlib.contextmanager
 def atomic_file(path: Path) -> Iterator[typing.BinaryIO]:
     """A binary file that replaces `path` only once it is written whole (temp file, fsync, rename): a crash
-    or a full disk midway leaves the old file as it was."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    or a full disk midway leaves the old file as it was. A failed write (a full or read-only disk) is a
+    UserError naming the file and the cause."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as err:
+        raise write_error(path, err) from None
     try:
         with os.fdopen(fd, "wb") as f:
             yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(err, OSError):
+            raise write_error(path, err) from None
         raise
+
+
+def write_error(path: Path, err: OSError) -> UserError:
+    """A failed write as one line: the file, the cause, and that the file is as it was before."""
+    return UserError(f"cannot write {path}: {err.strerror or err} (any earlier {path.name} is left as it was)")
+
+
+def write_text(path: Path, text: str) -> Path:
+    """Write a UTF-8 text file of the run atomically (`atomic_file`)."""
+    with atomic_file(path) as f:
+        f.write(text.encode("utf-8"))
+    return path
 
 
 def save_config(out_dir: Path, **configs: Any) -> Path:
     """Write the resolved configuration next to the checkpoint, as JSON (atomically: a resume needs it)."""
     path = out_dir / "config.json"
     plain = {name: dataclasses.asdict(c) if dataclasses.is_dataclass(c) else c for name, c in configs.items()}
-    with atomic_file(path) as f:
-        f.write((json.dumps(plain, indent=2, default=str) + "\n").encode("utf-8"))
-    return path
+    return write_text(path, json.dumps(plain, indent=2, default=str) + "\n")
 
 
 class RunLog:
@@ -147,8 +163,11 @@ class RunLog:
         self.path = path
 
     def append(self, record: dict) -> None:
-        with self.path.open("a", encoding="utf-8") as f:
-            f.write(json.dumps(record) + "\n")
+        try:
+            with self.path.open("a", encoding="utf-8") as f:
+                f.write(json.dumps(record) + "\n")
+        except OSError as err:  # a partial line this leaves is set aside when the log is next read
+            raise UserError(f"cannot write {self.path}: {err.strerror or err}") from None
 
     def records(self) -> list[dict]:
         if not self.path.exists():

@@ -22,8 +22,8 @@ from core import distributed
 from core.batching import TokenStream
 from core.checkpoint import load_checkpoint
 from core.cli import add_config_flags, config_from_args, resolve_device, run_main
-from core.errors import UserError, check_range
-from core.runs import parse_flags, resume_checkpoint, run_folder, save_config
+from core.errors import Interrupted, UserError, check_range
+from core.runs import parse_flags, resume_checkpoint, run_folder, save_config, write_text
 from core.datasets import read_text, shakespeare, split_by_position
 from core.decoder import DecoderConfig
 from core.lm import LanguageModel, lm_forward
@@ -110,9 +110,9 @@ def main(argv: list[str] | None = None) -> dict:
     started = time.perf_counter()
     trainer.fit()
     train_seconds = time.perf_counter() - started
-    if trainer.interrupted and world.main:
-        print(f"interrupted; continue with --resume {out}")
-    if not world.main or trainer.interrupted:  # evaluation and samples: once, in the main process
+    if trainer.interrupted:
+        raise Interrupted(f"interrupted; continue with --resume {out}" if world.main else "")
+    if not world.main:  # evaluation and samples: once, in the main process
         return {}
 
     # Evaluation of the best checkpoint on the held-out test text, then samples.
@@ -154,7 +154,7 @@ def report(args: argparse.Namespace, out: Path, nats: float, tokens: int, tokens
     per_char = nats / tokens * tokens_per_char
     results = {"level": args.level, "test_nats_per_token": nats / tokens, "test_ppl": math.exp(nats / tokens),
                "test_nats_per_char": per_char, "test_bits_per_char": per_char / math.log(2), **extra}
-    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    write_text(out / "results.json", json.dumps(results, indent=2) + "\n")
     print(f"test: {results['test_nats_per_token']:.4f} nats/token (perplexity {results['test_ppl']:.2f}), "
           f"{results['test_nats_per_char']:.4f} nats/char = {results['test_bits_per_char']:.4f} bits/char")
     return results

@@ -192,7 +192,7 @@ def main(argv: list[str] | None = None) -> dict:
     # The models: the forward members and the reranking models, side by side.
     run = RunSetup(args, pairs, tokenizers, enc_config, dec_config, train_config, device)
     train_seconds = train_models(run, out, resume, MEMORY_FLAGS)
-    if train_seconds is None:  # interrupted (checkpoints saved), or not the main process
+    if train_seconds is None:  # not the main process
         return {}
 
     # Test: greedy, beam and reranked beam; examples and attention maps.

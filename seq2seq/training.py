@@ -15,7 +15,7 @@ import torch
 from core import distributed
 from core.batching import BucketBatches
 from core.decoder import DecoderConfig
-from core.errors import MAX_SEED, UserError, check_range
+from core.errors import MAX_SEED, Interrupted, UserError, check_range
 from core.metrics import score_files
 from core.parallel import run_side_by_side
 from core.runs import run_folder
@@ -264,8 +264,8 @@ def resumed_configs(args: argparse.Namespace, ckpt: dict) -> tuple[EncoderConfig
 
 
 def train_models(run: RunSetup, out: Path, resume: list[Path | None], memory_flags: str) -> float | None:
-    """Train every model of the run (side by side when several); the seconds it took, or None when Ctrl-C
-    stopped it (its checkpoints saved) or in a process other than the main one."""
+    """Train every model of the run (side by side when several); the seconds it took, or None in a process
+    other than the main one. Raises Interrupted when Ctrl-C or SIGTERM stopped it (its checkpoints saved)."""
     world = distributed.current()
     folders = model_folders(out, run.args)
     if world.main and not run.args.resume:
@@ -274,11 +274,11 @@ def train_models(run: RunSetup, out: Path, resume: list[Path | None], memory_fla
             for position, (kind, member, folder) in enumerate(folders)]
     started = time.perf_counter()
     finished = [jobs[0]()] if len(jobs) == 1 else run_side_by_side(jobs, memory_flags)
-    if world.main and not all(finished):
+    if not all(finished):
         saved = all((folder / "last.pt").exists() for _, _, folder in folders)
-        print(f"interrupted; continue with --resume {out}" if saved else
-              "interrupted before every model saved a checkpoint; start afresh with --overwrite")
-    return time.perf_counter() - started if world.main and all(finished) else None
+        raise Interrupted("" if not world.main else f"interrupted; continue with --resume {out}" if saved else
+                          "interrupted before every model saved a checkpoint; start afresh with --overwrite")
+    return time.perf_counter() - started if world.main else None
 
 
 def run_checkpoints(args: argparse.Namespace, out: Path) -> dict[str, list[Path]]:
