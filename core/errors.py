@@ -50,8 +50,13 @@ def flag_name(field: str) -> str:
 
 def check_config(config: Any) -> None:
     """Check a config dataclass's fields against its RANGES (field -> (low, high, low_open, high_open), each bound
-    None when open-ended) and its CHOICES (field -> allowed values); the error names the field as its flag."""
+    None when open-ended), its CHOICES (field -> allowed values) and its ORDER ((low, high) pairs of fields: low
+    may not exceed high); the error names the field as its flag."""
     for name, bounds in getattr(type(config), "RANGES", {}).items():
         check_range(flag_name(name), getattr(config, name), *bounds)
     for name, choices in getattr(type(config), "CHOICES", {}).items():
         check_choice(flag_name(name), getattr(config, name), choices)
+    for low, high in getattr(type(config), "ORDER", ()):  # fields whose values must not cross
+        if getattr(config, low) > getattr(config, high):
+            raise UserError(f"{flag_name(low)} {_number(getattr(config, low))} is above {flag_name(high)} "
+                            f"{_number(getattr(config, high))}; it may be at most that")

@@ -35,8 +35,12 @@ def parse_flags(parser: argparse.ArgumentParser, argv: list[str] | None, kept: t
     config = resume_checkpoint(args.resume).parent / "config.json"
     try:
         saved = json.loads(config.read_bytes().decode("utf-8"))["flags"]
-    except OSError:
-        return args  # not a run: the recipe says what is missing
+    except FileNotFoundError:
+        if not resume_checkpoint(args.resume).is_file():
+            return args  # nothing to resume: the recipe says what is missing
+        # the defaults would train on another corpus, with other settings, in silence
+        raise UserError(f"{config} is missing; it holds the run's flags (its data among them): restore it to "
+                        "resume the run") from None
     except ValueError as err:  # not UTF-8, or not JSON: damaged, and the run's flags are unknown
         raise UserError(f"{config} cannot be read ({err}); it holds the run's flags: restore it to resume "
                         "the run") from None

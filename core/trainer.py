@@ -354,6 +354,9 @@ class Trainer:
         if stops > 0 and not self.stop_requested:
             self.stop_requested = True
             tqdm.write("Ctrl-C: stopping all processes after this step and saving a checkpoint")
+        if not math.isfinite(loss_sum):  # every process sees the same sum, so all stop here; nothing is saved
+            raise UserError(f"training diverged: the loss is {loss_sum / max(1, all_tokens)} at step {self.step}; "
+                            f"lower the learning rate (--lr, now {lr:g}) or clip gradients (--clip-norm)")
         return loss_sum / max(1, all_tokens), float(grad_norm), int(all_tokens)
 
     def _last_valid(self) -> dict[str, float]:

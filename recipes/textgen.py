@@ -27,7 +27,7 @@ from core.runs import parse_flags, resume_checkpoint, run_folder, save_config, w
 from core.datasets import read_text, shakespeare, split_by_position
 from core.decoder import DecoderConfig
 from core.lm import LanguageModel, lm_forward
-from core.tokenizers import BOS, tokenizer_from_dict, train_tokenizer
+from core.tokenizers import BOS, MIN_VOCAB, tokenizer_from_dict, train_tokenizer
 from core.trainer import TrainConfig, Trainer
 
 DEFAULT_VOCAB = {"char": 0, "word": 10000, "bpe": 2000}
@@ -89,7 +89,9 @@ def main(argv: list[str] | None = None) -> dict:
         tokenizer = tokenizer_from_dict(ckpt["tokenizers"]["text"])
     else:
         vocab = args.vocab_size or DEFAULT_VOCAB[args.level]
-        tokenizer = world.from_main(train_tokenizer(args.level, train_text, vocab) if world.main else None)
+        # characters from the whole corpus: one seen only in held-out text would otherwise become <unk>
+        seen = text if args.level == "char" else train_text
+        tokenizer = world.from_main(train_tokenizer(args.level, seen, vocab) if world.main else None)
     torch.manual_seed(train_config.seed)
     model = LanguageModel(tokenizer, model_config)
     n_params = sum(p.numel() for p in model.parameters())
@@ -131,9 +133,13 @@ def main(argv: list[str] | None = None) -> dict:
 def check_settings(args: argparse.Namespace, ckpt: dict | None) -> tuple[DecoderConfig, TrainConfig]:
     """Every setting checked before anything is read or written; the model's config (a resumed run keeps its
     checkpoint's) and the training config."""
-    for flag, value in (("--batch-size", args.batch_size), ("--bptt", args.bptt), ("--sample-len", args.sample_len),
-                        ("--vocab-size", args.vocab_size or 1)):  # before training, not after it
-        check_range(flag, value, low=1)
+    for flag, value in (("--batch-size", args.batch_size), ("--bptt", args.bptt), ("--sample-len", args.sample_len)):
+        check_range(flag, value, low=1)  # before training, not after it
+    if args.vocab_size is not None:
+        if args.level == "char":
+            raise UserError(f"--vocab-size {args.vocab_size}: a character vocabulary holds every character of the "
+                            "corpus; leave it out, or use --level word or bpe")
+        check_range("--vocab-size", args.vocab_size, low=MIN_VOCAB)
     if args.attention != "none":
         raise UserError(f"--attention {args.attention}: a language model has no memory to attend to; leave it none")
     model_config = DecoderConfig(**ckpt["config"]["decoder"]) if ckpt else config_from_args(DecoderConfig, args)
@@ -152,7 +158,7 @@ def report(args: argparse.Namespace, out: Path, nats: float, tokens: int, tokens
            extra: dict) -> dict:
     """Test loss per token and per character (which makes levels comparable), written to results.json."""
     per_char = nats / tokens * tokens_per_char
-    results = {"level": args.level, "test_nats_per_token": nats / tokens, "test_ppl": math.exp(nats / tokens),
+    results = {"level": args.level, "test_nats_per_token": nats / tokens, "test_ppl": math.exp(min(nats / tokens, 700)),
                "test_nats_per_char": per_char, "test_bits_per_char": per_char / math.log(2), **extra}
     write_text(out / "results.json", json.dumps(results, indent=2) + "\n")
     print(f"test: {results['test_nats_per_token']:.4f} nats/token (perplexity {results['test_ppl']:.2f}), "

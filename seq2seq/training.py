@@ -19,7 +19,7 @@ from core.errors import MAX_SEED, Interrupted, UserError, check_range
 from core.metrics import score_files
 from core.parallel import run_side_by_side
 from core.runs import run_folder
-from core.tokenizers import tokenizer_from_dict
+from core.tokenizers import MIN_VOCAB, tokenizer_from_dict
 from core.trainer import TrainConfig, Trainer, snapshots_in
 from seq2seq.rerank import check_rerank_score_flags
 from seq2seq.translator import EncoderConfig, SampledSubwords, Translator, seq2seq_forward
@@ -235,7 +235,7 @@ def check_run_flags(args: argparse.Namespace) -> None:
                         f"{args.r2l_members} trains each model in a process of its own; under torchrun train (or "
                         "resume) a single model, --members 1")
     for flag, value, low in (("--beam-size", args.beam_size, 1), ("--rerank-beam-size", args.rerank_beam_size, 1),
-                             ("--max-tokens", args.max_tokens, 1), ("--vocab-size", args.vocab_size, 1),
+                             ("--max-tokens", args.max_tokens, 1), ("--vocab-size", args.vocab_size, MIN_VOCAB),
                              ("--length-penalty", args.length_penalty, None),
                              ("--valid-sentences", args.valid_sentences, 1)):
         check_range(flag, value, low=low)
