@@ -7,6 +7,7 @@ import contextlib
 import dataclasses
 import json
 import os
+import re
 import tempfile
 import typing
 import warnings
@@ -157,6 +158,13 @@ def save_config(out_dir: Path, **configs: Any) -> Path:
     path = out_dir / "config.json"
     plain = {name: dataclasses.asdict(c) if dataclasses.is_dataclass(c) else c for name, c in configs.items()}
     return write_text(path, json.dumps(plain, indent=2, default=str) + "\n")
+
+
+def snapshots_in(folder: Path) -> list[tuple[int, Path]]:
+    """(step, path) of the snapshots a Trainer kept in `folder` (`snapshot-STEP.pt`), oldest first; other files
+    that merely look alike (`snapshot-old.pt`) are not its own and are left alone."""
+    found = [(re.fullmatch(r"snapshot-(\d+)\.pt", path.name), path) for path in Path(folder).glob("snapshot-*.pt")]
+    return sorted((int(match[1]), path) for match, path in found if match)
 
 
 class RunLog:

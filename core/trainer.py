@@ -4,7 +4,6 @@ Under torchrun the same trainer runs data parallel (DistributedDataParallel; see
 from __future__ import annotations
 
 import math
-import re
 import signal
 import time
 import warnings
@@ -18,22 +17,16 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from core.checkpoint import load_checkpoint, restore_rng_state, rng_state, save_checkpoint
-from core.errors import UserError, check_config
+from core.checkpoint import CheckpointError, load_checkpoint, restore_rng_state, rng_state, save_checkpoint
+from core.errors import UserError, check_config, check_device
 from core.context import map_tensors
 from core.distributed import World, current
 from core.averaging import WeightAverage
 from core.train_config import TrainConfig, learning_rate
 from core.losses import token_losses
 from core.plots import plot_losses
-from core.runs import RunLog
-
-
-def snapshots_in(folder: Path) -> list[tuple[int, Path]]:
-    """(step, path) of the snapshots a Trainer kept in `folder` (`snapshot-STEP.pt`), oldest first; other files
-    that merely look alike (`snapshot-old.pt`) are not its own and are left alone."""
-    found = [(re.fullmatch(r"snapshot-(\d+)\.pt", path.name), path) for path in Path(folder).glob("snapshot-*.pt")]
-    return sorted((int(match[1]), path) for match, path in found if match)
+from core.runs import RunLog, snapshots_in
+from core.task import load_weights
 
 
 class BatchSource(Protocol):
@@ -79,7 +72,7 @@ class Trainer:
         check_config(config)
         self.model, self.forward_fn, self.train_data, self.valid_data = model, forward_fn, train, valid
         self.config, self.out_dir, self.payload_fn, self.metrics_fn = config, Path(out_dir), payload_fn, metrics_fn
-        self.select, self.maximize, self.device = select, maximize, torch.device(device)
+        self.select, self.maximize, self.device = select, maximize, check_device("device", device)
         self.label, self.bar_position = label, bar_position  # several trainers side by side: one bar each
         self.world = world or current()
         self.shard = len(train) // self.world.size  # batches per process and epoch
@@ -164,12 +157,20 @@ class Trainer:
             yield raw
 
     def resume(self, path: str | Path, task: str) -> None:
-        """Continue from a checkpoint: same weights, optimizer, schedule, RNG, data position and carry."""
+        """Continue from a checkpoint: same weights, optimizer, schedule, RNG, data position and carry. Weights
+        that do not fit or are not finite, and a trainer state that cannot be restored, are one CheckpointError."""
         ckpt = load_checkpoint(path, task=task, map_location=self.device)
         if not ckpt.get("trainer"):
             raise UserError(f"{path} holds no trainer state (it was exported for inference); cannot --resume")
-        state = ckpt["trainer"]
-        self.model.load_state_dict(ckpt["model"])  # the average, when the run kept one
+        load_weights(path, self.model, ckpt.get("model"))  # the average, when the run kept one
+        try:
+            self._restore(path, ckpt["trainer"])
+        except (AttributeError, KeyError, TypeError, ValueError, IndexError, RuntimeError) as err:  # edited, damaged
+            raise CheckpointError(f"{path}: its trainer state cannot be restored ({type(err).__name__}: {err})"
+                                  ) from None
+
+    def _restore(self, path: str | Path, state: dict) -> None:
+        """The trainer state `state` of checkpoint `path` (its weights already loaded) taken over."""
         if self.ema is not None:
             self.ema.reset()
         if state.get("raw_params") is not None:

@@ -16,7 +16,7 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from core import distributed
-from core.checkpoint import load_checkpoint
+from core.task import read_task
 from core.cli import add_config_flags, config_from_args, resolve_device, run_main
 from core.decoder import DecoderConfig
 from core.errors import UserError
@@ -161,10 +161,11 @@ def main(argv: list[str] | None = None) -> dict:
     args = parse_flags(build_parser(), argv, kept=kept + ["level", "vocab_size", "separate_vocab"])
     out, resume = plan_run(args, default_members=1 if distributed.launched() else 2)
     # all checked before the data is read; a resumed run's flags come from its config.json, so first its task
-    ckpt = load_checkpoint(resume[0], task="translation") if args.resume else None
+    ckpt, configs, _ = read_task(resume[0], "translation", {"encoder": EncoderConfig, "decoder": DecoderConfig}) \
+        if args.resume else (None, None, None)  # contents checked
     check_run_flags(args)
     if ckpt is not None:
-        enc_config, dec_config = resumed_configs(args, ckpt)
+        enc_config, dec_config = resumed_configs(args, configs)
     else:
         enc_config = config_from_args(EncoderConfig, args, **data_languages(args))
         dec_config = config_from_args(DecoderConfig, args)

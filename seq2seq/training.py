@@ -251,16 +251,16 @@ def check_run_flags(args: argparse.Namespace) -> None:
                         "--target-order right-to-left")
 
 
-def resumed_configs(args: argparse.Namespace, ckpt: dict) -> tuple[EncoderConfig, DecoderConfig]:
+def resumed_configs(args: argparse.Namespace, configs: dict) -> tuple[EncoderConfig, DecoderConfig]:
     """A resumed run's model configs, from its checkpoint; language flags given now must agree with them."""
-    enc_config = EncoderConfig(**ckpt["config"]["encoder"])
+    enc_config = configs["encoder"]
     for side in ("source_lang", "target_lang"):
         given, built = getattr(args, side).strip().lower(), getattr(enc_config, side)
         if given and given != built:
             raise UserError(f"--{side.replace('_', '-')} {given}: the run's models were built "
                             f"{f'with {built}' if built else 'without language labels'}, and a resumed run "
                             "keeps its models; leave it out, or start a new run")
-    return enc_config, DecoderConfig(**ckpt["config"]["decoder"])
+    return enc_config, configs["decoder"]
 
 
 def train_models(run: RunSetup, out: Path, resume: list[Path | None], memory_flags: str) -> float | None:
