@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import fcntl
 import json
 import os
 import re
@@ -116,6 +117,39 @@ def run_folder(out: str | None, resume: str | None, overwrite: bool, default: st
     except OSError as err:
         raise UserError(f"cannot create the folder {folder}: {err.strerror}") from None
     return folder
+
+
+LOCK = "run.lock"  # in a run folder while a process trains in it; holds that process's id
+_held: dict[Path, typing.TextIO] = {}  # the folders this process holds, with their open lock files
+
+
+def hold_run(folder: Path) -> None:
+    """One writer per run folder: lock `folder` for as long as this process lives (the system lets go of the
+    lock of a process that ended, even by kill -9, so a stale lock file is simply taken over). Refused with one
+    line naming the holder's process when another process holds it, or a folder below it (an ensemble member)."""
+    folder = folder.resolve()
+    if folder in _held:
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    lock = open(folder / LOCK, "a+", encoding="utf-8")
+    for path in [folder / LOCK, *(p for p in folder.rglob(LOCK) if p.parent != folder)]:
+        other = lock if path == folder / LOCK else open(path, "a+", encoding="utf-8")
+        try:
+            fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            other.seek(0)
+            holder = other.read().strip() or "?"
+            lock.close()
+            raise UserError(f"{path.parent} is in use by process {holder}, which trains in it (lock {path}); wait "
+                            "for it to end, or stop it") from None
+        finally:
+            if other is not lock:
+                other.close()  # (a lock tested, not kept)
+    lock.seek(0)
+    lock.truncate()
+    lock.write(f"{os.getpid()}\n")
+    lock.flush()
+    _held[folder] = lock
 
 
 @contextlib.contextmanager

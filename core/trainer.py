@@ -283,7 +283,8 @@ class Trainer:
         if main:
             self._clear_later_state()
         self.model.train()
-        previous_handler = signal.signal(signal.SIGINT, self._on_interrupt)
+        # Ctrl-C, or SIGTERM (as a job scheduler stops a job): stop after this step and save
+        previous = {signum: signal.signal(signum, self._on_interrupt) for signum in (signal.SIGINT, signal.SIGTERM)}
         bar = tqdm(total=self.config.steps, initial=self.step, desc=self.label, dynamic_ncols=True,
                    mininterval=1.0, disable=not main, position=self.bar_position)
         tokens_seen, started = 0, time.perf_counter()
@@ -310,7 +311,8 @@ class Trainer:
                 tqdm.write(f"interrupted at step {self.step}; saved {path}")  # the recipe says how to resume
         finally:
             bar.close()
-            signal.signal(signal.SIGINT, previous_handler)
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
         return self._last_valid()
 
     def _clear_later_state(self) -> None:

@@ -23,7 +23,7 @@ from core.batching import TokenStream
 from core.task import read_task
 from core.cli import add_config_flags, config_from_args, resolve_device, run_main
 from core.errors import Interrupted, UserError, check_range
-from core.runs import parse_flags, resume_checkpoint, run_folder, save_config, write_text
+from core.runs import hold_run, parse_flags, resume_checkpoint, run_folder, save_config, write_text
 from core.datasets import read_text, shakespeare, split_by_position
 from core.decoder import DecoderConfig
 from core.lm import LanguageModel, lm_forward
@@ -76,6 +76,8 @@ def main(argv: list[str] | None = None) -> dict:
     model_config, train_config = check_settings(args, resumed[1]["decoder"] if resumed else None)
     out = run_folder(args.out, args.resume, args.overwrite, default="runs/textgen")
     world, device = distributed.setup(resolve_device(args.device))
+    if world.main:
+        hold_run(out)  # one writer: a second run (or --resume) on this folder is refused while this one trains
 
     # Data: continuous text split by position, so validation and test are unseen continuous text.
     with world.main_first():  # the main process fills the data cache; the others then read it

@@ -20,7 +20,7 @@ from core.task import read_task
 from core.cli import add_config_flags, config_from_args, resolve_device, run_main
 from core.decoder import DecoderConfig
 from core.errors import UserError
-from core.runs import parse_flags, save_config
+from core.runs import hold_run, parse_flags, save_config
 from core.tokenizers import SentencePieceTokenizer, WordTokenizer
 from core.trainer import TrainConfig
 from seq2seq.bible import bible_pairs
@@ -171,6 +171,8 @@ def main(argv: list[str] | None = None) -> dict:
         dec_config = config_from_args(DecoderConfig, args)
     train_config = config_from_args(TrainConfig, args)
     world, device = distributed.setup(resolve_device(args.device))
+    if world.main:
+        hold_run(out)  # one writer: a second run (or --resume) on this folder is refused while this one trains
 
     # Data and tokenizers (a resumed run takes its tokenizers from its checkpoint).
     with world.main_first():  # the main process fills the data cache; the others then read it

@@ -17,8 +17,8 @@ from core.batching import BucketBatches
 from core.decoder import DecoderConfig
 from core.errors import MAX_SEED, Interrupted, UserError, check_range
 from core.metrics import score_files
-from core.parallel import run_side_by_side
-from core.runs import run_folder
+from core.parallel import most_side_by_side, run_side_by_side
+from core.runs import hold_run, run_folder
 from core.tokenizers import MIN_VOCAB, tokenizer_from_dict
 from core.trainer import TrainConfig, Trainer, snapshots_in
 from seq2seq.rerank import check_rerank_score_flags
@@ -173,6 +173,8 @@ def train_member(run: RunSetup, member: int, position: int, folder: Path, resume
     """Train model number `member` of its kind (from 0) into `folder`, as process number `position` of the
     run; False when Ctrl-C stopped it (its checkpoint saved)."""
     args, world = run.args, distributed.current()
+    if world.main:
+        hold_run(folder)  # a member's own folder too: its process may outlive the parent's lock for a moment
     # member k of each kind trains with seed + k, so that member 1 of an ensemble is the model a single run would train
     train_config = replace(run.train_config, seed=run.train_config.seed + member)
     src_tok, tgt_tok = (tokenizer_from_dict(t) for t in run.tokenizers)
@@ -240,6 +242,11 @@ def check_run_flags(args: argparse.Namespace) -> None:
                              ("--valid-sentences", args.valid_sentences, 1)):
         check_range(flag, value, low=low)
     check_rerank_score_flags(args)
+    limit, machine = most_side_by_side()
+    if total_models(args) > limit:
+        raise UserError(f"--members {args.members} --reverse-members {args.reverse_members} --r2l-members "
+                        f"{args.r2l_members}: {total_models(args)} models side by side, more than this machine runs "
+                        f"at once ({limit}: {machine}); train fewer")
     check_range("--subword-alpha", args.subword_alpha, 0, 1, high_open=True)
     if args.subword_alpha and args.level == "word":
         raise UserError(f"--subword-alpha {args.subword_alpha}: sampled segmentations need sentencepiece tokenizers, "
