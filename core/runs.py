@@ -38,8 +38,9 @@ def parse_flags(parser: argparse.ArgumentParser, argv: list[str] | None, kept: t
     try:
         saved = json.loads(config.read_bytes().decode("utf-8"))["flags"]
     except FileNotFoundError:
-        if not resume_checkpoint(args.resume).is_file():
-            return args  # nothing to resume: the recipe says what is missing
+        checkpoint = resume_checkpoint(args.resume)
+        if not checkpoint.is_file() or any((p / "config.json").is_file() for p in checkpoint.parents[1:3]):
+            return args  # nothing to resume, or a part of a run (an ensemble's member): the recipe says which
         # the defaults would train on another corpus, with other settings, in silence
         raise UserError(f"{config} is missing; it holds the run's flags (its data among them): restore it to "
                         "resume the run") from None

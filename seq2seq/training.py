@@ -173,7 +173,7 @@ def train_member(run: RunSetup, member: int, position: int, folder: Path, resume
     """Train model number `member` of its kind (from 0) into `folder`, as process number `position` of the
     run; False when Ctrl-C stopped it (its checkpoint saved)."""
     args, world = run.args, distributed.current()
-    if world.main:
+    if world.main and not (run.kind == "forward" and args.members == 1):  # (that one trains in the run folder)
         hold_run(folder)  # a member's own folder too: its process may outlive the parent's lock for a moment
     # member k of each kind trains with seed + k, so that member 1 of an ensemble is the model a single run would train
     train_config = replace(run.train_config, seed=run.train_config.seed + member)
