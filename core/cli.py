@@ -3,26 +3,30 @@ flags, and dataclass configs as flags."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
+import os
 import re
 import sys
 import typing
 import warnings
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
 import torch
 
 from core import distributed
-from core.errors import UserError, check_config, flag_name
+from core.errors import INTERRUPTED, Interrupted, UserError, check_config, flag_name
 from core.search_config import SearchConfig
 
 
 def run_main(main: Callable[[list[str] | None], Any], argv: list[str] | None = None, memory_flags: str = "") -> None:
     """Run a command-line `main`, turning bad input into `error: ...` on stderr and exit status 2; running out
-    of memory too, naming `memory_flags`, the command's flags that shrink what it holds."""
+    of memory or disk too (naming `memory_flags`, the command's flags that shrink what it holds, or the file);
+    an interrupted run (`Interrupted`) exits with status 130, as shells expect after Ctrl-C."""
     warnings.formatwarning = lambda message, category, *args, **kwargs: f"warning: {message}\n"
     try:
-        main(argv)
+        with named_output():
+            main(argv)
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
@@ -34,14 +38,69 @@ def run_main(main: Callable[[list[str] | None], Any], argv: list[str] | None = N
             raise
         print(f"error: {message}", file=sys.stderr)
         sys.exit(2)
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        sys.exit(130)
+    except (KeyboardInterrupt, Interrupted) as err:
+        if message := str(err) if isinstance(err, Interrupted) else "interrupted":  # (said once, by the main process)
+            print(message, file=sys.stderr)
+        sys.exit(INTERRUPTED)
     except BrokenPipeError:  # output piped into `head` and the like: stop quietly
         sys.stderr.close()
         sys.exit(0)
+    except OSError as err:  # a file that cannot be read or written; ours name it, the system's error too
+        where = f"{err.filename}: " if err.filename else ""
+        print(f"error: {where}{err.strerror or err}", file=sys.stderr)
+        sys.exit(2)
     finally:
         distributed.shutdown()  # leave a torchrun process group cleanly (nothing to do otherwise)
+
+
+class _Output:
+    """The standard output, whose failed writes (a full disk, `> /dev/full`) raise a UserError naming it: the
+    OSError of a write carries no file name."""
+
+    def __init__(self, stream: Any):
+        self.stream = stream
+
+    def write(self, text: str) -> int:
+        return self._guarded(self.stream.write, text)
+
+    def flush(self) -> None:
+        self._guarded(self.stream.flush)
+
+    def _guarded(self, call: Callable, *args: Any) -> Any:
+        try:
+            return call(*args)
+        except BrokenPipeError:
+            raise
+        except OSError as err:
+            _discard(self.stream)
+            raise UserError(f"cannot write the standard output: {err.strerror or err}") from None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.stream, name)
+
+
+def _discard(stream: Any) -> None:
+    """Point a failed stream at /dev/null, so that the interpreter's last flush of what it holds succeeds
+    instead of printing a second error."""
+    try:
+        fd = stream.fileno()
+    except (OSError, ValueError):  # not a file (a test's capture)
+        return
+    null = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(null, fd)
+    os.close(null)
+
+
+@contextlib.contextmanager
+def named_output() -> Iterator[None]:
+    """Within, sys.stdout names itself when a write fails; what it holds is flushed on leaving."""
+    stdout = sys.stdout
+    sys.stdout = _Output(stdout)
+    try:
+        yield
+        sys.stdout.flush()
+    finally:
+        sys.stdout = stdout
 
 
 def out_of_memory(err: BaseException, flags: str = "") -> str | None:

@@ -7,6 +7,8 @@ from typing import Any, Callable
 import torch
 from torch import Tensor
 
+from core.errors import check_device
+
 
 @dataclass(frozen=True)
 class Context:
@@ -26,6 +28,23 @@ class Context:
     memory: Tensor | None = None
     memory_mask: Tensor | None = None
     keys: Tensor | None = None
+
+    def __post_init__(self):
+        """Each field's kind and number of dimensions, and a mask that fits its memory (checked where a context
+        is made, not deep inside torch)."""
+        for name, dims in (("h0", 3), ("c0", 3), ("memory", 3), ("memory_mask", 2), ("keys", 3)):
+            t = getattr(self, name)
+            if t is not None and not isinstance(t, Tensor):
+                raise TypeError(f"Context.{name} must be a tensor, got {type(t).__name__}")
+            if t is not None and t.dim() != dims:
+                raise ValueError(f"Context.{name} must have {dims} dimensions, got shape {tuple(t.shape)}")
+        if self.memory_mask is not None:
+            if self.memory is None or self.memory_mask.shape != self.memory.shape[:2]:
+                raise ValueError(f"Context.memory_mask has shape {tuple(self.memory_mask.shape)}; it needs the "
+                                 "memory's first two, (B, S)" + ("" if self.memory is not None else ": no memory"))
+            if self.memory_mask.dtype != torch.bool:
+                raise TypeError(f"Context.memory_mask must be a bool tensor (True on real positions), got "
+                                f"{self.memory_mask.dtype}")
 
     @property
     def batch_size(self) -> int:
@@ -55,6 +74,7 @@ class Context:
         return replace(self, **rows)
 
     def to(self, device: torch.device | str) -> "Context":
+        device = check_device("device", device)
         return replace(self, **{name: None if t is None else t.to(device)
                                 for name, t in ((n, getattr(self, n)) for n in ROW_DIMS)})
 

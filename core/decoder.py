@@ -11,6 +11,7 @@ from torch import Tensor, nn
 from core import speedups
 from core.attention import ATTENTIONS
 from core.context import Context
+from core.errors import check_int, check_range
 from core.tokenizers import PAD
 
 class DecoderState(NamedTuple):
@@ -67,6 +68,11 @@ class RNNDecoder(nn.Module):
                  attention: str | None = None, memory_dim: int | None = None, dropout: float = 0.0,
                  tie_embeddings: bool = False, input_feeding: bool = True, word_dropout: float = 0.0):
         super().__init__()
+        for name, value in (("vocab_size", vocab_size), ("emb_dim", emb_dim), ("hidden_dim", hidden_dim),
+                            ("num_layers", num_layers), ("memory_dim", memory_dim or 1)):
+            check_int(name, value, 1)
+        for name, value in (("dropout", dropout), ("word_dropout", word_dropout)):
+            check_range(name, value, 0, 1, high_open=True)
         if cell not in ("gru", "lstm"):
             raise ValueError(f"cell must be 'gru' or 'lstm', got {cell!r}")
         if attention is not None and attention not in ATTENTIONS:
@@ -74,6 +80,7 @@ class RNNDecoder(nn.Module):
         if attention is not None and not memory_dim:
             raise ValueError("an attention decoder needs memory_dim (the size of the provider's memory vectors)")
         self.vocab_size, self.hidden_dim, self.num_layers, self.cell = vocab_size, hidden_dim, num_layers, cell
+        self.memory_dim = memory_dim if attention is not None else None
         self.input_feeding = attention is not None and input_feeding
         self.embedding = nn.Embedding(vocab_size, emb_dim, padding_idx=PAD)
         rnn_input = emb_dim + (hidden_dim if self.input_feeding else 0)
@@ -119,6 +126,9 @@ class RNNDecoder(nn.Module):
                              f"({self.num_layers}, B, {self.hidden_dim})")
         if self.attention is not None and ctx.memory is None:
             raise ValueError("this decoder attends to a memory, but the context has none")
+        if self.attention is not None and ctx.memory.size(2) != self.memory_dim:
+            raise ValueError(f"context memory has shape {tuple(ctx.memory.shape)}; this decoder attends to vectors "
+                             f"of {self.memory_dim} (B, S, {self.memory_dim})")
         if self.attention is not None and ctx.memory.size(0) and ctx.h0.size(1) % ctx.memory.size(0):
             raise ValueError(f"context h0 has {ctx.h0.size(1)} rows and its memory {ctx.memory.size(0)}: the rows of "
                              "h0 must be a multiple of the memory's")

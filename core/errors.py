@@ -1,15 +1,24 @@
-"""Errors in what the user gave, and the range and choice checks that raise them (a leaf: imports no core module)."""
+"""Errors in what the user gave, and the range, choice and device checks that raise them (a leaf: imports no core
+module)."""
 from __future__ import annotations
 
 import math
 import numbers
 from typing import Any
 
+import torch
+
 MAX_SEED = 2 ** 32 - 1  # the seeds every command takes (an ensemble's members use seed + k)
+INTERRUPTED = 130  # the exit status of a command stopped by Ctrl-C or SIGTERM (its state saved), as shells use
 
 
 class UserError(ValueError):
     """A problem with the user's input; command lines print it as one line, with no traceback."""
+
+
+class Interrupted(Exception):
+    """A run stopped by Ctrl-C or SIGTERM after saving its state; its message says how to go on. Command lines
+    exit with status INTERRUPTED, so that `train && next-step` stops too."""
 
 
 def check_range(name: str, value: float, low: float | None = None, high: float | None = None,
@@ -27,10 +36,31 @@ def check_range(name: str, value: float, low: float | None = None, high: float |
         raise UserError(f"{name} = {_number(value)} is out of range; allowed: {left}, {right}")
 
 
+def check_int(name: str, value: Any, low: int | None = None, high: int | None = None) -> None:
+    """A TypeError naming `name` when value is not an integer, a UserError when it falls outside [low, high]."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an integer, got {type(value).__name__} {value!r}")
+    check_range(name, value, low, high)
+
+
 def check_choice(name: str, value: Any, choices: list) -> None:
     """Raise a UserError naming `name`, the value and the choices when value is not one of them."""
     if value not in choices:
         raise UserError(f"{name} {value!r} is not one of {', '.join(map(str, choices))}")
+
+
+def check_device(name: str, value: Any) -> torch.device:
+    """`value` (a torch.device or a string such as "cpu", "cuda:1") as a device of this machine; a ValueError
+    naming `name` for a string torch does not know or a device that is not here."""
+    try:
+        device = torch.device(value)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"{name} {value!r} is not a device; use cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"{name} {value!r}: CUDA is not available here; use cpu")
+    if device.type not in ("cpu", "cuda", "mps"):
+        raise ValueError(f"{name} {value!r} is not a device this toolkit runs on; use cpu, cuda or cuda:N")
+    return device
 
 
 def _number(x: float) -> str:
@@ -44,8 +74,13 @@ def flag_name(field: str) -> str:
 
 def check_config(config: Any) -> None:
     """Check a config dataclass's fields against its RANGES (field -> (low, high, low_open, high_open), each bound
-    None when open-ended) and its CHOICES (field -> allowed values); the error names the field as its flag."""
+    None when open-ended), its CHOICES (field -> allowed values) and its ORDER ((low, high) pairs of fields: low
+    may not exceed high); the error names the field as its flag."""
     for name, bounds in getattr(type(config), "RANGES", {}).items():
         check_range(flag_name(name), getattr(config, name), *bounds)
     for name, choices in getattr(type(config), "CHOICES", {}).items():
         check_choice(flag_name(name), getattr(config, name), choices)
+    for low, high in getattr(type(config), "ORDER", ()):  # fields whose values must not cross
+        if getattr(config, low) > getattr(config, high):
+            raise UserError(f"{flag_name(low)} {_number(getattr(config, low))} is above {flag_name(high)} "
+                            f"{_number(getattr(config, high))}; it may be at most that")

@@ -10,7 +10,7 @@ from torch import Tensor, nn
 
 from core.context import Context
 from core.decoder import DecoderConfig, DecoderState, RNNDecoder, build_decoder
-from core.errors import check_range
+from core.errors import check_int
 from core.search import search_with, stream
 from core.search_config import SearchConfig, search_config
 from core.task import load_task, save_task, task_payload
@@ -103,6 +103,8 @@ class LanguageModel(nn.Module):
 
     # -- generation ---------------------------------------------------------------------------------
     def _context(self, prompt: str, copies: int) -> tuple[Context, Tensor]:
+        if not isinstance(prompt, str):
+            raise TypeError(f"prompt must be a string, got {type(prompt).__name__}")
         ids = torch.tensor([BOS] + self.tokenizer.encode(prompt), device=self.device)
         prompt_ids = ids.unsqueeze(0).expand(copies, -1)  # (N, P)
         lengths = torch.full((copies,), ids.numel(), device=self.device)
@@ -114,7 +116,7 @@ class LanguageModel(nn.Module):
         """Continuations of `prompt` (without the prompt): num_samples draws, or the n best beams. `config`
         (default: sampling, at most 200 tokens) with any of its fields overridden by keyword."""
         config = search_config(config, DEFAULT_SEARCH, **options)
-        check_range("num_samples", num_samples, 1)
+        check_int("num_samples", num_samples, 1)
         self.eval()
         if config.method == "beam":
             ctx, start = self._context(prompt, 1)

@@ -11,22 +11,41 @@ import multiprocessing
 import os
 import signal
 import sys
+import threading
 from multiprocessing.connection import wait
 from typing import Any, Callable
 
 import torch
 from tqdm import tqdm
 
-from core.cli import out_of_memory
-from core.errors import UserError
+from core.cli import named_output, out_of_memory
+from core.errors import INTERRUPTED, UserError
 
-INTERRUPTED = 130  # exit status of a job stopped by Ctrl-C (its checkpoint saved)
+
+JOB_MEMORY = 2 ** 30  # what a job's interpreter, torch and a small model take, roughly (bytes)
+JOBS_PER_CORE = 4  # beyond that, jobs side by side only wait for each other
+
+
+def most_side_by_side() -> tuple[int, str]:
+    """How many jobs this machine runs side by side, and why: a few per core, each with its share of the memory
+    available now."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    try:
+        with open("/proc/meminfo") as f:
+            free = next(int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable:"))
+    except (OSError, StopIteration, ValueError):  # not Linux: the cores alone decide
+        free = None
+    limit = JOBS_PER_CORE * cores if free is None else min(JOBS_PER_CORE * cores, max(1, free // JOB_MEMORY))
+    return limit, f"{cores} cores" + ("" if free is None else f", {free / 2 ** 30:.1f} GiB of memory available")
 
 
 def _job(job: Callable[[], bool], threads: int, errors: Any, memory_flags: str) -> None:
+    os.setpgrp()  # a terminal's Ctrl-C reaches the parent alone, which passes it on once
+    threading.Thread(target=_stop_when_orphaned, daemon=True).start()
     torch.set_num_threads(threads)
     try:
-        finished = job()
+        with named_output():
+            finished = job()
     except UserError as err:  # handed to the parent, which prints it once however many jobs hit it
         errors.put(str(err))
         sys.exit(2)
@@ -40,6 +59,14 @@ def _job(job: Callable[[], bool], threads: int, errors: Any, memory_flags: str) 
     sys.exit(0 if finished else INTERRUPTED)
 
 
+def _stop_when_orphaned() -> None:
+    """A job whose parent died (kill -9) stops as by Ctrl-C: after its current step, saving its checkpoint."""
+    parent = multiprocessing.parent_process()
+    if parent is not None:
+        wait([parent.sentinel])
+        os.kill(os.getpid(), signal.SIGINT)
+
+
 def _failure(number: int, code: int) -> str:
     if code < 0:
         try:
@@ -48,6 +75,22 @@ def _failure(number: int, code: int) -> str:
             name = f"signal {-code}"
         return f"job {number} (killed by {name}{': out of memory?' if -code == signal.SIGKILL else ''})"
     return f"job {number} (exit status {code})"
+
+
+def _start_all(processes: list[Any], started: list[Any], stopping: Callable[[], bool]) -> None:
+    """Start the processes in turn, adding each to `started`; none once stopping (Ctrl-C while the others
+    started). A failure to start one (e.g. a job that cannot be pickled) takes down those already running."""
+    try:
+        for process in processes:
+            if stopping():
+                break
+            process.start()
+            started.append(process)
+    except BaseException:
+        for process in started:
+            process.kill()
+            process.join()
+        raise
 
 
 def run_side_by_side(jobs: list[Callable[[], bool]], memory_flags: str = "") -> list[bool]:
@@ -61,31 +104,24 @@ def run_side_by_side(jobs: list[Callable[[], bool]], memory_flags: str = "") -> 
     context = multiprocessing.get_context("spawn")  # a fresh interpreter: no forked torch thread pools
     errors = context.SimpleQueue()
     processes = [context.Process(target=_job, args=(job, threads, errors, memory_flags)) for job in jobs]
-    # Ctrl-C reaches every process of the terminal's group: the jobs stop after their current step and save;
-    # this one waits for them instead of dying first. Set before the jobs start, so that no Ctrl-C finds this
-    # process without it (the jobs, fresh interpreters, start with Python's own handler).
+    # Ctrl-C or SIGTERM to this process is passed on to every job as Ctrl-C: the jobs stop after their current
+    # step and save; this one waits for them instead of dying first. Set before the jobs start, so that no
+    # signal finds this process without it (the jobs, fresh interpreters, start with Python's own handler).
     stopping = False
+    failures: list[str] = []  # the jobs that failed on their own, not by being stopped
+    started: list[Any] = []
 
     def notice(*_: Any) -> None:
         nonlocal stopping
         stopping = True
-        tqdm.write("Ctrl-C: every job stops after its current step and saves a checkpoint")
+        tqdm.write("stopping: every job stops after its current step and saves a checkpoint")
+        for process in started:
+            if process.exitcode is None:
+                os.kill(process.pid, signal.SIGINT)
 
-    previous = signal.signal(signal.SIGINT, notice)
-    failures = []  # the jobs that failed on their own, not by being stopped
-    started = []
+    previous = {signum: signal.signal(signum, notice) for signum in (signal.SIGINT, signal.SIGTERM)}
     try:
-        try:
-            for process in processes:
-                if stopping:  # Ctrl-C while the others started: the rest never start
-                    break
-                process.start()
-                started.append(process)
-        except BaseException:  # e.g. a job that cannot be pickled: take down the ones already running
-            for process in started:
-                process.kill()
-                process.join()
-            raise
+        _start_all(processes, started, lambda: stopping)
         running = {process.sentinel: process for process in started}
         while running:
             for sentinel in wait(list(running)):
@@ -102,7 +138,8 @@ def run_side_by_side(jobs: list[Callable[[], bool]], memory_flags: str = "") -> 
                 for other in running.values():
                     os.kill(other.pid, signal.SIGINT)
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
     if not errors.empty():
         raise UserError(errors.get())
     if failures:

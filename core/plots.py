@@ -5,6 +5,8 @@ from pathlib import Path
 
 from torch import Tensor
 
+from core.runs import atomic_file
+
 
 def pyplot():
     """matplotlib.pyplot drawing to files (no screen needed)."""
@@ -34,9 +36,16 @@ def plot_losses(records: list[dict], path: Path) -> Path | None:
     ax.legend()
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    _save(plt, fig, path)
     return path
+
+
+def _save(plt, fig, path: Path) -> None:
+    try:
+        with atomic_file(path) as f:  # a full disk is one line naming the picture
+            fig.savefig(f, format="png", dpi=100)
+    finally:
+        plt.close(fig)
 
 
 def _label(piece: str) -> str:
@@ -57,6 +66,5 @@ def save_attention_png(source: list[str], target: list[str], weights: Tensor, pa
     ax.set_ylabel("output")
     fig.tight_layout()
     path = Path(path)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    _save(plt, fig, path)
     return path

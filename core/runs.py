@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import fcntl
 import json
 import os
+import re
 import tempfile
 import typing
 import warnings
@@ -35,8 +37,13 @@ def parse_flags(parser: argparse.ArgumentParser, argv: list[str] | None, kept: t
     config = resume_checkpoint(args.resume).parent / "config.json"
     try:
         saved = json.loads(config.read_bytes().decode("utf-8"))["flags"]
-    except OSError:
-        return args  # not a run: the recipe says what is missing
+    except FileNotFoundError:
+        checkpoint = resume_checkpoint(args.resume)
+        if not checkpoint.is_file() or any((p / "config.json").is_file() for p in checkpoint.parents[1:3]):
+            return args  # nothing to resume, or a part of a run (an ensemble's member): the recipe says which
+        # the defaults would train on another corpus, with other settings, in silence
+        raise UserError(f"{config} is missing; it holds the run's flags (its data among them): restore it to "
+                        "resume the run") from None
     except ValueError as err:  # not UTF-8, or not JSON: damaged, and the run's flags are unknown
         raise UserError(f"{config} cannot be read ({err}); it holds the run's flags: restore it to resume "
                         "the run") from None
@@ -113,30 +120,86 @@ def run_folder(out: str | None, resume: str | None, overwrite: bool, default: st
     return folder
 
 
+LOCK = "run.lock"  # in a run folder while a process trains in it; holds that process's id
+_held: dict[Path, typing.TextIO] = {}  # the folders this process holds, with their open lock files
+
+
+def hold_run(folder: Path) -> None:
+    """One writer per run folder: lock `folder` for as long as this process lives (the system lets go of the
+    lock of a process that ended, even by kill -9, so a stale lock file is simply taken over). Refused with one
+    line naming the holder's process when another process holds it, or a folder below it (an ensemble member)."""
+    folder = folder.resolve()
+    if folder in _held:
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    lock = open(folder / LOCK, "a+", encoding="utf-8")
+    for path in [folder / LOCK, *(p for p in folder.rglob(LOCK) if p.parent != folder)]:
+        other = lock if path == folder / LOCK else open(path, "a+", encoding="utf-8")
+        try:
+            fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            other.seek(0)
+            holder = other.read().strip() or "?"
+            lock.close()
+            raise UserError(f"{path.parent} is in use by process {holder}, which trains in it (lock {path}); wait "
+                            "for it to end, or stop it") from None
+        finally:
+            if other is not lock:
+                other.close()  # (a lock tested, not kept)
+    lock.seek(0)
+    lock.truncate()
+    lock.write(f"{os.getpid()}\n")
+    lock.flush()
+    _held[folder] = lock
+
+
 @contextlib.contextmanager
 def atomic_file(path: Path) -> Iterator[typing.BinaryIO]:
     """A binary file that replaces `path` only once it is written whole (temp file, fsync, rename): a crash
-    or a full disk midway leaves the old file as it was."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    or a full disk midway leaves the old file as it was. A failed write (a full or read-only disk) is a
+    UserError naming the file and the cause."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as err:
+        raise write_error(path, err) from None
     try:
         with os.fdopen(fd, "wb") as f:
             yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(err, OSError):
+            raise write_error(path, err) from None
         raise
+
+
+def write_error(path: Path, err: OSError) -> UserError:
+    """A failed write as one line: the file, the cause, and that the file is as it was before."""
+    return UserError(f"cannot write {path}: {err.strerror or err} (any earlier {path.name} is left as it was)")
+
+
+def write_text(path: Path, text: str) -> Path:
+    """Write a UTF-8 text file of the run atomically (`atomic_file`)."""
+    with atomic_file(path) as f:
+        f.write(text.encode("utf-8"))
+    return path
 
 
 def save_config(out_dir: Path, **configs: Any) -> Path:
     """Write the resolved configuration next to the checkpoint, as JSON (atomically: a resume needs it)."""
     path = out_dir / "config.json"
     plain = {name: dataclasses.asdict(c) if dataclasses.is_dataclass(c) else c for name, c in configs.items()}
-    with atomic_file(path) as f:
-        f.write((json.dumps(plain, indent=2, default=str) + "\n").encode("utf-8"))
-    return path
+    return write_text(path, json.dumps(plain, indent=2, default=str) + "\n")
+
+
+def snapshots_in(folder: Path) -> list[tuple[int, Path]]:
+    """(step, path) of the snapshots a Trainer kept in `folder` (`snapshot-STEP.pt`), oldest first; other files
+    that merely look alike (`snapshot-old.pt`) are not its own and are left alone."""
+    found = [(re.fullmatch(r"snapshot-(\d+)\.pt", path.name), path) for path in Path(folder).glob("snapshot-*.pt")]
+    return sorted((int(match[1]), path) for match, path in found if match)
 
 
 class RunLog:
@@ -147,8 +210,11 @@ class RunLog:
         self.path = path
 
     def append(self, record: dict) -> None:
-        with self.path.open("a", encoding="utf-8") as f:
-            f.write(json.dumps(record) + "\n")
+        try:
+            with self.path.open("a", encoding="utf-8") as f:
+                f.write(json.dumps(record) + "\n")
+        except OSError as err:  # a partial line this leaves is set aside when the log is next read
+            raise UserError(f"cannot write {self.path}: {err.strerror or err}") from None
 
     def records(self) -> list[dict]:
         if not self.path.exists():

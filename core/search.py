@@ -42,6 +42,28 @@ def _check(**options: Any) -> None:
         check_range("min_len", options["min_len"], 0, options["max_len"])
 
 
+def _check_inputs(decoder: Any, ctx: Context, start_tokens: Any) -> None:
+    """What a search is given: a context, one integer start token (B,) per sequence it starts, ids within the
+    decoder's vocabulary, and a mask that leaves each example something to attend to."""
+    if not isinstance(ctx, Context):
+        raise TypeError(f"ctx must be a Context, got {type(ctx).__name__}")
+    if not isinstance(start_tokens, Tensor) or start_tokens.dim() != 1 or start_tokens.dtype not in (
+            torch.int64, torch.int32):
+        shown = f"{start_tokens.dtype} tensor of shape {tuple(start_tokens.shape)}" \
+            if isinstance(start_tokens, Tensor) else type(start_tokens).__name__
+        raise TypeError(f"start_tokens must be a 1-dimensional tensor of token ids (int64), got a {shown}")
+    if start_tokens.size(0) != ctx.batch_size:
+        raise ValueError(f"start_tokens has {start_tokens.size(0)} rows and the context {ctx.batch_size} (rows of "
+                         "h0): one start token per sequence")
+    vocab = getattr(decoder, "vocab_size", None)
+    if vocab is not None and start_tokens.numel() and not 0 <= int(start_tokens.min()) <= int(start_tokens.max()) \
+            < vocab:
+        raise ValueError(f"start_tokens holds ids outside the decoder's vocabulary (0..{vocab - 1})")
+    if ctx.memory_mask is not None and not bool(ctx.memory_mask.any(dim=1).all()):  # attention would be NaN
+        row = int((~ctx.memory_mask.any(dim=1)).nonzero()[0])
+        raise ValueError(f"memory_mask row {row} is all False: every example needs a position to attend to")
+
+
 def gnmt_penalty(length: int, alpha: float) -> float:
     """GNMT length penalty ((5 + length) / 6) ** alpha; alpha = 0 leaves scores as raw log-probabilities."""
     return ((5 + length) / 6) ** alpha
@@ -176,6 +198,7 @@ def greedy(decoder: Any, ctx: Context, start_tokens: Tensor, *, max_len: int, eo
     """The most probable next token at every step; one Hypothesis per row of start_tokens (B,).
     `forbid` (here and in every search): token ids never chosen, such as padding and the start token."""
     _check(max_len=max_len, min_len=min_len, no_repeat_ngram=no_repeat_ngram, repetition_penalty=repetition_penalty)
+    _check_inputs(decoder, ctx, start_tokens)
     rules = _Rules(eos, forbid, min_len, no_repeat_ngram, repetition_penalty, start_tokens.device)
     steps = _token_by_token(decoder, ctx, start_tokens, speedups.argmax, max_len, rules)
     return _collect(steps, start_tokens.size(0), eos)
@@ -191,6 +214,7 @@ def sample(decoder: Any, ctx: Context, start_tokens: Tensor, *, max_len: int, eo
     teacher forcing scores)."""
     _check(max_len=max_len, min_len=min_len, no_repeat_ngram=no_repeat_ngram, repetition_penalty=repetition_penalty)
     choose = _sampler(temperature, top_k, top_p, generator)
+    _check_inputs(decoder, ctx, start_tokens)
     rules = _Rules(eos, forbid, min_len, no_repeat_ngram, repetition_penalty, start_tokens.device)
     return _collect(_token_by_token(decoder, ctx, start_tokens, choose, max_len, rules), start_tokens.size(0), eos)
 
@@ -206,6 +230,7 @@ def stream(decoder: Any, ctx: Context, start_token: int, *, max_len: int, eos: i
     _check(max_len=max_len, min_len=min_len, no_repeat_ngram=no_repeat_ngram, repetition_penalty=repetition_penalty)
     choose = speedups.argmax if method == "greedy" else _sampler(temperature, top_k, top_p, generator)
     start = torch.tensor([start_token], device=ctx.h0.device)
+    _check_inputs(decoder, ctx, start)
     rules = _Rules(eos, forbid, min_len, no_repeat_ngram, repetition_penalty, start.device)
     for tokens, _, _ in _token_by_token(decoder, ctx, start, choose, max_len, rules):
         if int(tokens[0]) == eos:
@@ -283,6 +308,7 @@ def beam_search(decoder: Any, ctx: Context, start_tokens: Tensor, *, max_len: in
     _check(max_len=max_len, min_len=min_len, no_repeat_ngram=no_repeat_ngram,
            repetition_penalty=repetition_penalty, beam_size=beam_size, length_penalty=length_penalty)
     check_range("n_best", n_best, 1, beam_size)
+    _check_inputs(decoder, ctx, start_tokens)
     B, K, alpha, device = start_tokens.size(0), beam_size, length_penalty, start_tokens.device
     rules = _Rules(eos, forbid, min_len, no_repeat_ngram, repetition_penalty, device)
     ctx = prepared(decoder, ctx.expand(K))

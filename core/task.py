@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from core.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from core.errors import UserError, check_config
+from core.errors import UserError, check_config, check_device
 from core.tokenizers import Tokenizer, tokenizer_from_dict
 
 M = TypeVar("M", bound=nn.Module)
@@ -33,6 +33,22 @@ def load_task(path: str | Path, task: str, config_types: dict[str, type], build:
     """The task object of a checkpoint, in eval mode on `device` with its weights in `dtype`:
     `build(configs, tokenizers)` makes it from the configs (each `config_types[name]`, checked against its
     ranges) and the tokenizers; the weights must then fit it exactly and be finite."""
+    device = check_device("device", device)
+    if dtype not in (torch.float32, torch.bfloat16, torch.float16, torch.float64):
+        raise ValueError(f"dtype {dtype!r} is not a floating-point torch dtype (torch.float32, torch.bfloat16, ...)")
+    ckpt, configs, tokenizers = read_task(path, task, config_types, device)
+    try:
+        model = build(configs, tokenizers)
+    except (ValueError, KeyError, TypeError) as err:  # settings that do not fit together, a missing tokenizer
+        raise CheckpointError(f"{path}: its config does not make a model ({_first_line(err)})") from None
+    load_weights(path, model, ckpt["model"])
+    return model.to(device, dtype).eval()
+
+
+def read_task(path: str | Path, task: str, config_types: dict[str, type], device: str | torch.device = "cpu"
+              ) -> tuple[dict, dict[str, Any], dict[str, Tokenizer]]:
+    """A checkpoint of `task` with its contents checked: the checkpoint, its configs (each a `config_types[name]`
+    within its ranges) and its tokenizers. What a resumed run and `load_task` both read."""
     ckpt = load_checkpoint(path, task=task, map_location=device)
     configs = {name: _config(path, ckpt["config"], name, kind) for name, kind in config_types.items()}
     tokenizers = {}
@@ -41,19 +57,21 @@ def load_task(path: str | Path, task: str, config_types: dict[str, type], build:
             tokenizers[name] = tokenizer_from_dict(data)
         except Exception as err:  # a damaged tokenizer fails in sentencepiece or in our own reader
             raise CheckpointError(f"{path}: tokenizer {name!r} cannot be read ({_first_line(err)})") from None
-    try:
-        model = build(configs, tokenizers)
-    except (ValueError, KeyError, TypeError) as err:  # settings that do not fit together, a missing tokenizer
-        raise CheckpointError(f"{path}: its config does not make a model ({_first_line(err)})") from None
-    weights = _mapping(path, ckpt, "model")
+    _mapping(path, ckpt, "model")
+    return ckpt, configs, tokenizers
+
+
+def load_weights(path: str | Path, model: nn.Module, weights: dict) -> None:
+    """Load a checkpoint's weights into `model`; one CheckpointError when they do not fit it or are not finite."""
+    if not isinstance(weights, dict):
+        raise CheckpointError(f"{path}: field 'model' is not a mapping")
+    for name, tensor in weights.items():
+        if not isinstance(tensor, torch.Tensor) or (tensor.is_floating_point() and not tensor.isfinite().all()):
+            raise CheckpointError(f"{path}: weight {name} holds values that are not finite numbers")
     try:
         model.load_state_dict(weights)
     except RuntimeError as err:  # missing, unexpected or misshapen weights
         raise CheckpointError(f"{path}: its weights do not fit its config ({_first_line(err)})") from None
-    for name, tensor in weights.items():
-        if not isinstance(tensor, torch.Tensor) or (tensor.is_floating_point() and not tensor.isfinite().all()):
-            raise CheckpointError(f"{path}: weight {name} holds values that are not finite numbers")
-    return model.to(device, dtype).eval()
 
 
 def _mapping(path: str | Path, ckpt: dict, field: str) -> dict:

@@ -14,13 +14,14 @@ from typing import Iterable
 
 import sentencepiece as spm
 
-from core.errors import UserError
+from core.errors import UserError, check_range
 
 SPECIALS = ["<pad>", "<bos>", "<eos>", "<unk>"]
 PAD, BOS, EOS, UNK = range(4)
 # Never a model's output: padding is no token, and <bos> only starts the decoder (label smoothing gives
 # both a little probability, which sampling would otherwise draw now and then).
 NOT_GENERATED = (PAD, BOS)
+MIN_VOCAB = len(SPECIALS) + 1  # the specials and one symbol (sentencepiece asks for more: it names how many)
 
 
 def _warn_unknown(unknown: Iterable[str]) -> None:
@@ -89,6 +90,8 @@ class WordTokenizer(VocabTokenizer):
 
     @classmethod
     def train(cls, text: str, max_size: int = 10000, min_count: int = 2) -> "WordTokenizer":
+        """The `max_size - 4` most frequent words seen at least `min_count` times, after the four specials."""
+        check_range("the word vocabulary size", max_size, MIN_VOCAB)
         counts = Counter(_WORD_RE.findall(text))
         frequent = [w for w, c in counts.most_common() if c >= min_count][: max_size - len(SPECIALS)]
         return cls(sorted(frequent))
@@ -136,6 +139,9 @@ class SentencePieceTokenizer:
                     pad_id=PAD, bos_id=BOS, eos_id=EOS, unk_id=UNK, hard_vocab_limit=False,
                     minloglevel=2, num_threads=2)
             except RuntimeError as err:
+                if needed := re.search(r"smaller than required_chars\. \d+ vs (\d+)", str(err)):
+                    raise UserError(f"vocabulary size {vocab_size} is too small for this text; the smallest allowed "
+                                    f"is {needed[1]} (the specials, 256 bytes and its characters)") from None
                 raise UserError(f"sentencepiece training failed: {str(err).splitlines()[-1]}") from None
             return cls((Path(tmp) / "sp.model").read_bytes())
 

@@ -32,6 +32,7 @@ class TrainConfig:
               "label_smoothing": (0, 1, False, True), "warmup_steps": (0,), "min_lr": (0,),
               "plateau_factor": (0, 1, True), "plateau_patience": (0,), "valid_every": (1,), "patience": (0,),
               "ema_decay": (0, 1, False, True), "snapshots": (0,), "seed": (0, MAX_SEED)}
+    ORDER = [("min_lr", "lr")]  # the schedule decays from lr to min_lr: above it, the rate would rise
 
 
 def learning_rate(config: TrainConfig, step: int, plateau_scale: float = 1.0) -> float:

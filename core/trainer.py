@@ -4,7 +4,6 @@ Under torchrun the same trainer runs data parallel (DistributedDataParallel; see
 from __future__ import annotations
 
 import math
-import re
 import signal
 import time
 import warnings
@@ -18,22 +17,16 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from core.checkpoint import load_checkpoint, restore_rng_state, rng_state, save_checkpoint
-from core.errors import UserError, check_config
+from core.checkpoint import CheckpointError, load_checkpoint, restore_rng_state, rng_state, save_checkpoint
+from core.errors import UserError, check_config, check_device
 from core.context import map_tensors
 from core.distributed import World, current
 from core.averaging import WeightAverage
 from core.train_config import TrainConfig, learning_rate
 from core.losses import token_losses
 from core.plots import plot_losses
-from core.runs import RunLog
-
-
-def snapshots_in(folder: Path) -> list[tuple[int, Path]]:
-    """(step, path) of the snapshots a Trainer kept in `folder` (`snapshot-STEP.pt`), oldest first; other files
-    that merely look alike (`snapshot-old.pt`) are not its own and are left alone."""
-    found = [(re.fullmatch(r"snapshot-(\d+)\.pt", path.name), path) for path in Path(folder).glob("snapshot-*.pt")]
-    return sorted((int(match[1]), path) for match, path in found if match)
+from core.runs import RunLog, snapshots_in
+from core.task import load_weights
 
 
 class BatchSource(Protocol):
@@ -81,7 +74,7 @@ class Trainer:
         check_config(config)
         self.model, self.forward_fn, self.train_data, self.valid_data = model, forward_fn, train, valid
         self.config, self.out_dir, self.payload_fn, self.metrics_fn = config, Path(out_dir), payload_fn, metrics_fn
-        self.select, self.maximize, self.device = select, maximize, torch.device(device)
+        self.select, self.maximize, self.device = select, maximize, check_device("device", device)
         self.label, self.bar_position = label, bar_position  # several trainers side by side: one bar each
         self.world = world or current()
         self.shard = len(train) // self.world.size  # batches per process and epoch
@@ -166,12 +159,20 @@ class Trainer:
             yield raw
 
     def resume(self, path: str | Path, task: str) -> None:
-        """Continue from a checkpoint: same weights, optimizer, schedule, RNG, data position and carry."""
+        """Continue from a checkpoint: same weights, optimizer, schedule, RNG, data position and carry. Weights
+        that do not fit or are not finite, and a trainer state that cannot be restored, are one CheckpointError."""
         ckpt = load_checkpoint(path, task=task, map_location=self.device)
         if not ckpt.get("trainer"):
             raise UserError(f"{path} holds no trainer state (it was exported for inference); cannot --resume")
-        state = ckpt["trainer"]
-        self.model.load_state_dict(ckpt["model"])  # the average, when the run kept one
+        load_weights(path, self.model, ckpt.get("model"))  # the average, when the run kept one
+        try:
+            self._restore(path, ckpt["trainer"])
+        except (AttributeError, KeyError, TypeError, ValueError, IndexError, RuntimeError) as err:  # edited, damaged
+            raise CheckpointError(f"{path}: its trainer state cannot be restored ({type(err).__name__}: {err})"
+                                  ) from None
+
+    def _restore(self, path: str | Path, state: dict) -> None:
+        """The trainer state `state` of checkpoint `path` (its weights already loaded) taken over."""
         if self.ema is not None:
             self.ema.reset()
         if state.get("raw_params") is not None:
@@ -282,7 +283,8 @@ class Trainer:
         if main:
             self._clear_later_state()
         self.model.train()
-        previous_handler = signal.signal(signal.SIGINT, self._on_interrupt)
+        # Ctrl-C, or SIGTERM (as a job scheduler stops a job): stop after this step and save
+        previous = {signum: signal.signal(signum, self._on_interrupt) for signum in (signal.SIGINT, signal.SIGTERM)}
         bar = tqdm(total=self.config.steps, initial=self.step, desc=self.label, dynamic_ncols=True,
                    mininterval=1.0, disable=not main, position=self.bar_position)
         tokens_seen, started = 0, time.perf_counter()
@@ -309,7 +311,8 @@ class Trainer:
                 tqdm.write(f"interrupted at step {self.step}; saved {path}")  # the recipe says how to resume
         finally:
             bar.close()
-            signal.signal(signal.SIGINT, previous_handler)
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
         return self._last_valid()
 
     def _clear_later_state(self) -> None:
@@ -354,6 +357,9 @@ class Trainer:
         if stops > 0 and not self.stop_requested:
             self.stop_requested = True
             tqdm.write("Ctrl-C: stopping all processes after this step and saving a checkpoint")
+        if not math.isfinite(loss_sum):  # every process sees the same sum, so all stop here; nothing is saved
+            raise UserError(f"training diverged: the loss is {loss_sum / max(1, all_tokens)} at step {self.step}; "
+                            f"lower the learning rate (--lr, now {lr:g}) or clip gradients (--clip-norm)")
         return loss_sum / max(1, all_tokens), float(grad_norm), int(all_tokens)
 
     def _last_valid(self) -> dict[str, float]:

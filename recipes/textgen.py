@@ -20,14 +20,14 @@ import torch
 
 from core import distributed
 from core.batching import TokenStream
-from core.checkpoint import load_checkpoint
+from core.task import read_task
 from core.cli import add_config_flags, config_from_args, resolve_device, run_main
-from core.errors import UserError, check_range
-from core.runs import parse_flags, resume_checkpoint, run_folder, save_config
+from core.errors import Interrupted, UserError, check_range
+from core.runs import hold_run, parse_flags, resume_checkpoint, run_folder, save_config, write_text
 from core.datasets import read_text, shakespeare, split_by_position
 from core.decoder import DecoderConfig
 from core.lm import LanguageModel, lm_forward
-from core.tokenizers import BOS, tokenizer_from_dict, train_tokenizer
+from core.tokenizers import BOS, MIN_VOCAB, Tokenizer, train_tokenizer
 from core.trainer import TrainConfig, Trainer
 
 DEFAULT_VOCAB = {"char": 0, "word": 10000, "bpe": 2000}
@@ -72,10 +72,12 @@ def main(argv: list[str] | None = None) -> dict:
     args = parse_flags(build_parser(), argv, kept=kept)
     resume = resume_checkpoint(args.resume) if args.resume else None
     # a resumed run's flags come from its config.json: first its task, then the flags
-    ckpt = load_checkpoint(resume, task="textgen") if resume else None
-    model_config, train_config = check_settings(args, ckpt)
+    resumed = read_task(resume, "textgen", {"decoder": DecoderConfig}) if resume else None  # contents checked
+    model_config, train_config = check_settings(args, resumed[1]["decoder"] if resumed else None)
     out = run_folder(args.out, args.resume, args.overwrite, default="runs/textgen")
     world, device = distributed.setup(resolve_device(args.device))
+    if world.main:
+        hold_run(out)  # one writer: a second run (or --resume) on this folder is refused while this one trains
 
     # Data: continuous text split by position, so validation and test are unseen continuous text.
     with world.main_first():  # the main process fills the data cache; the others then read it
@@ -85,11 +87,7 @@ def main(argv: list[str] | None = None) -> dict:
         raise UserError(f"corpus {args.corpus} is too short to split into train/valid/test")
 
     # Tokenizer and model (a resumed run takes both from its checkpoint).
-    if ckpt is not None:
-        tokenizer = tokenizer_from_dict(ckpt["tokenizers"]["text"])
-    else:
-        vocab = args.vocab_size or DEFAULT_VOCAB[args.level]
-        tokenizer = world.from_main(train_tokenizer(args.level, train_text, vocab) if world.main else None)
+    tokenizer = resumed[2]["text"] if resumed else make_tokenizer(args, text, train_text)
     torch.manual_seed(train_config.seed)
     model = LanguageModel(tokenizer, model_config)
     n_params = sum(p.numel() for p in model.parameters())
@@ -110,9 +108,9 @@ def main(argv: list[str] | None = None) -> dict:
     started = time.perf_counter()
     trainer.fit()
     train_seconds = time.perf_counter() - started
-    if trainer.interrupted and world.main:
-        print(f"interrupted; continue with --resume {out}")
-    if not world.main or trainer.interrupted:  # evaluation and samples: once, in the main process
+    if trainer.interrupted:
+        raise Interrupted(f"interrupted; continue with --resume {out}" if world.main else "")
+    if not world.main:  # evaluation and samples: once, in the main process
         return {}
 
     # Evaluation of the best checkpoint on the held-out test text, then samples.
@@ -128,15 +126,28 @@ def main(argv: list[str] | None = None) -> dict:
     return results
 
 
-def check_settings(args: argparse.Namespace, ckpt: dict | None) -> tuple[DecoderConfig, TrainConfig]:
+def make_tokenizer(args: argparse.Namespace, text: str, train_text: str) -> Tokenizer:
+    """A tokenizer trained on the training text (the main process trains it)."""
+    world = distributed.current()
+    # characters from the whole corpus: one seen only in held-out text would otherwise become <unk>
+    seen = text if args.level == "char" else train_text
+    vocab = args.vocab_size or DEFAULT_VOCAB[args.level]
+    return world.from_main(train_tokenizer(args.level, seen, vocab) if world.main else None)
+
+
+def check_settings(args: argparse.Namespace, resumed: DecoderConfig | None) -> tuple[DecoderConfig, TrainConfig]:
     """Every setting checked before anything is read or written; the model's config (a resumed run keeps its
     checkpoint's) and the training config."""
-    for flag, value in (("--batch-size", args.batch_size), ("--bptt", args.bptt), ("--sample-len", args.sample_len),
-                        ("--vocab-size", args.vocab_size or 1)):  # before training, not after it
-        check_range(flag, value, low=1)
+    for flag, value in (("--batch-size", args.batch_size), ("--bptt", args.bptt), ("--sample-len", args.sample_len)):
+        check_range(flag, value, low=1)  # before training, not after it
+    if args.vocab_size is not None:
+        if args.level == "char":
+            raise UserError(f"--vocab-size {args.vocab_size}: a character vocabulary holds every character of the "
+                            "corpus; leave it out, or use --level word or bpe")
+        check_range("--vocab-size", args.vocab_size, low=MIN_VOCAB)
     if args.attention != "none":
         raise UserError(f"--attention {args.attention}: a language model has no memory to attend to; leave it none")
-    model_config = DecoderConfig(**ckpt["config"]["decoder"]) if ckpt else config_from_args(DecoderConfig, args)
+    model_config = resumed or config_from_args(DecoderConfig, args)
     return model_config, config_from_args(TrainConfig, args)
 
 
@@ -152,9 +163,9 @@ def report(args: argparse.Namespace, out: Path, nats: float, tokens: int, tokens
            extra: dict) -> dict:
     """Test loss per token and per character (which makes levels comparable), written to results.json."""
     per_char = nats / tokens * tokens_per_char
-    results = {"level": args.level, "test_nats_per_token": nats / tokens, "test_ppl": math.exp(nats / tokens),
+    results = {"level": args.level, "test_nats_per_token": nats / tokens, "test_ppl": math.exp(min(nats / tokens, 700)),
                "test_nats_per_char": per_char, "test_bits_per_char": per_char / math.log(2), **extra}
-    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    write_text(out / "results.json", json.dumps(results, indent=2) + "\n")
     print(f"test: {results['test_nats_per_token']:.4f} nats/token (perplexity {results['test_ppl']:.2f}), "
           f"{results['test_nats_per_char']:.4f} nats/char = {results['test_bits_per_char']:.4f} bits/char")
     return results

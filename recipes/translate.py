@@ -16,11 +16,11 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from core import distributed
-from core.checkpoint import load_checkpoint
+from core.task import read_task
 from core.cli import add_config_flags, config_from_args, resolve_device, run_main
 from core.decoder import DecoderConfig
 from core.errors import UserError
-from core.runs import parse_flags, save_config
+from core.runs import hold_run, parse_flags, save_config
 from core.tokenizers import SentencePieceTokenizer, WordTokenizer
 from core.trainer import TrainConfig
 from seq2seq.bible import bible_pairs
@@ -161,15 +161,18 @@ def main(argv: list[str] | None = None) -> dict:
     args = parse_flags(build_parser(), argv, kept=kept + ["level", "vocab_size", "separate_vocab"])
     out, resume = plan_run(args, default_members=1 if distributed.launched() else 2)
     # all checked before the data is read; a resumed run's flags come from its config.json, so first its task
-    ckpt = load_checkpoint(resume[0], task="translation") if args.resume else None
+    ckpt, configs, _ = read_task(resume[0], "translation", {"encoder": EncoderConfig, "decoder": DecoderConfig}) \
+        if args.resume else (None, None, None)  # contents checked
     check_run_flags(args)
     if ckpt is not None:
-        enc_config, dec_config = resumed_configs(args, ckpt)
+        enc_config, dec_config = resumed_configs(args, configs)
     else:
         enc_config = config_from_args(EncoderConfig, args, **data_languages(args))
         dec_config = config_from_args(DecoderConfig, args)
     train_config = config_from_args(TrainConfig, args)
     world, device = distributed.setup(resolve_device(args.device))
+    if world.main:
+        hold_run(out)  # one writer: a second run (or --resume) on this folder is refused while this one trains
 
     # Data and tokenizers (a resumed run takes its tokenizers from its checkpoint).
     with world.main_first():  # the main process fills the data cache; the others then read it
@@ -192,7 +195,7 @@ def main(argv: list[str] | None = None) -> dict:
     # The models: the forward members and the reranking models, side by side.
     run = RunSetup(args, pairs, tokenizers, enc_config, dec_config, train_config, device)
     train_seconds = train_models(run, out, resume, MEMORY_FLAGS)
-    if train_seconds is None:  # interrupted (checkpoints saved), or not the main process
+    if train_seconds is None:  # not the main process
         return {}
 
     # Test: greedy, beam and reranked beam; examples and attention maps.

@@ -13,6 +13,7 @@ import torch
 
 from core.metrics import score_files
 from core.plots import save_attention_png
+from core.runs import write_text
 from seq2seq.rerank import load_rerankers, translate_reranked
 from seq2seq.training import member_folders
 from seq2seq.translator import Translator, load_ensemble
@@ -35,7 +36,7 @@ def evaluate(args: argparse.Namespace, out: Path, checkpoints: dict[str, list[Pa
             results[f"{kind}_checkpoints"] = [str(p) for p in checkpoints[kind]]
     sources, references = [s for s, _ in test], [t for _, t in test]
     for name, lines in (("test.source.txt", sources), ("test.reference.txt", references)):  # for seq2seq.bleu
-        (out / name).write_text("\n".join(lines) + "\n", encoding="utf-8")
+        write_text(out / name, "\n".join(lines) + "\n")
     if others:
         print(f"\ntesting an ensemble of {len(checkpoints['forward'])} checkpoints (@{out / 'ensemble.args'})")
     for name, decode in decodings(args, model, others, checkpoints, device).items():
@@ -44,7 +45,7 @@ def evaluate(args: argparse.Namespace, out: Path, checkpoints: dict[str, list[Pa
         scores = score_files(hyps, [references])
         results[name] = {s["name"]: {"score": s["score"], "signature": s["signature"]} for s in scores}
         results[name]["seconds"] = round(time.perf_counter() - t0, 1)
-        (out / f"test.{name}.txt").write_text("\n".join(hyps) + "\n", encoding="utf-8")
+        write_text(out / f"test.{name}.txt", "\n".join(hyps) + "\n")
         print(f"\ntest, {name}:")
         for s in scores:
             print("  " + s["text"])
@@ -54,7 +55,7 @@ def evaluate(args: argparse.Namespace, out: Path, checkpoints: dict[str, list[Pa
     for i, sentence in enumerate(sources[:3]):  # an ensemble's attention: the mean of its members'
         save_attention_png(*model.attention(sentence, method="beam", beam_size=args.beam_size, ensemble_with=others),
                            out / f"attention_{i + 1}.png")
-    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    write_text(out / "results.json", json.dumps(results, indent=2) + "\n")
     print(f"attention maps: {out}/attention_*.png   checkpoints: " + " ".join(args_files))
     return results
 
@@ -81,7 +82,7 @@ def write_args_files(out: Path, checkpoints: dict[str, list[Path]]) -> list[str]
     for kind, (name, flag) in ARGS_FILES.items():
         (out / name).unlink(missing_ok=True)  # an earlier run's, in a folder trained afresh
         if checkpoints[kind]:
-            (out / name).write_text("".join(f"{flag}\n{p}\n" for p in checkpoints[kind]))
+            write_text(out / name, "".join(f"{flag}\n{p}\n" for p in checkpoints[kind]))
             written.append(f"@{out / name}")
     return written
 

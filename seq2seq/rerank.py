@@ -16,7 +16,7 @@ import torch
 from core.errors import UserError, check_range
 from core.search import gnmt_penalty
 from core.search_config import SearchConfig
-from seq2seq.translator import Translator, load_ensemble, sentences_of
+from seq2seq.translator import MAX_SOURCE_LEN, Translator, load_ensemble, sentences_of
 
 RERANK_LENGTH_PENALTY = 0.5
 RERANK_WEIGHT = 0.5
@@ -96,6 +96,7 @@ def translate_file(checkpoints: Sequence[str | Path], src_lines: list[str], conf
     """Translate lines with one checkpoint or an ensemble of several (`python -m seq2seq.bleu --checkpoint`),
     reranking the beam's n best when `rerank` names reverse or right-to-left checkpoints (`load_rerankers`)."""
     model, others = load_ensemble(checkpoints, device, dtype)
+    model.check_source_lengths(src_lines, MAX_SOURCE_LEN, "line {} of the source file", first=1)
     rerankers = load_rerankers(**rerank, device=device, dtype=dtype, forward=model)
     if not rerankers:
         return model.translate(src_lines, config, ensemble_with=others)

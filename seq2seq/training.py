@@ -15,11 +15,11 @@ import torch
 from core import distributed
 from core.batching import BucketBatches
 from core.decoder import DecoderConfig
-from core.errors import MAX_SEED, UserError, check_range
+from core.errors import MAX_SEED, Interrupted, UserError, check_range
 from core.metrics import score_files
-from core.parallel import run_side_by_side
-from core.runs import run_folder
-from core.tokenizers import tokenizer_from_dict
+from core.parallel import most_side_by_side, run_side_by_side
+from core.runs import hold_run, run_folder
+from core.tokenizers import MIN_VOCAB, tokenizer_from_dict
 from core.trainer import TrainConfig, Trainer, snapshots_in
 from seq2seq.rerank import check_rerank_score_flags
 from seq2seq.translator import EncoderConfig, SampledSubwords, Translator, seq2seq_forward
@@ -173,6 +173,8 @@ def train_member(run: RunSetup, member: int, position: int, folder: Path, resume
     """Train model number `member` of its kind (from 0) into `folder`, as process number `position` of the
     run; False when Ctrl-C stopped it (its checkpoint saved)."""
     args, world = run.args, distributed.current()
+    if world.main and not (run.kind == "forward" and args.members == 1):  # (that one trains in the run folder)
+        hold_run(folder)  # a member's own folder too: its process may outlive the parent's lock for a moment
     # member k of each kind trains with seed + k, so that member 1 of an ensemble is the model a single run would train
     train_config = replace(run.train_config, seed=run.train_config.seed + member)
     src_tok, tgt_tok = (tokenizer_from_dict(t) for t in run.tokenizers)
@@ -235,11 +237,16 @@ def check_run_flags(args: argparse.Namespace) -> None:
                         f"{args.r2l_members} trains each model in a process of its own; under torchrun train (or "
                         "resume) a single model, --members 1")
     for flag, value, low in (("--beam-size", args.beam_size, 1), ("--rerank-beam-size", args.rerank_beam_size, 1),
-                             ("--max-tokens", args.max_tokens, 1), ("--vocab-size", args.vocab_size, 1),
+                             ("--max-tokens", args.max_tokens, 1), ("--vocab-size", args.vocab_size, MIN_VOCAB),
                              ("--length-penalty", args.length_penalty, None),
                              ("--valid-sentences", args.valid_sentences, 1)):
         check_range(flag, value, low=low)
     check_rerank_score_flags(args)
+    limit, machine = most_side_by_side()
+    if total_models(args) > limit:
+        raise UserError(f"--members {args.members} --reverse-members {args.reverse_members} --r2l-members "
+                        f"{args.r2l_members}: {total_models(args)} models side by side, more than this machine runs "
+                        f"at once ({limit}: {machine}); train fewer")
     check_range("--subword-alpha", args.subword_alpha, 0, 1, high_open=True)
     if args.subword_alpha and args.level == "word":
         raise UserError(f"--subword-alpha {args.subword_alpha}: sampled segmentations need sentencepiece tokenizers, "
@@ -251,21 +258,21 @@ def check_run_flags(args: argparse.Namespace) -> None:
                         "--target-order right-to-left")
 
 
-def resumed_configs(args: argparse.Namespace, ckpt: dict) -> tuple[EncoderConfig, DecoderConfig]:
+def resumed_configs(args: argparse.Namespace, configs: dict) -> tuple[EncoderConfig, DecoderConfig]:
     """A resumed run's model configs, from its checkpoint; language flags given now must agree with them."""
-    enc_config = EncoderConfig(**ckpt["config"]["encoder"])
+    enc_config = configs["encoder"]
     for side in ("source_lang", "target_lang"):
         given, built = getattr(args, side).strip().lower(), getattr(enc_config, side)
         if given and given != built:
             raise UserError(f"--{side.replace('_', '-')} {given}: the run's models were built "
                             f"{f'with {built}' if built else 'without language labels'}, and a resumed run "
                             "keeps its models; leave it out, or start a new run")
-    return enc_config, DecoderConfig(**ckpt["config"]["decoder"])
+    return enc_config, configs["decoder"]
 
 
 def train_models(run: RunSetup, out: Path, resume: list[Path | None], memory_flags: str) -> float | None:
-    """Train every model of the run (side by side when several); the seconds it took, or None when Ctrl-C
-    stopped it (its checkpoints saved) or in a process other than the main one."""
+    """Train every model of the run (side by side when several); the seconds it took, or None in a process
+    other than the main one. Raises Interrupted when Ctrl-C or SIGTERM stopped it (its checkpoints saved)."""
     world = distributed.current()
     folders = model_folders(out, run.args)
     if world.main and not run.args.resume:
@@ -274,11 +281,11 @@ def train_models(run: RunSetup, out: Path, resume: list[Path | None], memory_fla
             for position, (kind, member, folder) in enumerate(folders)]
     started = time.perf_counter()
     finished = [jobs[0]()] if len(jobs) == 1 else run_side_by_side(jobs, memory_flags)
-    if world.main and not all(finished):
+    if not all(finished):
         saved = all((folder / "last.pt").exists() for _, _, folder in folders)
-        print(f"interrupted; continue with --resume {out}" if saved else
-              "interrupted before every model saved a checkpoint; start afresh with --overwrite")
-    return time.perf_counter() - started if world.main and all(finished) else None
+        raise Interrupted("" if not world.main else f"interrupted; continue with --resume {out}" if saved else
+                          "interrupted before every model saved a checkpoint; start afresh with --overwrite")
+    return time.perf_counter() - started if world.main else None
 
 
 def run_checkpoints(args: argparse.Namespace, out: Path) -> dict[str, list[Path]]:

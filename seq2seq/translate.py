@@ -18,7 +18,7 @@ from core.errors import UserError, check_range
 from core.speedups import keep_freed_memory
 from seq2seq.data import read_lines
 from seq2seq.rerank import add_rerank_flags, check_rerank_flags, load_rerankers, rerank_options, translate_reranked
-from seq2seq.translator import DEFAULT_SEARCH, load_ensemble
+from seq2seq.translator import DEFAULT_SEARCH, MAX_SOURCE_LEN, load_ensemble
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -31,6 +31,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-len-ratio", type=float, default=1.5,
                    help="a translation stops at this many times its source's tokens, plus 10 (default: %(default)s)")
     p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--max-source-len", type=int, default=MAX_SOURCE_LEN,
+                   help="source tokens a line may have; a longer line is refused, naming its number, before anything "
+                        "is translated (split it). Decoding holds at most --batch-size x --beam-size x 1000 x this "
+                        "float32 attention weights: 1.3 GB at the defaults (default: %(default)s)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     add_rerank_flags(p)
     add_dtype_flag(p)
@@ -47,12 +51,14 @@ def main(argv: list[str] | None = None) -> None:
         raise UserError(f"{flag} prints the reranked best translation; it does not go with --n-best")
     config = search_config_from_args(parser, args, argv)
     check_range("--batch-size", args.batch_size, 1)
+    check_range("--max-source-len", args.max_source_len, 1)
     check_range("--max-len-ratio", args.max_len_ratio, 0, 10)
     keep_freed_memory()
     device, dtype = resolve_device(args.device), DTYPES[args.dtype]
     model, others = load_ensemble(args.checkpoint, device=device, dtype=dtype)
     rerankers = load_rerankers(**rerank_options(args), device=device, dtype=dtype, forward=model)
-    options = dict(max_len_ratio=args.max_len_ratio, batch_size=args.batch_size, ensemble_with=others)
+    options = dict(max_len_ratio=args.max_len_ratio, batch_size=args.batch_size, ensemble_with=others,
+                   max_source_len=args.max_source_len)
 
     def show(sentences: list[str]) -> None:
         if rerankers:
@@ -69,7 +75,9 @@ def main(argv: list[str] | None = None) -> None:
         sys.stdout.flush()
 
     if args.input:
-        show(read_lines(args.input))
+        lines = read_lines(args.input)
+        model.check_source_lengths(lines, args.max_source_len, f"line {{}} of {args.input}", first=1)
+        show(lines)
         return
     if sys.stdin.isatty():
         print("type a sentence and press Enter (Ctrl-D to quit)", file=sys.stderr)
@@ -78,6 +86,7 @@ def main(argv: list[str] | None = None) -> None:
             line.encode("utf-8")
         except UnicodeEncodeError:  # undecodable bytes arrive as lone surrogates under a C/POSIX locale
             raise UserError(f"line {number} of the standard input is not UTF-8 text") from None
+        model.check_source_lengths([line.rstrip("\n")], args.max_source_len, "line {} of the standard input", number)
         show([line.rstrip("\n")])
 
 

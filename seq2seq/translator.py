@@ -14,7 +14,7 @@ from torch import Tensor, nn
 from core.batching import BucketBatches, pad
 from core.decoder import DecoderConfig, RNNDecoder, build_decoder
 from core.ensemble import Ensemble
-from core.errors import UserError, check_range
+from core.errors import UserError, check_int, check_range
 from core.search import Hypothesis, search_with
 from core.search_config import SearchConfig, search_config
 from core.task import load_task, save_task, task_payload
@@ -22,6 +22,9 @@ from core.tokenizers import BOS, EOS, NOT_GENERATED, PAD, SentencePieceTokenizer
 from seq2seq.encoder import RNNEncoder
 
 TASK = "translation"
+# source tokens a sentence may have: beyond it a sentence is refused rather than cut (a translation of part of a
+# line would pass for the whole), and decoding memory grows with it
+MAX_SOURCE_LEN = 1000
 
 
 @dataclass
@@ -147,34 +150,36 @@ class Translator(Seq2Seq):
     # -- translation ----------------------------------------------------------------------------------
     @torch.no_grad()
     def search(self, sentences: Sequence[str], config: SearchConfig | None = None, *, max_len_ratio: float = 1.5,
-               batch_size: int = 64, ensemble_with: Sequence["Translator"] = (), **options: Any
-               ) -> list[list[Hypothesis]]:
+               batch_size: int = 64, ensemble_with: Sequence["Translator"] = (),
+               max_source_len: int = MAX_SOURCE_LEN, **options: Any) -> list[list[Hypothesis]]:
         """The n best hypotheses per sentence (greedy and sampling give one), as `config` says (default: beam 5,
         length penalty 1) with any of its fields overridden by keyword. A translation stops at `max_len_ratio`
         times its source's tokens, plus 10 (or at config.max_len). Empty sentences get an empty hypothesis. A
         right-to-left model's tokens come as it wrote them, last word first (`target_text` reads them out).
         Sampling draws with one generator seeded by config.seed for the whole call (the same seed, sentences
         and batch size: the same draws). `ensemble_with`: other translators with the same vocabularies,
-        searched together with this one (the mean of their next-token probabilities; `core.Ensemble`)."""
+        searched together with this one (the mean of their next-token probabilities; `core.Ensemble`).
+        A sentence of more than `max_source_len` source tokens is refused (`check_source_lengths`): the memory
+        decoding holds, at most batch_size x beam_size x max_len x max_source_len float32 attention weights
+        (1.3 GB at the defaults), is bounded whatever the input."""
         config = search_config(config, DEFAULT_SEARCH, **options)
         sentences = sentences_of(sentences)
-        check_range("batch_size", batch_size, 1)
+        check_int("batch_size", batch_size, 1)
         check_range("max_len_ratio", max_len_ratio, 0, 10)
-        members = [self, *ensemble_with]
-        for other in ensemble_with:
-            self._check_joinable(other)
+        members = self._members(ensemble_with)
         for m in members:
             m.eval()
-        decoder = Ensemble([m.decoder for m in members]) if ensemble_with else self.decoder
+        decoder = Ensemble([m.decoder for m in members]) if len(members) > 1 else self.decoder
         generator = None if config.seed is None else torch.Generator(self.device).manual_seed(config.seed)
         results: list[list[Hypothesis]] = [[Hypothesis([], 0.0, 0.0, True)] for _ in sentences]
-        encoded = {i: self.source_ids(s) for i, s in enumerate(sentences) if s.strip()}
+        ids = self.check_source_lengths(sentences, max_source_len)
+        encoded = {i: ids[i] for i, s in enumerate(sentences) if s.strip()}
         order = sorted(encoded, key=lambda i: len(encoded[i]))  # similar lengths together: little padding
         for start in range(0, len(order), batch_size):
             rows = order[start:start + batch_size]
             src, lengths = pad([encoded[i] for i in rows])
             contexts = [m.encoder(src.to(m.device), lengths.to(m.device)) for m in members]
-            ctx = decoder.join([c.to(self.device) for c in contexts]) if ensemble_with else contexts[0]
+            ctx = decoder.join([c.to(self.device) for c in contexts]) if len(members) > 1 else contexts[0]
             bos = torch.full((len(rows),), BOS, device=self.device)
             max_len = min(config.max_len, int(src.size(1) * max_len_ratio) + 10)
             found = search_with(config, decoder, ctx, bos, eos=EOS, forbid=NOT_GENERATED, max_len=max_len,
@@ -182,6 +187,18 @@ class Translator(Seq2Seq):
             for i, hyps in zip(rows, found):
                 results[i] = hyps
         return results
+
+    def check_source_lengths(self, sentences: Sequence[str], max_source_len: int = MAX_SOURCE_LEN,
+                             name: str = "sentences[{}]", first: int = 0) -> list[list[int]]:
+        """Each sentence's source ids (EOS included); a UserError naming the first sentence (`name` formatted with
+        its number, counted from `first`) of more than `max_source_len` tokens, before anything is translated."""
+        check_int("max_source_len", max_source_len, 1)
+        ids = [self.source_ids(s) for s in sentences]
+        for i, sentence_ids in enumerate(ids):
+            if len(sentence_ids) - 1 > max_source_len:
+                raise UserError(f"{name.format(first + i)} has {len(sentence_ids) - 1} source tokens, more than "
+                                f"{max_source_len} (the maximum source length); split it, or raise the maximum")
+        return ids
 
     @functools.cached_property
     def _pieces(self) -> dict[str, list[str]]:
@@ -205,6 +222,17 @@ class Translator(Seq2Seq):
         if self.direction and other.direction and expected != self.direction:
             raise ValueError(f"it translates {other.direction}, and this model {self.direction}"
                              + ("; a reverse model must translate the other way" if reverse else ""))
+
+    def _members(self, ensemble_with: Sequence["Translator"]) -> list["Translator"]:
+        """This model and those it searches with, checked and in eval mode."""
+        others = list(ensemble_with) if not isinstance(ensemble_with, Translator) else [ensemble_with]
+        for i, other in enumerate(others):
+            if not isinstance(other, Translator):
+                raise TypeError(f"ensemble_with[{i}] is a {type(other).__name__}, not a Translator")
+            self._check_joinable(other)
+        for m in (self, *others):
+            m.eval()
+        return [self, *others]
 
     def _check_joinable(self, other: "Translator") -> None:
         self.check_direction(other)
@@ -232,14 +260,12 @@ class Translator(Seq2Seq):
         """log p(target | source) for each pair, by teacher forcing, EOS included: the log_prob that search
         reports for a finished hypothesis of those tokens. With `ensemble_with`, each token's probability is
         the mean of the members', as in an ensemble's search."""
+        sources, targets = sentences_of(sources, "sources"), sentences_of(targets, "targets")
         if len(sources) != len(targets):
             raise ValueError(f"score needs one target per source, got {len(sources)} sources and "
                              f"{len(targets)} targets")
-        members = [self, *ensemble_with]
-        for other in ensemble_with:
-            self._check_joinable(other)
-        for m in members:
-            m.eval()
+        check_int("batch_size", batch_size, 1)
+        members = self._members(ensemble_with)
         scores: list[float] = []
         for start in range(0, len(sources), batch_size):
             pairs = [(self.source_ids(s), self.target_ids(t))
@@ -280,17 +306,17 @@ def load_ensemble(checkpoints: Sequence[str | Path], device: str | torch.device 
 DEFAULT_SEARCH = SearchConfig(method="beam", beam_size=5, length_penalty=1.0, max_len=1000)
 
 
-def sentences_of(sentences: Any) -> list[str]:
+def sentences_of(sentences: Any, name: str = "sentences") -> list[str]:
     """The sentences of a list (or any iterable, read once) of strings; a TypeError naming what is not."""
     if isinstance(sentences, (str, bytes)):
-        raise TypeError("sentences must be a list of strings, not one string (wrap it: [sentence])")
+        raise TypeError(f"{name} must be a list of strings, not one string (wrap it: [sentence])")
     try:
         sentences = list(sentences)
     except TypeError:
-        raise TypeError(f"sentences must be a list of strings, not {type(sentences).__name__}") from None
+        raise TypeError(f"{name} must be a list of strings, not {type(sentences).__name__}") from None
     for i, sentence in enumerate(sentences):
         if not isinstance(sentence, str):
-            raise TypeError(f"sentences[{i}] is a {type(sentence).__name__}, not a string")
+            raise TypeError(f"{name}[{i}] is a {type(sentence).__name__}, not a string")
     return sentences
 
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import core.runs
-from core import CheckpointError, load_checkpoint, save_checkpoint
+from core import CheckpointError, UserError, load_checkpoint, save_checkpoint
 from core.runs import save_config
 
 
@@ -25,9 +25,9 @@ def test_failed_write_leaves_the_old_checkpoint_intact(tmp_path, monkeypatch):
 
     def broken_save(obj, f):
         f.write(b"half a file")
-        raise OSError("disk full")
+        raise OSError(28, "No space left on device")
     monkeypatch.setattr(torch, "save", broken_save)
-    with pytest.raises(OSError):
+    with pytest.raises(UserError, match=r"cannot write .*model.pt: No space left on device \(any earlier model.pt"):
         save_checkpoint(path, payload())
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["model.pt"]
@@ -39,9 +39,9 @@ def test_a_failed_config_write_leaves_the_old_config_intact(tmp_path, monkeypatc
     before = path.read_bytes()
 
     def disk_full(fd):
-        raise OSError("disk full")  # as when the data written cannot reach the disk
+        raise OSError(28, "No space left on device")  # as when the data written cannot reach the disk
     monkeypatch.setattr(core.runs.os, "fsync", disk_full)
-    with pytest.raises(OSError):
+    with pytest.raises(UserError, match="cannot write .*config.json: No space left on device"):
         save_config(tmp_path, flags={"steps": 20})
     assert path.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["config.json"]
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import itertools
+import re
 
 import pytest
 import torch
@@ -196,7 +197,15 @@ def test_bad_construction_raises_clear_errors():
         RNNDecoder(V, E, H, 1, attention="dot", memory_dim=M)
 
 
-@pytest.mark.parametrize("h0_shape", [(1, 3, H), (2, 3, H + 1), (3, H), (2, 3, H, 1)])
+@pytest.mark.parametrize("h0_shape", [(3, H), (2, 3, H, 1)])
+def test_a_context_refuses_tensors_of_the_wrong_number_of_dimensions(h0_shape):
+    with pytest.raises(ValueError, match=rf"Context.h0 must have 3 dimensions, got shape {re.escape(str(h0_shape))}"):
+        Context(h0=torch.zeros(h0_shape))
+    with pytest.raises(TypeError, match="Context.memory must be a tensor, got list"):
+        Context(h0=torch.zeros(1, 3, H), memory=[[0.0]])
+
+
+@pytest.mark.parametrize("h0_shape", [(1, 3, H), (2, 3, H + 1)])
 def test_context_with_wrong_h0_shape_names_the_expected_shape(h0_shape):
     dec = make_decoder("gru", 2)
     with pytest.raises(ValueError) as err:

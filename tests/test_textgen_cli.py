@@ -156,7 +156,8 @@ def test_recipe_resume_errors_keep_checkpoints(trained, tmp_path, capsys):
     fails_with(capsys, textgen_main, ["--corpus", corpus, "--out", str(run), *TINY], "already holds checkpoints",
                "--resume")
     other = save_checkpoint(tmp_path / "mt.pt", {"task": "translation", "config": {}, "model": {}})
-    fails_with(capsys, textgen_main, ["--corpus", corpus, "--resume", str(other)], "'translation' checkpoint")
+    # without its config.json a run's flags (its corpus among them) are unknown: no silent default corpus
+    fails_with(capsys, textgen_main, ["--corpus", corpus, "--resume", str(other)], "config.json is missing")
     # a translation run's flags (attention, say) are not judged as a language model's: its task is named first
     (tmp_path / "config.json").write_text(json.dumps({"flags": {"attention": "luong"}}))
     fails_with(capsys, textgen_main, ["--resume", str(other)], "'translation' checkpoint")
