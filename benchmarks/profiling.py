@@ -125,15 +125,7 @@ def step_parts(decoder: RNNDecoder, ctx: Context, start: torch.Tensor, K: int) -
             parts[f"  reorder: {name} {tuple(t.shape)} {t.numel() * t.element_size() / 2**20:.2f} MB"] = ms(
                 lambda t=t: t.index_select(0, rows))
 
-    def attention_in_one_chunk() -> tuple[torch.Tensor, torch.Tensor]:
-        saved = speedups.CHUNK_VALUES
-        speedups.CHUNK_VALUES = 1 << 40  # all energies as one tensor
-        try:
-            return att(query, ctx_k.keys, ctx_k.memory, ctx_k.memory_mask)
-        finally:
-            speedups.CHUNK_VALUES = saved
-    what_if = {"attention with all energies in one tensor (no chunks)": ms(attention_in_one_chunk)}
-    return {"rows": N, "ms_per_step": parts, "what_if_ms_per_step": what_if}
+    return {"rows": N, "ms_per_step": parts}
 
 
 def profile_decode(args: argparse.Namespace) -> dict:

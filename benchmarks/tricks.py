@@ -8,13 +8,8 @@ import os
 from contextlib import contextmanager
 from typing import Iterator
 
-import torch
 
 from core import speedups
-
-
-def _plain_scores(queries: torch.Tensor, keys: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    return torch.tanh(keys.unsqueeze(1) + queries.unsqueeze(2)) @ v
 
 
 # trick -> (attribute of core.speedups, the value that turns it off)
@@ -22,8 +17,6 @@ TRICKS = {
     "packed": ("AVAILABLE", False),  # oneDNN with pre-packed weights, and the written-out RNN step using them
     "table": ("MAX_TABLE_VALUES", 0),  # the per-token table of the embedding's share of the input gates
     "topk": ("TOPK_BLOCK", 1 << 62),  # topk over the blocks with the largest maxima: no row has enough blocks
-    "argmax": ("ARGMAX_BLOCK", 1 << 62),  # argmax through block maxima: no row is long enough
-    "chunks": ("additive_scores", _plain_scores),  # Bahdanau scores as 2 v . sigmoid(2e), in chunks
 }
 
 

@@ -131,6 +131,10 @@ class _Rules:
 
 # ---- greedy and sampling: one token per row per step -------------------------------------------------
 
+def _most_likely(logp: Tensor) -> Tensor:
+    return logp.argmax(dim=1)  # (N,): the first of equal maxima, NaN counting as largest
+
+
 def _sampler(temperature: float, top_k: int, top_p: float, generator: torch.Generator | None
              ) -> Callable[[Tensor], Tensor]:
     _check(temperature=temperature, top_k=top_k, top_p=top_p)
@@ -200,7 +204,7 @@ def greedy(decoder: Any, ctx: Context, start_tokens: Tensor, *, max_len: int, eo
     _check(max_len=max_len, min_len=min_len, no_repeat_ngram=no_repeat_ngram, repetition_penalty=repetition_penalty)
     _check_inputs(decoder, ctx, start_tokens)
     rules = _Rules(eos, forbid, min_len, no_repeat_ngram, repetition_penalty, start_tokens.device)
-    steps = _token_by_token(decoder, ctx, start_tokens, speedups.argmax, max_len, rules)
+    steps = _token_by_token(decoder, ctx, start_tokens, _most_likely, max_len, rules)
     return _collect(steps, start_tokens.size(0), eos)
 
 
@@ -228,7 +232,7 @@ def stream(decoder: Any, ctx: Context, start_token: int, *, max_len: int, eos: i
     if method not in ("greedy", "sample"):
         raise UserError(f"streaming takes method 'greedy' or 'sample', not {method!r}")
     _check(max_len=max_len, min_len=min_len, no_repeat_ngram=no_repeat_ngram, repetition_penalty=repetition_penalty)
-    choose = speedups.argmax if method == "greedy" else _sampler(temperature, top_k, top_p, generator)
+    choose = _most_likely if method == "greedy" else _sampler(temperature, top_k, top_p, generator)
     start = torch.tensor([start_token], device=ctx.h0.device)
     _check_inputs(decoder, ctx, start)
     rules = _Rules(eos, forbid, min_len, no_repeat_ngram, repetition_penalty, start.device)

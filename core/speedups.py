@@ -6,8 +6,7 @@ back to it where it does not apply: training, autograd, CUDA, dtypes oneDNN lack
 - `linear`, `rnn_step`: oneDNN with each large weight packed once into its preferred layout, and one
   inference step of nn.GRU/nn.LSTM written out to use them (the embedding's share of the input gates read
   from a per-token table);
-- `additive_scores`: Bahdanau scores as 2 v . sigmoid(2e) in cache-sized chunks;
-- `topk`, `argmax`: over the blocks with the largest maxima first;
+- `topk`: beam search's candidates sought in the blocks with the largest maxima first;
 - `keep_freed_memory`: glibc malloc settings for the decoding command lines.
 What each buys, measured: benchmarks/README.md.
 """
@@ -34,9 +33,7 @@ except (AttributeError, RuntimeError):
 
 MIN_WEIGHT_SIZE = 500_000  # values; below this oneDNN's call overhead outweighs the faster product
 MAX_TABLE_VALUES = 1 << 24  # 64 MB of float32: the largest per-token table of input gates kept
-CHUNK_VALUES = 1 << 19  # Bahdanau energies per chunk (2 MB of float32): the fastest of 2^15..2^21 measured
 TOPK_BLOCK = 64  # the fastest of 32 .. 512 for beam search's candidates
-ARGMAX_BLOCK = 32
 
 # module -> {name: (((storage, version, shape, dtype) of each source), derived tensor)}; modules compare by identity
 _packed: "weakref.WeakKeyDictionary[nn.Module, dict[str, tuple[tuple, Tensor]]]" = weakref.WeakKeyDictionary()
@@ -125,42 +122,7 @@ def _input_gates(rnn: nn.RNNBase, embedding: nn.Embedding, tokens: Tensor, feed:
     return gates
 
 
-# ---- attention ---------------------------------------------------------------------------------------
-
-def additive_scores(queries: Tensor, keys: Tensor, v: Tensor) -> Tensor:
-    """Bahdanau scores v . tanh(q + k): queries (B, T, A), keys (B, S, A), v (A,) -> (B, T, S), up to a
-    constant that the softmax ignores. Without autograd, computed faster: v . tanh(e) = 2 v . sigmoid(2e) -
-    sum(v), and torch's sigmoid is ~3x faster than its tanh on the CPU; a few rows at a time, so that a chunk
-    of the energies (B, T, S, A), the largest tensor of a step, stays in the cache."""
-    if torch.is_grad_enabled():
-        return torch.tanh(keys.unsqueeze(1) + queries.unsqueeze(2)) @ v  # (B, T, S)
-    B, T, A = queries.shape
-    S = keys.size(1)
-    rows = max(1, CHUNK_VALUES // (T * S * A))
-    scores = queries.new_empty(B, T, S)
-    energies = queries.new_empty(min(rows, B), T, S, A)
-    doubled = 2 * queries
-    for start in range(0, B, rows):
-        chunk = slice(start, min(B, start + rows))
-        e = torch.add(doubled[chunk].unsqueeze(2), keys[chunk].unsqueeze(1), alpha=2.0,
-                      out=energies[: chunk.stop - start])  # 2 (q + k)
-        torch.matmul(e.sigmoid_(), v, out=scores[chunk])
-    return scores.mul_(2)
-
-
 # ---- choosing tokens ---------------------------------------------------------------------------------
-
-def argmax(logp: Tensor) -> Tensor:
-    """logp.argmax(dim=1), the same index (first on ties, NaN counting as largest): torch's argmax over a long
-    last dimension is not vectorised on the CPU while amax is, so find the block holding the maximum first."""
-    N, V = logp.shape
-    if logp.device.type != "cpu" or V % ARGMAX_BLOCK or V < 2 * ARGMAX_BLOCK:
-        return logp.argmax(dim=1)
-    blocks = logp.view(N, V // ARGMAX_BLOCK, ARGMAX_BLOCK)
-    best = blocks.amax(dim=2).argmax(dim=1)  # (N,): the first block holding the row's maximum
-    inside = blocks[torch.arange(N, device=logp.device), best].argmax(dim=1)  # (N,)
-    return best * ARGMAX_BLOCK + inside
-
 
 def topk(candidates: Tensor, m: int) -> tuple[Tensor, Tensor]:
     """candidates.topk(m, dim=1) (ties in any order): the m largest values of a row lie in its m blocks with

@@ -77,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_flags(p, DecoderConfig(emb_dim=256, hidden_dim=512, cell="lstm", attention="bahdanau", dropout=0.5,
                                     input_feeding=False),
                      "decoder")
-    add_config_flags(p, TrainConfig(steps=1500, lr=1e-3, warmup_steps=50, valid_every=150, label_smoothing=0.1,
+    add_config_flags(p, TrainConfig(steps=600, lr=1e-3, warmup_steps=50, valid_every=100, label_smoothing=0.1,
                                     min_lr=1e-5, weight_decay=0.01), "training")
     return p
 

@@ -260,24 +260,6 @@ def test_word_dropout_zeroes_whole_tokens_while_training_only():
     assert torch.equal(drop_words(emb, 0.25, training=False), emb)
 
 
-@pytest.mark.parametrize("chunk_values", [1, 3 * 5 * 32 * 2 + 7, 1 << 19])
-def test_bahdanau_scores_in_chunks_equal_the_autograd_path(monkeypatch, chunk_values):
-    from core import attention
-    torch.manual_seed(0)
-    att = attention.BahdanauAttention(16, 24, 32)
-    query, memory = torch.randn(7, 3, 16), torch.randn(7, 5, 24)
-    mask = torch.rand(7, 5) > 0.3
-    mask[:, 0] = True
-    keys = att.keys(memory)
-    context, weights = att(query, keys, memory, mask)  # grad enabled: one broadcast tensor of energies
-    monkeypatch.setattr(speedups, "CHUNK_VALUES", chunk_values)  # 1 value: one row per chunk
-    with torch.no_grad():
-        chunked_context, chunked_weights = att(query, keys, memory, mask)
-    assert torch.allclose(chunked_weights, weights, atol=1e-6)
-    assert torch.allclose(chunked_context, context, atol=1e-6)
-    assert torch.all(chunked_weights[~mask.unsqueeze(1).expand_as(weights)] == 0)
-
-
 @pytest.mark.parametrize("feed", [True, False])
 def test_search_step_without_the_input_table_matches(monkeypatch, feed):
     """Vocabularies too large for the per-token table of input gates multiply the embedding instead."""

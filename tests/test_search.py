@@ -624,18 +624,6 @@ def test_everything_after_eos_is_dropped():
     assert len(lengths) >= 2 and not all(h.finished for h in got), "precondition: rows stop at different steps"
 
 
-@pytest.mark.parametrize("vocab", [40, 64, 100, 8000])
-def test_greedy_choice_is_torch_argmax(vocab):
-    """The blocked argmax of greedy search picks torch.argmax's index: ties (the first wins), -inf, NaN."""
-    logp = torch.randn(8, vocab, generator=torch.Generator().manual_seed(vocab))
-    logp[1] = 0.0  # one tie over the whole row
-    logp[2, [5, vocab - 1]] = 100.0  # a tie across blocks
-    logp[3, [33 % vocab, vocab - 2]] = float("nan")
-    logp[4] = float("-inf")
-    logp[5, -3:] = float("nan")
-    assert torch.equal(core.speedups.argmax(logp), logp.argmax(dim=1))
-
-
 # ---- sampling ------------------------------------------------------------------------------------------------
 
 class FixedDecoder:
