@@ -54,6 +54,17 @@ def cached_regions(backbone: Backbone, config: ImageConfig, paths: Sequence[Path
     return to_regions(extract_features(backbone, paths, config.image_size, config.fit, cache_dir, batch_size))
 
 
+def regions_by_split(backbone: Backbone, config: ImageConfig, splits: dict[str, Sequence[ImageCaptions]],
+                     cache_dir: str | Path | None = None) -> dict[str, Tensor]:
+    """cached_regions of every split's pictures, read from the cache in one pass and handed back per split."""
+    paths = [record.image for records in splits.values() for record in records]
+    regions = cached_regions(backbone, config, paths, cache_dir)
+    found, start = {}, 0
+    for name, records in splits.items():
+        found[name], start = regions[start:start + len(records)], start + len(records)
+    return found
+
+
 def picture_inputs(model: Captioner, records: Sequence[ImageCaptions], regions: Tensor | None
                    ) -> Callable[[list[int]], Tensor]:
     """rows -> the batch's regions (from `regions`), or its pictures' pixels when there are none (fine-tuning)."""

@@ -27,7 +27,7 @@ from captioning.captioner import TASK, Captioner, ImageConfig, caption_forward, 
 from captioning.data import read_corpus
 from captioning.evaluation import caption_scores, nearest_neighbour
 from captioning.figures import save_caption_attention_png, save_samples_png
-from captioning.training import CaptionBatches, cached_regions, examples_of, picture_inputs, validation_cider
+from captioning.training import CaptionBatches, examples_of, picture_inputs, regions_by_split, validation_cider
 from captioning.tuxpaint import tuxpaint
 from core import distributed
 from core.checkpoint import load_checkpoint
@@ -101,8 +101,8 @@ def main(argv: list[str] | None = None) -> dict:
     model = build_model(args, splits, image_config, decoder_config, ckpt)
     frozen = image_config.fine_tune == 0
     with world.main_first():
-        regions = {name: cached_regions(model.encoder.backbone, image_config, [r.image for r in splits[name]],
-                                        features_dir(args)) if frozen else None for name in SPLITS}
+        regions = (regions_by_split(model.encoder.backbone, image_config, splits, features_dir(args)) if frozen
+                   else dict.fromkeys(SPLITS))
     batches = {name: CaptionBatches(examples_of(model, splits[name]), picture_inputs(model, splits[name],
                regions[name]), args.batch_size, seed=train_config.seed, shuffle=name == "train") for name in SPLITS}
     valid_inputs = regions["valid"] if frozen else [r.image for r in splits["valid"]]
@@ -154,13 +154,17 @@ def build_model(args: argparse.Namespace, splits: dict, image: ImageConfig, deco
             warnings.simplefilter("ignore")
             return Captioner(tokenizer_from_dict(ckpt["tokenizers"]["captions"]), image, decoder, weights=None)
     tokenizer = train_word_tokenizer([c for r in splits["train"] for c in r.captions], args.min_count)
-    weights = None if args.weights.lower() == "none" else args.weights
-    model = Captioner(tokenizer, image, decoder, weights=weights, data_dir=args.data_dir)
+    model = Captioner(tokenizer, image, decoder, weights=backbone_weights(args), data_dir=args.data_dir)
     n_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
     print(f"{len(splits['train'])} train / {len(splits['valid'])} valid / {len(splits['test'])} test pictures; "
           f"vocabulary {tokenizer.vocab_size}; {image.backbone} ({model.encoder.backbone.fingerprint}), "
           f"{n_params / 1e6:.2f}M parameters to train")
     return model
+
+
+def backbone_weights(args: argparse.Namespace) -> str | None:
+    """--weights as the backbone builders take it: "none" means random weights."""
+    return None if args.weights.lower() == "none" else args.weights
 
 
 def features_dir(args: argparse.Namespace) -> Path | None:
@@ -172,10 +176,9 @@ def evaluate(model: Captioner, splits: dict, regions: dict, args: argparse.Names
     reference; printed side by side, with examples; samples.png and attention.png."""
     test = splits["test"]
     if regions["test"] is None:  # fine-tuned: the baseline uses the frozen backbone the run started from
-        weights = None if args.weights.lower() == "none" else args.weights
-        backbone = build_backbone(model.image_config.backbone, weights, data_dir=args.data_dir)
-        regions = {n: cached_regions(backbone, model.image_config, [r.image for r in splits[n]], features_dir(args))
-                   for n in ("train", "test")}
+        backbone = build_backbone(model.image_config.backbone, backbone_weights(args), data_dir=args.data_dir)
+        regions = regions_by_split(backbone, model.image_config, {n: splits[n] for n in ("train", "test")},
+                                   features_dir(args))
     inputs = regions["test"] if model.image_config.fine_tune == 0 else [r.image for r in test]
     captions = {"nearest neighbour": nearest_neighbour(regions["train"], [r.captions[0] for r in splits["train"]],
                                                        regions["test"]),
