@@ -10,6 +10,7 @@ A variant is a name and optional settings:
     python benchmarks/ab.py --variant base --variant no-topk without=topk -- benchmarks/decode.py --memory-beams ''
     python benchmarks/ab.py --rounds 5 --variant before commit=9cf3beb --variant after -- benchmarks/translate.py
 """
+
 from __future__ import annotations
 
 import argparse
@@ -55,8 +56,9 @@ def figures(result: Any, prefix: str = "") -> dict[str, float]:
 
 def checkout(commit: str, folder: Path) -> Path:
     """A worktree of `commit` in `folder` (the benchmark then imports that revision's code)."""
-    subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(folder), commit], check=True,
-                   capture_output=True)
+    subprocess.run(
+        ["git", "-C", str(ROOT), "worktree", "add", "--detach", str(folder), commit], check=True, capture_output=True
+    )
     return folder
 
 
@@ -76,23 +78,32 @@ def main(argv: list[str] | None = None) -> None:
                 for name, tree, env, extra in variants:
                     print(f"round {round_number + 1}/{args.rounds}: {name}", file=sys.stderr, flush=True)
                     script, *rest = args.script
-                    done = subprocess.run([sys.executable, str(tree / script), *rest, *extra], cwd=tree, env=env,
-                                          capture_output=True, text=True)
+                    done = subprocess.run(
+                        [sys.executable, str(tree / script), *rest, *extra],
+                        cwd=tree,
+                        env=env,
+                        capture_output=True,
+                        text=True,
+                    )
                     if done.returncode:
                         sys.exit(f"{name} failed:\n{done.stderr[-2000:]}")
                     runs[name].append(figures(json.loads(done.stdout)))
         finally:
             for _, tree, _, _ in variants:
                 if tree != ROOT:
-                    subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(tree)],
-                                   capture_output=True)
+                    subprocess.run(
+                        ["git", "-C", str(ROOT), "worktree", "remove", "--force", str(tree)], capture_output=True
+                    )
     first = variants[0][0]
     report: dict[str, Any] = {"benchmark": " ".join(args.script), "rounds": args.rounds, "variants": {}}
     for name, results in runs.items():
         medians = {key: statistics.median(r[key] for r in results) for key in results[0]}
         base = report["variants"][first]["median"] if name != first else medians
-        report["variants"][name] = {"median": medians, f"ratio_to_{first}": {k: v / base[k] for k, v in medians.items()},
-                                    "all": {key: [r[key] for r in results] for key in results[0]}}
+        report["variants"][name] = {
+            "median": medians,
+            f"ratio_to_{first}": {k: v / base[k] for k, v in medians.items()},
+            "all": {key: [r[key] for r in results] for key in results[0]},
+        }
     print(json.dumps(report, indent=2))
 
 

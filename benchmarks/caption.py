@@ -10,6 +10,7 @@
     python benchmarks/caption.py --checkpoint runs/caption/best.pt
     python benchmarks/caption.py --quick      # tiny sizes (smoke test)
 """
+
 from __future__ import annotations
 
 import argparse
@@ -43,8 +44,14 @@ def extraction(name: str, batch: int, size: int, repeats: int) -> dict:
 
 def random_captioner(quick: bool) -> Captioner:
     words = WordTokenizer([f"w{i}" for i in range(60 if quick else 996)])  # 1,000 with the four specials
-    decoder = DecoderConfig(emb_dim=16 if quick else 256, hidden_dim=16 if quick else 512, cell="lstm",
-                            attention="bahdanau", dropout=0.0, input_feeding=False)
+    decoder = DecoderConfig(
+        emb_dim=16 if quick else 256,
+        hidden_dim=16 if quick else 512,
+        cell="lstm",
+        attention="bahdanau",
+        dropout=0.0,
+        input_feeding=False,
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # random backbone weights: they are not used here
         return Captioner(words, ImageConfig(), decoder, weights=None).eval()
@@ -54,11 +61,15 @@ def captioning(model: Captioner, batch: int, regions: int, max_len: int, beam: i
     features = torch.randn(batch, regions, model.encoder.memory_dim).relu().half()  # as the cache holds them
     found = {}
     for name, options in (("greedy", dict(method="greedy")), (f"beam_{beam}", dict(method="beam", beam_size=beam))):
-        seconds, _, captions = median_time(lambda: model.caption(features, batch_size=batch, max_len=max_len,
-                                                                 **options), repeats)
+        seconds, _, captions = median_time(
+            lambda options=options: model.caption(features, batch_size=batch, max_len=max_len, **options), repeats
+        )
         words = sum(len(c.split()) for c in captions)
-        found[name] = {"captions_per_s": round(batch / seconds, 1), "words_per_caption": round(words / batch, 1),
-                       "seconds_median": round(seconds, 4)}
+        found[name] = {
+            "captions_per_s": round(batch / seconds, 1),
+            "words_per_caption": round(words / batch, 1),
+            "seconds_median": round(seconds, 4),
+        }
     return found
 
 
@@ -75,8 +86,11 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     batch, size = (4, 64) if args.quick else (args.batch, args.size)
-    out: dict = {"benchmark": "caption", "config": {**vars(args), "batch": batch, "size": size},
-                 "environment_before": environment()}
+    out: dict = {
+        "benchmark": "caption",
+        "config": {**vars(args), "batch": batch, "size": size},
+        "environment_before": environment(),
+    }
     out["extraction"] = {}
     for name in BACKBONES:
         log(f"feature extraction, {name}, batch {batch}, {size} px")
@@ -85,7 +99,9 @@ def main(argv: list[str] | None = None) -> None:
     regions = (-(-size // 32)) ** 2
     log(f"captioning from cached features: batch {batch}, {regions} regions")
     with torch.no_grad():
-        out["captioning"] = captioning(model, batch, regions, args.max_len, args.beam, 1 if args.quick else args.repeats)
+        out["captioning"] = captioning(
+            model, batch, regions, args.max_len, args.beam, 1 if args.quick else args.repeats
+        )
     out["environment"] = environment()
     print(json.dumps(out, indent=2))
 

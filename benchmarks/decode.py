@@ -8,6 +8,7 @@ script checks that every returned hypothesis has `steps` tokens and is unfinishe
     python benchmarks/decode.py --quick    # tiny sizes, a few seconds (smoke test)
     python benchmarks/decode.py --profile  # where greedy and beam search spend their time (JSON too)
 """
+
 from __future__ import annotations
 
 import argparse
@@ -17,8 +18,9 @@ import statistics
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
@@ -26,18 +28,39 @@ if str(ROOT) not in sys.path:
 
 import torch  # noqa: E402
 
-from benchmarks.tricks import disable_from_env  # noqa: E402
-
-from benchmarks.common import (add_malloc_flag, build, check_full_length, config_of, environment,  # noqa: E402
-                               keep_freed_memory_unless_told, log, median_time, run_beam, run_greedy, timed)
+from benchmarks.common import (  # noqa: E402
+    add_malloc_flag,
+    build,
+    check_full_length,
+    config_of,
+    environment,
+    keep_freed_memory_unless_told,
+    log,
+    median_time,
+    run_beam,
+    run_greedy,
+    timed,
+)
 from benchmarks.profiling import profile_decode  # noqa: E402
+from benchmarks.tricks import disable_from_env  # noqa: E402
 from core import Context, RNNDecoder  # noqa: E402
 from core.cli import add_dtype_flag  # noqa: E402
 
 # the targets set for this benchmark; the batched / one-at-a-time ratio is reported as information only
 TARGETS = {"greedy_sentences_per_s": 80.0, "beam_sentences_per_s": 20.0}
-QUICK = dict(vocab=500, emb=32, hidden=32, src_len=6, memory_dim=48, batch=4, steps=6, beam=3, repeats=1,
-             memory_beams="1,2", no_rss=True)
+QUICK = dict(
+    vocab=500,
+    emb=32,
+    hidden=32,
+    src_len=6,
+    memory_dim=48,
+    batch=4,
+    steps=6,
+    beam=3,
+    repeats=1,
+    memory_beams="1,2",
+    no_rss=True,
+)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -57,8 +80,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     add_dtype_flag(p)
     p.add_argument("--quick", action="store_true", help="tiny sizes so it finishes in a few seconds")
-    p.add_argument("--profile", action="store_true",
-                   help="where greedy and beam search spend their time, instead of benchmarking")
+    p.add_argument(
+        "--profile", action="store_true", help="where greedy and beam search spend their time, instead of benchmarking"
+    )
     p.add_argument("--no-rss", action="store_true", help="skip the fresh-process RSS cross-check of memory")
     add_malloc_flag(p)
     p.add_argument("--rss-child", type=int, default=0, help=argparse.SUPPRESS)  # internal: one beam size
@@ -70,6 +94,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 # ---- the model and its inputs ------------------------------------------------------------------------
+
 
 def _status_bytes(field: str) -> int:
     """VmRSS or VmHWM (peak RSS of this process image) from /proc/self/status, in bytes."""
@@ -84,6 +109,7 @@ def tensor_peak_bytes(fn: Callable[[], Any]) -> int:
     running 'Total Allocated' of allocations made during profiling, so the maximum is the peak extra memory.
     """
     from torch.profiler import ProfilerActivity, profile
+
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         fn()
     with tempfile.TemporaryDirectory() as tmp:
@@ -115,15 +141,39 @@ def rss_child(args: argparse.Namespace) -> dict:
         peak_before = _status_bytes("VmHWM")
         run_beam(decoder, ctx, start, args.steps, args.rss_child)
         peak_after = _status_bytes("VmHWM")
-    return {"beam": args.rss_child, "rss_extra_bytes": peak_after - max(rss_before, peak_before) if not reset
-            else peak_after - rss_before, "hwm_reset": reset}
+    return {
+        "beam": args.rss_child,
+        "rss_extra_bytes": peak_after - max(rss_before, peak_before) if not reset else peak_after - rss_before,
+        "hwm_reset": reset,
+    }
 
 
 def size_flags(args: argparse.Namespace) -> list[str]:
-    return ["--vocab", str(args.vocab), "--emb", str(args.emb), "--hidden", str(args.hidden), "--cell", args.cell,
-            "--src-len", str(args.src_len), "--memory-dim", str(args.memory_dim), "--batch", str(args.batch),
-            "--steps", str(args.steps), "--threads", str(args.threads), "--seed", str(args.seed),
-            "--dtype", args.dtype, *(["--malloc-defaults"] if args.malloc_defaults else [])]
+    return [
+        "--vocab",
+        str(args.vocab),
+        "--emb",
+        str(args.emb),
+        "--hidden",
+        str(args.hidden),
+        "--cell",
+        args.cell,
+        "--src-len",
+        str(args.src_len),
+        "--memory-dim",
+        str(args.memory_dim),
+        "--batch",
+        str(args.batch),
+        "--steps",
+        str(args.steps),
+        "--threads",
+        str(args.threads),
+        "--seed",
+        str(args.seed),
+        "--dtype",
+        args.dtype,
+        *(["--malloc-defaults"] if args.malloc_defaults else []),
+    ]
 
 
 def linear_fit(xs: list[float], ys: list[float]) -> dict:
@@ -135,33 +185,48 @@ def linear_fit(xs: list[float], ys: list[float]) -> dict:
     intercept = my - slope * mx
     ss_res = sum((y - (intercept + slope * x)) ** 2 for x, y in zip(xs, ys))
     ss_tot = sum((y - my) ** 2 for y in ys)
-    return {"slope_mb_per_beam": slope, "intercept_mb": intercept, "r2": 1.0 - ss_res / ss_tot if ss_tot else 1.0,
-            "ratio_to_first": {str(int(x)): (y / ys[0] if ys[0] else None) for x, y in zip(xs, ys)}}
+    return {
+        "slope_mb_per_beam": slope,
+        "intercept_mb": intercept,
+        "r2": 1.0 - ss_res / ss_tot if ss_tot else 1.0,
+        "ratio_to_first": {str(int(x)): (y / ys[0] if ys[0] else None) for x, y in zip(xs, ys)},
+    }
 
 
-def measure_memory(args: argparse.Namespace, decoder: RNNDecoder, ctx: Context, start: torch.Tensor,
-                   beams: list[int], rss: bool) -> dict:
+def measure_memory(
+    args: argparse.Namespace, decoder: RNNDecoder, ctx: Context, start: torch.Tensor, beams: list[int], rss: bool
+) -> dict:
     per_beam: dict[str, dict] = {}
     for K in beams:
         log(f"memory: beam {K}")
         with torch.no_grad():
             run_beam(decoder, ctx, start, args.steps, K)  # warm: first-call buffers are not the search's
-            per_beam[str(K)] = {"tensor_peak_mb": tensor_peak_bytes(
-                lambda: run_beam(decoder, ctx, start, args.steps, K)) / 2**20}
+            per_beam[str(K)] = {
+                "tensor_peak_mb": tensor_peak_bytes(lambda K=K: run_beam(decoder, ctx, start, args.steps, K)) / 2**20
+            }
         if rss:
-            out = subprocess.run([sys.executable, __file__, *size_flags(args), "--rss-child", str(K)],
-                                 capture_output=True, text=True, check=True)
+            out = subprocess.run(
+                [sys.executable, __file__, *size_flags(args), "--rss-child", str(K)],
+                capture_output=True,
+                text=True,
+                check=True,
+            )
             per_beam[str(K)]["rss_extra_mb"] = json.loads(out.stdout)["rss_extra_bytes"] / 2**20
     result: dict[str, Any] = {
-        "memory_method": ("tensor_peak_mb: peak of live CPU tensor bytes during one beam_search call (after a "
-                          "warm-up call), above what was live at its start, from torch.profiler(profile_memory="
-                          "True): its trace's [memory] events carry the allocator's running 'Total Allocated' of "
-                          "allocations made while profiling, so their maximum is the peak extra tensor memory. "
-                          "rss_extra_mb (cross-check, full runs only): in a fresh process per beam size, the peak "
-                          "RSS (VmHWM, reset just before through /proc/self/clear_refs) during one cold "
-                          "beam_search minus the RSS just before it; it adds allocator slack, thread pools and "
-                          "first-call buffers to the tensors."),
-        "batch": args.batch, "steps": args.steps, "per_beam": per_beam}
+        "memory_method": (
+            "tensor_peak_mb: peak of live CPU tensor bytes during one beam_search call (after a "
+            "warm-up call), above what was live at its start, from torch.profiler(profile_memory="
+            "True): its trace's [memory] events carry the allocator's running 'Total Allocated' of "
+            "allocations made while profiling, so their maximum is the peak extra tensor memory. "
+            "rss_extra_mb (cross-check, full runs only): in a fresh process per beam size, the peak "
+            "RSS (VmHWM, reset just before through /proc/self/clear_refs) during one cold "
+            "beam_search minus the RSS just before it; it adds allocator slack, thread pools and "
+            "first-call buffers to the tensors."
+        ),
+        "batch": args.batch,
+        "steps": args.steps,
+        "per_beam": per_beam,
+    }
     if len(beams) >= 2:
         xs = [float(K) for K in beams]
         result["fit_tensor_peak"] = linear_fit(xs, [per_beam[str(K)]["tensor_peak_mb"] for K in beams])
@@ -173,6 +238,17 @@ def measure_memory(args: argparse.Namespace, decoder: RNNDecoder, ctx: Context, 
 
 # ---- the benchmark --------------------------------------------------------------------------------------
 
+
+def rates(seconds: float, all_seconds: list[float], sentences: int, steps: int) -> dict:
+    """A timing as the JSON reports it: the median, every run, sentences and tokens per second."""
+    return dict(
+        seconds=seconds,
+        all_seconds=all_seconds,
+        sentences_per_s=sentences / seconds,
+        tokens_per_s=sentences * steps / seconds,
+    )
+
+
 def benchmark(args: argparse.Namespace) -> dict:
     decoder, ctx, start = build(args)
     B, K, T = args.batch, args.beam, args.steps
@@ -182,12 +258,13 @@ def benchmark(args: argparse.Namespace) -> dict:
         log(f"greedy, batch {B}")
         g, g_all, hyps = median_time(lambda: run_greedy(decoder, ctx, start, T), args.repeats)
         check_full_length(hyps, T, "greedy")
-        result["greedy"] = {"seconds": g, "all_seconds": g_all, "sentences_per_s": B / g, "tokens_per_s": B * T / g}
+        result["greedy"] = rates(g, g_all, B, T)
 
-        singles = [(ctx.index_select(torch.tensor([i])), start[i:i + 1]) for i in range(B)]  # made untimed
+        singles = [(ctx.index_select(torch.tensor([i])), start[i : i + 1]) for i in range(B)]  # made untimed
 
         def one_at_a_time(n: int = B) -> list:
             return [h for c, s in singles[:n] for h in run_beam(decoder, c, s, T, K)]
+
         # The two are timed in turns (batched, one at a time, batched, ...) so that a slow spell of the
         # machine weighs on both; the speed-up is the median of each turn's ratio.
         log(f"beam {K}: batch {B}, then {B} calls of batch 1 (the slow one), in turns")
@@ -202,18 +279,18 @@ def benchmark(args: argparse.Namespace) -> dict:
             b_all.append(b_took)
             o_all.append(o_took)
         b, o = statistics.median(b_all), statistics.median(o_all)
-        result["beam"] = {"beam": K, "seconds": b, "all_seconds": b_all, "sentences_per_s": B / b,
-                          "tokens_per_s": B * T / b, "beam_rows_tokens_per_s": B * K * T / b}
-        result["beam_one_at_a_time"] = {"beam": K, "seconds": o, "all_seconds": o_all, "sentences_per_s": B / o,
-                                        "tokens_per_s": B * T / o}
+        result["beam"] = dict(beam=K, **rates(b, b_all, B, T), beam_rows_tokens_per_s=B * K * T / b)
+        result["beam_one_at_a_time"] = dict(beam=K, **rates(o, o_all, B, T))
         result["batched_over_one_at_a_time"] = statistics.median(x / y for x, y in zip(o_all, b_all))
 
     beams = [int(x) for x in args.memory_beams.split(",") if x.strip()]
     if beams:
         result["memory"] = measure_memory(args, decoder, ctx, start, beams, rss=not args.no_rss)
 
-    figures = {"greedy_sentences_per_s": result["greedy"]["sentences_per_s"],
-               "beam_sentences_per_s": result["beam"]["sentences_per_s"]}
+    figures = {
+        "greedy_sentences_per_s": result["greedy"]["sentences_per_s"],
+        "beam_sentences_per_s": result["beam"]["sentences_per_s"],
+    }
     result["targets"] = TARGETS
     result["meets"] = {k: figures[k] >= v for k, v in TARGETS.items()}
     env = environment()

@@ -9,14 +9,16 @@ spell of the machine weighs on both halves of a turn). Prints one JSON object.
 
 glibc's malloc settings are process-wide: measure them with `benchmarks/ab.py ... args=--malloc-defaults`.
 """
+
 from __future__ import annotations
 
 import argparse
 import json
 import statistics
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
@@ -28,8 +30,19 @@ from benchmarks.common import build, environment, log, run_beam, run_greedy, tim
 from benchmarks.tricks import TRICKS, without  # noqa: E402
 from core.speedups import keep_freed_memory  # noqa: E402
 
-DECODE = dict(vocab=8000, emb=512, hidden=512, cell="gru", src_len=30, memory_dim=1024, batch=64, steps=50, beam=5,
-              seed=0, dtype="float32")
+DECODE = dict(
+    vocab=8000,
+    emb=512,
+    hidden=512,
+    cell="gru",
+    src_len=30,
+    memory_dim=1024,
+    batch=64,
+    steps=50,
+    beam=5,
+    seed=0,
+    dtype="float32",
+)
 QUICK = dict(DECODE, vocab=500, emb=32, hidden=32, src_len=6, memory_dim=48, batch=4, steps=6, beam=3)
 
 
@@ -37,11 +50,14 @@ def workloads(args: argparse.Namespace) -> dict[str, Callable[[], Any]]:
     """The timed calls: decode's batched greedy and beam, and a trained translator's greedy and beam 5."""
     sizes = argparse.Namespace(**(QUICK if args.quick else DECODE))
     decoder, ctx, start = build(sizes)
-    found = {"decode greedy": lambda: run_greedy(decoder, ctx, start, sizes.steps),
-             f"decode beam {sizes.beam}": lambda: run_beam(decoder, ctx, start, sizes.steps, sizes.beam)}
+    found = {
+        "decode greedy": lambda: run_greedy(decoder, ctx, start, sizes.steps),
+        f"decode beam {sizes.beam}": lambda: run_beam(decoder, ctx, start, sizes.steps, sizes.beam),
+    }
     if args.checkpoint and Path(args.checkpoint).exists():
         from seq2seq.data import ding_pairs
         from seq2seq.translator import Translator
+
         model = Translator.load(args.checkpoint)
         sentences = [s for s, _ in ding_pairs(args.data_dir)["test"]]
         found["translate greedy"] = lambda: model.search(sentences, method="greedy")
@@ -64,8 +80,11 @@ def measure(trick: str, run: Callable[[], Any], rounds: int) -> dict:
                     took[on] = timed(run)[0]
         pairs.append((took[False], took[True]))
     ratios = [off / on for off, on in pairs]
-    return {"speedup_median": round(statistics.median(ratios), 3), "speedups": [round(r, 3) for r in ratios],
-            "seconds_on_median": round(statistics.median(on for _, on in pairs), 4)}
+    return {
+        "speedup_median": round(statistics.median(ratios), 3),
+        "speedups": [round(r, 3) for r in ratios],
+        "seconds_on_median": round(statistics.median(on for _, on in pairs), 4),
+    }
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -10,6 +10,7 @@ step. Two models with random weights and random targets (no PAD, so every positi
     python benchmarks/train.py           # full size
     python benchmarks/train.py --quick   # tiny sizes, a few seconds (smoke test)
 """
+
 from __future__ import annotations
 
 import argparse
@@ -59,8 +60,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def train_step(decoder: RNNDecoder, optimizer: torch.optim.Optimizer, ctx: Context, inputs: torch.Tensor,
-               targets: torch.Tensor) -> dict[str, float]:
+def train_step(
+    decoder: RNNDecoder, optimizer: torch.optim.Optimizer, ctx: Context, inputs: torch.Tensor, targets: torch.Tensor
+) -> dict[str, float]:
     """One step, timed in its three parts: forward + loss, backward, clip + optimizer."""
     t0 = time.perf_counter()
     logits = decoder(inputs, ctx)  # (B, T, V)
@@ -87,10 +89,14 @@ def measure(args: argparse.Namespace, decoder: RNNDecoder, ctx: Context) -> dict
     runs = [train_step(decoder, optimizer, ctx, inputs, targets) for _ in range(args.steps)]
     med = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
     n_tokens = B * T
-    return {"target_tokens_per_step": n_tokens, "tokens_per_s": n_tokens / med["step_s"],
-            "step_seconds": med["step_s"], "all_step_seconds": [r["step_s"] for r in runs],
-            "median_seconds": {k: v for k, v in med.items() if k != "step_s"},
-            "parameters": sum(p.numel() for p in decoder.parameters())}
+    return {
+        "target_tokens_per_step": n_tokens,
+        "tokens_per_s": n_tokens / med["step_s"],
+        "step_seconds": med["step_s"],
+        "all_step_seconds": [r["step_s"] for r in runs],
+        "median_seconds": {k: v for k, v in med.items() if k != "step_s"},
+        "parameters": sum(p.numel() for p in decoder.parameters()),
+    }
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -101,10 +107,22 @@ def main(argv: list[str] | None = None) -> None:
     before = environment()
 
     log(f"attention decoder ({args.cell}), batch {B}, {args.tgt_len} target tokens")
-    attn = RNNDecoder(args.vocab, args.emb, H, 1, cell=args.cell, attention="bahdanau",
-                      memory_dim=args.memory_dim, dropout=args.dropout)
-    ctx = Context(torch.tanh(torch.randn(1, B, H)), torch.zeros(1, B, H) if args.cell == "lstm" else None,
-                  torch.randn(B, args.src_len, args.memory_dim), torch.ones(B, args.src_len, dtype=torch.bool))
+    attn = RNNDecoder(
+        args.vocab,
+        args.emb,
+        H,
+        1,
+        cell=args.cell,
+        attention="bahdanau",
+        memory_dim=args.memory_dim,
+        dropout=args.dropout,
+    )
+    ctx = Context(
+        torch.tanh(torch.randn(1, B, H)),
+        torch.zeros(1, B, H) if args.cell == "lstm" else None,
+        torch.randn(B, args.src_len, args.memory_dim),
+        torch.ones(B, args.src_len, dtype=torch.bool),
+    )
     with_attention = measure(args, attn, ctx)
 
     log(f"language model (lstm, no attention), batch {B}, {args.tgt_len} target tokens")
@@ -114,15 +132,31 @@ def main(argv: list[str] | None = None) -> None:
 
     out = {
         "benchmark": "train",
-        "config": {"vocab": args.vocab, "emb": args.emb, "hidden": H, "layers": 1, "batch": B,
-                   "tgt_len": args.tgt_len, "src_len": args.src_len, "memory_dim": args.memory_dim,
-                   "dropout": args.dropout, "optimizer": "AdamW", "lr": args.lr, "clip_norm": 1.0,
-                   "warmup_steps": args.warmup, "timed_steps": args.steps, "quick": args.quick},
+        "config": {
+            "vocab": args.vocab,
+            "emb": args.emb,
+            "hidden": H,
+            "layers": 1,
+            "batch": B,
+            "tgt_len": args.tgt_len,
+            "src_len": args.src_len,
+            "memory_dim": args.memory_dim,
+            "dropout": args.dropout,
+            "optimizer": "AdamW",
+            "lr": args.lr,
+            "clip_norm": 1.0,
+            "warmup_steps": args.warmup,
+            "timed_steps": args.steps,
+            "quick": args.quick,
+        },
         "attention": {"cell": args.cell, "attention": "bahdanau", "input_feeding": True, **with_attention},
         "lm": {"cell": "lstm", "attention": None, **language_model},
         "attention_over_lm_time": with_attention["step_seconds"] / language_model["step_seconds"],
-        "environment": {**environment(), "load_average_before": before["load_average"],
-                        "cpu_busy_pct_others_before": before["cpu_busy_pct_others"]},
+        "environment": {
+            **environment(),
+            "load_average_before": before["load_average"],
+            "cpu_busy_pct_others_before": before["cpu_busy_pct_others"],
+        },
     }
     print(json.dumps(out, indent=2))
 

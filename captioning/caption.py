@@ -3,6 +3,7 @@
 One caption line per picture, in the order given; a folder stands for its pictures (sorted by name), `-` reads
 paths from standard input, one per line. With --n-best N (beam search), N lines per picture, best first.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -11,8 +12,8 @@ from pathlib import Path
 
 from captioning.captioner import DEFAULT_SEARCH, Captioner
 from captioning.figures import save_caption_attention_png
-from core.cli import DTYPES, add_dtype_flag, add_search_flags, resolve_device, run_main, search_config_from_args
-from core.errors import UserError, check_range
+from core.cli import DTYPES, add_device_flag, add_dtype_flag, add_search_flags, run_main, search_config_from_args
+from core.errors import UserError, check_device, check_range
 
 PICTURE_SUFFIXES = {".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp", ".tif", ".tiff"}
 
@@ -22,10 +23,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("pictures", nargs="+", metavar="PICTURE", help="picture files, folders of them, or - (stdin)")
     p.add_argument("--checkpoint", required=True, help="a captioning checkpoint (e.g. runs/caption/best.pt)")
     p.add_argument("--batch-size", type=int, default=32, help="pictures captioned together")
-    p.add_argument("--attention-png", metavar="OUT", help="also draw the first picture's caption, each word with "
-                                                          "its attention over the picture, to this PNG")
+    p.add_argument(
+        "--attention-png",
+        metavar="OUT",
+        help="also draw the first picture's caption, each word with its attention over the picture, to this PNG",
+    )
     p.add_argument("--with-names", action="store_true", help="print each picture's path and a tab before its caption")
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    add_device_flag(p)
     add_dtype_flag(p)
     add_search_flags(p, DEFAULT_SEARCH)
     return p
@@ -54,20 +58,20 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     check_range("--batch-size", args.batch_size, 1)
     config = search_config_from_args(parser, args, argv)
-    device = resolve_device(args.device)
+    device = check_device("--device", args.device)
     paths = picture_paths(args.pictures)
     model = Captioner.load(args.checkpoint, device=device, dtype=DTYPES[args.dtype])
     for start in range(0, len(paths), args.batch_size):  # printed batch by batch: a long list shows progress
-        chunk = paths[start:start + args.batch_size]
+        chunk = paths[start : start + args.batch_size]
         for path, nbest in zip(chunk, model.search(chunk, config, batch_size=args.batch_size)):
             for hypothesis in nbest:
                 text = model.tokenizer.decode(hypothesis.tokens)
                 print(f"{path}\t{text}" if args.with_names else text, flush=True)
     if args.attention_png:
         words, maps = model.attention(paths[0], config)
-        print(f"attention of {paths[0]}'s caption: {save_caption_attention_png(args.attention_png, paths[0], words, maps)}",
-              file=sys.stderr)
+        drawn = save_caption_attention_png(args.attention_png, paths[0], words, maps)
+        print(f"attention of {paths[0]}'s caption: {drawn}", file=sys.stderr)
 
 
 if __name__ == "__main__":
-    run_main(main, memory_flags="--batch-size, --beam-size")
+    run_main(main, memory_flags="--batch-size or --beam-size")

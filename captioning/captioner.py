@@ -1,12 +1,14 @@
 """`Captioner`: a CNN encoder (feature grid -> Context) + the shared attention decoder + a word tokenizer, with
 `caption` and `attention` (Show, Attend and Tell)."""
+
 from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -17,8 +19,8 @@ from captioning.images import FITS, ImageInput, load_image
 from core.context import Context
 from core.decoder import DecoderConfig, build_decoder
 from core.errors import check_range
-from core.search import Hypothesis, search_with
-from core.search_config import SearchConfig, search_config
+from core.search import Hypothesis, search_with, seeded
+from core.search_config import SearchConfig
 from core.task import load_task, save_task, task_payload
 from core.tokenizers import BOS, EOS, NOT_GENERATED, PAD, UNK, Tokenizer, WordTokenizer
 
@@ -51,8 +53,9 @@ def train_word_tokenizer(captions: Sequence[str], min_count: int = 1) -> WordTok
     return WordTokenizer.train(" ".join(normalise(c) for c in captions), max_size=1 << 30, min_count=min_count)
 
 
-def caption_forward(model: "Captioner", batch: tuple[Tensor, Tensor, Tensor], carry: Any,
-                    attention_penalty: float = 1.0) -> tuple[Tensor, Tensor, None, Tensor]:
+def caption_forward(
+    model: Captioner, batch: tuple[Tensor, Tensor, Tensor], carry: Any, attention_penalty: float = 1.0
+) -> tuple[Tensor, Tensor, None, Tensor]:
     """Trainer step: (features (B, S, C) or images (B, 3, H, W), tgt_in, tgt_out) -> logits, targets, no carry,
     and Show, Attend and Tell's doubly stochastic penalty: attention_penalty * mean over regions of
     (1 - the region's attention summed over the caption)^2, which keeps every region in sight."""
@@ -70,13 +73,20 @@ class Captioner(nn.Module):
 
     task = TASK
 
-    def __init__(self, tokenizer: Tokenizer, image: ImageConfig, decoder: DecoderConfig,
-                 weights: str | Path | None = "default", data_dir: str | Path | None = None):
+    def __init__(
+        self,
+        tokenizer: Tokenizer,
+        image: ImageConfig,
+        decoder: DecoderConfig,
+        weights: str | Path | None = "default",
+        data_dir: str | Path | None = None,
+    ):
         """`weights`: the backbone's starting weights ("default": the pretrained ones this machine can fetch, a
         torchvision state dict file, or None: random)."""
         super().__init__()
-        self.encoder = CNNEncoder(image.backbone, decoder.hidden_dim, decoder.num_layers, decoder.cell, weights,
-                                  image.fine_tune, data_dir)
+        self.encoder = CNNEncoder(
+            image.backbone, decoder.hidden_dim, decoder.num_layers, decoder.cell, weights, image.fine_tune, data_dir
+        )
         image = replace(image, weights_id=image.weights_id or self.encoder.backbone.fingerprint)
         self.encoder.backbone.fingerprint = image.weights_id  # a loaded captioner's backbone is the one it trained
         self.decoder = build_decoder(tokenizer.vocab_size, decoder, memory_dim=self.encoder.memory_dim)
@@ -105,51 +115,63 @@ class Captioner(nn.Module):
 
     # -- checkpoints --------------------------------------------------------------------------------
     def payload(self) -> dict[str, Any]:
-        return task_payload(TASK, {"image": self.image_config, "decoder": self.decoder_config},
-                            {"captions": self.tokenizer})
+        return task_payload(
+            TASK, {"image": self.image_config, "decoder": self.decoder_config}, {"captions": self.tokenizer}
+        )
 
     def save(self, path: str | Path) -> Path:
         return save_task(self, path)
 
     @classmethod
-    def load(cls, path: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32
-             ) -> "Captioner":
+    def load(
+        cls, path: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32
+    ) -> Captioner:
         """A checkpoint's captioner (backbone weights included) in eval mode on `device`."""
+
         def build(configs: dict, tokenizers: dict) -> Captioner:
             with warnings.catch_warnings():  # built with random weights, at once replaced by the checkpoint's
                 warnings.simplefilter("ignore")
                 return cls(tokenizers["captions"], configs["image"], configs["decoder"], weights=None)
+
         return load_task(path, TASK, {"image": ImageConfig, "decoder": DecoderConfig}, build, device, dtype)
 
     # -- captioning -----------------------------------------------------------------------------------
     @torch.no_grad()
-    def search(self, images: Sequence[ImageInput] | Tensor, config: SearchConfig | None = None, *,
-               batch_size: int = 32, **options: Any) -> list[list[Hypothesis]]:
+    def search(
+        self,
+        images: Sequence[ImageInput] | Tensor,
+        config: SearchConfig | None = None,
+        *,
+        batch_size: int = 32,
+        **options: Any,
+    ) -> list[list[Hypothesis]]:
         """The n best hypotheses per picture (greedy and sampling give one), as `config` says (default: beam 5)
         with any field overridden by keyword. `images`: paths, PIL images or tensors (3, H, W), or cached regions
         (N, S, C) as one tensor. Sampling draws from one generator seeded by config.seed."""
-        config = search_config(config, DEFAULT_SEARCH, **options)
+        config = (config or DEFAULT_SEARCH).override(**options)
         check_range("batch_size", batch_size, 1)
         if isinstance(images, (str, Path)):
             raise TypeError("images must be a list of pictures; for one picture, pass [picture]")
         self.eval()
-        generator = None if config.seed is None else torch.Generator(self.device).manual_seed(config.seed)
+        generator = seeded(config.seed, self.device)
         found: list[list[Hypothesis]] = []
         for start in range(0, len(images), batch_size):
-            chunk = images[start:start + batch_size]
+            chunk = images[start : start + batch_size]
             inputs = chunk if isinstance(chunk, Tensor) and chunk.dim() == 3 else self.pictures(chunk)
             ctx = self.context(inputs.to(self.device))
             bos = torch.full((len(chunk),), BOS, device=self.device)
             found += search_with(config, self.decoder, ctx, bos, eos=EOS, forbid=NEVER_WRITTEN, generator=generator)
         return found
 
-    def caption(self, images: Sequence[ImageInput] | Tensor, config: SearchConfig | None = None, **options: Any
-                ) -> list[str]:
+    def caption(
+        self, images: Sequence[ImageInput] | Tensor, config: SearchConfig | None = None, **options: Any
+    ) -> list[str]:
         """One caption per picture: the best hypothesis of `search`."""
         return [self.tokenizer.decode(nbest[0].tokens) for nbest in self.search(images, config, **options)]
 
-    def attention(self, image: ImageInput, config: SearchConfig | None = None, **options: Any
-                  ) -> tuple[list[str], Tensor]:
+    def attention(
+        self, image: ImageInput, config: SearchConfig | None = None, **options: Any
+    ) -> tuple[list[str], Tensor]:
         """One picture's caption as words, and where each word looked: maps (T, h, w) over the feature grid,
         each summing to 1."""
         if self.decoder.attention is None:

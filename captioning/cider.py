@@ -7,18 +7,19 @@ candidate's counts clipped at the reference's (the "-D": repeating a word does n
 on their length difference (sigma 6); it is averaged over n and over the references, and scaled by 10.
 Sentences come tokenized: words separated by spaces (lowercase them first, as captioning evaluations do).
 """
+
 from __future__ import annotations
 
 import math
 from collections import Counter
-from typing import Sequence
+from collections.abc import Sequence
 
 SIGMA = 6.0
 MAX_N = 4
 
 
 def _ngrams(words: list[str], n: int) -> Counter:
-    return Counter(tuple(words[i:i + n]) for i in range(len(words) - n + 1))
+    return Counter(tuple(words[i : i + n]) for i in range(len(words) - n + 1))
 
 
 def _vectors(sentence: str, df: list[Counter], log_pictures: float) -> tuple[list[dict], list[float], int]:
@@ -26,8 +27,9 @@ def _vectors(sentence: str, df: list[Counter], log_pictures: float) -> tuple[lis
     words = sentence.split()
     vectors, norms = [], []
     for n in range(1, MAX_N + 1):
-        vector = {g: count * (log_pictures - math.log(max(1.0, df[n - 1][g])))
-                  for g, count in _ngrams(words, n).items()}
+        vector = {
+            g: count * (log_pictures - math.log(max(1.0, df[n - 1][g]))) for g, count in _ngrams(words, n).items()
+        }
         vectors.append(vector)
         norms.append(math.sqrt(sum(v * v for v in vector.values())))
     return vectors, norms, len(words)
@@ -50,7 +52,7 @@ def cider_d(candidates: Sequence[str], references: Sequence[Sequence[str]]) -> t
         total = 0.0
         for ref in refs:
             vec, norms, ref_len = _vectors(ref, df, log_pictures)
-            penalty = math.exp(-((cand_len - ref_len) ** 2) / (2 * SIGMA ** 2))
+            penalty = math.exp(-((cand_len - ref_len) ** 2) / (2 * SIGMA**2))
             for n in range(MAX_N):
                 dot = sum(min(value, vec[n][g]) * vec[n][g] for g, value in cand[n].items() if g in vec[n])
                 if cand_norms[n] and norms[n]:

@@ -4,18 +4,20 @@ user's own files (a TSV of image<TAB>caption, Karpathy's split JSON, COCO's capt
 Evaluation scores a caption against all references of its picture, so readers keep them all, grouped by
 picture in the order the file names them. Pictures that do not exist are left out with one warning.
 """
+
 from __future__ import annotations
 
-import hashlib
 import json
 import warnings
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, Callable, Iterable, NamedTuple
+from typing import Any, NamedTuple
 
-from core.datasets import read_text, read_utf8
+from core import datasets
+from core.datasets import SPLITS
 from core.errors import UserError
+from core.files import lines_of, read_text
 
-SPLITS = ("train", "valid", "test")
 TEST_PERCENT, VALID_PERCENT = 10, 10
 KARPATHY_SPLITS = {"train": "train", "restval": "train", "val": "valid", "test": "test"}
 
@@ -30,19 +32,10 @@ class ImageCaptions(NamedTuple):
 Splits = dict[str, list[ImageCaptions]]
 
 
-def bucket(key: str) -> int:
-    """0..99 from sha256 of the key: the same on every machine and run."""
-    return int(hashlib.sha256(key.encode("utf-8")).hexdigest(), 16) % 100
-
-
 def hash_split(records: Iterable[ImageCaptions], key: Callable[[ImageCaptions], str]) -> Splits:
-    """train/valid/test by bucket(key(record)): test below TEST_PERCENT, valid below TEST + VALID, train the rest;
-    records sharing a key share a split. Order within a split is the input's."""
-    splits: Splits = {name: [] for name in SPLITS}
-    for record in records:
-        b = bucket(key(record))
-        splits["test" if b < TEST_PERCENT else "valid" if b < TEST_PERCENT + VALID_PERCENT else "train"].append(record)
-    return splits
+    """Records split by sha256 of `key(record)`: test 10%, valid 10%, train the rest; records sharing a key share a
+    split (core.datasets.hash_split)."""
+    return datasets.hash_split(records, key, TEST_PERCENT, VALID_PERCENT)
 
 
 def split_by_path(records: Iterable[ImageCaptions], images_dir: str | Path) -> Splits:
@@ -71,20 +64,22 @@ def keep_existing(records: list[ImageCaptions], source: str | Path) -> list[Imag
     kept = [r for r in records if r.image.is_file()]
     if len(kept) < len(records):
         first = next(r.image for r in records if not r.image.is_file())
-        warnings.warn(f"{len(records) - len(kept)} of {len(records)} pictures named in {source} do not exist "
-                      f"(first: {first}); going on without them")
+        warnings.warn(
+            f"{len(records) - len(kept)} of {len(records)} pictures named in {source} do not exist "
+            f"(first: {first}); going on without them"
+        )
     return kept
 
 
 # ---- the user's files ----
+
 
 def read_captions_tsv(path: str | Path, images_dir: str | Path | None = None) -> list[ImageCaptions]:
     """Records from a UTF-8 file of `image<TAB>caption` lines, paths relative to `images_dir` (default: the file's
     folder); several lines for one picture are several references. A header line `image<TAB>caption` is skipped."""
     root = Path(images_dir) if images_dir is not None else Path(path).parent
     pairs = []
-    for number, line in enumerate(read_text(path).split("\n"), start=1):
-        line = line.removesuffix("\r")
+    for number, line in enumerate(lines_of(read_text(path)), start=1):
         if not line.strip() or (number == 1 and line.lower() == "image\tcaption"):
             continue
         if "\t" not in line:
@@ -99,7 +94,7 @@ def read_captions_tsv(path: str | Path, images_dir: str | Path | None = None) ->
 def read_json(path: str | Path) -> Any:
     """A JSON file, with one-line errors naming the file and where the JSON breaks."""
     try:
-        return json.loads(read_utf8(path))
+        return json.loads(read_text(path))
     except json.JSONDecodeError as err:
         raise UserError(f"{path} is not valid JSON ({err.msg} at line {err.lineno}, column {err.colno})") from None
 
@@ -175,5 +170,7 @@ def read_corpus(path: str | Path, images_dir: str | Path | None = None) -> Split
         return split_by_path(read_coco_json(path, root), root)
     if isinstance(data, dict) and "images" in data:
         return read_karpathy_json(path, root)
-    raise UserError(f"{path}: neither a Karpathy split file (an 'images' list with 'sentences') nor a COCO "
-                    "captions file ('images' and 'annotations')")
+    raise UserError(
+        f"{path}: neither a Karpathy split file (an 'images' list with 'sentences') nor a COCO "
+        "captions file ('images' and 'annotations')"
+    )

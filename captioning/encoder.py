@@ -1,4 +1,5 @@
 """`CNNEncoder`: a picture's feature grid as the memory to attend to, its mean feature as the decoder's start."""
+
 from __future__ import annotations
 
 import contextlib
@@ -8,8 +9,10 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from captioning.backbones import Backbone, build_backbone, fine_tune as fine_tune_backbone
+from captioning.backbones import Backbone, build_backbone
+from captioning.backbones import fine_tune as fine_tune_backbone
 from core.context import Context
+from core.decoder import rnn_class
 
 
 class CNNEncoder(nn.Module):
@@ -17,16 +20,27 @@ class CNNEncoder(nn.Module):
     flattened feature grid (B, h*w, C), h0 = tanh(W mean + b) per decoder layer, and c0 likewise from its own
     layer when the decoder is an LSTM."""
 
-    def __init__(self, backbone: str | Backbone, decoder_hidden: int, decoder_layers: int = 1, cell: str = "gru",
-                 weights: str | Path | None = "default", fine_tune: int = 0, data_dir: str | Path | None = None):
+    def __init__(
+        self,
+        backbone: str | Backbone,
+        decoder_hidden: int,
+        decoder_layers: int = 1,
+        cell: str = "gru",
+        weights: str | Path | None = "default",
+        fine_tune: int = 0,
+        data_dir: str | Path | None = None,
+    ):
         super().__init__()
-        if cell not in ("gru", "lstm"):
-            raise ValueError(f"cell must be 'gru' or 'lstm', got {cell!r}")
+        rnn_class(cell)  # an unknown cell is refused here, not first by the decoder
         if isinstance(backbone, str):
             if weights is None:
-                warnings.warn(f"the {backbone} backbone starts from random weights: its last {fine_tune} blocks "
-                              "train from scratch" if fine_tune else f"the {backbone} backbone has random weights "
-                              "and is frozen: its features stay random (give weights, or fine_tune to train it)")
+                warnings.warn(
+                    f"the {backbone} backbone starts from random weights: its last {fine_tune} blocks "
+                    "train from scratch"
+                    if fine_tune
+                    else f"the {backbone} backbone has random weights "
+                    "and is frozen: its features stay random (give weights, or fine_tune to train it)"
+                )
             backbone = build_backbone(backbone, weights, data_dir=data_dir)
         self.backbone = backbone
         fine_tune_backbone(backbone, fine_tune)
@@ -48,11 +62,12 @@ class CNNEncoder(nn.Module):
     def context_from_features(self, features: Tensor) -> Context:
         """Feature maps (B, C, h, w), or regions (B, h*w, C) as a feature cache stores them -> Context with memory
         (B, h*w, C), no mask (every region is real), h0 (and c0) (layers, B, H)."""
-        if features.dim() == 4:
-            features = features.flatten(2).transpose(1, 2)  # (B, h*w, C)
+        features = to_regions(features)  # (B, h*w, C)
         if features.dim() != 3 or features.size(2) != self.memory_dim:
-            raise ValueError(f"features must be (B, {self.memory_dim}, h, w) or (B, h*w, {self.memory_dim}), "
-                             f"got {tuple(features.shape)}")
+            raise ValueError(
+                f"features must be (B, {self.memory_dim}, h, w) or (B, h*w, {self.memory_dim}), "
+                f"got {tuple(features.shape)}"
+            )
         memory = features.to(self.init_h.weight.dtype)  # (B, S, C); cached features are float16
         mean = memory.mean(dim=1)  # (B, C)
         h0 = self._initial(self.init_h, mean)
@@ -63,3 +78,8 @@ class CNNEncoder(nn.Module):
         """mean (B, C) -> tanh(layer(mean)) as (layers, B, H)."""
         state = torch.tanh(layer(mean)).view(mean.size(0), self.decoder_layers, self.decoder_hidden)  # (B, L, H)
         return state.transpose(0, 1).contiguous()  # (L, B, H)
+
+
+def to_regions(features: Tensor) -> Tensor:
+    """Feature maps (N, C, h, w) -> regions (N, h*w, C), as the decoder attends to them; regions stay as they are."""
+    return features.flatten(2).transpose(1, 2) if features.dim() == 4 else features

@@ -1,8 +1,9 @@
 """Scoring captions against every reference of their picture (BLEU-1..4 by sacreBLEU, CIDEr-D), and the nearest-
 neighbour baseline: each picture gets the caption of the training picture whose pooled feature is closest."""
+
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch.nn.functional as F
 from sacrebleu.metrics import BLEU
@@ -45,8 +46,9 @@ def pooled(regions: Tensor) -> Tensor:
     return F.normalize(regions.float().mean(dim=1), dim=1)
 
 
-def nearest_neighbour(train_regions: Tensor, train_captions: Sequence[str], regions: Tensor,
-                      chunk: int = 256) -> list[str]:
+def nearest_neighbour(
+    train_regions: Tensor, train_captions: Sequence[str], regions: Tensor, chunk: int = 256
+) -> list[str]:
     """For each picture of `regions` (N, S, C), the caption of the training picture (rows of `train_regions`,
     captions aligned) with the highest cosine similarity of pooled features."""
     if len(train_captions) != train_regions.size(0):
@@ -54,12 +56,6 @@ def nearest_neighbour(train_regions: Tensor, train_captions: Sequence[str], regi
     library = pooled(train_regions)  # (M, C)
     found: list[str] = []
     for start in range(0, regions.size(0), chunk):
-        nearest = (pooled(regions[start:start + chunk]) @ library.T).argmax(dim=1)  # (n,)
+        nearest = (pooled(regions[start : start + chunk]) @ library.T).argmax(dim=1)  # (n,)
         found += [train_captions[int(i)] for i in nearest]
     return found
-
-
-def to_regions(features: Tensor) -> Tensor:
-    """Feature maps (N, C, h, w) -> regions (N, h*w, C), as the decoder attends to them."""
-    return features.flatten(2).transpose(1, 2) if features.dim() == 4 else features
-

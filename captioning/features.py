@@ -6,11 +6,12 @@ as float16 (half the disk and memory; the decoder's projections see no differenc
 one file per extraction run (at most SHARD pictures), so loading 1,000 pictures is a few memory-mapped reads and
 new pictures never rewrite old files. A shard appears by rename once written whole.
 """
+
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 import torch
 from PIL import Image
@@ -20,18 +21,9 @@ from tqdm import tqdm
 from captioning.backbones import Backbone
 from captioning.images import load_image
 from core.datasets import data_root
-from core.runs import atomic_file
+from core.files import atomic_file, file_sha256
 
 SHARD = 1024  # pictures per shard: an interrupted extraction keeps all but the last partial shard
-
-
-def file_key(path: str | Path) -> str:
-    """sha256 of a file's bytes: the same picture under another name is found, an edited one is not."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 class FeatureCache:
@@ -55,15 +47,22 @@ class FeatureCache:
             torch.save({"keys": keys, "features": features.to(torch.float16).contiguous()}, f)
 
 
-def extract_features(backbone: Backbone, paths: Sequence[str | Path], size: int | None = None, fit: str = "crop",
-                     cache_dir: str | Path | None = None, batch_size: int = 32, progress: bool = True) -> Tensor:
+def extract_features(
+    backbone: Backbone,
+    paths: Sequence[str | Path],
+    size: int | None = None,
+    fit: str = "crop",
+    cache_dir: str | Path | None = None,
+    batch_size: int = 32,
+    progress: bool = True,
+) -> Tensor:
     """Feature maps (N, C, h, w) float16 of the pictures `paths` under a frozen backbone, computed only for those
     not yet in the cache (default: features/ in the data folder) and stored there; a second call reads them."""
     if backbone.trainable_blocks:
         raise ValueError("a feature cache needs a frozen backbone (fine_tune 0): a trained one changes its features")
     size = size or backbone.spec.size
     cache = FeatureCache(cache_dir or data_root() / "features", backbone.spec.name, backbone.fingerprint, size, fit)
-    keys = [file_key(path) for path in paths]
+    keys = [file_sha256(path) for path in paths]  # a renamed picture is found, an edited one is not
     maps = cache.load()
     todo = list({key: path for key, path in zip(keys, paths) if key not in maps}.items())  # each picture once
     if todo:
@@ -71,8 +70,14 @@ def extract_features(backbone: Backbone, paths: Sequence[str | Path], size: int 
     return torch.stack([maps[key] for key in keys])  # (N, C, h, w)
 
 
-def _compute(backbone: Backbone, todo: list[tuple[str, str | Path]], transform: Callable[[Image.Image], Tensor],
-             cache: FeatureCache, batch_size: int, progress: bool) -> dict[str, Tensor]:
+def _compute(
+    backbone: Backbone,
+    todo: list[tuple[str, str | Path]],
+    transform: Callable[[Image.Image], Tensor],
+    cache: FeatureCache,
+    batch_size: int,
+    progress: bool,
+) -> dict[str, Tensor]:
     """Run the backbone over the pictures `todo` (key, path) in batches, storing a shard every SHARD pictures."""
     device = next(backbone.parameters()).device
     was_training = backbone.training
@@ -83,7 +88,7 @@ def _compute(backbone: Backbone, todo: list[tuple[str, str | Path]], transform: 
     try:
         with tqdm(total=len(todo), desc=f"{backbone.spec.name} features", unit="picture", disable=not progress) as bar:
             for start in range(0, len(todo), batch_size):
-                batch = todo[start:start + batch_size]
+                batch = todo[start : start + batch_size]
                 images = torch.stack([transform(load_image(path)) for _, path in batch]).to(device)  # (B, 3, S, S)
                 with torch.no_grad():
                     features = backbone(images).to("cpu", torch.float16)  # (B, C, h, w)

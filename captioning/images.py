@@ -1,10 +1,11 @@
 """Pictures in: any file Pillow reads, a PIL image or a tensor, as one RGB picture; and the transform to a network's
 input (resize, centre crop or pad to a square on white, ImageNet normalisation)."""
+
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -92,9 +93,14 @@ def pad_to_square(picture: Image.Image, size: int, interpolation: TF.Interpolati
     return square
 
 
-def image_transform(size: int, resize: int, mean: tuple[float, ...] = IMAGENET_MEAN,
-                    std: tuple[float, ...] = IMAGENET_STD, interpolation: str = "bilinear",
-                    fit: str = "crop") -> Callable[[Image.Image], Tensor]:
+def image_transform(
+    size: int,
+    resize: int,
+    mean: tuple[float, ...] = IMAGENET_MEAN,
+    std: tuple[float, ...] = IMAGENET_STD,
+    interpolation: str = "bilinear",
+    fit: str = "crop",
+) -> Callable[[Image.Image], Tensor]:
     """A picture -> normalised tensor (3, size, size): the shorter side resized to `resize` and the centre cropped
     (fit="crop", as ImageNet models were evaluated), or the whole picture padded to a square on white ("pad")."""
     if fit not in FITS:
@@ -107,4 +113,5 @@ def image_transform(size: int, resize: int, mean: tuple[float, ...] = IMAGENET_M
         else:
             picture = pad_to_square(picture, size, mode)
         return TF.normalize(TF.to_tensor(picture), mean, std)  # (3, size, size)
+
     return transform

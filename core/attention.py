@@ -1,4 +1,5 @@
 """Attention over a memory with a padding mask: Bahdanau (additive) and Luong (multiplicative, "general")."""
+
 from __future__ import annotations
 
 import torch
@@ -34,7 +35,7 @@ class LuongAttention(nn.Module):
     def __init__(self, query_dim: int, memory_dim: int, attn_dim: int = 0):
         super().__init__()
         self.query_proj = nn.Linear(query_dim, memory_dim, bias=False)
-        self.scale = memory_dim ** -0.5
+        self.scale = memory_dim**-0.5
 
     def keys(self, memory: Tensor) -> Tensor:
         return memory

@@ -5,6 +5,7 @@ read with `torch.load(weights_only=True)`, so loading never runs code from the f
 of every record of the file's zip archive is checked, which torch.load does not do: a bit flipped on disk or in
 a copy is refused instead of loading as wrong weights.
 """
+
 from __future__ import annotations
 
 import zipfile
@@ -13,8 +14,8 @@ from typing import Any
 
 import torch
 
-from core.errors import UserError
-from core.runs import atomic_file
+from core.errors import UserError, first_line
+from core.files import atomic_file
 
 FORMAT = "seqgen-checkpoint/1"
 
@@ -40,7 +41,7 @@ def load_checkpoint(path: str | Path, task: str | None = None, map_location: str
     try:
         data = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # any failure to unpickle an untrusted file means the same thing to the user
-        raise _unreadable(path, _first_line(err)) from None
+        raise _unreadable(path, first_line(err)) from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a checkpoint of this toolkit (expected format {FORMAT})")
     if task is not None and data.get("task") != task:
@@ -55,11 +56,6 @@ def _unreadable(path: Path, reason: str) -> CheckpointError:
     return CheckpointError(f"{path} is not a readable checkpoint (truncated, or not made by this toolkit): {reason}")
 
 
-def _first_line(err: Exception) -> str:
-    """An error from deep inside a reader, cut to one short line for the message that names the file."""
-    return (str(err).strip().splitlines() or [type(err).__name__])[0][:120]
-
-
 def _check_records(path: Path) -> None:
     """One CheckpointError naming the first record of the archive whose bytes no longer match their CRC-32."""
     try:
@@ -70,10 +66,12 @@ def _check_records(path: Path) -> None:
         try:
             damaged = archive.testzip()
         except Exception as err:  # a damaged record header: the record cannot even be read
-            damaged = f"({_first_line(err)})"
+            damaged = f"({first_line(err)})"
     if damaged is not None:
-        raise CheckpointError(f"{path} is damaged: record {damaged} does not match the checksum written with it "
-                              "(the file changed after it was saved)")
+        raise CheckpointError(
+            f"{path} is damaged: record {damaged} does not match the checksum written with it "
+            "(the file changed after it was saved)"
+        )
 
 
 def rng_state(device: torch.device) -> dict:

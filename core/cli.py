@@ -1,56 +1,65 @@
 """What every command line shares: the main wrapper (one-line errors), @FILE arguments, device and dtype
 flags, and dataclass configs as flags."""
+
 from __future__ import annotations
 
 import argparse
 import contextlib
 import dataclasses
+import json
 import os
 import re
 import sys
 import typing
 import warnings
-from typing import Any, Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 
 import torch
 
 from core import distributed
 from core.errors import INTERRUPTED, Interrupted, UserError, check_config, flag_name
+from core.runs import resume_checkpoint
 from core.search_config import SearchConfig
 
 
 def run_main(main: Callable[[list[str] | None], Any], argv: list[str] | None = None, memory_flags: str = "") -> None:
-    """Run a command-line `main`, turning bad input into `error: ...` on stderr and exit status 2; running out
-    of memory or disk too (naming `memory_flags`, the command's flags that shrink what it holds, or the file);
-    an interrupted run (`Interrupted`) exits with status 130, as shells expect after Ctrl-C."""
+    """Run a command-line `main`: bad input, a full disk or too little memory is `error: ...` on stderr (one line,
+    `error_line`) and exit status 2; an interrupted run (Ctrl-C, `Interrupted`) exits with status 130, as shells
+    expect; output piped into `head` that stops reading ends it quietly."""
     warnings.formatwarning = lambda message, category, *args, **kwargs: f"warning: {message}\n"
     try:
         with named_output():
             main(argv)
-    except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
-    except UnicodeDecodeError as err:  # our readers name the file; this is stdin or an @FILE of arguments
-        print(f"error: input is not UTF-8 text ({err.reason})", file=sys.stderr)
-        sys.exit(2)
-    except RuntimeError as err:
-        if (message := out_of_memory(err, memory_flags)) is None:
-            raise
-        print(f"error: {message}", file=sys.stderr)
-        sys.exit(2)
     except (KeyboardInterrupt, Interrupted) as err:
         if message := str(err) if isinstance(err, Interrupted) else "interrupted":  # (said once, by the main process)
             print(message, file=sys.stderr)
         sys.exit(INTERRUPTED)
-    except BrokenPipeError:  # output piped into `head` and the like: stop quietly
+    except BrokenPipeError:
         sys.stderr.close()
         sys.exit(0)
-    except OSError as err:  # a file that cannot be read or written; ours name it, the system's error too
-        where = f"{err.filename}: " if err.filename else ""
-        print(f"error: {where}{err.strerror or err}", file=sys.stderr)
+    except Exception as err:
+        if (message := error_line(err, memory_flags)) is None:
+            raise  # a bug: its traceback is wanted
+        print(f"error: {message}", file=sys.stderr)
         sys.exit(2)
     finally:
         distributed.shutdown()  # leave a torchrun process group cleanly (nothing to do otherwise)
+
+
+def error_line(err: BaseException, memory_flags: str = "") -> str | None:
+    """What a command says of an error, in one line: the user's input (UserError), input that is not UTF-8, running
+    out of memory (naming `memory_flags`, the command's flags that shrink what it holds) or a file that cannot
+    be read or written; None for anything else, a bug."""
+    if isinstance(err, UnicodeDecodeError):  # our readers name the file; this is an argument or the like
+        return f"input is not UTF-8 text ({err.reason})"
+    if isinstance(err, UserError):
+        return str(err)
+    if isinstance(err, RuntimeError):
+        return out_of_memory(err, memory_flags)
+    if isinstance(err, OSError):
+        return f"{f'{err.filename}: ' if err.filename else ''}{err.strerror or err}"
+    return None
 
 
 class _Output:
@@ -105,16 +114,15 @@ def named_output() -> Iterator[None]:
 
 def out_of_memory(err: BaseException, flags: str = "") -> str | None:
     """A failed allocation (CUDA's OutOfMemoryError, or the CPU allocator's RuntimeError) as one line naming
-    the cure (`flags`: those that shrink it); None for any other error. Its traceback would point deep into
-    torch, not at the flags."""
+    the cure (`flags`, e.g. "--batch-size or --beam-size"); None for any other error. Its traceback would point
+    deep into torch, not at the flags."""
     text = str(err)
     if not (isinstance(err, torch.OutOfMemoryError) or "can't allocate memory" in text or "not enough memory" in text):
         return None
     cpu = re.search(r"allocate (\d+) bytes", text)
     cuda = re.search(r"[Tt]ried to allocate ([\d.]+ [KMGT]i?B)", text)
-    size = f"{int(cpu[1]) / 2 ** 30:.1f} GiB" if cpu else cuda[1] if cuda else None
-    return (f"out of memory{f' while allocating {size}' if size else ''}; use smaller batches or beams"
-            f"{f' ({flags})' if flags else ''} or a smaller model")
+    size = f"{int(cpu[1]) / 2**30:.1f} GiB" if cpu else cuda[1] if cuda else None
+    return f"out of memory{f' while allocating {size}' if size else ''}" + (f"; lower {flags}" if flags else "")
 
 
 class ArgsFileParser(argparse.ArgumentParser):
@@ -145,15 +153,8 @@ class ArgsFileParser(argparse.ArgumentParser):
         return [line]
 
 
-def resolve_device(name: str) -> torch.device:
-    """`auto` picks CUDA when present, else the CPU."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name not in ("cpu", "cuda") and not name.startswith("cuda:"):
-        raise UserError(f"--device {name!r} is not one of auto, cpu, cuda")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"--device {name} asked for, but CUDA is not available here (use --device auto or cpu)")
-    return torch.device(name)
+def add_device_flag(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    parser.add_argument("--device", default="auto", help="auto (CUDA where there is one), cpu, cuda or cuda:N")
 
 
 def add_search_flags(parser: argparse.ArgumentParser, defaults: SearchConfig, skip: Iterable[str] = ()) -> None:
@@ -161,8 +162,9 @@ def add_search_flags(parser: argparse.ArgumentParser, defaults: SearchConfig, sk
     add_config_flags(parser, defaults, "search", skip)
 
 
-def search_config_from_args(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: list[str] | None,
-                            **overrides: Any) -> SearchConfig:
+def search_config_from_args(
+    parser: argparse.ArgumentParser, args: argparse.Namespace, argv: list[str] | None, **overrides: Any
+) -> SearchConfig:
     """The SearchConfig of the parsed flags, checked: ranges, and no flag given that the method ignores."""
     names = [f.name for f in dataclasses.fields(SearchConfig)]
     config = SearchConfig(**{n: getattr(args, n) for n in names if hasattr(args, n)}, **overrides)
@@ -177,14 +179,98 @@ def given_flags(parser: argparse.ArgumentParser, argv: list[str] | None, dests: 
     return {name for name, value in vars(parsed).items() if value is not unset}
 
 
+# where and how a run goes on, not what it trains: never taken from the resumed run's saved flags
+WHERE_FLAGS = ("resume", "out", "overwrite")
+
+
+def parse_flags(
+    parser: argparse.ArgumentParser, argv: list[str] | None, kept: typing.Iterable[str] = ()
+) -> argparse.Namespace:
+    """Parse a recipe's flags. With --resume, the flags its run started with (`flags` in the config.json beside
+    the checkpoint, or in the run folder) become the defaults, so that `--resume RUN` alone goes on with the
+    same data and settings; flags given now still win (e.g. --steps, to train for longer). The flags named in
+    `kept` shape the model or its vocabulary, which the checkpoint fixes: given now with another value, they
+    are refused rather than ignored in silence."""
+    args = parser.parse_args(argv)
+    if args.resume is not None and not args.resume.strip():  # an unset shell variable, say
+        raise UserError("--resume is empty; name a run folder or a checkpoint")
+    if not args.resume:
+        return args
+    config = resume_checkpoint(args.resume).parent / "config.json"
+    try:
+        saved = json.loads(config.read_bytes().decode("utf-8"))["flags"]
+    except FileNotFoundError:
+        checkpoint = resume_checkpoint(args.resume)
+        if not checkpoint.is_file() or any((p / "config.json").is_file() for p in checkpoint.parents[1:3]):
+            return args  # nothing to resume, or a part of a run (an ensemble's member): the recipe says which
+        # the defaults would train on another corpus, with other settings, in silence
+        raise UserError(
+            f"{config} is missing; it holds the run's flags (its data among them): restore it to resume the run"
+        ) from None
+    except ValueError as err:  # not UTF-8, or not JSON: damaged, and the run's flags are unknown
+        raise UserError(
+            f"{config} cannot be read ({err}); it holds the run's flags: restore it to resume the run"
+        ) from None
+    except (KeyError, TypeError):
+        warnings.warn(f"{config} does not list the run's flags (an older run?); the flags given now apply")
+        return args
+    if not isinstance(saved, dict):
+        raise UserError(
+            f"{config} cannot be read (its flags are not a JSON object); it holds the run's flags: "
+            "restore it to resume the run"
+        )
+    known = vars(parser.parse_args([]))
+    saved = {k: v for k, v in saved.items() if k in known and k not in WHERE_FLAGS}
+    for action in parser._actions:  # a value edited by hand would otherwise fail far from here, or not at all
+        if action.dest in saved and not _fits(saved[action.dest], action, known[action.dest]):
+            raise UserError(
+                f"{config}: flag {action.dest!r} holds {saved[action.dest]!r}, not a value "
+                f"{'/'.join(action.option_strings)} takes; correct it to resume the run"
+            )
+    parser.set_defaults(**saved)
+    args = parser.parse_args(argv)
+    given = given_flags(parser, argv, known)
+    for name in kept:  # (a run from before a flag existed did not save it: nothing to compare with)
+        if name in given and name in saved and getattr(args, name) != saved[name]:
+            flag = "--" + name.replace("_", "-")
+            raise UserError(
+                f"{flag} {_shown(getattr(args, name))}: the run in {config.parent} was built with "
+                f"{_shown(saved[name])}, and a resumed run keeps its model and vocabulary; leave out "
+                f"{flag}, or start a new run to change it"
+            )
+    return args
+
+
+def _fits(value: Any, action: argparse.Action, default: Any) -> bool:
+    """Whether a value read from JSON can stand for the flag `action` (whose parser default is `default`).
+    null passes: it is how an unset flag is saved, and a run of another recipe may hold it (that recipe's
+    checkpoint is refused by name later)."""
+    if value is None:
+        return True
+    if action.choices is not None:
+        return value in action.choices
+    kind = {int: int, float: (int, float), yes_no: bool}.get(action.type)
+    if kind is None:
+        kind = type(default) if default is not None else (str, int, float)
+    return isinstance(value, kind) and (kind is bool or not isinstance(value, bool))
+
+
+def _shown(value: Any) -> str:
+    return "none" if value in (None, "") else "on" if value is True else "off" if value is False else str(value)
+
+
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
 
 def add_dtype_flag(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
     """`--dtype`: the number format decoding computes in (checkpoints stay float32)."""
-    parser.add_argument("--dtype", default="float32", choices=list(DTYPES),
-                        help="decode in float32, or in bfloat16: faster on CPUs that multiply it natively "
-                             "(AVX512-BF16, AMX), scores rounded differently (default: %(default)s)")
+    parser.add_argument(
+        "--dtype",
+        default="float32",
+        choices=list(DTYPES),
+        help="decode in float32, or in bfloat16: faster on CPUs that multiply it natively "
+        "(AVX512-BF16, AMX), scores rounded differently (default: %(default)s)",
+    )
 
 
 def yes_no(text: str) -> bool:
@@ -215,8 +301,14 @@ def add_config_flags(parser: argparse.ArgumentParser, config: Any, group: str, s
         default = getattr(config, field.name)
         choices = getattr(type(config), "CHOICES", {}).get(field.name)
         text = getattr(type(config), "HELP", {}).get(field.name, "")
-        section.add_argument(flag_name(field.name), dest=field.name, type=_flag_type(hints[field.name]),
-                             default=default, choices=choices, help=f"{text} (default: {default})".lstrip())
+        section.add_argument(
+            flag_name(field.name),
+            dest=field.name,
+            type=_flag_type(hints[field.name]),
+            default=default,
+            choices=choices,
+            help=f"{text} (default: {default})".lstrip(),
+        )
 
 
 def config_from_args(cls: type, args: argparse.Namespace, **overrides: Any) -> Any:

@@ -1,8 +1,10 @@
 """`Context`: everything a provider hands to the decoder, made once per batch."""
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -40,43 +42,49 @@ class Context:
                 raise ValueError(f"Context.{name} must have {dims} dimensions, got shape {tuple(t.shape)}")
         if self.memory_mask is not None:
             if self.memory is None or self.memory_mask.shape != self.memory.shape[:2]:
-                raise ValueError(f"Context.memory_mask has shape {tuple(self.memory_mask.shape)}; it needs the "
-                                 "memory's first two, (B, S)" + ("" if self.memory is not None else ": no memory"))
+                raise ValueError(
+                    f"Context.memory_mask has shape {tuple(self.memory_mask.shape)}; it needs the "
+                    "memory's first two, (B, S)" + ("" if self.memory is not None else ": no memory")
+                )
             if self.memory_mask.dtype != torch.bool:
-                raise TypeError(f"Context.memory_mask must be a bool tensor (True on real positions), got "
-                                f"{self.memory_mask.dtype}")
+                raise TypeError(
+                    f"Context.memory_mask must be a bool tensor (True on real positions), got {self.memory_mask.dtype}"
+                )
 
     @property
-    def batch_size(self) -> int:
-        """Sequences decoded: rows of h0."""
+    def rows(self) -> int:
+        """Sequences decoded (examples x beams after `expand`): rows of h0."""
         return self.h0.size(1)
 
     def per_sequence(self, t: Tensor) -> Tensor:
         """A tensor with one row per example (memory, mask, keys) repeated to one row per sequence."""
-        return t.repeat_interleave(self.batch_size // t.size(0), dim=0)
+        return t.repeat_interleave(self.rows // t.size(0), dim=0)
 
-    def expand(self, k: int) -> "Context":
+    def expand(self, k: int) -> Context:
         """k sequences per example (rows b*k .. b*k+k-1 for example b), for beam search; the memory stays."""
+
         def rep(t: Tensor | None) -> Tensor | None:
             return None if t is None else t.repeat_interleave(k, dim=1)
+
         return replace(self, h0=rep(self.h0), c0=rep(self.c0))
 
-    def index_select(self, examples: Tensor) -> "Context":
+    def index_select(self, examples: Tensor) -> Context:
         """The examples `examples` (E,), in that order, of a context with one sequence per example."""
         return self.keep_examples(examples, 1)
 
-    def keep_examples(self, examples: Tensor, k: int) -> "Context":
+    def keep_examples(self, examples: Tensor, k: int) -> Context:
         """Keep the examples `examples` (E,), in that order, of a context with k sequences per example: their
         k rows of h0 and c0, and their rows of the memory, mask and keys (one each, or k each when a decoder
         repeated them per sequence). A memory of one row that every example reads stays as it is."""
-        n = self.batch_size // k
+        n = self.rows // k
         rows = {name: _keep(getattr(self, name), examples, k, n, dim) for name, dim in ROW_DIMS.items()}
         return replace(self, **rows)
 
-    def to(self, device: torch.device | str) -> "Context":
+    def to(self, device: torch.device | str) -> Context:
         device = check_device("device", device)
-        return replace(self, **{name: None if t is None else t.to(device)
-                                for name, t in ((n, getattr(self, n)) for n in ROW_DIMS)})
+        return replace(
+            self, **{name: None if t is None else t.to(device) for name, t in ((n, getattr(self, n)) for n in ROW_DIMS)}
+        )
 
 
 ROW_DIMS = {"h0": 1, "c0": 1, "memory": 0, "memory_mask": 0, "keys": 0}  # each field's batch dimension
@@ -103,3 +111,8 @@ def map_tensors(obj: Any, fn: Callable[[Tensor], Tensor]) -> Any:
     if isinstance(obj, dict):
         return {k: map_tensors(v, fn) for k, v in obj.items()}
     return obj
+
+
+def reorder(state: Any, rows: Tensor) -> Any:
+    """Every tensor of a (nested) state indexed by `rows` on dimension 0."""
+    return map_tensors(state, lambda t: t.index_select(0, rows))

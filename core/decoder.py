@@ -1,4 +1,5 @@
 """`RNNDecoder`: the one recurrent decoder every task shares."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
@@ -13,6 +14,16 @@ from core.attention import ATTENTIONS
 from core.context import Context
 from core.errors import check_int, check_range
 from core.tokenizers import PAD
+
+CELLS = {"gru": nn.GRU, "lstm": nn.LSTM}
+
+
+def rnn_class(cell: str) -> type[nn.RNNBase]:
+    """nn.GRU or nn.LSTM by name; a ValueError naming the choices for any other name."""
+    if cell not in CELLS:
+        raise ValueError(f"cell must be 'gru' or 'lstm', got {cell!r}")
+    return CELLS[cell]
+
 
 class DecoderState(NamedTuple):
     """Recurrent state, one row per sequence on dimension 0 of every tensor, so search reorders beams by indexing.
@@ -48,33 +59,62 @@ class DecoderConfig:
     tie_embeddings: bool = False
     input_feeding: bool = True
 
-    CHOICES = {"cell": ["gru", "lstm"], "attention": ["none", "bahdanau", "luong"]}
-    RANGES = {"emb_dim": (1,), "hidden_dim": (1,), "num_layers": (1,), "dropout": (0, 1, False, True),
-              "word_dropout": (0, 1, False, True)}  # core.errors.check_config
+    CHOICES = {"cell": list(CELLS), "attention": ["none", *ATTENTIONS]}
+    RANGES = {
+        "emb_dim": (1,),
+        "hidden_dim": (1,),
+        "num_layers": (1,),
+        "dropout": (0, 1, False, True),
+        "word_dropout": (0, 1, False, True),
+    }  # core.errors.check_config
 
 
-def build_decoder(vocab_size: int, config: DecoderConfig, memory_dim: int | None = None) -> "RNNDecoder":
+def build_decoder(vocab_size: int, config: DecoderConfig, memory_dim: int | None = None) -> RNNDecoder:
     """Flatten a DecoderConfig into RNNDecoder arguments."""
-    return RNNDecoder(vocab_size, config.emb_dim, config.hidden_dim, config.num_layers, cell=config.cell,
-                      attention=None if config.attention == "none" else config.attention, memory_dim=memory_dim,
-                      dropout=config.dropout, word_dropout=config.word_dropout,
-                      tie_embeddings=config.tie_embeddings, input_feeding=config.input_feeding)
+    return RNNDecoder(
+        vocab_size,
+        config.emb_dim,
+        config.hidden_dim,
+        config.num_layers,
+        cell=config.cell,
+        attention=None if config.attention == "none" else config.attention,
+        memory_dim=memory_dim,
+        dropout=config.dropout,
+        word_dropout=config.word_dropout,
+        tie_embeddings=config.tie_embeddings,
+        input_feeding=config.input_feeding,
+    )
 
 
 class RNNDecoder(nn.Module):
     """GRU/LSTM decoder with optional attention over a memory (input feeding) and tied embeddings."""
 
-    def __init__(self, vocab_size: int, emb_dim: int, hidden_dim: int, num_layers: int = 1, cell: str = "gru",
-                 attention: str | None = None, memory_dim: int | None = None, dropout: float = 0.0,
-                 tie_embeddings: bool = False, input_feeding: bool = True, word_dropout: float = 0.0):
+    def __init__(
+        self,
+        vocab_size: int,
+        emb_dim: int,
+        hidden_dim: int,
+        num_layers: int = 1,
+        cell: str = "gru",
+        attention: str | None = None,
+        memory_dim: int | None = None,
+        dropout: float = 0.0,
+        tie_embeddings: bool = False,
+        input_feeding: bool = True,
+        word_dropout: float = 0.0,
+    ):
         super().__init__()
-        for name, value in (("vocab_size", vocab_size), ("emb_dim", emb_dim), ("hidden_dim", hidden_dim),
-                            ("num_layers", num_layers), ("memory_dim", memory_dim or 1)):
+        for name, value in (
+            ("vocab_size", vocab_size),
+            ("emb_dim", emb_dim),
+            ("hidden_dim", hidden_dim),
+            ("num_layers", num_layers),
+            ("memory_dim", memory_dim or 1),
+        ):
             check_int(name, value, 1)
         for name, value in (("dropout", dropout), ("word_dropout", word_dropout)):
             check_range(name, value, 0, 1, high_open=True)
-        if cell not in ("gru", "lstm"):
-            raise ValueError(f"cell must be 'gru' or 'lstm', got {cell!r}")
+        rnn = rnn_class(cell)
         if attention is not None and attention not in ATTENTIONS:
             raise ValueError(f"attention must be None, 'bahdanau' or 'luong', got {attention!r}")
         if attention is not None and not memory_dim:
@@ -84,9 +124,7 @@ class RNNDecoder(nn.Module):
         self.input_feeding = attention is not None and input_feeding
         self.embedding = nn.Embedding(vocab_size, emb_dim, padding_idx=PAD)
         rnn_input = emb_dim + (hidden_dim if self.input_feeding else 0)
-        rnn_class = nn.GRU if cell == "gru" else nn.LSTM
-        self.rnn = rnn_class(rnn_input, hidden_dim, num_layers, batch_first=True,
-                             dropout=dropout if num_layers > 1 else 0.0)
+        self.rnn = rnn(rnn_input, hidden_dim, num_layers, batch_first=True, dropout=dropout if num_layers > 1 else 0.0)
         self.attention = ATTENTIONS[attention](hidden_dim, memory_dim, hidden_dim) if attention else None
         # Luong's attentional vector tanh(W [h; context]), used as output and as the next step's feed.
         self.combine = nn.Linear(hidden_dim + memory_dim, hidden_dim) if attention else None
@@ -100,10 +138,10 @@ class RNNDecoder(nn.Module):
             # nn.Embedding's N(0, 1) would make the first logits ~sqrt(emb_dim) wide (loss far above log V);
             # the output-layer scale (as fairseq does for shared embeddings) starts training near uniform.
             with torch.no_grad():
-                nn.init.normal_(self.embedding.weight, std=emb_dim ** -0.5)
+                nn.init.normal_(self.embedding.weight, std=emb_dim**-0.5)
                 self.embedding.weight[PAD].zero_()
 
-    def train(self, mode: bool = True) -> "RNNDecoder":
+    def train(self, mode: bool = True) -> RNNDecoder:
         speedups.forget(self)  # switching modes brackets every weight update a version counter could miss
         return super().train(mode)
 
@@ -122,16 +160,22 @@ class RNNDecoder(nn.Module):
     def start(self, ctx: Context) -> DecoderState:
         """The state before the first step, from the context."""
         if ctx.h0.dim() != 3 or ctx.h0.size(0) != self.num_layers or ctx.h0.size(2) != self.hidden_dim:
-            raise ValueError(f"context h0 has shape {tuple(ctx.h0.shape)}; this decoder needs "
-                             f"({self.num_layers}, B, {self.hidden_dim})")
+            raise ValueError(
+                f"context h0 has shape {tuple(ctx.h0.shape)}; this decoder needs "
+                f"({self.num_layers}, B, {self.hidden_dim})"
+            )
         if self.attention is not None and ctx.memory is None:
             raise ValueError("this decoder attends to a memory, but the context has none")
         if self.attention is not None and ctx.memory.size(2) != self.memory_dim:
-            raise ValueError(f"context memory has shape {tuple(ctx.memory.shape)}; this decoder attends to vectors "
-                             f"of {self.memory_dim} (B, S, {self.memory_dim})")
+            raise ValueError(
+                f"context memory has shape {tuple(ctx.memory.shape)}; this decoder attends to vectors "
+                f"of {self.memory_dim} (B, S, {self.memory_dim})"
+            )
         if self.attention is not None and ctx.memory.size(0) and ctx.h0.size(1) % ctx.memory.size(0):
-            raise ValueError(f"context h0 has {ctx.h0.size(1)} rows and its memory {ctx.memory.size(0)}: the rows of "
-                             "h0 must be a multiple of the memory's")
+            raise ValueError(
+                f"context h0 has {ctx.h0.size(1)} rows and its memory {ctx.memory.size(0)}: the rows of "
+                "h0 must be a multiple of the memory's"
+            )
         h = ctx.h0.transpose(0, 1)  # (B, L, H)
         c = None
         if self.cell == "lstm":
@@ -149,8 +193,9 @@ class RNNDecoder(nn.Module):
         """Teacher forcing: tokens (B, T) -> logits (B, T, V)."""
         return self.unroll(tokens, ctx)[0]
 
-    def unroll(self, tokens: Tensor, ctx: Context, state: DecoderState | None = None
-               ) -> tuple[Tensor, DecoderState, Tensor | None]:
+    def unroll(
+        self, tokens: Tensor, ctx: Context, state: DecoderState | None = None
+    ) -> tuple[Tensor, DecoderState, Tensor | None]:
         """Teacher forcing from `state` (default: `start(ctx)`): logits (B, T, V), final state, attention (B, T, S)."""
         ctx = self.prepare(ctx)
         state = self.start(ctx) if state is None else state
@@ -159,16 +204,18 @@ class RNNDecoder(nn.Module):
             return self._logits(output), state, weights
         outputs, weights = [], []
         for t in range(tokens.size(1)):  # input feeding makes each step depend on the last one's output
-            output, state, _ = self._advance(tokens[:, t:t + 1], state, ctx)
+            output, state, _ = self._advance(tokens[:, t : t + 1], state, ctx)
             outputs.append(output)
             weights.append(state.attn)
         return self._logits(torch.cat(outputs, dim=1)), state, torch.stack(weights, dim=1)
 
-    def _advance(self, tokens: Tensor, state: DecoderState, ctx: Context
-                 ) -> tuple[Tensor, DecoderState, Tensor | None]:
+    def _advance(self, tokens: Tensor, state: DecoderState, ctx: Context) -> tuple[Tensor, DecoderState, Tensor | None]:
         """Run over tokens (B, T) (T = 1 with input feeding): outputs (B, T, H), the state, attention (B, T, S)."""
-        fast = speedups.rnn_step(self.rnn, self.embedding, tokens[:, 0], state.feed, state.h, state.c) \
-            if tokens.size(1) == 1 else None
+        fast = (
+            speedups.rnn_step(self.rnn, self.embedding, tokens[:, 0], state.feed, state.h, state.c)
+            if tokens.size(1) == 1
+            else None
+        )
         if fast is not None:  # one search step on the CPU: the same equations, faster (core.speedups)
             h, c = fast
             out = h[:, -1:]  # (B, 1, H): the top layer

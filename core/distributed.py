@@ -4,14 +4,16 @@ torchrun sets WORLD_SIZE, RANK and LOCAL_RANK; `setup` joins the process group (
 process; Gloo on the CPU). A plain `python recipes/X.py` is a world of one and touches nothing here. Rank 0 is
 the main process: it alone writes checkpoints and logs, validates and prints; the others stay quiet.
 """
+
 from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -57,6 +59,16 @@ class World:
         dist.all_gather_object(values, value)
         return values
 
+    def token_share(self, loss: torch.Tensor, n_tokens: int, device: torch.device) -> tuple[torch.Tensor, int]:
+        """The loss to differentiate, and the target tokens of all processes in this step.
+        DistributedDataParallel averages the processes' gradients; weighing each process's per-token mean by
+        its share of all processes' tokens makes that average the gradient of the mean over every token of
+        the N batches, as one process would compute it on all of them."""
+        if self.size == 1:
+            return loss, n_tokens
+        (total,) = self.sum([n_tokens], device)
+        return loss * (n_tokens * self.size / max(1.0, total)), int(total)
+
     def sum(self, values: list[float], device: torch.device) -> list[float]:
         """Element-wise sum of `values` over all processes."""
         if self.size == 1:
@@ -86,8 +98,10 @@ def setup(device: torch.device) -> tuple[World, torch.device]:
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if device.type == "cuda":
         if local_rank >= torch.cuda.device_count():
-            raise UserError(f"process {local_rank} of {size} needs a GPU of its own, but only "
-                            f"{torch.cuda.device_count()} are visible (use --nproc_per_node <= the GPU count)")
+            raise UserError(
+                f"process {local_rank} of {size} needs a GPU of its own, but only "
+                f"{torch.cuda.device_count()} are visible (use --nproc_per_node <= the GPU count)"
+            )
         device = torch.device("cuda", local_rank)
         torch.cuda.set_device(device)
     # the others wait while the main process fetches data, trains tokenizers and validates (BLEU decoding)

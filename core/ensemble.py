@@ -6,11 +6,13 @@ The search functions see one decoder and one `Context`: `join` lays the members'
 along the feature dimension (h0, c0, memory, and the attention keys `prepare` adds), so expanding or cutting
 down rows for beam search works unchanged, and `prepare`/`start`/`step` cut each member's part back out.
 """
+
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import replace
-from typing import Any, NamedTuple, Sequence
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor
@@ -42,8 +44,10 @@ class Ensemble:
             raise ValueError(f"{len(self.decoders)} decoders but {len(contexts)} contexts")
         first = contexts[0]
         if any(c.h0.shape[:2] != first.h0.shape[:2] for c in contexts):
-            raise ValueError("ensemble members need the same number of layers and the same batch in h0, got "
-                             + ", ".join(str(tuple(c.h0.shape)) for c in contexts))
+            raise ValueError(
+                "ensemble members need the same number of layers and the same batch in h0, got "
+                + ", ".join(str(tuple(c.h0.shape)) for c in contexts)
+            )
         if len({c.h0.dtype for c in contexts}) > 1:
             raise ValueError("ensemble members need one dtype, got " + ", ".join(str(c.h0.dtype) for c in contexts))
         has_memory = {c.memory is not None for c in contexts}
@@ -55,8 +59,10 @@ class Ensemble:
             c0 = torch.cat([c.c0 if c.c0 is not None else torch.zeros_like(c.h0) for c in contexts], dim=2)
         memory = mask = None
         if first.memory is not None:  # then every member has one
-            if any(c.memory.shape[:2] != first.memory.shape[:2] or not torch.equal(c.memory_mask, first.memory_mask)
-                   for c in contexts):
+            if any(
+                c.memory.shape[:2] != first.memory.shape[:2] or not torch.equal(c.memory_mask, first.memory_mask)
+                for c in contexts
+            ):
                 raise ValueError("ensemble members must read the same source: memory lengths or masks differ")
             memory, mask = torch.cat([c.memory for c in contexts], dim=2), first.memory_mask
         keys = None
@@ -75,18 +81,33 @@ class Ensemble:
 
         def parts(t: Tensor | None, sizes: list[int] | None) -> list[Tensor | None]:
             return [None] * n if t is None else list(t.split(sizes, dim=2))
-        return [Context(h0, c0, memory, ctx.memory_mask, keys) for h0, c0, memory, keys in zip(
-            parts(ctx.h0, self._hidden), parts(ctx.c0, self._hidden), parts(ctx.memory, self._memory),
-            parts(ctx.keys, self._keys))]
+
+        return [
+            Context(h0, c0, memory, ctx.memory_mask, keys)
+            for h0, c0, memory, keys in zip(
+                parts(ctx.h0, self._hidden),
+                parts(ctx.c0, self._hidden),
+                parts(ctx.memory, self._memory),
+                parts(ctx.keys, self._keys),
+            )
+        ]
 
     def prepare(self, ctx: Context) -> Context:
         """Each member's prepared context, joined again (their attention keys side by side). A member that
         wants its memory once per sequence makes every member take it so."""
         prepared = [d.prepare(c) for d, c in zip(self.decoders, self.split(ctx))]
         if prepared[0].memory is not None and len({c.memory.size(0) for c in prepared}) > 1:
-            prepared = [replace(c, **{name: c.per_sequence(getattr(c, name)) for name in ("memory", "memory_mask",
-                                                                                           "keys")
-                                      if getattr(c, name) is not None}) for c in prepared]
+            prepared = [
+                replace(
+                    c,
+                    **{
+                        name: c.per_sequence(getattr(c, name))
+                        for name in ("memory", "memory_mask", "keys")
+                        if getattr(c, name) is not None
+                    },
+                )
+                for c in prepared
+            ]
         return self.join(prepared)
 
     def start(self, ctx: Context) -> EnsembleState:

@@ -1,5 +1,6 @@
 """Errors in what the user gave, and the range, choice and device checks that raise them (a leaf: imports no core
 module)."""
+
 from __future__ import annotations
 
 import math
@@ -8,7 +9,7 @@ from typing import Any
 
 import torch
 
-MAX_SEED = 2 ** 32 - 1  # the seeds every command takes (an ensemble's members use seed + k)
+MAX_SEED = 2**32 - 1  # the seeds every command takes (an ensemble's members use seed + k)
 INTERRUPTED = 130  # the exit status of a command stopped by Ctrl-C or SIGTERM (its state saved), as shells use
 
 
@@ -21,15 +22,21 @@ class Interrupted(Exception):
     exit with status INTERRUPTED, so that `train && next-step` stops too."""
 
 
-def check_range(name: str, value: float, low: float | None = None, high: float | None = None,
-                low_open: bool = False, high_open: bool = False) -> None:
+def check_range(
+    name: str,
+    value: float,
+    low: float | None = None,
+    high: float | None = None,
+    low_open: bool = False,
+    high_open: bool = False,
+) -> None:
     """Raise a UserError naming `name`, the value and the allowed range when value falls outside it (NaN,
     infinities and integers beyond 64 bits always do: every comparison with NaN is false)."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise UserError(f"{name} = {value!r} is not a number")
     too_low = low is not None and (value <= low if low_open else value < low)
     too_high = high is not None and (value >= high if high_open else value > high)
-    unusable = abs(value) > 2 ** 63 - 1 if isinstance(value, numbers.Integral) else not math.isfinite(value)  # int64
+    unusable = abs(value) > 2**63 - 1 if isinstance(value, numbers.Integral) else not math.isfinite(value)  # int64
     if too_low or too_high or unusable:
         left = "(-inf" if low is None else ("(" if low_open else "[") + _number(low)
         right = "inf)" if high is None else _number(high) + (")" if high_open else "]")
@@ -50,17 +57,24 @@ def check_choice(name: str, value: Any, choices: list) -> None:
 
 
 def check_device(name: str, value: Any) -> torch.device:
-    """`value` (a torch.device or a string such as "cpu", "cuda:1") as a device of this machine; a ValueError
-    naming `name` for a string torch does not know or a device that is not here."""
+    """`value` (a torch.device, or auto, cpu, cuda, cuda:N) as a device of this machine, "auto" being CUDA where
+    there is one, else the CPU; a UserError naming `name` for anything else or a GPU that is not here."""
+    if value == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         device = torch.device(value)
     except (RuntimeError, TypeError):
-        raise ValueError(f"{name} {value!r} is not a device; use cpu, cuda or cuda:N") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"{name} {value!r}: CUDA is not available here; use cpu")
-    if device.type not in ("cpu", "cuda", "mps"):
-        raise ValueError(f"{name} {value!r} is not a device this toolkit runs on; use cpu, cuda or cuda:N")
+        device = None
+    if device is None or device.type not in ("cpu", "cuda"):
+        raise UserError(f"{name} {value!r} is not a device this toolkit runs on; use auto, cpu, cuda or cuda:N")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise UserError(f"{name} {value!r}: no such GPU here ({torch.cuda.device_count()} visible); use auto or cpu")
     return device
+
+
+def first_line(err: BaseException, limit: int = 160) -> str:
+    """An error from deep inside a library, cut to one short line for a message that names the file."""
+    return (str(err).strip().splitlines() or [type(err).__name__])[0][:limit]
 
 
 def _number(x: float) -> str:
@@ -82,5 +96,7 @@ def check_config(config: Any) -> None:
         check_choice(flag_name(name), getattr(config, name), choices)
     for low, high in getattr(type(config), "ORDER", ()):  # fields whose values must not cross
         if getattr(config, low) > getattr(config, high):
-            raise UserError(f"{flag_name(low)} {_number(getattr(config, low))} is above {flag_name(high)} "
-                            f"{_number(getattr(config, high))}; it may be at most that")
+            raise UserError(
+                f"{flag_name(low)} {_number(getattr(config, low))} is above {flag_name(high)} "
+                f"{_number(getattr(config, high))}; it may be at most that"
+            )

@@ -2,13 +2,14 @@
 
 Sampling a single continuation streams it to the terminal token by token.
 """
+
 from __future__ import annotations
 
 import argparse
 import sys
 
-from core.cli import DTYPES, add_dtype_flag, add_search_flags, resolve_device, run_main, search_config_from_args
-from core.errors import check_range
+from core.cli import DTYPES, add_device_flag, add_dtype_flag, add_search_flags, run_main, search_config_from_args
+from core.errors import check_device, check_range
 from core.lm import DEFAULT_SEARCH, LanguageModel
 from core.speedups import keep_freed_memory
 
@@ -18,7 +19,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", required=True, help="a textgen checkpoint (e.g. runs/textgen/best.pt)")
     p.add_argument("--prompt", default="", help="text to continue (empty: start from <bos>)")
     p.add_argument("--num-samples", type=int, default=1, help="draws to print, or the n best of beam search")
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    add_device_flag(p)
     add_dtype_flag(p)
     add_search_flags(p, DEFAULT_SEARCH, skip=("n_best",))
     return p
@@ -30,7 +31,7 @@ def main(argv: list[str] | None = None) -> None:
     check_range("--num-samples", args.num_samples, 1)
     config = search_config_from_args(parser, args, argv)
     keep_freed_memory()
-    model = LanguageModel.load(args.checkpoint, device=resolve_device(args.device), dtype=DTYPES[args.dtype])
+    model = LanguageModel.load(args.checkpoint, device=check_device("--device", args.device), dtype=DTYPES[args.dtype])
     if args.num_samples == 1 and config.method != "beam":
         pieces = model.stream(args.prompt, config)
         first = next(pieces, "")  # arguments are checked before anything is printed
@@ -47,4 +48,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    run_main(main, memory_flags="--beam-size, --num-samples")
+    run_main(main, memory_flags="--beam-size or --max-len")

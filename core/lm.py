@@ -1,9 +1,11 @@
 """Text generation: the prompt encoder (the language model read over the prompt) and `LanguageModel`."""
+
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -12,7 +14,7 @@ from core.context import Context
 from core.decoder import DecoderConfig, DecoderState, RNNDecoder, build_decoder
 from core.errors import check_int
 from core.search import search_with, stream
-from core.search_config import SearchConfig, search_config
+from core.search_config import SearchConfig
 from core.task import load_task, save_task, task_payload
 from core.tokenizers import BOS, EOS, NOT_GENERATED, Tokenizer
 
@@ -43,10 +45,14 @@ class PromptEncoder(nn.Module):
             _, state, _ = dec.unroll(prompt[:, : read[0]], ctx, state)
         else:  # rows of different lengths: advance a row only while it still has prompt to read
             for t in range(max(read)):
-                _, new, _ = dec.unroll(prompt[:, t:t + 1], ctx, state)
+                _, new, _ = dec.unroll(prompt[:, t : t + 1], ctx, state)
                 active = (torch.tensor(read, device=prompt.device) > t).view(B, 1, 1)  # (B, 1, 1)
-                state = DecoderState(torch.where(active, new.h, state.h),
-                                     None if new.c is None else torch.where(active, new.c, state.c), None, None)
+                state = DecoderState(
+                    torch.where(active, new.h, state.h),
+                    None if new.c is None else torch.where(active, new.c, state.c),
+                    None,
+                    None,
+                )
         return Context(state.h.transpose(0, 1), None if state.c is None else state.c.transpose(0, 1))
 
     @staticmethod
@@ -55,8 +61,9 @@ class PromptEncoder(nn.Module):
         return prompt.gather(1, (lengths - 1).unsqueeze(1)).squeeze(1)
 
 
-def lm_forward(model: "LanguageModel", batch: tuple[Tensor, Tensor], carry: DecoderState | None
-               ) -> tuple[Tensor, Tensor, DecoderState]:
+def lm_forward(
+    model: LanguageModel, batch: tuple[Tensor, Tensor], carry: DecoderState | None
+) -> tuple[Tensor, Tensor, DecoderState]:
     """Trainer step for a language model: inputs (B, T) -> logits (B, T, V), targets, the state to carry."""
     inputs, targets = batch
     # a resumed carry comes back as a plain tuple (h, c, ...): a language model carries no feed or attention
@@ -94,12 +101,19 @@ class LanguageModel(nn.Module):
         return save_task(self, path)
 
     @classmethod
-    def load(cls, path: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32
-             ) -> "LanguageModel":
+    def load(
+        cls, path: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32
+    ) -> LanguageModel:
         """A checkpoint's model in eval mode on `device`, its weights in `dtype` (bfloat16: faster generation
         where the hardware multiplies it natively, scores rounded differently)."""
-        return load_task(path, TASK, {"decoder": DecoderConfig},
-                         lambda configs, tokenizers: cls(tokenizers["text"], configs["decoder"]), device, dtype)
+        return load_task(
+            path,
+            TASK,
+            {"decoder": DecoderConfig},
+            lambda configs, tokenizers: cls(tokenizers["text"], configs["decoder"]),
+            device,
+            dtype,
+        )
 
     # -- generation ---------------------------------------------------------------------------------
     def _context(self, prompt: str, copies: int) -> tuple[Context, Tensor]:
@@ -111,11 +125,12 @@ class LanguageModel(nn.Module):
         return self.prompt_encoder(prompt_ids, lengths), PromptEncoder.start_tokens(prompt_ids, lengths)
 
     @torch.no_grad()
-    def generate_many(self, prompt: str = "", num_samples: int = 1, config: SearchConfig | None = None,
-                      **options: Any) -> list[str]:
+    def generate_many(
+        self, prompt: str = "", num_samples: int = 1, config: SearchConfig | None = None, **options: Any
+    ) -> list[str]:
         """Continuations of `prompt` (without the prompt): num_samples draws, or the n best beams. `config`
         (default: sampling, at most 200 tokens) with any of its fields overridden by keyword."""
-        config = search_config(config, DEFAULT_SEARCH, **options)
+        config = (config or DEFAULT_SEARCH).override(**options)
         check_int("num_samples", num_samples, 1)
         self.eval()
         if config.method == "beam":
@@ -134,19 +149,15 @@ class LanguageModel(nn.Module):
     @torch.no_grad()
     def stream(self, prompt: str = "", config: SearchConfig | None = None, **options: Any) -> Iterator[str]:
         """Yield the continuation piece by piece as tokens are chosen (greedy or sampling)."""
-        config = search_config(config, DEFAULT_SEARCH, **options)
+        config = (config or DEFAULT_SEARCH).override(**options)
         self.eval()
         ctx, start = self._context(prompt, 1)
-        generator = None if config.seed is None else torch.Generator(self.device).manual_seed(config.seed)
         ids: list[int] = []
         text = ""
-        for token in stream(self.decoder, ctx, int(start[0]), max_len=config.max_len, eos=EOS, method=config.method,
-                            min_len=config.min_len, temperature=config.temperature, top_k=config.top_k,
-                            top_p=config.top_p, generator=generator, no_repeat_ngram=config.no_repeat_ngram,
-                            repetition_penalty=config.repetition_penalty, forbid=NOT_GENERATED):
+        for token in stream(self.decoder, ctx, int(start[0]), config, eos=EOS, forbid=NOT_GENERATED):
             ids.append(token)
             new_text = self.tokenizer.decode(ids)
-            yield new_text[len(text):]
+            yield new_text[len(text) :]
             text = new_text
 
 

@@ -3,22 +3,24 @@
 A decoder is anything with `start(ctx) -> state` and `step(tokens (N,), state, ctx) -> (log_probs (N, V),
 state)`, and optionally `prepare(ctx) -> ctx` (work done once per context, such as attention keys); every
 tensor of the state holds one row per sequence on dimension 0, so that search reorders and drops rows by
-indexing (it may also change the returned log-probs in place). An example whose search is done leaves the batch: later steps
-get fewer rows, the state, tokens and context cut down alike.
+indexing (it may also change the returned log-probs in place). An example whose search is done leaves the batch:
+later steps get fewer rows, the state, tokens and context cut down alike.
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from core import speedups
-from core.context import Context, map_tensors
-from core.errors import MAX_SEED, UserError, check_range
-from core.search_config import SearchConfig, check_choice_of
+from core.context import Context, reorder
+from core.errors import UserError, check_range
+from core.search_config import SearchConfig
+from core.search_rules import Rules, prepared
 
 
 @dataclass
@@ -34,110 +36,23 @@ class Hypothesis:
     attention: Tensor | None = None
 
 
-def _check(**options: Any) -> None:
-    """The search functions' arguments against SearchConfig's ranges, named as the keywords."""
-    for name, value in options.items():
-        check_range(name, value, *SearchConfig.RANGES[name])
-    if "min_len" in options:
-        check_range("min_len", options["min_len"], 0, options["max_len"])
-
-
-def _check_inputs(decoder: Any, ctx: Context, start_tokens: Any) -> None:
-    """What a search is given: a context, one integer start token (B,) per sequence it starts, ids within the
-    decoder's vocabulary, and a mask that leaves each example something to attend to."""
-    if not isinstance(ctx, Context):
-        raise TypeError(f"ctx must be a Context, got {type(ctx).__name__}")
-    if not isinstance(start_tokens, Tensor) or start_tokens.dim() != 1 or start_tokens.dtype not in (
-            torch.int64, torch.int32):
-        shown = f"{start_tokens.dtype} tensor of shape {tuple(start_tokens.shape)}" \
-            if isinstance(start_tokens, Tensor) else type(start_tokens).__name__
-        raise TypeError(f"start_tokens must be a 1-dimensional tensor of token ids (int64), got a {shown}")
-    if start_tokens.size(0) != ctx.batch_size:
-        raise ValueError(f"start_tokens has {start_tokens.size(0)} rows and the context {ctx.batch_size} (rows of "
-                         "h0): one start token per sequence")
-    vocab = getattr(decoder, "vocab_size", None)
-    if vocab is not None and start_tokens.numel() and not 0 <= int(start_tokens.min()) <= int(start_tokens.max()) \
-            < vocab:
-        raise ValueError(f"start_tokens holds ids outside the decoder's vocabulary (0..{vocab - 1})")
-    if ctx.memory_mask is not None and not bool(ctx.memory_mask.any(dim=1).all()):  # attention would be NaN
-        row = int((~ctx.memory_mask.any(dim=1)).nonzero()[0])
-        raise ValueError(f"memory_mask row {row} is all False: every example needs a position to attend to")
-
-
 def gnmt_penalty(length: int, alpha: float) -> float:
     """GNMT length penalty ((5 + length) / 6) ** alpha; alpha = 0 leaves scores as raw log-probabilities."""
     return ((5 + length) / 6) ** alpha
 
 
-def prepared(decoder: Any, ctx: Context) -> Context:
-    """The context as the decoder's `prepare` makes it, once per search (a decoder without one takes it as is)."""
-    prepare = getattr(decoder, "prepare", None)
-    return ctx if prepare is None else prepare(ctx)
-
-
-def reorder(state: Any, rows: Tensor) -> Any:
-    """Every tensor of a (nested) state indexed by `rows` on dimension 0."""
-    return map_tensors(state, lambda t: t.index_select(0, rows))
-
-
-# ---- log-prob processors: small functions applied to (N, V) log-probs before choosing -----------------
-
-def block_repeated_ngrams(logp: Tensor, history: Tensor, n: int) -> Tensor:
-    """Forbid any token that would complete an n-gram already present in history (N, t)."""
-    if n <= 0 or history.size(1) < n:
-        return logp
-    windows = history.unfold(1, n, 1)  # (N, W, n)
-    suffix = history[:, history.size(1) - n + 1:]  # (N, n-1)
-    match = (windows[:, :, :-1] == suffix.unsqueeze(1)).all(dim=2)  # (N, W)
-    rows, where = match.nonzero(as_tuple=True)
-    if rows.numel():
-        logp = logp.index_put((rows, windows[rows, where, -1]), logp.new_tensor(float("-inf")))
-    return logp
-
-
-def penalize_repetitions(logp: Tensor, history: Tensor, penalty: float) -> Tensor:
-    """Multiply the log-probs of tokens seen in history by `penalty` (> 1 discourages them), renormalized."""
-    if penalty == 1.0:
-        return logp
-    seen = torch.zeros_like(logp, dtype=torch.bool).scatter_(1, history, True)  # (N, V)
-    return F.log_softmax(torch.where(seen, logp * penalty, logp), dim=-1)
-
-
-class _Rules:
-    """The processors and banned tokens of one search: `apply(logp, history, t)` before each choice."""
-
-    def __init__(self, eos: int, forbid: Sequence[int], min_len: int, no_repeat_ngram: int,
-                 repetition_penalty: float, device: torch.device):
-        if eos in forbid:
-            raise UserError(f"forbid holds the EOS token {eos}: no output could end")
-        self.eos, self.forbid, self.min_len = eos, tuple(forbid), min_len
-        self.no_repeat_ngram, self.repetition_penalty = no_repeat_ngram, repetition_penalty
-        # made once per search, not per step (on a GPU each would be a copy from the host)
-        self.early = torch.tensor([*forbid, eos], dtype=torch.long, device=device)  # EOS too before min_len
-        self.late = torch.tensor(forbid, dtype=torch.long, device=device) if forbid else None
-
-    def apply(self, logp: Tensor, history: Tensor, t: int) -> Tensor:
-        if t == 0:  # ids the decoder cannot emit would otherwise fail inside torch's indexing
-            for name, ids in (("eos", [self.eos]), ("forbid", self.forbid)):
-                outside = [i for i in ids if not 0 <= i < logp.size(1)]
-                if outside:
-                    raise UserError(f"{name} holds token id {outside[0]}, outside the decoder's vocabulary "
-                                    f"(0..{logp.size(1) - 1})")
-        logp = penalize_repetitions(logp, history, self.repetition_penalty)
-        logp = block_repeated_ngrams(logp, history, self.no_repeat_ngram)
-        banned = self.early if t < self.min_len else self.late
-        return logp if banned is None else logp.index_fill_(1, banned, float("-inf"))
-
-
 # ---- greedy and sampling: one token per row per step -------------------------------------------------
+
 
 def _most_likely(logp: Tensor) -> Tensor:
     return logp.argmax(dim=1)  # (N,): the first of equal maxima, NaN counting as largest
 
 
-def _sampler(temperature: float, top_k: int, top_p: float, generator: torch.Generator | None
-             ) -> Callable[[Tensor], Tensor]:
-    _check(temperature=temperature, top_k=top_k, top_p=top_p)
+def _sampler(
+    temperature: float, top_k: int, top_p: float, generator: torch.Generator | None
+) -> Callable[[Tensor], Tensor]:
+    for name, value in (("temperature", temperature), ("top_k", top_k), ("top_p", top_p)):
+        check_range(name, value, *SearchConfig.RANGES[name])
 
     def choose(logp: Tensor) -> Tensor:
         scores = logp / temperature  # log_softmax(logits / T) up to a constant
@@ -150,11 +65,13 @@ def _sampler(temperature: float, top_k: int, top_p: float, generator: torch.Gene
             outside = probs.cumsum(dim=1) - probs >= top_p  # the mass before this token already reaches p
             scores = scores.scatter(1, order, sorted_scores.masked_fill(outside, float("-inf")))
         return torch.multinomial(scores.softmax(dim=1), 1, generator=generator).squeeze(1)  # (N,)
+
     return choose
 
 
-def _token_by_token(decoder: Any, ctx: Context, start_tokens: Tensor, choose: Callable[[Tensor], Tensor],
-                    max_len: int, rules: _Rules) -> Iterator[tuple[Tensor, Tensor, Tensor | None]]:
+def _token_by_token(
+    decoder: Any, ctx: Context, start_tokens: Tensor, choose: Callable[[Tensor], Tensor], rules: Rules
+) -> Iterator[tuple[Tensor, Tensor, Tensor | None]]:
     """Yield (tokens (B,), their log-probs (B,), attention (B, S) or None) step by step; rows that have
     emitted EOS keep reporting EOS with log-prob 0 but leave the batch; stops when every row has."""
     ctx = prepared(decoder, ctx)
@@ -162,15 +79,17 @@ def _token_by_token(decoder: Any, ctx: Context, start_tokens: Tensor, choose: Ca
     B, eos = start_tokens.size(0), rules.eos
     rows = torch.arange(B, device=start_tokens.device)  # the rows still generating
     tokens, history = start_tokens, start_tokens.unsqueeze(1)  # (n,), (n, t + 1) of those rows
-    for t in range(max_len):
+    for t in range(rules.max_len):
         logp, state = decoder.step(tokens, state, ctx)  # (n, V)
         logp = rules.apply(logp, history, t)
         tokens = choose(logp)  # (n,)
         token_logp = logp.gather(1, tokens.unsqueeze(1)).squeeze(1)  # (n,)
         attn = getattr(state, "attn", None)
-        yield (start_tokens.new_full((B,), eos).index_copy_(0, rows, tokens),
-               token_logp.new_zeros(B).index_copy_(0, rows, token_logp),
-               None if attn is None else attn.new_zeros(B, attn.size(1)).index_copy_(0, rows, attn))
+        yield (
+            start_tokens.new_full((B,), eos).index_copy_(0, rows, tokens),
+            token_logp.new_zeros(B).index_copy_(0, rows, token_logp),
+            None if attn is None else attn.new_zeros(B, attn.size(1)).index_copy_(0, rows, attn),
+        )
         history = torch.cat([history, tokens.unsqueeze(1)], dim=1)
         going = (tokens != eos).nonzero().squeeze(1)  # (n',)
         if len(going) == 0:
@@ -180,14 +99,13 @@ def _token_by_token(decoder: Any, ctx: Context, start_tokens: Tensor, choose: Ca
             state, ctx = reorder(state, going), ctx.keep_examples(going, 1)
 
 
-def _collect(steps: Iterator[tuple[Tensor, Tensor, Tensor | None]], batch_size: int, eos: int) -> list[Hypothesis]:
+def _collect(steps: Iterator[tuple[Tensor, Tensor, Tensor | None]], eos: int) -> list[Hypothesis]:
     tokens, logps, attns = zip(*steps)
     tokens_bt = torch.stack(tokens, dim=1).tolist()  # (B, T)
     logp_b = torch.stack(logps, dim=1).sum(dim=1).tolist()  # (B,)
     attn_bts = torch.stack(attns, dim=1).float() if attns[0] is not None else None  # (B, T, S)
     hyps = []
-    for b in range(batch_size):
-        row = tokens_bt[b]
+    for b, row in enumerate(tokens_bt):
         finished = eos in row
         n = row.index(eos) if finished else len(row)
         attention = attn_bts[b, :n] if n and attn_bts is not None else None
@@ -196,53 +114,88 @@ def _collect(steps: Iterator[tuple[Tensor, Tensor, Tensor | None]], batch_size: 
 
 
 @torch.no_grad()
-def greedy(decoder: Any, ctx: Context, start_tokens: Tensor, *, max_len: int, eos: int, min_len: int = 0,
-           no_repeat_ngram: int = 0, repetition_penalty: float = 1.0, forbid: Sequence[int] = ()
-           ) -> list[Hypothesis]:
+def greedy(
+    decoder: Any,
+    ctx: Context,
+    start_tokens: Tensor,
+    *,
+    max_len: int,
+    eos: int,
+    min_len: int = 0,
+    no_repeat_ngram: int = 0,
+    repetition_penalty: float = 1.0,
+    forbid: Sequence[int] = (),
+) -> list[Hypothesis]:
     """The most probable next token at every step; one Hypothesis per row of start_tokens (B,).
     `forbid` (here and in every search): token ids never chosen, such as padding and the start token."""
-    _check(max_len=max_len, min_len=min_len, no_repeat_ngram=no_repeat_ngram, repetition_penalty=repetition_penalty)
-    _check_inputs(decoder, ctx, start_tokens)
-    rules = _Rules(eos, forbid, min_len, no_repeat_ngram, repetition_penalty, start_tokens.device)
-    steps = _token_by_token(decoder, ctx, start_tokens, _most_likely, max_len, rules)
-    return _collect(steps, start_tokens.size(0), eos)
+    rules = Rules(decoder, ctx, start_tokens, eos, forbid, max_len, min_len, no_repeat_ngram, repetition_penalty)
+    return _collect(_token_by_token(decoder, ctx, start_tokens, _most_likely, rules), eos)
 
 
 @torch.no_grad()
-def sample(decoder: Any, ctx: Context, start_tokens: Tensor, *, max_len: int, eos: int, min_len: int = 0,
-           temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, generator: torch.Generator | None = None,
-           no_repeat_ngram: int = 0, repetition_penalty: float = 1.0, forbid: Sequence[int] = ()
-           ) -> list[Hypothesis]:
+def sample(
+    decoder: Any,
+    ctx: Context,
+    start_tokens: Tensor,
+    *,
+    max_len: int,
+    eos: int,
+    min_len: int = 0,
+    temperature: float = 1.0,
+    top_k: int = 0,
+    top_p: float = 1.0,
+    generator: torch.Generator | None = None,
+    no_repeat_ngram: int = 0,
+    repetition_penalty: float = 1.0,
+    forbid: Sequence[int] = (),
+) -> list[Hypothesis]:
     """Draw each token from softmax(logits / T), optionally cut to the top k or the top-p nucleus (and
     renormalized over the tokens not forbidden). `log_prob` is under the model's own distribution (the one
     teacher forcing scores)."""
-    _check(max_len=max_len, min_len=min_len, no_repeat_ngram=no_repeat_ngram, repetition_penalty=repetition_penalty)
     choose = _sampler(temperature, top_k, top_p, generator)
-    _check_inputs(decoder, ctx, start_tokens)
-    rules = _Rules(eos, forbid, min_len, no_repeat_ngram, repetition_penalty, start_tokens.device)
-    return _collect(_token_by_token(decoder, ctx, start_tokens, choose, max_len, rules), start_tokens.size(0), eos)
+    rules = Rules(decoder, ctx, start_tokens, eos, forbid, max_len, min_len, no_repeat_ngram, repetition_penalty)
+    return _collect(_token_by_token(decoder, ctx, start_tokens, choose, rules), eos)
 
 
 @torch.no_grad()
-def stream(decoder: Any, ctx: Context, start_token: int, *, max_len: int, eos: int, method: str = "sample",
-           min_len: int = 0, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
-           generator: torch.Generator | None = None, no_repeat_ngram: int = 0,
-           repetition_penalty: float = 1.0, forbid: Sequence[int] = ()) -> Iterator[int]:
-    """Yield token ids one at a time, as they are chosen, for a single sequence (greedy or sample)."""
-    if method not in ("greedy", "sample"):
-        raise UserError(f"streaming takes method 'greedy' or 'sample', not {method!r}")
-    _check(max_len=max_len, min_len=min_len, no_repeat_ngram=no_repeat_ngram, repetition_penalty=repetition_penalty)
-    choose = _most_likely if method == "greedy" else _sampler(temperature, top_k, top_p, generator)
+def stream(
+    decoder: Any,
+    ctx: Context,
+    start_token: int,
+    config: SearchConfig | None = None,
+    *,
+    eos: int,
+    forbid: Sequence[int] = (),
+    generator: torch.Generator | None = None,
+    **options: Any,
+) -> Iterator[int]:
+    """Yield the token ids of a single sequence one at a time, as they are chosen: greedy or sampling as `config`
+    (default: sampling) says, with any field overridden by keyword; `generator` instead of one seeded by
+    config.seed."""
+    config = (config or SearchConfig(method="sample")).override(**options)
+    if config.method == "beam":
+        raise UserError("streaming takes method 'greedy' or 'sample', not 'beam'")
     start = torch.tensor([start_token], device=ctx.h0.device)
-    _check_inputs(decoder, ctx, start)
-    rules = _Rules(eos, forbid, min_len, no_repeat_ngram, repetition_penalty, start.device)
-    for tokens, _, _ in _token_by_token(decoder, ctx, start, choose, max_len, rules):
+    keywords = config.keywords()  # greedy's four, and sampling's temperature, top_k and top_p
+    choose = (
+        _most_likely
+        if config.method == "greedy"
+        else _sampler(
+            keywords.pop("temperature"),
+            keywords.pop("top_k"),
+            keywords.pop("top_p"),
+            generator or seeded(config.seed, start.device),
+        )
+    )
+    rules = Rules(decoder, ctx, start, eos, forbid, **keywords)
+    for tokens, _, _ in _token_by_token(decoder, ctx, start, choose, rules):
         if int(tokens[0]) == eos:
             return
         yield int(tokens[0])
 
 
 # ---- beam search ------------------------------------------------------------------------------------
+
 
 def top_candidates(candidates: Tensor, n: int) -> tuple[Tensor, Tensor]:
     """The n best of each row of candidates (E, C): values and indices (E, n), best first, equal values in
@@ -251,7 +204,7 @@ def top_candidates(candidates: Tensor, n: int) -> tuple[Tensor, Tensor]:
     extra = int(n < candidates.size(1))  # one more, to see whether a tie straddles the cut
     values, indices = speedups.topk(candidates, n + extra)
     if extra:
-        cut, after = values[:, n - 1:n], values[:, n:]  # (E, 1) each
+        cut, after = values[:, n - 1 : n], values[:, n:]  # (E, 1) each
         straddles = ((after == cut) & cut.isfinite()).squeeze(1).nonzero().squeeze(1)  # -inf rows: dead beams
         values, indices = values[:, :n], indices[:, :n]
         if straddles.numel():  # the places that hold the cut value get the lowest-index ties, in index order
@@ -278,8 +231,9 @@ def beam_step(scores: Tensor, logp: Tensor, n: int) -> tuple[Tensor, Tensor, Ten
     return index // V, index % V, top
 
 
-def _hypothesis(history: Tensor, attention: Tensor | None, row: int, log_prob: float, finished: bool,
-                alpha: float) -> Hypothesis:
+def _hypothesis(
+    history: Tensor, attention: Tensor | None, row: int, log_prob: float, finished: bool, alpha: float
+) -> Hypothesis:
     """Row `row` of the beams as a Hypothesis (its history without the start token; EOS counts in the length)."""
     tokens = history[row, 1:].tolist()
     # clone: a view would keep the whole (N, t, S) attention history alive as long as the hypothesis
@@ -302,19 +256,31 @@ def _done(hyps: list[Hypothesis], beam_logp: Tensor, K: int, t: int, max_len: in
 
 
 @torch.no_grad()
-def beam_search(decoder: Any, ctx: Context, start_tokens: Tensor, *, max_len: int, eos: int, min_len: int = 0,
-                beam_size: int = 5, length_penalty: float = 0.0, n_best: int = 1, no_repeat_ngram: int = 0,
-                repetition_penalty: float = 1.0, forbid: Sequence[int] = ()) -> list[list[Hypothesis]]:
+def beam_search(
+    decoder: Any,
+    ctx: Context,
+    start_tokens: Tensor,
+    *,
+    max_len: int,
+    eos: int,
+    min_len: int = 0,
+    beam_size: int = 5,
+    length_penalty: float = 0.0,
+    n_best: int = 1,
+    no_repeat_ngram: int = 0,
+    repetition_penalty: float = 1.0,
+    forbid: Sequence[int] = (),
+) -> list[list[Hypothesis]]:
     """Batched beam search: the K beams of every example still searched advance as one batch (rows e*K ..
     e*K+K-1 for example e), reading one copy of its memory. Returns the n_best hypotheses per example, best
     score first. An example stops once K hypotheses have finished and no live beam can still beat the K-th of
     them under the GNMT length penalty (alpha = `length_penalty`); it then leaves the batch."""
-    _check(max_len=max_len, min_len=min_len, no_repeat_ngram=no_repeat_ngram,
-           repetition_penalty=repetition_penalty, beam_size=beam_size, length_penalty=length_penalty)
+    ranged = dict(beam_size=beam_size, length_penalty=length_penalty)
+    rules = Rules(
+        decoder, ctx, start_tokens, eos, forbid, max_len, min_len, no_repeat_ngram, repetition_penalty, **ranged
+    )
     check_range("n_best", n_best, 1, beam_size)
-    _check_inputs(decoder, ctx, start_tokens)
     B, K, alpha, device = start_tokens.size(0), beam_size, length_penalty, start_tokens.device
-    rules = _Rules(eos, forbid, min_len, no_repeat_ngram, repetition_penalty, device)
     ctx = prepared(decoder, ctx.expand(K))
     state = decoder.start(ctx)
     history = start_tokens.repeat_interleave(K).unsqueeze(1)  # (E*K, t + 1): each beam's tokens, start first
@@ -332,9 +298,7 @@ def beam_search(decoder: Any, ctx: Context, start_tokens: Tensor, *, max_len: in
         ends = token == eos
         for e, j in (ends[:, :K] & top[:, :K].isfinite()).nonzero().tolist():  # EOS among the best K ends one
             final[examples[e]].append(_hypothesis(history, attention, int(rows[e, j]), float(top[e, j]), True, alpha))
-        rank = torch.arange(top.size(1), device=device).expand_as(top)
-        keep = torch.where(ends, rank + top.size(1), rank).argsort(dim=1)[:, :K]  # (E, K): the best K going on
-        rows, token, scores = rows.gather(1, keep), token.gather(1, keep), top.gather(1, keep)
+        rows, token, scores = _going_on(ends, K, rows, token, top)
         alive = [e for e in range(E) if not _done(final[examples[e]], scores[e], K, t, max_len, alpha)]
         if not alive:
             break
@@ -348,9 +312,17 @@ def beam_search(decoder: Any, ctx: Context, start_tokens: Tensor, *, max_len: in
         attention = _extend(attention, getattr(state, "attn", None), rows)
     else:  # max_len reached: the beams still alive end unfinished
         for e, b in enumerate(examples):
-            final[b] += [_hypothesis(history, attention, e * K + k, float(scores[e, k]), False, alpha)
-                         for k in range(K) if scores[e, k] > float("-inf")]
+            live = (scores[e] > float("-inf")).nonzero().view(-1).tolist()
+            final[b] += [_hypothesis(history, attention, e * K + k, float(scores[e, k]), False, alpha) for k in live]
     return [sorted(hyps, key=lambda h: h.score, reverse=True)[:n_best] for hyps in final]
+
+
+def _going_on(ends: Tensor, K: int, *candidates: Tensor) -> list[Tensor]:
+    """Of each example's candidates (E, 2K), best first, the best K that do not end (`ends`), each of `candidates`
+    cut down alike to (E, K)."""
+    rank = torch.arange(ends.size(1), device=ends.device).expand_as(ends)
+    keep = torch.where(ends, rank + ends.size(1), rank).argsort(dim=1)[:, :K]  # (E, K)
+    return [c.gather(1, keep) for c in candidates]
 
 
 def _extend(attention: Tensor | None, step_attn: Tensor | None, rows: Tensor) -> Tensor | None:
@@ -361,37 +333,56 @@ def _extend(attention: Tensor | None, step_attn: Tensor | None, rows: Tensor) ->
     return step_attn if attention is None else torch.cat([attention.index_select(0, rows), step_attn], dim=1)
 
 
-# ---- one entry point by name --------------------------------------------------------------------------
+# ---- by a SearchConfig ----------------------------------------------------------------------------------
 
-def search_with(config: SearchConfig, decoder: Any, ctx: Context, start_tokens: Tensor, *, eos: int,
-                forbid: Sequence[int] = (), max_len: int | None = None, generator: torch.Generator | None = None
-                ) -> list[list[Hypothesis]]:
+SEARCHES = {"greedy": greedy, "sample": sample, "beam": beam_search}
+
+
+def seeded(seed: int | None, device: torch.device | str) -> torch.Generator | None:
+    """A generator on `device` seeded with `seed`, for reproducible sampling; None (torch's own draws) without one."""
+    return None if seed is None else torch.Generator(device).manual_seed(seed)
+
+
+def search_with(
+    config: SearchConfig,
+    decoder: Any,
+    ctx: Context,
+    start_tokens: Tensor,
+    *,
+    eos: int,
+    forbid: Sequence[int] = (),
+    max_len: int | None = None,
+    generator: torch.Generator | None = None,
+) -> list[list[Hypothesis]]:
     """Search as `config` says: the n best per row for beam search, one for greedy and sampling. `max_len`
     overrides the config's (a translator's depends on the source); `generator` the one seeded by config.seed."""
-    check_choice_of(config.method)
-    common = dict(max_len=config.max_len if max_len is None else max_len, eos=eos, min_len=config.min_len,
-                  no_repeat_ngram=config.no_repeat_ngram, repetition_penalty=config.repetition_penalty,
-                  forbid=forbid)
-    if config.method == "beam":
-        return beam_search(decoder, ctx, start_tokens, beam_size=config.beam_size,
-                           length_penalty=config.length_penalty, n_best=config.n_best, **common)
-    if config.method == "greedy":
-        return [[h] for h in greedy(decoder, ctx, start_tokens, **common)]
-    if generator is None and config.seed is not None:
-        check_range("seed", config.seed, 0, MAX_SEED)
-        generator = torch.Generator(start_tokens.device).manual_seed(config.seed)
-    return [[h] for h in sample(decoder, ctx, start_tokens, temperature=config.temperature, top_k=config.top_k,
-                                top_p=config.top_p, generator=generator, **common)]
+    options = config.check(flags=False).keywords() | ({} if max_len is None else {"max_len": max_len})
+    if config.method == "sample":
+        options["generator"] = generator or seeded(config.seed, start_tokens.device)
+    found = SEARCHES[config.method](decoder, ctx, start_tokens, eos=eos, forbid=forbid, **options)
+    return found if config.method == "beam" else [[h] for h in found]
 
 
-def decode(decoder: Any, ctx: Context, start_tokens: Tensor, *, method: str = "greedy", max_len: int, eos: int,
-           min_len: int = 0, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
-           generator: torch.Generator | None = None, beam_size: int = 5, length_penalty: float = 0.0,
-           no_repeat_ngram: int = 0, repetition_penalty: float = 1.0, forbid: Sequence[int] = ()
-           ) -> list[Hypothesis]:
-    """greedy, sample or beam_search by `method`: the best Hypothesis per row."""
-    config = SearchConfig(method=method, max_len=max_len, min_len=min_len, temperature=temperature, top_k=top_k,
-                          top_p=top_p, beam_size=beam_size, length_penalty=length_penalty,
-                          no_repeat_ngram=no_repeat_ngram, repetition_penalty=repetition_penalty)
-    return [nbest[0] for nbest in search_with(config, decoder, ctx, start_tokens, eos=eos, forbid=forbid,
-                                              generator=generator)]
+def decode(
+    decoder: Any,
+    ctx: Context,
+    start_tokens: Tensor,
+    config: SearchConfig | None = None,
+    *,
+    eos: int,
+    forbid: Sequence[int] = (),
+    generator: torch.Generator | None = None,
+    **options: Any,
+) -> list[Hypothesis]:
+    """greedy, sample or beam_search as `config` (default: greedy) says, any field overridden by keyword
+    (`method="beam", beam_size=4, max_len=50`): the best Hypothesis per row."""
+    found = search_with(
+        (config or SearchConfig()).override(**options),
+        decoder,
+        ctx,
+        start_tokens,
+        eos=eos,
+        forbid=forbid,
+        generator=generator,
+    )
+    return [nbest[0] for nbest in found]

@@ -1,17 +1,19 @@
-"""`SearchConfig`: how to decode, as one dataclass with its ranges and choices declared once; task objects and
-command lines take it (the search functions in core.search take the same options as keyword arguments)."""
+"""`SearchConfig`: how to decode, as one dataclass with its ranges, choices and method-bound options declared once;
+task objects and command lines take it, and `keywords` turns it into the arguments of the search function it
+names (core.search)."""
+
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, fields, replace
-from typing import Any, Iterable
+from typing import Any
 
-from core.errors import MAX_SEED, UserError, check_range, flag_name
+from core.errors import MAX_SEED, UserError, check_choice, check_range, flag_name
 
 
 @dataclass
 class SearchConfig:
-    """How to decode: the method and its options, as task objects and command lines take them (the search
-    functions below take the same options as keyword arguments)."""
+    """How to decode: the method and its options."""
 
     method: str = "greedy"
     max_len: int = 200
@@ -27,50 +29,78 @@ class SearchConfig:
     repetition_penalty: float = 1.0
 
     CHOICES = {"method": ["greedy", "sample", "beam"]}
-    RANGES = {"max_len": (1,), "min_len": (0,), "temperature": (0, None, True), "top_k": (0,),
-              "top_p": (0, 1, True), "seed": (0, MAX_SEED), "beam_size": (1,), "length_penalty": (None,),
-              "n_best": (1,), "no_repeat_ngram": (0,), "repetition_penalty": (0, None, True)}
-    HELP = {"method": "how the next token is chosen", "max_len": "tokens to generate at most",
-            "min_len": "tokens before EOS may end the output", "temperature": "> 0; lower is more conservative",
-            "top_k": "sample among the k most likely tokens (0: all)",
-            "top_p": "sample within the smallest set of mass p, (0, 1]", "seed": "for reproducible samples",
-            "length_penalty": "GNMT alpha for beam search", "n_best": "print the n best of beam search",
-            "no_repeat_ngram": "forbid repeating any n-gram of this size",
-            "repetition_penalty": "> 1 discourages repeated tokens"}
+    RANGES = {
+        "max_len": (1,),
+        "min_len": (0,),
+        "temperature": (0, None, True),
+        "top_k": (0,),
+        "top_p": (0, 1, True),
+        "seed": (0, MAX_SEED),
+        "beam_size": (1,),
+        "length_penalty": (None,),
+        "n_best": (1,),
+        "no_repeat_ngram": (0,),
+        "repetition_penalty": (0, None, True),
+    }
+    HELP = {
+        "method": "how the next token is chosen",
+        "max_len": "tokens to generate at most",
+        "min_len": "tokens before EOS may end the output",
+        "temperature": "> 0; lower is more conservative",
+        "top_k": "sample among the k most likely tokens (0: all)",
+        "top_p": "sample within the smallest set of mass p, (0, 1]",
+        "seed": "for reproducible samples",
+        "length_penalty": "GNMT alpha for beam search",
+        "n_best": "print the n best of beam search",
+        "no_repeat_ngram": "forbid repeating any n-gram of this size",
+        "repetition_penalty": "> 1 discourages repeated tokens",
+    }
     # options that one method alone reads: given with another method they would be ignored in silence
-    METHOD_OF = {"temperature": "sample", "top_k": "sample", "top_p": "sample", "seed": "sample",
-                 "beam_size": "beam", "length_penalty": "beam", "n_best": "beam"}
+    METHOD_OF = {
+        "temperature": "sample",
+        "top_k": "sample",
+        "top_p": "sample",
+        "seed": "sample",
+        "beam_size": "beam",
+        "length_penalty": "beam",
+        "n_best": "beam",
+    }
 
-    def check(self, given: Iterable[str] = (), flags: bool = True) -> "SearchConfig":
+    def check(self, given: Iterable[str] = (), flags: bool = True) -> SearchConfig:
         """Every option in its range (named as its flag, or as the keyword with flags=False), and none of those
         `given` (set by the user, not by default) ignored by the method."""
-        check_choice_of(self.method)
+
+        def shown(name: str) -> str:
+            return flag_name(name) if flags else name
+
+        check_choice(shown("method"), self.method, self.CHOICES["method"])
         for name, bounds in self.RANGES.items():
             if getattr(self, name) is not None:
-                check_range(flag_name(name) if flags else name, getattr(self, name), *bounds)
-        check_range(flag_name("min_len") if flags else "min_len", self.min_len, 0, self.max_len)
-        check_range(flag_name("n_best") if flags else "n_best", self.n_best, 1, self.beam_size)
+                check_range(shown(name), getattr(self, name), *bounds)
+        check_range(shown("min_len"), self.min_len, 0, self.max_len)
+        check_range(shown("n_best"), self.n_best, 1, self.beam_size)
         for name in given:
             method = self.METHOD_OF.get(name)
             if method is not None and method != self.method:
-                shown = flag_name(name) if flags else name
-                raise UserError(f"{shown} is an option of --method {method}; it does not go with --method "
-                                f"{self.method}")
+                raise UserError(
+                    f"{shown(name)} is an option of {shown('method')} {method}; it does not go with "
+                    f"{shown('method')} {self.method}"
+                )
         return self
 
-    def options(self) -> dict[str, Any]:
-        """The fields as keyword arguments."""
-        return {f.name: getattr(self, f.name) for f in fields(self)}
+    def override(self, **options: Any) -> SearchConfig:
+        """This config with fields replaced by keyword, checked (named as the keywords): an unknown option, or one
+        the method would ignore, is refused."""
+        unknown = sorted(set(options) - {f.name for f in fields(self)})
+        if unknown:
+            raise TypeError(f"unknown search option {unknown[0]!r}; the options are SearchConfig's fields")
+        return replace(self, **options).check(options, flags=False)
 
-
-def search_config(config: SearchConfig | None, default: SearchConfig, **options: Any) -> SearchConfig:
-    """`config` (or `default`) with fields overridden by keyword, every option checked (named as the keyword)."""
-    unknown = sorted(set(options) - {f.name for f in fields(SearchConfig)})
-    if unknown:
-        raise TypeError(f"unknown search option {unknown[0]!r}; the options are SearchConfig's fields")
-    return replace(config or default, **options).check(flags=False)
-
-
-def check_choice_of(method: str) -> None:
-    if method not in SearchConfig.CHOICES["method"]:
-        raise UserError(f"method {method!r} is not one of greedy, sample, beam")
+    def keywords(self) -> dict[str, Any]:
+        """The fields as the keyword arguments of the method's search function: those of other methods left
+        out, and the seed left to the caller, who makes the generator (`seeded`)."""
+        return {
+            f.name: getattr(self, f.name)
+            for f in fields(self)
+            if f.name not in ("method", "seed") and self.METHOD_OF.get(f.name, self.method) == self.method
+        }

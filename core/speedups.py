@@ -10,12 +10,13 @@ back to it where it does not apply: training, autograd, CUDA, dtypes oneDNN lack
 - `keep_freed_memory`: glibc malloc settings for the decoding command lines.
 What each buys, measured: benchmarks/README.md.
 """
+
 from __future__ import annotations
 
 import ctypes
 import os
 import weakref
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -36,19 +37,26 @@ MAX_TABLE_VALUES = 1 << 24  # 64 MB of float32: the largest per-token table of i
 TOPK_BLOCK = 64  # the fastest of 32 .. 512 for beam search's candidates
 
 # module -> {name: (((storage, version, shape, dtype) of each source), derived tensor)}; modules compare by identity
-_packed: "weakref.WeakKeyDictionary[nn.Module, dict[str, tuple[tuple, Tensor]]]" = weakref.WeakKeyDictionary()
+_packed: weakref.WeakKeyDictionary[nn.Module, dict[str, tuple[tuple, Tensor]]] = weakref.WeakKeyDictionary()
 
 
 # ---- packed oneDNN weights ---------------------------------------------------------------------------
 
+
 def inference(module: nn.Module, x: Tensor) -> bool:
     """Whether `module` runs on x without autograd, in eval mode, on the CPU, in a dtype oneDNN multiplies."""
-    return (AVAILABLE and not module.training and not torch.is_grad_enabled() and x.device.type == "cpu"
-            and x.dtype in DTYPES)
+    return (
+        AVAILABLE
+        and not module.training
+        and not torch.is_grad_enabled()
+        and x.device.type == "cpu"
+        and x.dtype in DTYPES
+    )
 
 
-def linear(module: nn.Module, x: Tensor, weight: str = "weight", bias: str | None = "bias",
-           columns: slice | None = None) -> Tensor:
+def linear(
+    module: nn.Module, x: Tensor, weight: str = "weight", bias: str | None = "bias", columns: slice | None = None
+) -> Tensor:
     """F.linear(x, module.<weight>[:, columns], module.<bias>), with a packed copy of the weight where that is
     safe and faster. The names let nn.GRU/nn.LSTM weights (weight_ih_l0, ...) use it too; `columns` multiplies
     by a block of the weight's input columns (bias None: no bias). The packed copy is remade whenever the
@@ -80,8 +88,9 @@ def forget(module: nn.Module) -> None:
         _packed.pop(m, None)
 
 
-def rnn_step(rnn: nn.RNNBase, embedding: nn.Embedding, tokens: Tensor, feed: Tensor | None, h: Tensor,
-             c: Tensor | None) -> tuple[Tensor, Tensor | None] | None:
+def rnn_step(
+    rnn: nn.RNNBase, embedding: nn.Embedding, tokens: Tensor, feed: Tensor | None, h: Tensor, c: Tensor | None
+) -> tuple[Tensor, Tensor | None] | None:
     """One inference step of `rnn` (nn.GRU or nn.LSTM, batch first) on [embedding(tokens); feed] from states
     h, c (B, L, H): the new h, c (B, L, H), the same equations with packed weights; None where the plain
     nn.GRU/nn.LSTM call should run instead."""
@@ -90,8 +99,11 @@ def rnn_step(rnn: nn.RNNBase, embedding: nn.Embedding, tokens: Tensor, feed: Ten
     hs, cs = [], []
     x = None
     for layer in range(rnn.num_layers):
-        gx = _input_gates(rnn, embedding, tokens, feed) if layer == 0 else \
-            linear(rnn, x, weight=f"weight_ih_l{layer}", bias=f"bias_ih_l{layer}")  # (B, G)
+        gx = (
+            _input_gates(rnn, embedding, tokens, feed)
+            if layer == 0
+            else linear(rnn, x, weight=f"weight_ih_l{layer}", bias=f"bias_ih_l{layer}")
+        )  # (B, G)
         gh = linear(rnn, h[:, layer], weight=f"weight_hh_l{layer}", bias=f"bias_hh_l{layer}")  # (B, G)
         if isinstance(rnn, nn.GRU):
             xr, xz, xn = gx.chunk(3, dim=1)
@@ -124,6 +136,7 @@ def _input_gates(rnn: nn.RNNBase, embedding: nn.Embedding, tokens: Tensor, feed:
 
 # ---- choosing tokens ---------------------------------------------------------------------------------
 
+
 def topk(candidates: Tensor, m: int) -> tuple[Tensor, Tensor]:
     """candidates.topk(m, dim=1) (ties in any order): the m largest values of a row lie in its m blocks with
     the largest maxima (those hold m values at least as large as the m-th largest maximum, and nothing
@@ -142,6 +155,7 @@ def topk(candidates: Tensor, m: int) -> tuple[Tensor, Tensor]:
 
 
 # ---- memory ------------------------------------------------------------------------------------------
+
 
 def keep_freed_memory() -> bool:
     """Set glibc's malloc to keep freed blocks of up to 32 MB for reuse, for the whole process; True when it took

@@ -1,17 +1,19 @@
 """Saving and loading a task object (language model, translator, captioner): its task name, its configs and
 tokenizers as plain data, and its weights, in the one checkpoint format (core.checkpoint). Loading checks the
 contents too, so that a damaged or hand-edited checkpoint is one line naming the file and the field."""
+
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import Any, TypeVar
 
 import torch
 from torch import nn
 
 from core.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from core.errors import UserError, check_config, check_device
+from core.errors import UserError, check_config, check_device, first_line
 from core.tokenizers import Tokenizer, tokenizer_from_dict
 
 M = TypeVar("M", bound=nn.Module)
@@ -19,8 +21,11 @@ M = TypeVar("M", bound=nn.Module)
 
 def task_payload(task: str, configs: dict[str, Any], tokenizers: dict[str, Tokenizer]) -> dict[str, Any]:
     """The checkpoint fields that describe a task object (the trainer adds its weights and its own state)."""
-    return {"task": task, "config": {name: dataclasses.asdict(c) for name, c in configs.items()},
-            "tokenizers": {name: t.to_dict() for name, t in tokenizers.items()}}
+    return {
+        "task": task,
+        "config": {name: dataclasses.asdict(c) for name, c in configs.items()},
+        "tokenizers": {name: t.to_dict() for name, t in tokenizers.items()},
+    }
 
 
 def save_task(model: nn.Module, path: str | Path) -> Path:
@@ -28,8 +33,14 @@ def save_task(model: nn.Module, path: str | Path) -> Path:
     return save_checkpoint(path, {**model.payload(), "model": model.state_dict()})
 
 
-def load_task(path: str | Path, task: str, config_types: dict[str, type], build: Callable[..., M],
-              device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> M:
+def load_task(
+    path: str | Path,
+    task: str,
+    config_types: dict[str, type],
+    build: Callable[..., M],
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float32,
+) -> M:
     """The task object of a checkpoint, in eval mode on `device` with its weights in `dtype`:
     `build(configs, tokenizers)` makes it from the configs (each `config_types[name]`, checked against its
     ranges) and the tokenizers; the weights must then fit it exactly and be finite."""
@@ -40,13 +51,14 @@ def load_task(path: str | Path, task: str, config_types: dict[str, type], build:
     try:
         model = build(configs, tokenizers)
     except (ValueError, KeyError, TypeError) as err:  # settings that do not fit together, a missing tokenizer
-        raise CheckpointError(f"{path}: its config does not make a model ({_first_line(err)})") from None
+        raise CheckpointError(f"{path}: its config does not make a model ({first_line(err)})") from None
     load_weights(path, model, ckpt["model"])
     return model.to(device, dtype).eval()
 
 
-def read_task(path: str | Path, task: str, config_types: dict[str, type], device: str | torch.device = "cpu"
-              ) -> tuple[dict, dict[str, Any], dict[str, Tokenizer]]:
+def read_task(
+    path: str | Path, task: str, config_types: dict[str, type], device: str | torch.device = "cpu"
+) -> tuple[dict, dict[str, Any], dict[str, Tokenizer]]:
     """A checkpoint of `task` with its contents checked: the checkpoint, its configs (each a `config_types[name]`
     within its ranges) and its tokenizers. What a resumed run and `load_task` both read."""
     ckpt = load_checkpoint(path, task=task, map_location=device)
@@ -56,7 +68,7 @@ def read_task(path: str | Path, task: str, config_types: dict[str, type], device
         try:
             tokenizers[name] = tokenizer_from_dict(data)
         except Exception as err:  # a damaged tokenizer fails in sentencepiece or in our own reader
-            raise CheckpointError(f"{path}: tokenizer {name!r} cannot be read ({_first_line(err)})") from None
+            raise CheckpointError(f"{path}: tokenizer {name!r} cannot be read ({first_line(err)})") from None
     _mapping(path, ckpt, "model")
     return ckpt, configs, tokenizers
 
@@ -71,7 +83,7 @@ def load_weights(path: str | Path, model: nn.Module, weights: dict) -> None:
     try:
         model.load_state_dict(weights)
     except RuntimeError as err:  # missing, unexpected or misshapen weights
-        raise CheckpointError(f"{path}: its weights do not fit its config ({_first_line(err)})") from None
+        raise CheckpointError(f"{path}: its weights do not fit its config ({first_line(err)})") from None
 
 
 def _mapping(path: str | Path, ckpt: dict, field: str) -> dict:
@@ -106,7 +118,3 @@ def _check_type(name: str, value: Any, annotation: Any) -> None:
         return
     if expected is not None and (not isinstance(value, expected) or (expected is not bool and isinstance(value, bool))):
         raise UserError(f"field {name!r} holds {value!r}, not a {text}")
-
-
-def _first_line(err: BaseException) -> str:
-    return (str(err).strip().splitlines() or [type(err).__name__])[0][:160]

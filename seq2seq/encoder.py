@@ -1,4 +1,5 @@
 """`RNNEncoder`: reads a source sentence into a memory to attend to and the decoder's initial state."""
+
 from __future__ import annotations
 
 import torch
@@ -6,7 +7,7 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from core.context import Context
-from core.decoder import drop_words
+from core.decoder import drop_words, rnn_class
 from core.tokenizers import PAD
 
 
@@ -16,12 +17,20 @@ class RNNEncoder(nn.Module):
     "learned" (tanh of a linear layer), "last" (those states themselves, when 2 * hidden == decoder hidden)
     or "zero"."""
 
-    def __init__(self, vocab_size: int, emb_dim: int, hidden_dim: int, num_layers: int = 1, cell: str = "gru",
-                 dropout: float = 0.0, bridge: str = "learned", decoder_hidden: int | None = None,
-                 decoder_layers: int = 1, word_dropout: float = 0.0):
+    def __init__(
+        self,
+        vocab_size: int,
+        emb_dim: int,
+        hidden_dim: int,
+        num_layers: int = 1,
+        cell: str = "gru",
+        dropout: float = 0.0,
+        bridge: str = "learned",
+        decoder_hidden: int | None = None,
+        decoder_layers: int = 1,
+        word_dropout: float = 0.0,
+    ):
         super().__init__()
-        if cell not in ("gru", "lstm"):
-            raise ValueError(f"cell must be 'gru' or 'lstm', got {cell!r}")
         if bridge not in ("learned", "last", "zero"):
             raise ValueError(f"bridge must be 'learned', 'last' or 'zero', got {bridge!r}")
         decoder_hidden = decoder_hidden or 2 * hidden_dim
@@ -32,9 +41,14 @@ class RNNEncoder(nn.Module):
         self.embedding = nn.Embedding(vocab_size, emb_dim, padding_idx=PAD)
         self.dropout = nn.Dropout(dropout)
         self.word_dropout = word_dropout
-        rnn_class = nn.GRU if cell == "gru" else nn.LSTM
-        self.rnn = rnn_class(emb_dim, hidden_dim, num_layers, batch_first=True, bidirectional=True,
-                             dropout=dropout if num_layers > 1 else 0.0)
+        self.rnn = rnn_class(cell)(
+            emb_dim,
+            hidden_dim,
+            num_layers,
+            batch_first=True,
+            bidirectional=True,
+            dropout=dropout if num_layers > 1 else 0.0,
+        )
         self.bridge = nn.Linear(2 * hidden_dim, decoder_hidden) if bridge == "learned" else None
 
     @property

@@ -1,6 +1,7 @@
 """A translation run of several models: ensemble members trained side by side (one process each), and the
 reverse and right-to-left models that rerank their n best; each in its own folder of the run, resumed and
 tested together. The recipe (recipes/translate.py) reads its data and flags and hands over to this module."""
+
 from __future__ import annotations
 
 import argparse
@@ -13,16 +14,17 @@ from pathlib import Path
 import torch
 
 from core import distributed
-from core.batching import BucketBatches
 from core.decoder import DecoderConfig
 from core.errors import MAX_SEED, Interrupted, UserError, check_range
-from core.metrics import score_files
-from core.parallel import most_side_by_side, run_side_by_side
-from core.runs import hold_run, run_folder
+from core.runs import hold_run, run_folder, snapshots_in
 from core.tokenizers import MIN_VOCAB, tokenizer_from_dict
-from core.trainer import TrainConfig, Trainer, snapshots_in
+from core.train_config import TrainConfig
+from core.trainer import Trainer
+from seq2seq.batching import SampledSubwords, pair_batches
+from seq2seq.metrics import score_files
+from seq2seq.parallel import most_side_by_side, run_side_by_side
 from seq2seq.rerank import check_rerank_score_flags
-from seq2seq.translator import EncoderConfig, SampledSubwords, Translator, seq2seq_forward
+from seq2seq.translator import EncoderConfig, Translator, seq2seq_forward
 
 DEFAULT_OUT = "runs/translate"
 # the models a run may train beside the forward members, to rerank their n best: folder (and flag) name -> what
@@ -43,16 +45,19 @@ def model_folders(out: Path, args: argparse.Namespace) -> list[tuple[str, int, P
     """Every model of the run: (kind, its number among the models of that kind from 0, folder), the forward
     members first."""
     return [("forward", k, folder) for k, folder in enumerate(member_folders(out, args.members))] + [
-        (kind, k, folder) for kind in RERANKERS
-        for k, folder in enumerate(reranker_folders(out, kind, count(args, kind)))]
+        (kind, k, folder)
+        for kind in RERANKERS
+        for k, folder in enumerate(reranker_folders(out, kind, count(args, kind)))
+    ]
 
 
 def remove_other_layouts(out: Path, folders: list[Path]) -> None:
     """A run started afresh (--overwrite) over another run with more or fewer models: delete the checkpoints
     of that run's model folders that this run does not train in, so that no old model can be resumed or
     tested as if it were part of this run. (Its own folders' checkpoints each Trainer replaces.)"""
-    layouts = [folder for top in (out, *(out / kind for kind in RERANKERS))
-               for folder in (top, *sorted(top.glob("member*")))]
+    layouts = [
+        folder for top in (out, *(out / kind for kind in RERANKERS)) for folder in (top, *sorted(top.glob("member*")))
+    ]
     for folder in layouts:  # a linked folder is another run's: left alone
         if folder not in folders and folder.is_dir() and not folder.is_symlink() and not folder.parent.is_symlink():
             for path in [folder / "best.pt", folder / "last.pt", *(p for _, p in snapshots_in(folder))]:
@@ -86,20 +91,22 @@ def plan_run(args: argparse.Namespace, default_members: int) -> tuple[Path, list
         args.members = args.members or default_members
         for kind in RERANKERS:
             setattr(args, f"{kind}_members", count(args, kind) or 0)
-        return (run_folder(args.out, None, args.overwrite, DEFAULT_OUT),
-                [None] * total_models(args))
+        return (run_folder(args.out, None, args.overwrite, DEFAULT_OUT), [None] * total_models(args))
     resume = Path(args.resume)
     if resume.is_file():  # one model's checkpoint: a single model goes on, into --out or beside the checkpoint
         if args.members not in (None, 1) or any(count(args, kind) for kind in RERANKERS):
             raise UserError(f"--resume {resume} is one model's checkpoint; resume an ensemble from its folder")
         if resume.parent.name.startswith("member") and members_of(resume.parent.parent) > 1:
-            raise UserError(f"--resume {resume} is one member of the ensemble in {resume.parent.parent}; "
-                            f"resume the whole run with --resume {resume.parent.parent}")
+            raise UserError(
+                f"--resume {resume} is one member of the ensemble in {resume.parent.parent}; "
+                f"resume the whole run with --resume {resume.parent.parent}"
+            )
         for run in resume.parents[1:3]:  # run/reverse/last.pt or run/reverse/memberK/last.pt (r2l alike)
             for kind, what in RERANKERS.items():
                 if resume.is_relative_to(run / kind) and members_of(run, f"{kind}_members"):
-                    raise UserError(f"--resume {resume} is a {what} of the run in {run}; resume the whole run "
-                                    f"with --resume {run}")
+                    raise UserError(
+                        f"--resume {resume} is a {what} of the run in {run}; resume the whole run with --resume {run}"
+                    )
         args.members = 1
         for kind in RERANKERS:
             setattr(args, f"{kind}_members", 0)
@@ -122,14 +129,17 @@ def plan_run(args: argparse.Namespace, default_members: int) -> tuple[Path, list
     checkpoints = [folder / "last.pt" for _, _, folder in model_folders(resume, args)]
     missing = [str(p) for p in checkpoints if not p.is_file()]
     if missing:
-        raise UserError(f"--resume {resume} needs {', '.join(missing)}, which {'is' if len(missing) == 1 else 'are'} "
-                        "missing (stopped before the first checkpoint?); start afresh with --overwrite instead")
+        raise UserError(
+            f"--resume {resume} needs {', '.join(missing)}, which {'is' if len(missing) == 1 else 'are'} "
+            "missing (stopped before the first checkpoint?); start afresh with --overwrite instead"
+        )
     return resume, checkpoints
 
 
 @dataclass
 class RunSetup:
     """What every member of the run trains with (handed to each member's process)."""
+
     args: argparse.Namespace
     pairs: dict[str, list[tuple[str, str]]]
     tokenizers: tuple[dict, dict]
@@ -147,9 +157,15 @@ def setup_for(run: RunSetup, kind: str) -> RunSetup:
     if kind == "reverse":
         pairs = {split: [(t, s) for s, t in pairs] for split, pairs in run.pairs.items()}
         enc = run.enc_config
-        return replace(run, pairs=pairs, tokenizers=run.tokenizers[::-1], kind=kind,
-                       enc_config=replace(enc, target_order="left-to-right", source_lang=enc.target_lang,
-                                          target_lang=enc.source_lang))
+        return replace(
+            run,
+            pairs=pairs,
+            tokenizers=run.tokenizers[::-1],
+            kind=kind,
+            enc_config=replace(
+                enc, target_order="left-to-right", source_lang=enc.target_lang, target_lang=enc.source_lang
+            ),
+        )
     if kind == "r2l":
         return replace(run, enc_config=replace(run.enc_config, target_order="right-to-left"), kind=kind)
     return run
@@ -159,8 +175,9 @@ def total_models(args: argparse.Namespace) -> int:
     return args.members + sum(count(args, kind) for kind in RERANKERS)
 
 
-def check_settings(args: argparse.Namespace, tokenizers: tuple[dict, dict], enc_config: EncoderConfig,
-                   dec_config: DecoderConfig) -> None:
+def check_settings(
+    args: argparse.Namespace, tokenizers: tuple[dict, dict], enc_config: EncoderConfig, dec_config: DecoderConfig
+) -> None:
     """Settings that do not fit together, which the members' processes would refuse, refused before
     config.json is written (a resumed run's config.json must not take settings that fail)."""
     try:
@@ -182,19 +199,18 @@ def train_member(run: RunSetup, member: int, position: int, folder: Path, resume
     model = Translator(src_tok, tgt_tok, run.enc_config, run.dec_config)  # settings checked by `check_settings`
     if position == 0:
         n_params = sum(p.numel() for p in model.parameters())
-        print(f"vocabulary {src_tok.vocab_size}/{tgt_tok.vocab_size}, model {n_params / 1e6:.2f}M parameters, "
-              f"device {run.device}" + (f", {total_models(args)} models side by side" if total_models(args) > 1
-                                        else ""))
+        print(
+            f"vocabulary {src_tok.vocab_size}/{tgt_tok.vocab_size}, model {n_params / 1e6:.2f}M parameters, "
+            f"device {run.device}" + (f", {total_models(args)} models side by side" if total_models(args) > 1 else "")
+        )
 
     kept = [(s, t) for s, t in run.pairs["train"] if s.strip() and t.strip()]
     if args.subword_alpha:
         train = SampledSubwords(model, kept, args.max_tokens, args.subword_alpha, seed=train_config.seed)
     else:
-        train = BucketBatches([(model.source_ids(s), model.target_ids(t)) for s, t in kept], lambda e: len(e[1]),
-                              model.collate, args.max_tokens, seed=train_config.seed)
+        train = pair_batches(model, kept, args.max_tokens, seed=train_config.seed)
     valid_pairs = run.pairs["valid"]
-    valid = BucketBatches([(model.source_ids(s), model.target_ids(t)) for s, t in valid_pairs],
-                          lambda e: len(e[1]), model.collate, args.max_tokens, shuffle=False)
+    valid = pair_batches(model, valid_pairs, args.max_tokens, shuffle=False)
     bleu_pairs = valid_pairs[: args.valid_sentences]
 
     def valid_bleu(m: Translator) -> dict[str, float]:
@@ -209,9 +225,21 @@ def train_member(run: RunSetup, member: int, position: int, folder: Path, resume
         label = "train" if args.members == 1 else f"member {member + 1}"
     else:
         label = run.kind if count(args, run.kind) == 1 else f"{run.kind} {member + 1}"
-    trainer = Trainer(model, seq2seq_forward, train, train_config, folder, model.payload, valid=valid,
-                      metrics_fn=valid_bleu, select="bleu", maximize=True, device=device, world=world,
-                      label=label, bar_position=position)
+    selection = dict(metrics_fn=valid_bleu, select="bleu", maximize=True)
+    trainer = Trainer(
+        model,
+        seq2seq_forward,
+        train,
+        train_config,
+        folder,
+        model.payload,
+        valid=valid,
+        **selection,
+        device=device,
+        world=world,
+        label=label,
+        bar_position=position,
+    )
     if resume:
         trainer.resume(resume, task="translation")
     trainer.fit()
@@ -223,39 +251,48 @@ def ensemble_checkpoints(args: argparse.Namespace, folders: list[Path]) -> list[
     (with --snapshots 0, or a run resumed from before snapshots were kept) its best checkpoint."""
     paths = []
     for folder in folders:
-        snapshots = [path for _, path in snapshots_in(folder)][-args.snapshots:] if args.snapshots else []
+        snapshots = [path for _, path in snapshots_in(folder)][-args.snapshots :] if args.snapshots else []
         paths += snapshots or [folder / "best.pt"]
     return [path.absolute() for path in paths]  # ensemble.args then works from any working directory
-
-
 
 
 def check_run_flags(args: argparse.Namespace) -> None:
     """The run's settings, checked before any data is read (a resumed run's flags come from its config.json)."""
     if total_models(args) > 1 and distributed.launched():  # under torchrun the processes share one model
-        raise UserError(f"--members {args.members} --reverse-members {args.reverse_members} --r2l-members "
-                        f"{args.r2l_members} trains each model in a process of its own; under torchrun train (or "
-                        "resume) a single model, --members 1")
-    for flag, value, low in (("--beam-size", args.beam_size, 1), ("--rerank-beam-size", args.rerank_beam_size, 1),
-                             ("--max-tokens", args.max_tokens, 1), ("--vocab-size", args.vocab_size, MIN_VOCAB),
-                             ("--length-penalty", args.length_penalty, None),
-                             ("--valid-sentences", args.valid_sentences, 1)):
+        raise UserError(
+            f"--members {args.members} --reverse-members {args.reverse_members} --r2l-members "
+            f"{args.r2l_members} trains each model in a process of its own; under torchrun train (or "
+            "resume) a single model, --members 1"
+        )
+    for flag, value, low in (
+        ("--beam-size", args.beam_size, 1),
+        ("--rerank-beam-size", args.rerank_beam_size, 1),
+        ("--max-tokens", args.max_tokens, 1),
+        ("--vocab-size", args.vocab_size, MIN_VOCAB),
+        ("--length-penalty", args.length_penalty, None),
+        ("--valid-sentences", args.valid_sentences, 1),
+    ):
         check_range(flag, value, low=low)
     check_rerank_score_flags(args)
     limit, machine = most_side_by_side()
     if total_models(args) > limit:
-        raise UserError(f"--members {args.members} --reverse-members {args.reverse_members} --r2l-members "
-                        f"{args.r2l_members}: {total_models(args)} models side by side, more than this machine runs "
-                        f"at once ({limit}: {machine}); train fewer")
+        raise UserError(
+            f"--members {args.members} --reverse-members {args.reverse_members} --r2l-members "
+            f"{args.r2l_members}: {total_models(args)} models side by side, more than this machine runs "
+            f"at once ({limit}: {machine}); train fewer"
+        )
     check_range("--subword-alpha", args.subword_alpha, 0, 1, high_open=True)
     if args.subword_alpha and args.level == "word":
-        raise UserError(f"--subword-alpha {args.subword_alpha}: sampled segmentations need sentencepiece tokenizers, "
-                        "not word")
+        raise UserError(
+            f"--subword-alpha {args.subword_alpha}: sampled segmentations need sentencepiece tokenizers, not word"
+        )
     # model k of each kind trains with --seed + k
     check_range("--seed", args.seed, 0, MAX_SEED + 1 - max(args.members, *(count(args, kind) for kind in RERANKERS)))
     if args.r2l_members and args.target_order == "right-to-left":
-        raise UserError("--r2l-members trains right-to-left models to rerank left-to-right ones; leave out "
-                        "--target-order right-to-left")
+        raise UserError(
+            "--r2l-members trains right-to-left models to rerank left-to-right ones; leave out "
+            "--target-order right-to-left"
+        )
 
 
 def resumed_configs(args: argparse.Namespace, configs: dict) -> tuple[EncoderConfig, DecoderConfig]:
@@ -264,9 +301,11 @@ def resumed_configs(args: argparse.Namespace, configs: dict) -> tuple[EncoderCon
     for side in ("source_lang", "target_lang"):
         given, built = getattr(args, side).strip().lower(), getattr(enc_config, side)
         if given and given != built:
-            raise UserError(f"--{side.replace('_', '-')} {given}: the run's models were built "
-                            f"{f'with {built}' if built else 'without language labels'}, and a resumed run "
-                            "keeps its models; leave it out, or start a new run")
+            raise UserError(
+                f"--{side.replace('_', '-')} {given}: the run's models were built "
+                f"{f'with {built}' if built else 'without language labels'}, and a resumed run "
+                "keeps its models; leave it out, or start a new run"
+            )
     return enc_config, configs["decoder"]
 
 
@@ -277,19 +316,28 @@ def train_models(run: RunSetup, out: Path, resume: list[Path | None], memory_fla
     folders = model_folders(out, run.args)
     if world.main and not run.args.resume:
         remove_other_layouts(out, [folder for _, _, folder in folders])
-    jobs = [partial(train_member, setup_for(run, kind), member, position, folder, resume[position])
-            for position, (kind, member, folder) in enumerate(folders)]
+    jobs = [
+        partial(train_member, setup_for(run, kind), member, position, folder, resume[position])
+        for position, (kind, member, folder) in enumerate(folders)
+    ]
     started = time.perf_counter()
     finished = [jobs[0]()] if len(jobs) == 1 else run_side_by_side(jobs, memory_flags)
     if not all(finished):
         saved = all((folder / "last.pt").exists() for _, _, folder in folders)
-        raise Interrupted("" if not world.main else f"interrupted; continue with --resume {out}" if saved else
-                          "interrupted before every model saved a checkpoint; start afresh with --overwrite")
+        raise Interrupted(
+            ""
+            if not world.main
+            else f"interrupted; continue with --resume {out}"
+            if saved
+            else "interrupted before every model saved a checkpoint; start afresh with --overwrite"
+        )
     return time.perf_counter() - started if world.main else None
 
 
 def run_checkpoints(args: argparse.Namespace, out: Path) -> dict[str, list[Path]]:
     """The checkpoints the test uses, by kind of model: forward, reverse, r2l."""
     folders = model_folders(out, args)
-    return {kind: ensemble_checkpoints(args, [folder for k, _, folder in folders if k == kind])
-            for kind in ("forward", *RERANKERS)}
+    return {
+        kind: ensemble_checkpoints(args, [folder for k, _, folder in folders if k == kind])
+        for kind in ("forward", *RERANKERS)
+    }

@@ -7,35 +7,55 @@ Without --input it reads sentences from the terminal, one per line, and answers 
 `--rerank-with REVERSE.pt` picks among the beam's best with a model (or, repeated, an ensemble) trained in the
 opposite direction, `--rerank-r2l R2L.pt` with one of the same direction that writes right to left, or both.
 """
+
 from __future__ import annotations
 
 import argparse
 import sys
 
-from core.cli import (DTYPES, ArgsFileParser, add_dtype_flag, add_search_flags, resolve_device, run_main,
-                      search_config_from_args)
-from core.errors import UserError, check_range
+from core.cli import (
+    DTYPES,
+    ArgsFileParser,
+    add_device_flag,
+    add_dtype_flag,
+    add_search_flags,
+    run_main,
+    search_config_from_args,
+)
+from core.errors import UserError, check_device, check_range
+from core.files import read_lines
 from core.speedups import keep_freed_memory
-from seq2seq.data import read_lines
 from seq2seq.rerank import add_rerank_flags, check_rerank_flags, load_rerankers, rerank_options, translate_reranked
 from seq2seq.translator import DEFAULT_SEARCH, MAX_SOURCE_LEN, load_ensemble
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = ArgsFileParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--checkpoint", required=True, action="append",
-                   help="a translation checkpoint (e.g. runs/translate/member1/best.pt); repeat it to translate with "
-                        "an ensemble of several (the mean of their next-token probabilities), or give a recipe run's "
-                        "list: @runs/translate/ensemble.args")
+    p.add_argument(
+        "--checkpoint",
+        required=True,
+        action="append",
+        help="a translation checkpoint (e.g. runs/translate/member1/best.pt); repeat it to translate with "
+        "an ensemble of several (the mean of their next-token probabilities), or give a recipe run's "
+        "list: @runs/translate/ensemble.args",
+    )
     p.add_argument("--input", help="a UTF-8 file, one source sentence per line (default: read the terminal)")
-    p.add_argument("--max-len-ratio", type=float, default=1.5,
-                   help="a translation stops at this many times its source's tokens, plus 10 (default: %(default)s)")
+    p.add_argument(
+        "--max-len-ratio",
+        type=float,
+        default=1.5,
+        help="a translation stops at this many times its source's tokens, plus 10 (default: %(default)s)",
+    )
     p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--max-source-len", type=int, default=MAX_SOURCE_LEN,
-                   help="source tokens a line may have; a longer line is refused, naming its number, before anything "
-                        "is translated (split it). Decoding holds at most --batch-size x --beam-size x 1000 x this "
-                        "float32 attention weights: 1.3 GB at the defaults (default: %(default)s)")
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.add_argument(
+        "--max-source-len",
+        type=int,
+        default=MAX_SOURCE_LEN,
+        help="source tokens a line may have; a longer line is refused, naming its number, before anything "
+        "is translated (split it). Decoding holds at most --batch-size x --beam-size x 1000 x this "
+        "float32 attention weights: 1.3 GB at the defaults (default: %(default)s)",
+    )
+    add_device_flag(p)
     add_rerank_flags(p)
     add_dtype_flag(p)
     add_search_flags(p, DEFAULT_SEARCH)
@@ -54,16 +74,21 @@ def main(argv: list[str] | None = None) -> None:
     check_range("--max-source-len", args.max_source_len, 1)
     check_range("--max-len-ratio", args.max_len_ratio, 0, 10)
     keep_freed_memory()
-    device, dtype = resolve_device(args.device), DTYPES[args.dtype]
+    device, dtype = check_device("--device", args.device), DTYPES[args.dtype]
     model, others = load_ensemble(args.checkpoint, device=device, dtype=dtype)
     rerankers = load_rerankers(**rerank_options(args), device=device, dtype=dtype, forward=model)
-    options = dict(max_len_ratio=args.max_len_ratio, batch_size=args.batch_size, ensemble_with=others,
-                   max_source_len=args.max_source_len)
+    options = dict(
+        max_len_ratio=args.max_len_ratio,
+        batch_size=args.batch_size,
+        ensemble_with=others,
+        max_source_len=args.max_source_len,
+    )
 
     def show(sentences: list[str]) -> None:
         if rerankers:
-            for text in translate_reranked(model, sentences, config=config, beam_size=config.beam_size, **rerankers,
-                                           **options):
+            for text in translate_reranked(
+                model, sentences, config=config, beam_size=config.beam_size, **rerankers, **options
+            ):
                 print(text)
         elif config.n_best > 1:
             for i, nbest in enumerate(model.translate_nbest(sentences, config.n_best, config, **options)):
@@ -91,4 +116,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    run_main(main, memory_flags="--batch-size, --beam-size")
+    run_main(main, memory_flags="--batch-size or --beam-size")

@@ -7,6 +7,7 @@ the processes hold different numbers of tokens in the last step of each epoch.
 the main process gets one while it validates. `--never-improves`: validation reports the same figure every
 time, so the plateau schedule halves the rate at each validation and early stopping ends the run.
 """
+
 import argparse
 import os
 import signal
@@ -18,12 +19,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
 from core import distributed  # noqa: E402
-from core.batching import TokenStream  # noqa: E402
+from core.batching import pad  # noqa: E402
 from core.decoder import DecoderConfig  # noqa: E402
 from core.lm import LanguageModel, lm_forward  # noqa: E402
-from core.batching import pad  # noqa: E402
+from core.lm_data import TokenStream  # noqa: E402
 from core.tokenizers import BOS, PAD, CharTokenizer  # noqa: E402
-from core.trainer import TrainConfig, Trainer  # noqa: E402
+from core.train_config import TrainConfig  # noqa: E402
+from core.trainer import Trainer  # noqa: E402
 
 TEXT = "the quick brown fox jumps over the lazy dog; pack my box with five dozen liquor jugs. " * 4
 
@@ -72,16 +74,36 @@ def main() -> None:
             if steps["n"] == args.interrupt_at and world.rank == args.interrupt_rank:
                 os.kill(os.getpid(), signal.SIGINT)
         return lm_forward(m, batch, carry)
-    config = TrainConfig(steps=args.steps, lr=1e-2, schedule="plateau" if args.never_improves else "constant",
-                         warmup_steps=0, valid_every=3, clip_norm=1e9, seed=3, plateau_patience=1,
-                         patience=2 if args.never_improves else 0)
+
+    config = TrainConfig(
+        steps=args.steps,
+        lr=1e-2,
+        schedule="plateau" if args.never_improves else "constant",
+        warmup_steps=0,
+        valid_every=3,
+        clip_norm=1e9,
+        seed=3,
+        plateau_patience=1,
+        patience=2 if args.never_improves else 0,
+    )
 
     def metrics(m):
         if args.interrupt_in_validation and world.main:
             os.kill(os.getpid(), signal.SIGINT)
         return {"figure": 1.0}
-    trainer = Trainer(model, forward, train, config, args.out, model.payload, valid=TokenStream(
-        [BOS] + tok.encode(TEXT[:60]), 1, 12), metrics_fn=metrics, select="figure", device=device)
+
+    trainer = Trainer(
+        model,
+        forward,
+        train,
+        config,
+        args.out,
+        model.payload,
+        valid=TokenStream([BOS] + tok.encode(TEXT[:60]), 1, 12),
+        metrics_fn=metrics,
+        select="figure",
+        device=device,
+    )
     if args.resume:
         trainer.resume(args.resume, task="textgen")
     trainer.fit()

@@ -1,4 +1,5 @@
 """A tiny made-up captioning set: solid shapes in a few colours on white, each with the caption that says it."""
+
 from __future__ import annotations
 
 from pathlib import Path

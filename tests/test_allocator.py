@@ -1,4 +1,5 @@
 """keep_freed_memory: large blocks freed by one decoding step are reused by the next, without page faults."""
+
 import json
 import os
 import subprocess

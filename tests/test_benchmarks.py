@@ -1,4 +1,5 @@
 """The benchmark scripts run and print the JSON figures they promise (tiny sizes; the numbers mean nothing)."""
+
 import json
 import subprocess
 import sys
@@ -11,8 +12,13 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.mark.parametrize("script", ["decode.py", "train.py", "translate.py", "caption.py", "speedups.py"])
 def test_benchmark_prints_json(script):
-    result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), "--quick"], cwd=ROOT,
-                            capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / script), "--quick"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     figures = json.loads(result.stdout)
     assert isinstance(figures, dict) and figures

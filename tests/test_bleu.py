@@ -1,4 +1,5 @@
 """The BLEU command line gives the sacrebleu library's own scores, and one-line errors for bad input."""
+
 from __future__ import annotations
 
 import json
@@ -13,24 +14,48 @@ from sacrebleu.metrics import BLEU, CHRF
 
 import seq2seq.bleu
 from core.cli import run_main
-from core.metrics import score_files
 from seq2seq import R2L_WEIGHT, RERANK_LENGTH_PENALTY, RERANK_WEIGHT
 from seq2seq.bleu import main
+from seq2seq.metrics import score_files
 
 REPO = Path(__file__).resolve().parents[1]
 
-REFS = ["The door closes automatically.", "I have made a few changes to the original design.",
-        "They come in all shapes and sizes!", "Is the house very old?", "He did not come home today.",
-        "The size of the Gröbner basis grows quickly.", "We went to Berlin in 2019, didn't we?",
-        "The cat sat on the mat.", "Please close the window before you leave.", "It is raining again."]
-REFS2 = ["The door shuts by itself.", "I made a couple of modifications to the first design.",
-         "They come in every shape and size!", "Is this house very old?", "Today he did not come home.",
-         "The Gröbner basis grows fast.", "We were in Berlin in 2019, weren't we?",
-         "A cat was sitting on the mat.", "Close the window before leaving, please.", "It's raining again."]
-HYPS = ["the door closes automatically .", "I made some changes to the original design.",
-        "They come in all Shapes and Sizes.", "Is the house old?", "He did not come home today",
-        "The size of the Gröbner-basis grows fast.", "We went to Berlin in 2019, didn't we?",
-        "The cat sat on a mat.", "Close the window before you go.", ""]
+REFS = [
+    "The door closes automatically.",
+    "I have made a few changes to the original design.",
+    "They come in all shapes and sizes!",
+    "Is the house very old?",
+    "He did not come home today.",
+    "The size of the Gröbner basis grows quickly.",
+    "We went to Berlin in 2019, didn't we?",
+    "The cat sat on the mat.",
+    "Please close the window before you leave.",
+    "It is raining again.",
+]
+REFS2 = [
+    "The door shuts by itself.",
+    "I made a couple of modifications to the first design.",
+    "They come in every shape and size!",
+    "Is this house very old?",
+    "Today he did not come home.",
+    "The Gröbner basis grows fast.",
+    "We were in Berlin in 2019, weren't we?",
+    "A cat was sitting on the mat.",
+    "Close the window before leaving, please.",
+    "It's raining again.",
+]
+HYPS = [
+    "the door closes automatically .",
+    "I made some changes to the original design.",
+    "They come in all Shapes and Sizes.",
+    "Is the house old?",
+    "He did not come home today",
+    "The size of the Gröbner-basis grows fast.",
+    "We went to Berlin in 2019, didn't we?",
+    "The cat sat on a mat.",
+    "Close the window before you go.",
+    "",
+]
 
 
 @pytest.fixture
@@ -47,16 +72,21 @@ def _run_json(capsys, argv: list) -> dict:
     return json.loads(capsys.readouterr().out)
 
 
-@pytest.mark.parametrize("tokenize, lowercase", [("13a", False), ("13a", True), ("intl", False),
-                                                 ("char", True), ("none", False), ("zh", False)])
+@pytest.mark.parametrize(
+    "tokenize, lowercase",
+    [("13a", False), ("13a", True), ("intl", False), ("char", True), ("none", False), ("zh", False)],
+)
 def test_scores_equal_sacrebleu(files, capsys, tokenize, lowercase):
     argv = [files["hyp"], "--ref", files["ref"], "--tokenize", tokenize] + (["--lowercase"] if lowercase else [])
     report = _run_json(capsys, argv)
     bleu, chrf = report["scores"]
     expected = sacrebleu.corpus_bleu(HYPS, [REFS], tokenize=tokenize, lowercase=lowercase)
     assert bleu["name"] == "BLEU" and bleu["score"] == expected.score
-    assert (bleu["counts"], bleu["totals"], bleu["precisions"]) == (expected.counts, expected.totals,
-                                                                   expected.precisions)
+    assert (bleu["counts"], bleu["totals"], bleu["precisions"]) == (
+        expected.counts,
+        expected.totals,
+        expected.precisions,
+    )
     assert (bleu["bp"], bleu["sys_len"], bleu["ref_len"]) == (expected.bp, expected.sys_len, expected.ref_len)
     chrf_metric = CHRF(lowercase=lowercase)
     assert chrf["name"] == "chrF2" and chrf["score"] == chrf_metric.corpus_score(HYPS, [REFS]).score
@@ -105,7 +135,8 @@ def test_sentence_scores(files, capsys):
     rows = [line.split("\t") for line in lines[2:]]
     assert len(rows) == len(HYPS)
     assert [float(score) for _, score in rows] == [
-        round(sacrebleu.sentence_bleu(h, [r]).score, 2) for h, r in zip(HYPS, REFS)]
+        round(sacrebleu.sentence_bleu(h, [r]).score, 2) for h, r in zip(HYPS, REFS)
+    ]
 
 
 def test_score_files_directly():
@@ -114,9 +145,24 @@ def test_score_files_directly():
 
 
 def test_command_line_in_a_subprocess(files):
-    result = subprocess.run([sys.executable, "-m", "seq2seq.bleu", str(files["hyp"]), "--ref", str(files["ref"]),
-                             "--ref", str(files["ref2"]), "--lowercase", "--json"],
-                            cwd=REPO, capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "seq2seq.bleu",
+            str(files["hyp"]),
+            "--ref",
+            str(files["ref"]),
+            "--ref",
+            str(files["ref2"]),
+            "--lowercase",
+            "--json",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr
     bleu, chrf = json.loads(result.stdout)["scores"]
     assert bleu["score"] == sacrebleu.corpus_bleu(HYPS, [REFS, REFS2], lowercase=True).score
@@ -126,13 +172,19 @@ def test_command_line_in_a_subprocess(files):
 def test_error_in_a_subprocess_is_one_line(files, tmp_path):
     short = tmp_path / "short.txt"
     short.write_text("one line\n", encoding="utf-8")
-    result = subprocess.run([sys.executable, "-m", "seq2seq.bleu", str(files["hyp"]), "--ref", str(short)],
-                            cwd=REPO, capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "seq2seq.bleu", str(files["hyp"]), "--ref", str(short)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 2 and result.stdout == ""
     assert result.stderr == f"error: hypothesis file {files['hyp']} has 10 lines but reference file {short} has 1\n"
 
 
 # ---- bad input: exit status 2 and one `error:` line ----
+
 
 def _error(capsys, argv: list) -> str:
     with pytest.raises(SystemExit) as exit_:
@@ -194,15 +246,48 @@ def test_checkpoint_translates_then_scores(files, capsys, monkeypatch):
     calls = []
 
     def translate_file(checkpoint, src_lines, config, device, dtype, **options):
-        calls.append((checkpoint, src_lines, config.beam_size, config.method, config.length_penalty, device.type,
-                      dtype, options))
+        calls.append(
+            (checkpoint, src_lines, config.beam_size, config.method, config.length_penalty, device.type, dtype, options)
+        )
         return REFS  # a perfect translator
 
     monkeypatch.setattr(seq2seq.bleu, "translate_file", translate_file)
-    report = _run_json(capsys, ["--checkpoint", files["hyp"], "--src", files["ref2"], "--ref", files["ref"],
-                                "--method", "beam", "--beam-size", "3", "--length-penalty", "1.2", "--device", "cpu"])
-    assert calls == [([str(files["hyp"])], REFS2, 3, "beam", 1.2, "cpu", torch.float32,
-                      dict(reverse=(), weight=RERANK_WEIGHT, right_to_left=(),
-                           right_to_left_weight=R2L_WEIGHT, rerank_length_penalty=RERANK_LENGTH_PENALTY))]
+    report = _run_json(
+        capsys,
+        [
+            "--checkpoint",
+            files["hyp"],
+            "--src",
+            files["ref2"],
+            "--ref",
+            files["ref"],
+            "--method",
+            "beam",
+            "--beam-size",
+            "3",
+            "--length-penalty",
+            "1.2",
+            "--device",
+            "cpu",
+        ],
+    )
+    assert calls == [
+        (
+            [str(files["hyp"])],
+            REFS2,
+            3,
+            "beam",
+            1.2,
+            "cpu",
+            torch.float32,
+            dict(
+                reverse=(),
+                weight=RERANK_WEIGHT,
+                right_to_left=(),
+                right_to_left_weight=R2L_WEIGHT,
+                rerank_length_penalty=RERANK_LENGTH_PENALTY,
+            ),
+        )
+    ]
     assert report["length_penalty"] == 1.2
     assert report["scores"][0]["score"] == pytest.approx(100.0) and report["checkpoint"] == [str(files["hyp"])]

@@ -1,4 +1,5 @@
 """`python -m captioning.backbone`: top classes per picture, and one-line errors for bad input."""
+
 from __future__ import annotations
 
 import subprocess
@@ -29,8 +30,20 @@ def test_prints_the_top_classes_of_each_picture(tmp_path, capsys):
     torch.save(models.mobilenet_v3_small().state_dict(), tmp_path / "weights.pth")
     for name in ("a.png", "b.jpg"):
         Image.new("RGB", (40, 30), (200, 10, 10)).save(tmp_path / name)
-    main([str(tmp_path / "a.png"), str(tmp_path / "b.jpg"), "--backbone", "mobilenet_v3_small",
-          "--weights", str(tmp_path / "weights.pth"), "--top", "3", "--device", "cpu"])
+    main(
+        [
+            str(tmp_path / "a.png"),
+            str(tmp_path / "b.jpg"),
+            "--backbone",
+            "mobilenet_v3_small",
+            "--weights",
+            str(tmp_path / "weights.pth"),
+            "--top",
+            "3",
+            "--device",
+            "cpu",
+        ]
+    )
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == str(tmp_path / "a.png") and lines[4] == str(tmp_path / "b.jpg") and len(lines) == 8
     probs = [float(line.split()[0]) for line in lines[1:4]]
@@ -38,11 +51,15 @@ def test_prints_the_top_classes_of_each_picture(tmp_path, capsys):
     assert probs == sorted(probs, reverse=True) and all(line.split(None, 1)[1] in names for line in lines[1:4])
 
 
-@pytest.mark.parametrize("args, words", [
-    (["{tmp}/cut.png", "--weights", "none"], ["cut.png", "truncated"]),
-    (["{tmp}/ok.png", "--weights", "{tmp}/nope.pth", "--backbone", "resnet18"], ["nope.pth", "does not exist"]),
-    (["{tmp}/ok.png", "--backbone", "resnet18"], ["no pretrained resnet18 weights"]),
-    (["{tmp}/ok.png", "--top", "0", "--weights", "none"], ["--top = 0"])])
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["{tmp}/cut.png", "--weights", "none"], ["cut.png", "truncated"]),
+        (["{tmp}/ok.png", "--weights", "{tmp}/nope.pth", "--backbone", "resnet18"], ["nope.pth", "does not exist"]),
+        (["{tmp}/ok.png", "--backbone", "resnet18"], ["no pretrained resnet18 weights"]),
+        (["{tmp}/ok.png", "--top", "0", "--weights", "none"], ["--top = 0"]),
+    ],
+)
 def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, args, words):
     Image.effect_noise((64, 64), 64).convert("RGB").save(tmp_path / "ok.png")
     (tmp_path / "cut.png").write_bytes((tmp_path / "ok.png").read_bytes()[:6000])
@@ -55,7 +72,12 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, args, words):
 
 def test_command_line_in_a_subprocess(tmp_path):
     (tmp_path / "fake.png").write_text("this is text, not a picture")
-    result = subprocess.run([sys.executable, "-m", "captioning.backbone", str(tmp_path / "fake.png")],
-                            cwd=ROOT, capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "captioning.backbone", str(tmp_path / "fake.png")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 2 and result.stdout == ""
     assert result.stderr.strip() == f"error: {tmp_path / 'fake.png'} is not a picture Pillow can read"

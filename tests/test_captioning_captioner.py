@@ -1,10 +1,12 @@
 """The captioner: a tiny made-up set learned exactly (greedy and beam), beam 1 = greedy, save -> load, attention
 maps, the doubly stochastic penalty, and its checks of what it is given."""
+
 import warnings
 from functools import partial
 
 import pytest
 import torch
+from shapes import write_shapes
 
 from captioning.captioner import Captioner, ImageConfig, caption_forward, normalise, train_word_tokenizer
 from captioning.training import CaptionBatches, cached_regions, examples_of, picture_inputs
@@ -12,8 +14,8 @@ from core.checkpoint import CheckpointError
 from core.decoder import DecoderConfig
 from core.errors import UserError
 from core.tokenizers import PAD
-from core.trainer import TrainConfig, Trainer
-from shapes import write_shapes
+from core.train_config import TrainConfig
+from core.trainer import Trainer
 
 SMALL = DecoderConfig(emb_dim=32, hidden_dim=64, cell="lstm", attention="bahdanau", dropout=0.0, input_feeding=False)
 
@@ -21,8 +23,12 @@ SMALL = DecoderConfig(emb_dim=32, hidden_dim=64, cell="lstm", attention="bahdana
 def captioner(records, decoder=SMALL, size=64):
     with warnings.catch_warnings():  # random backbone weights: the warning is the point of another test
         warnings.simplefilter("ignore")
-        return Captioner(train_word_tokenizer([c for r in records for c in r.captions]),
-                         ImageConfig(backbone="resnet18", image_size=size), decoder, weights=None)
+        return Captioner(
+            train_word_tokenizer([c for r in records for c in r.captions]),
+            ImageConfig(backbone="resnet18", image_size=size),
+            decoder,
+            weights=None,
+        )
 
 
 @pytest.fixture(scope="module")
@@ -65,8 +71,11 @@ def test_save_and_load_give_identical_captions(trained, tmp_path):
     model.save(tmp_path / "captioner.pt")
     loaded = Captioner.load(tmp_path / "captioner.pt")
     pictures = [r.image for r in records]
-    for options in (dict(method="greedy"), dict(method="beam", beam_size=3, n_best=2),
-                    dict(method="sample", seed=3, temperature=1.5)):
+    for options in (
+        dict(method="greedy"),
+        dict(method="beam", beam_size=3, n_best=2),
+        dict(method="sample", seed=3, temperature=1.5),
+    ):
         assert loaded.caption(pictures, **options) == model.caption(pictures, **options)
     assert loaded.encoder.backbone.fingerprint == model.encoder.backbone.fingerprint  # finds the same cache
 
@@ -96,11 +105,23 @@ def test_doubly_stochastic_penalty_is_the_papers_and_ignores_padding():
 def test_the_trainer_minimises_the_penalty_too(trained):
     model, records, regions, folder = trained
     batches = CaptionBatches(examples_of(model, records), picture_inputs(model, records, regions), 9)
-    trainer = Trainer(model, partial(caption_forward, attention_penalty=5.0), batches, TrainConfig(steps=1),
-                      folder / "penalty-run", model.payload)
+    trainer = Trainer(
+        model,
+        partial(caption_forward, attention_penalty=5.0),
+        batches,
+        TrainConfig(steps=1),
+        folder / "penalty-run",
+        model.payload,
+    )
     loss, _, n, _ = trainer._loss(batches.batch(0, 0), None)
-    plain, _, _, _ = Trainer(model, partial(caption_forward, attention_penalty=0.0), batches, TrainConfig(steps=1),
-                             folder / "plain-run", model.payload)._loss(batches.batch(0, 0), None)
+    plain, _, _, _ = Trainer(
+        model,
+        partial(caption_forward, attention_penalty=0.0),
+        batches,
+        TrainConfig(steps=1),
+        folder / "plain-run",
+        model.payload,
+    )._loss(batches.batch(0, 0), None)
     assert loss.item() > plain.item() and n > 0
 
 
@@ -131,6 +152,7 @@ def test_checkpoint_of_another_task_is_refused(tmp_path):
     from core.decoder import DecoderConfig as LMConfig
     from core.lm import LanguageModel
     from core.tokenizers import CharTokenizer
+
     LanguageModel(CharTokenizer.train("abc"), LMConfig(emb_dim=4, hidden_dim=8)).save(tmp_path / "lm.pt")
     with pytest.raises(CheckpointError, match="'captioning' checkpoint"):
         Captioner.load(tmp_path / "lm.pt")

@@ -1,12 +1,17 @@
 """CIDEr-D against the reference implementation's figures (pycocoevalcap 1.2, cider.Cider) on a small case."""
+
 import math
 
 import pytest
 
 from captioning.cider import cider_d
 
-REFERENCES = [["a red square .", "a square in red ."], ["a blue circle .", "the circle is blue ."],
-              ["a green triangle .", "a small green triangle ."], ["a red circle .", "one red circle ."]]
+REFERENCES = [
+    ["a red square .", "a square in red ."],
+    ["a blue circle .", "the circle is blue ."],
+    ["a green triangle .", "a small green triangle ."],
+    ["a red circle .", "one red circle ."],
+]
 CANDIDATES = ["a red square .", "a blue blue blue circle .", "a triangle", "a red square ."]
 # printed by pycocoevalcap 1.2: Cider().compute_score({i: refs}, {i: [cand]}) on the lists above
 REFERENCE_CORPUS = 2.507176445109919
@@ -31,10 +36,13 @@ def test_an_exact_caption_beats_a_wrong_one():
     assert exact > 0 and wrong < exact
 
 
-@pytest.mark.parametrize("candidates, references, message", [
-    (["a"], [["a"], ["b"]], "1 candidates but 2"),
-    (["a"], [[]], "at least one reference"),
-])
+@pytest.mark.parametrize(
+    "candidates, references, message",
+    [
+        (["a"], [["a"], ["b"]], "1 candidates but 2"),
+        (["a"], [[]], "at least one reference"),
+    ],
+)
 def test_bad_input_is_named(candidates, references, message):
     with pytest.raises(ValueError, match=message):
         cider_d(candidates, references)

@@ -1,4 +1,5 @@
 """Image-caption records from the user's files (TSV, Karpathy split JSON, COCO captions JSON) and the hash split."""
+
 from __future__ import annotations
 
 import hashlib
@@ -8,8 +9,14 @@ import warnings
 import pytest
 from PIL import Image
 
-from captioning.data import (ImageCaptions, hash_split, read_captions_tsv, read_coco_json, read_karpathy_json,
-                             split_by_path)
+from captioning.data import (
+    ImageCaptions,
+    hash_split,
+    read_captions_tsv,
+    read_coco_json,
+    read_karpathy_json,
+    split_by_path,
+)
 from core.errors import UserError
 
 
@@ -40,15 +47,22 @@ def test_tsv_groups_references_per_picture(tmp_path):
     tsv = tmp_path / "captions.tsv"
     tsv.write_text("image\tcaption\na.png\tA dog.\nsub/b.jpg\t A cat. \r\n\na.png\tA dog runs.\n", encoding="utf-8")
     records = read_captions_tsv(tsv, tmp_path / "img")
-    assert records == [ImageCaptions(tmp_path / "img" / "a.png", ["A dog.", "A dog runs."]),
-                       ImageCaptions(tmp_path / "img" / "sub" / "b.jpg", ["A cat."])]
+    assert records == [
+        ImageCaptions(tmp_path / "img" / "a.png", ["A dog.", "A dog runs."]),
+        ImageCaptions(tmp_path / "img" / "sub" / "b.jpg", ["A cat."]),
+    ]
     (tmp_path / "img" / "local.tsv").write_text("a.png\tA dog.\n", encoding="utf-8")
     assert read_captions_tsv(tmp_path / "img" / "local.tsv")[0].image == tmp_path / "img" / "a.png"
 
 
-@pytest.mark.parametrize("line, message", [("a.png\t  ", r"captions.tsv:2: the caption is empty"),
-                                           ("\tA dog.", r"captions.tsv:2: the image is empty"),
-                                           ("a.png A dog.", r"captions.tsv:2: expected image<TAB>caption")])
+@pytest.mark.parametrize(
+    "line, message",
+    [
+        ("a.png\t  ", r"captions.tsv:2: the caption is empty"),
+        ("\tA dog.", r"captions.tsv:2: the image is empty"),
+        ("a.png A dog.", r"captions.tsv:2: expected image<TAB>caption"),
+    ],
+)
 def test_tsv_bad_lines_name_file_and_line(tmp_path, line, message):
     _images(tmp_path, "a.png")
     (tmp_path / "captions.tsv").write_text(f"a.png\tA dog.\n{line}\n", encoding="utf-8")
@@ -64,16 +78,26 @@ def test_missing_pictures_are_one_warning_and_left_out(tmp_path):
         records = read_captions_tsv(tmp_path / "captions.tsv")
     assert [r.image.name for r in records] == ["a.png"]
     assert len(caught) == 1
-    assert str(caught[0].message).startswith(f"2 of 3 pictures named in {tmp_path / 'captions.tsv'} do not exist "
-                                              f"(first: {tmp_path / 'gone1.png'})")
+    assert str(caught[0].message).startswith(
+        f"2 of 3 pictures named in {tmp_path / 'captions.tsv'} do not exist (first: {tmp_path / 'gone1.png'})"
+    )
 
 
-KARPATHY = {"images": [
-    {"filename": "1.jpg", "split": "train", "sentences": [{"raw": "A dog runs.", "tokens": ["a", "dog", "runs"]},
-                                                          {"raw": " Two dogs. ", "tokens": ["two", "dogs"]}]},
-    {"filepath": "val2014", "filename": "2.jpg", "split": "val", "sentences": [{"tokens": ["a", "cat"]}]},
-    {"filename": "3.jpg", "split": "test", "sentences": [{"raw": "A bird.", "tokens": []}]},
-    {"filename": "4.jpg", "split": "restval", "sentences": [{"raw": "A fish.", "tokens": []}]}]}
+KARPATHY = {
+    "images": [
+        {
+            "filename": "1.jpg",
+            "split": "train",
+            "sentences": [
+                {"raw": "A dog runs.", "tokens": ["a", "dog", "runs"]},
+                {"raw": " Two dogs. ", "tokens": ["two", "dogs"]},
+            ],
+        },
+        {"filepath": "val2014", "filename": "2.jpg", "split": "val", "sentences": [{"tokens": ["a", "cat"]}]},
+        {"filename": "3.jpg", "split": "test", "sentences": [{"raw": "A bird.", "tokens": []}]},
+        {"filename": "4.jpg", "split": "restval", "sentences": [{"raw": "A fish.", "tokens": []}]},
+    ]
+}
 
 
 def test_karpathy_json(tmp_path):
@@ -81,10 +105,14 @@ def test_karpathy_json(tmp_path):
     (tmp_path / "dataset.json").write_text(json.dumps(KARPATHY))
     splits = read_karpathy_json(tmp_path / "dataset.json", tmp_path / "img")
     root = tmp_path / "img"
-    assert splits == {"train": [ImageCaptions(root / "1.jpg", ["A dog runs.", "Two dogs."]),
-                                ImageCaptions(root / "4.jpg", ["A fish."])],  # restval trains
-                      "valid": [ImageCaptions(root / "val2014" / "2.jpg", ["a cat"])],
-                      "test": [ImageCaptions(root / "3.jpg", ["A bird."])]}
+    assert splits == {
+        "train": [
+            ImageCaptions(root / "1.jpg", ["A dog runs.", "Two dogs."]),
+            ImageCaptions(root / "4.jpg", ["A fish."]),
+        ],  # restval trains
+        "valid": [ImageCaptions(root / "val2014" / "2.jpg", ["a cat"])],
+        "test": [ImageCaptions(root / "3.jpg", ["A bird."])],
+    }
 
 
 def test_karpathy_json_errors(tmp_path):
@@ -105,12 +133,19 @@ def test_karpathy_json_errors(tmp_path):
         read_karpathy_json(tmp_path / "nope.json")
 
 
-COCO = {"images": [{"id": 9, "file_name": "COCO_9.jpg"}, {"id": 3, "file_name": "COCO_3.jpg"},
-                   {"id": 5, "file_name": "COCO_5.jpg"}],
-        "annotations": [{"image_id": 3, "id": 1, "caption": "A plate of food."},
-                        {"image_id": 9, "id": 2, "caption": "A bus. "},
-                        {"image_id": 3, "id": 3, "caption": "Food on a table."},
-                        {"image_id": 77, "id": 4, "caption": "Nobody's picture."}]}
+COCO = {
+    "images": [
+        {"id": 9, "file_name": "COCO_9.jpg"},
+        {"id": 3, "file_name": "COCO_3.jpg"},
+        {"id": 5, "file_name": "COCO_5.jpg"},
+    ],
+    "annotations": [
+        {"image_id": 3, "id": 1, "caption": "A plate of food."},
+        {"image_id": 9, "id": 2, "caption": "A bus. "},
+        {"image_id": 3, "id": 3, "caption": "Food on a table."},
+        {"image_id": 77, "id": 4, "caption": "Nobody's picture."},
+    ],
+}
 
 
 def test_coco_json(tmp_path):
@@ -118,10 +153,14 @@ def test_coco_json(tmp_path):
     (tmp_path / "captions_val.json").write_text(json.dumps(COCO))
     with pytest.warns(UserWarning, match="1 captions in .*captions_val.json name an image id that its 'images' lack"):
         records = read_coco_json(tmp_path / "captions_val.json")
-    assert records == [ImageCaptions(tmp_path / "COCO_9.jpg", ["A bus."]),  # in the order of 'images'
-                       ImageCaptions(tmp_path / "COCO_3.jpg", ["A plate of food.", "Food on a table."])]
-    many = {"images": [{"id": i, "file_name": f"COCO_{i:012d}.jpg"} for i in range(300)],
-            "annotations": [{"image_id": i, "caption": "x"} for i in range(300)]}
+    assert records == [
+        ImageCaptions(tmp_path / "COCO_9.jpg", ["A bus."]),  # in the order of 'images'
+        ImageCaptions(tmp_path / "COCO_3.jpg", ["A plate of food.", "Food on a table."]),
+    ]
+    many = {
+        "images": [{"id": i, "file_name": f"COCO_{i:012d}.jpg"} for i in range(300)],
+        "annotations": [{"image_id": i, "caption": "x"} for i in range(300)],
+    }
     _images(tmp_path / "big", *(f"COCO_{i:012d}.jpg" for i in range(300)))
     (tmp_path / "big" / "captions.json").write_text(json.dumps(many))
     splits = split_by_path(read_coco_json(tmp_path / "big" / "captions.json"), tmp_path / "big")

@@ -1,5 +1,6 @@
 """CNNEncoder: the Context it makes (memory, h0, c0), gradients into its learned layers, the frozen or partly
 fine-tuned backbone, and the same Context from cached features."""
+
 from __future__ import annotations
 
 import warnings
@@ -58,8 +59,10 @@ def test_frozen_backbone_stays_in_eval_mode_and_out_of_the_graph():
     stats = [m.running_mean.clone() for m in encoder.backbone.modules() if isinstance(m, nn.BatchNorm2d)]
     ctx = encoder(torch.randn(2, 3, 64, 64))
     assert not ctx.memory.requires_grad and ctx.h0.requires_grad
-    assert all(torch.equal(s, m.running_mean) for s, m in
-               zip(stats, (m for m in encoder.backbone.modules() if isinstance(m, nn.BatchNorm2d))))
+    assert all(
+        torch.equal(s, m.running_mean)
+        for s, m in zip(stats, (m for m in encoder.backbone.modules() if isinstance(m, nn.BatchNorm2d)))
+    )
 
 
 @pytest.mark.parametrize("name, n", [("resnet18", 2), ("efficientnet_lite0", 3)])

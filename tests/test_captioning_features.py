@@ -1,5 +1,6 @@
 """The feature cache: computed once and read back, keyed on file content, backbone, weights and transform, and
 never left half written."""
+
 from __future__ import annotations
 
 import pytest
@@ -60,13 +61,16 @@ def test_changed_content_or_another_backbone_weights_or_transform_miss(tmp_path)
     assert rows == [3, 3]
     for other, _ in (_frozen(seed=1), _frozen("resnet18")):
         other_rows = []
-        other.register_forward_hook(lambda module, args, out: other_rows.append(args[0].size(0)))
+        other.register_forward_hook(lambda module, args, out, seen=other_rows: seen.append(args[0].size(0)))
         extract_features(other, paths, size=32, cache_dir=cache, progress=False)
         assert other_rows == [3]
     assert sorted(p.name for p in cache.iterdir()) == [
-        "mobilenet_v3_small-random-seed0-32px-crop", "mobilenet_v3_small-random-seed0-32px-pad",
-        "mobilenet_v3_small-random-seed0-64px-crop", "mobilenet_v3_small-random-seed1-32px-crop",
-        "resnet18-random-seed0-32px-crop"]
+        "mobilenet_v3_small-random-seed0-32px-crop",
+        "mobilenet_v3_small-random-seed0-32px-pad",
+        "mobilenet_v3_small-random-seed0-64px-crop",
+        "mobilenet_v3_small-random-seed1-32px-crop",
+        "resnet18-random-seed0-32px-crop",
+    ]
 
 
 def test_an_interrupted_write_leaves_no_partial_cache(tmp_path, monkeypatch):

@@ -1,4 +1,5 @@
 """Pictures in: every mode to RGB on white, tensors, one-line errors for bad files, and the input transform."""
+
 from __future__ import annotations
 
 import io
@@ -40,8 +41,10 @@ def test_la_and_transparent_palette_are_composited_on_white(tmp_path):
     assert _pixels(load_image(tmp_path / "p.png")) == [WHITE, RED]
 
 
-@pytest.mark.parametrize("mode, value, expected", [
-    ("L", 100, (100, 100, 100)), ("1", 1, WHITE), ("CMYK", (0, 255, 255, 0), RED), ("I;16", 65535, WHITE)])
+@pytest.mark.parametrize(
+    "mode, value, expected",
+    [("L", 100, (100, 100, 100)), ("1", 1, WHITE), ("CMYK", (0, 255, 255, 0), RED), ("I;16", 65535, WHITE)],
+)
 def test_other_modes_become_rgb(mode, value, expected):
     loaded = load_image(Image.new(mode, (2, 2), value))
     assert loaded.mode == "RGB" and _pixels(loaded) == [expected] * 4
@@ -92,7 +95,7 @@ def test_truncated_png_is_decoded_and_refused(tmp_path):
     picture = Image.effect_noise((64, 64), 64).convert("RGB")  # noise: the pixel data fills most of the file
     buffer = io.BytesIO()
     picture.save(buffer, "PNG")
-    (tmp_path / "cut.png").write_bytes(buffer.getvalue()[:len(buffer.getvalue()) // 2])
+    (tmp_path / "cut.png").write_bytes(buffer.getvalue()[: len(buffer.getvalue()) // 2])
     assert Image.open(tmp_path / "cut.png").size == (64, 64)  # precondition: the header alone reads fine
     _one_line_error(tmp_path / "cut.png", "truncated")
 
@@ -112,10 +115,17 @@ def test_tensors_uint8_and_float():
     assert _pixels(load_image(rgba)) == [WHITE]
 
 
-@pytest.mark.parametrize("tensor, error", [
-    (torch.zeros(2, 2, dtype=torch.uint8), ValueError), (torch.zeros(2, 3, 3, dtype=torch.uint8), ValueError),
-    (torch.zeros(3, 0, 2, dtype=torch.uint8), ValueError), (torch.zeros(3, 2, 2, dtype=torch.int64), TypeError),
-    (torch.full((3, 2, 2), 1.5), ValueError), (torch.full((3, 2, 2), float("nan")), ValueError)])
+@pytest.mark.parametrize(
+    "tensor, error",
+    [
+        (torch.zeros(2, 2, dtype=torch.uint8), ValueError),
+        (torch.zeros(2, 3, 3, dtype=torch.uint8), ValueError),
+        (torch.zeros(3, 0, 2, dtype=torch.uint8), ValueError),
+        (torch.zeros(3, 2, 2, dtype=torch.int64), TypeError),
+        (torch.full((3, 2, 2), 1.5), ValueError),
+        (torch.full((3, 2, 2), float("nan")), ValueError),
+    ],
+)
 def test_bad_tensors_name_the_argument(tensor, error):
     with pytest.raises(error, match="image"):
         load_image(tensor)

@@ -1,5 +1,6 @@
 """The default data, offline: a fake apt-get hands out a small Tux Paint .deb and a librsvg2-bin .deb whose
 rsvg-convert is a stand-in; DATA.md's rules (pictures, captions, languages, split) are checked on them."""
+
 from __future__ import annotations
 
 import hashlib
@@ -27,8 +28,12 @@ def test_split_key_drops_extension_and_trailing_number():
 
 def test_parse_description():
     text = "A frog. \nde.utf8=Ein Frosch.\nca@valencia.utf8=Una granota.\nes.utf8=\npt_BR.utf8= Um sapo.\nnoise\n"
-    assert parse_description(text) == {"en": "A frog.", "de": "Ein Frosch.", "ca@valencia": "Una granota.",
-                                       "pt_BR": "Um sapo."}  # an empty translation is no translation
+    assert parse_description(text) == {
+        "en": "A frog.",
+        "de": "Ein Frosch.",
+        "ca@valencia": "Una granota.",
+        "pt_BR": "Um sapo.",
+    }  # an empty translation is no translation
 
 
 def _png(mode="RGBA", size=(6, 4)) -> bytes:
@@ -40,16 +45,20 @@ def _png(mode="RGBA", size=(6, 4)) -> bytes:
 
 
 def _stamp_files() -> dict[str, bytes]:
-    files = {STAMPS + "animals/frog.png": _png(), STAMPS + "animals/frog.txt": b"A frog.\nde.utf8=Ein Frosch.\n",
-             STAMPS + "animals/frog-1.png": _png(),
-             STAMPS + "animals/frog-1.txt": b"A frog.\nfr.utf8=Une grenouille.\n",
-             STAMPS + "animals/frog.ogg": b"OggS not a picture",
-             STAMPS + "nature/sun.svg": b"<svg xmlns='http://www.w3.org/2000/svg'/>",
-             STAMPS + "nature/sun.txt": "The sun.\nde.utf8=Die Sonne.\n".encode(),
-             STAMPS + "town/both.png": _png("RGB"), STAMPS + "town/both.svg": b"<svg/>",
-             STAMPS + "town/both.txt": b"A house.\nde.utf8=Ein Haus.\n",
-             STAMPS + "seasonal/gift.txt": b"A gift.\n",  # no picture
-             "usr/share/doc/tuxpaint-stamps-default/copyright": b"GPL-2\n"}
+    files = {
+        STAMPS + "animals/frog.png": _png(),
+        STAMPS + "animals/frog.txt": b"A frog.\nde.utf8=Ein Frosch.\n",
+        STAMPS + "animals/frog-1.png": _png(),
+        STAMPS + "animals/frog-1.txt": b"A frog.\nfr.utf8=Une grenouille.\n",
+        STAMPS + "animals/frog.ogg": b"OggS not a picture",
+        STAMPS + "nature/sun.svg": b"<svg xmlns='http://www.w3.org/2000/svg'/>",
+        STAMPS + "nature/sun.txt": b"The sun.\nde.utf8=Die Sonne.\n",
+        STAMPS + "town/both.png": _png("RGB"),
+        STAMPS + "town/both.svg": b"<svg/>",
+        STAMPS + "town/both.txt": b"A house.\nde.utf8=Ein Haus.\n",
+        STAMPS + "seasonal/gift.txt": b"A gift.\n",  # no picture
+        "usr/share/doc/tuxpaint-stamps-default/copyright": b"GPL-2\n",
+    }
     for i in range(30):
         files[STAMPS + f"things/thing{i}x.png"] = _png("RGB", (3, 3))
         files[STAMPS + f"things/thing{i}x.txt"] = f"Thing {i}.\nde.utf8=Ding {i}.\n".encode()
@@ -96,8 +105,11 @@ def _tar_xz(files: dict[str, bytes], modes: dict[str, int] | None = None) -> byt
 
 def _deb(path: Path, files: dict[str, bytes]) -> None:
     """A minimal .deb: an ar archive of debian-binary, control.tar.xz and data.tar.xz."""
-    members = {"debian-binary": b"2.0\n", "control.tar.xz": _tar_xz({"control": b"Package: x\n"}),
-               "data.tar.xz": _tar_xz(files)}
+    members = {
+        "debian-binary": b"2.0\n",
+        "control.tar.xz": _tar_xz({"control": b"Package: x\n"}),
+        "data.tar.xz": _tar_xz(files),
+    }
     out = bytearray(b"!<arch>\n")
     for name, data in members.items():
         out += f"{name:<16}{0:<12}{0:<6}{0:<6}{100644:<8}{len(data):<10}`\n".encode("ascii") + data
@@ -111,8 +123,10 @@ def _fake_apt(tmp_path: Path, monkeypatch, failing: str = "") -> Path:
     state.mkdir()
     (state / "failing").write_text(failing)
     _deb(state / "tuxpaint-stamps-default_2022.06.04-1_all.deb", _stamp_files())
-    _deb(state / "librsvg2-bin_2.54.7_amd64.deb", {"usr/bin/rsvg-convert": FAKE_RSVG.format(python=sys.executable)
-                                                   .encode()})
+    _deb(
+        state / "librsvg2-bin_2.54.7_amd64.deb",
+        {"usr/bin/rsvg-convert": FAKE_RSVG.format(python=sys.executable).encode()},
+    )
     (bin_dir / "apt-get").write_text(FAKE_APT.format(python=sys.executable, state=str(state)))
     (bin_dir / "apt-get").chmod(0o755)
     monkeypatch.setenv("PATH", str(bin_dir))  # no real apt-get, dpkg-deb, dpkg-query or rsvg-convert
@@ -132,8 +146,9 @@ def test_fetches_prepares_and_splits_as_data_md_says(tmp_path, monkeypatch):
     assert records["animals/frog-1.png"] == ["A frog."] and records["nature/sun.png"] == ["The sun."]
     for name, low, high in (("test", 0, 10), ("valid", 10, 20), ("train", 20, 100)):
         assert splits[name]
-        assert all(low <= _bucket(split_key(r.image.relative_to(folder / "images").as_posix())) < high
-                   for r in splits[name])
+        assert all(
+            low <= _bucket(split_key(r.image.relative_to(folder / "images").as_posix())) < high for r in splits[name]
+        )
     where = {r.image.name: name for name, split in splits.items() for r in split}
     assert where["frog.png"] == where["frog-1.png"]
 
@@ -149,16 +164,19 @@ def test_fetches_prepares_and_splits_as_data_md_says(tmp_path, monkeypatch):
     assert "34 of 34 described (33 PNG, 1 SVG-only, rendered 256 px" in source
     assert sorted(p.name for p in folder.iterdir()) == ["COPYRIGHT.txt", "SOURCE.txt", "captions", "images"]
     assert sorted(p.name for p in (folder / "captions").iterdir()) == ["de.tsv", "en.tsv", "fr.tsv"]
-    assert (state / "calls.log").read_text().split("\n")[:2] == ["download tuxpaint-stamps-default=2022.06.04-1",
-                                                                 "download librsvg2-bin=2.54.7+dfsg-1~deb12u1"]
+    assert (state / "calls.log").read_text().split("\n")[:2] == [
+        "download tuxpaint-stamps-default=2022.06.04-1",
+        "download librsvg2-bin=2.54.7+dfsg-1~deb12u1",
+    ]
 
     (tmp_path / "bin" / "apt-get").unlink()  # the cache is used: nothing is fetched again
     with pytest.warns(UserWarning, match="1 of 34 Tux Paint pictures have no de caption; left out"):
         german = tuxpaint("de", data_dir=tmp_path / "data")
     captions = {r.image.name: r.captions for s in german.values() for r in s}
     assert len(captions) == 33 and captions["sun.png"] == ["Die Sonne."] and "frog-1.png" not in captions
-    assert all(name in where and where[name] == split for split in german for name in
-               (r.image.name for r in german[split]))  # a picture keeps its split in every language
+    assert all(
+        name in where and where[name] == split for split in german for name in (r.image.name for r in german[split])
+    )  # a picture keeps its split in every language
     with pytest.raises(UserError, match="no 'xx' captions; languages: de, en, fr"):
         tuxpaint("xx", data_dir=tmp_path / "data")
 

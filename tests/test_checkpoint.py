@@ -9,7 +9,12 @@ from core.runs import save_config
 
 
 def payload(task="textgen"):
-    return {"task": task, "config": {"a": 1}, "model": {"w": torch.arange(6.0)}, "tokenizers": {"text": {"kind": "char"}}}
+    return {
+        "task": task,
+        "config": {"a": 1},
+        "model": {"w": torch.arange(6.0)},
+        "tokenizers": {"text": {"kind": "char"}},
+    }
 
 
 def test_round_trip_and_no_temporary_files_left(tmp_path):
@@ -26,6 +31,7 @@ def test_failed_write_leaves_the_old_checkpoint_intact(tmp_path, monkeypatch):
     def broken_save(obj, f):
         f.write(b"half a file")
         raise OSError(28, "No space left on device")
+
     monkeypatch.setattr(torch, "save", broken_save)
     with pytest.raises(UserError, match=r"cannot write .*model.pt: No space left on device \(any earlier model.pt"):
         save_checkpoint(path, payload())
@@ -40,6 +46,7 @@ def test_a_failed_config_write_leaves_the_old_config_intact(tmp_path, monkeypatc
 
     def disk_full(fd):
         raise OSError(28, "No space left on device")  # as when the data written cannot reach the disk
+
     monkeypatch.setattr(core.runs.os, "fsync", disk_full)
     with pytest.raises(UserError, match="cannot write .*config.json: No space left on device"):
         save_config(tmp_path, flags={"steps": 20})

@@ -1,13 +1,14 @@
 """The GPU path (skipped where CUDA is absent): search agrees with the CPU, mixed-precision training learns,
 checkpoints move between devices, and an interrupted run resumes exactly (CUDA random state included)."""
+
 import pytest
+import test_trainer
 import torch
+from test_trainer import TEXT
 
 from core import BOS, EOS, Context, LanguageModel, RNNDecoder
 from core.lm import lm_forward
 from core.search import beam_search, greedy, sample
-import test_trainer
-from test_trainer import TEXT
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
@@ -41,8 +42,9 @@ def test_greedy_and_beam_on_cuda_equal_the_cpu():
     assert len({tuple(h.tokens) for h in cpu_greedy}) >= 3, "precondition: examples decode differently"
     for a, b in zip(cpu_greedy, greedy(dec, gctx, gstart, max_len=12, eos=EOS), strict=True):
         assert a.tokens == b.tokens and a.log_prob == pytest.approx(b.log_prob, abs=1e-3)
-    for nbest_a, nbest_b in zip(cpu_beam, beam_search(dec, gctx, gstart, max_len=12, eos=EOS, beam_size=4,
-                                                      n_best=2), strict=True):
+    for nbest_a, nbest_b in zip(
+        cpu_beam, beam_search(dec, gctx, gstart, max_len=12, eos=EOS, beam_size=4, n_best=2), strict=True
+    ):
         for a, b in zip(nbest_a, nbest_b, strict=True):
             assert a.tokens == b.tokens and a.score == pytest.approx(b.score, abs=1e-3)
 
@@ -53,6 +55,7 @@ def test_sampling_on_cuda_is_reproducible_from_its_generator():
     def draw(seed):
         generator = torch.Generator("cuda").manual_seed(seed)
         return [h.tokens for h in sample(dec, ctx, start, max_len=12, eos=EOS, temperature=1.5, generator=generator)]
+
     assert draw(1) == draw(1)
     assert draw(1) != draw(2)
 

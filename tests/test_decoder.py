@@ -1,4 +1,5 @@
 """RNNDecoder: incremental decoding = teacher forcing, padding and masks, gradients, tied embeddings, state layout."""
+
 from __future__ import annotations
 
 import itertools
@@ -14,8 +15,16 @@ V, E, H, M = 13, 8, 12, 6  # vocabulary, embedding, hidden and memory sizes: tin
 
 
 def make_decoder(cell: str = "gru", layers: int = 1, attention: str | None = None, **kw) -> RNNDecoder:
-    return RNNDecoder(V, kw.pop("emb_dim", E), kw.pop("hidden_dim", H), layers, cell=cell, attention=attention,
-                      memory_dim=M if attention else None, **kw).eval()
+    return RNNDecoder(
+        V,
+        kw.pop("emb_dim", E),
+        kw.pop("hidden_dim", H),
+        layers,
+        cell=cell,
+        attention=attention,
+        memory_dim=M if attention else None,
+        **kw,
+    ).eval()
 
 
 def make_context(dec: RNNDecoder, lengths: list[int], *, pad_to: int | None = None) -> Context:
@@ -38,8 +47,10 @@ def index_state(state: DecoderState, rows: torch.Tensor) -> DecoderState:
     return DecoderState(*(None if s is None else s[rows] for s in state))
 
 
-CONFIGS = [(cell, layers, attention, True) for cell, layers, attention
-           in itertools.product(["gru", "lstm"], [1, 2], [None, "bahdanau", "luong"])]
+CONFIGS = [
+    (cell, layers, attention, True)
+    for cell, layers, attention in itertools.product(["gru", "lstm"], [1, 2], [None, "bahdanau", "luong"])
+]
 CONFIGS += [("gru", 2, "bahdanau", False), ("lstm", 1, "luong", False)]  # attention without input feeding
 CONFIG_IDS = [f"{c}-{n}layer-{a or 'noattn'}{'' if f else '-nofeed'}" for c, n, a, f in CONFIGS]
 
@@ -85,7 +96,7 @@ def test_padded_batch_equals_each_example_alone(cell, attention):
         unmasked = dec(tokens, Context(ctx.h0, ctx.c0, ctx.memory, None))
     assert not torch.allclose(unmasked, logits, atol=1e-3), "precondition: the padding would matter unmasked"
     assert torch.allclose(logits2, logits, atol=1e-5)
-    assert torch.equal(attn2[:, :, max(src_lengths):], torch.zeros(B, T, 3))
+    assert torch.equal(attn2[:, :, max(src_lengths) :], torch.zeros(B, T, 3))
 
     real = torch.arange(max(src_lengths)).unsqueeze(0) < torch.tensor(src_lengths).unsqueeze(1)  # (B, S)
     assert torch.allclose(attn.sum(-1), torch.ones(B, T), atol=1e-5)  # each row a distribution over the memory
@@ -93,12 +104,13 @@ def test_padded_batch_equals_each_example_alone(cell, attention):
     assert torch.all(attn.masked_select(real.unsqueeze(1).expand_as(attn)) > 0)
 
     for b, (n, t) in enumerate(zip(src_lengths, tgt_lengths)):
-        alone = Context(ctx.h0[:, b:b + 1], None if ctx.c0 is None else ctx.c0[:, b:b + 1],
-                        ctx.memory[b:b + 1, :n], None)  # no padding, no mask
+        alone = Context(
+            ctx.h0[:, b : b + 1], None if ctx.c0 is None else ctx.c0[:, b : b + 1], ctx.memory[b : b + 1, :n], None
+        )  # no padding, no mask
         with torch.no_grad():
-            logits_b, _, attn_b = dec.unroll(tokens[b:b + 1, :t], alone)
-        assert torch.allclose(logits[b:b + 1, :t], logits_b, atol=1e-5)
-        assert torch.allclose(attn[b:b + 1, :t, :n], attn_b, atol=1e-6)
+            logits_b, _, attn_b = dec.unroll(tokens[b : b + 1, :t], alone)
+        assert torch.allclose(logits[b : b + 1, :t], logits_b, atol=1e-5)
+        assert torch.allclose(attn[b : b + 1, :t, :n], attn_b, atol=1e-6)
 
 
 @pytest.mark.parametrize("attention", [None, "bahdanau", "luong"])
@@ -148,8 +160,7 @@ def test_tie_embeddings_shares_the_weight(emb_dim):
     assert not torch.allclose(after[:, 7], restored[:, 7], atol=1e-3)
 
 
-@pytest.mark.parametrize("cell, attention", [("gru", None), ("lstm", None), ("gru", "bahdanau"),
-                                             ("lstm", "luong")])
+@pytest.mark.parametrize("cell, attention", [("gru", None), ("lstm", None), ("gru", "bahdanau"), ("lstm", "luong")])
 def test_state_has_batch_first_and_reorders_by_indexing(cell, attention):
     L, B, S = 2, 5, 7
     dec = make_decoder(cell, L, attention)
@@ -160,8 +171,12 @@ def test_state_has_batch_first_and_reorders_by_indexing(cell, attention):
         for t in range(2):
             _, state = dec.step(tokens[:, t], state, ctx)
     A = dec.attention.key_proj.out_features if attention == "bahdanau" else M
-    expected = {"h": (B, L, H), "c": (B, L, H) if cell == "lstm" else None,
-                "feed": (B, H) if attention else None, "attn": (B, S) if attention else None}
+    expected = {
+        "h": (B, L, H),
+        "c": (B, L, H) if cell == "lstm" else None,
+        "feed": (B, H) if attention else None,
+        "attn": (B, S) if attention else None,
+    }
     assert {k: None if v is None else tuple(v.shape) for k, v in state._asdict().items()} == expected
     assert (ctx.keys is None) == (attention is None) and (attention is None or ctx.keys.shape == (B, S, A))
 
@@ -223,10 +238,12 @@ def test_attention_decoder_needs_a_memory():
         dec.start(Context(h0=torch.zeros(1, 2, H)))
 
 
-@pytest.mark.parametrize("cell, layers, attention, tie", [("gru", 1, "bahdanau", True), ("lstm", 2, "luong", False),
-                                                      ("gru", 2, None, False)])
-def test_packed_inference_path_equals_the_autograd_path_and_follows_weight_updates(monkeypatch, cell, layers,
-                                                                                   attention, tie):
+@pytest.mark.parametrize(
+    "cell, layers, attention, tie", [("gru", 1, "bahdanau", True), ("lstm", 2, "luong", False), ("gru", 2, None, False)]
+)
+def test_packed_inference_path_equals_the_autograd_path_and_follows_weight_updates(
+    monkeypatch, cell, layers, attention, tie
+):
     """Without autograd, search steps run the RNN cell written out and every linear map through core.speedups
     (oneDNN, weights packed once per weight version; forced here for tiny weights too). Step by step they must
     give the logits of the plain autograd path (nn.GRU/LSTM over the sequence, nn.Linear), also after an
@@ -290,8 +307,12 @@ def test_bfloat16_decoder_steps_close_to_float32_and_give_float32_log_probs(monk
     half = make_decoder(cell, 2, attention)
     half.load_state_dict(dec.state_dict())
     half.to(torch.bfloat16)
-    half_ctx = Context(ctx.h0.to(torch.bfloat16), None if ctx.c0 is None else ctx.c0.to(torch.bfloat16),
-                       ctx.memory.to(torch.bfloat16), ctx.memory_mask)
+    half_ctx = Context(
+        ctx.h0.to(torch.bfloat16),
+        None if ctx.c0 is None else ctx.c0.to(torch.bfloat16),
+        ctx.memory.to(torch.bfloat16),
+        ctx.memory_mask,
+    )
     with torch.no_grad():
         state, half_state = dec.start(ctx), half.start(half_ctx)
         for t in range(tokens.size(1)):
@@ -311,6 +332,7 @@ def test_attention_reads_one_memory_row_for_k_query_rows(kind, grad):
     """Queries in beam search's layout (k rows per example) against an unrepeated memory give what the
     memory repeated k times gives."""
     from core.attention import ATTENTIONS, per_example
+
     torch.manual_seed(0)
     att = ATTENTIONS[kind](12, M, 10)
     B, k, T, S = 3, 4, 2, 5

@@ -1,4 +1,5 @@
 """Data-parallel training: two processes on the CPU (Gloo), started by torchrun as a user would."""
+
 import json
 import os
 import subprocess
@@ -15,10 +16,18 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def torchrun(nproc: int, script: Path, *args: str, timeout: int = 300) -> subprocess.CompletedProcess:
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-               str(script), *args]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=timeout, cwd=REPO,
-                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc_per_node={nproc}",
+        str(script),
+        *args,
+    ]
+    result = subprocess.run(
+        command, capture_output=True, text=True, timeout=timeout, cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1"}
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     return result
 
@@ -68,8 +77,10 @@ def test_ctrl_c_in_one_process_stops_both_and_the_resumed_run_matches(tmp_path):
     torchrun(2, WORKER, "--out", str(tmp_path / "split"), *common, "--resume", str(tmp_path / "split" / "last.pt"))
     assert train_losses(tmp_path / "split") == train_losses(tmp_path / "full")
     for rank in (0, 1):
-        assert_same_weights(weights(tmp_path / "split" / f"weights.rank{rank}.pt"),
-                            weights(tmp_path / "full" / f"weights.rank{rank}.pt"))
+        assert_same_weights(
+            weights(tmp_path / "split" / f"weights.rank{rank}.pt"),
+            weights(tmp_path / "full" / f"weights.rank{rank}.pt"),
+        )
 
 
 @pytest.mark.slow
@@ -96,9 +107,24 @@ def test_schedule_and_early_stopping_decisions_reach_every_process(tmp_path):
 def test_textgen_recipe_runs_under_torchrun(tmp_path):
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("a small corpus, written by the test, for two processes to share.\n" * 60)
-    result = torchrun(2, REPO / "recipes" / "textgen.py", "--corpus", str(corpus), "--steps", "6",
-                      "--valid-every", "3", "--hidden-dim", "32", "--batch-size", "4", "--sample-len", "20",
-                      "--out", str(tmp_path / "run"))
+    result = torchrun(
+        2,
+        REPO / "recipes" / "textgen.py",
+        "--corpus",
+        str(corpus),
+        "--steps",
+        "6",
+        "--valid-every",
+        "3",
+        "--hidden-dim",
+        "32",
+        "--batch-size",
+        "4",
+        "--sample-len",
+        "20",
+        "--out",
+        str(tmp_path / "run"),
+    )
     assert result.stdout.count("test: ") == 1  # evaluation and samples come from the main process only
     assert json.loads((tmp_path / "run" / "results.json").read_text())["steps"] == 6
     assert load_checkpoint(tmp_path / "run" / "last.pt", task="textgen")["trainer"]["step"] == 6
@@ -107,12 +133,35 @@ def test_textgen_recipe_runs_under_torchrun(tmp_path):
 @pytest.mark.slow
 def test_translate_recipe_runs_under_torchrun(tmp_path):
     from test_translate_recipe import corpus_lines
+
     corpus = tmp_path / "pairs.tsv"
     corpus.write_text("\n".join(corpus_lines()) + "\n")
-    result = torchrun(2, REPO / "recipes" / "translate.py", "--corpus", str(corpus), "--vocab-size", "300",
-                      "--steps", "6", "--valid-every", "3", "--max-tokens", "60", "--emb-dim", "16",
-                      "--hidden-dim", "32", "--enc-emb-dim", "16", "--enc-hidden-dim", "16", "--beam-size", "2",
-                      "--out", str(tmp_path / "run"))
+    result = torchrun(
+        2,
+        REPO / "recipes" / "translate.py",
+        "--corpus",
+        str(corpus),
+        "--vocab-size",
+        "300",
+        "--steps",
+        "6",
+        "--valid-every",
+        "3",
+        "--max-tokens",
+        "60",
+        "--emb-dim",
+        "16",
+        "--hidden-dim",
+        "32",
+        "--enc-emb-dim",
+        "16",
+        "--enc-hidden-dim",
+        "16",
+        "--beam-size",
+        "2",
+        "--out",
+        str(tmp_path / "run"),
+    )
     assert result.stdout.count("first test sentences") == 1
     saved = load_checkpoint(tmp_path / "run" / "last.pt", task="translation")
     assert saved["trainer"]["step"] == 6 and len(saved["trainer"]["by_rank"]) == 2

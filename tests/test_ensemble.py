@@ -1,4 +1,5 @@
 """`core.Ensemble`: several decoders searched as one, with the mean of their next-token probabilities."""
+
 import math
 
 import pytest
@@ -41,8 +42,9 @@ def test_ensemble_of_copies_searches_like_the_decoder_alone():
         got_b = beam_search(ens, joined, starts, max_len=8, eos=EOS, beam_size=4, n_best=3, length_penalty=1.0)
         assert [h.tokens for h in got_g] == [h.tokens for h in alone_g]
         assert [[h.tokens for h in n] for n in got_b] == [[h.tokens for h in n] for n in alone_b]
-        assert [h.log_prob for n in got_b for h in n] == pytest.approx([h.log_prob for n in alone_b for h in n],
-                                                                        abs=1e-5)
+        assert [h.log_prob for n in got_b for h in n] == pytest.approx(
+            [h.log_prob for n in alone_b for h in n], abs=1e-5
+        )
         assert torch.allclose(got_b[0][0].attention, alone_b[0][0].attention, atol=1e-6)
 
 
@@ -61,18 +63,29 @@ def test_beam_over_different_members_scores_the_mean_probability():
     members = [decoder("gru", 12, seed=0), decoder("lstm", 20, seed=4)]
     contexts = [context(12, LENGTHS, seed=1), context(20, LENGTHS, seed=2)]
     ens = Ensemble(members)
-    result = beam_search(ens, ens.join(contexts), torch.full((len(LENGTHS),), START), max_len=7, eos=EOS, min_len=2,
-                         beam_size=4, n_best=4, length_penalty=0.0)
+    result = beam_search(
+        ens,
+        ens.join(contexts),
+        torch.full((len(LENGTHS),), START),
+        max_len=7,
+        eos=EOS,
+        min_len=2,
+        beam_size=4,
+        n_best=4,
+        length_penalty=0.0,
+    )
     hyps = [(ex, h) for ex, nbest in enumerate(result) for h in nbest]
     assert {h.finished for _, h in hyps} == {True, False} and len({len(h.tokens) for _, h in hyps}) >= 3
     for ex, h in hyps:
         assert h.log_prob == pytest.approx(rescore(members, contexts, ex, h.tokens, h.finished), abs=1e-4)
         weights = h.attention  # the members' mean: a distribution over the example's real positions
         assert torch.allclose(weights.sum(dim=1), torch.ones(len(h.tokens)), atol=1e-5)
-        assert torch.count_nonzero(weights[:, LENGTHS[ex]:]) == 0
+        assert torch.count_nonzero(weights[:, LENGTHS[ex] :]) == 0
     # the ensemble is not just one of its members
-    alone = [beam_search(d, c, torch.full((len(LENGTHS),), START), max_len=7, eos=EOS, min_len=2, beam_size=4)
-             for d, c in zip(members, contexts)]
+    alone = [
+        beam_search(d, c, torch.full((len(LENGTHS),), START), max_len=7, eos=EOS, min_len=2, beam_size=4)
+        for d, c in zip(members, contexts)
+    ]
     assert all([[h.log_prob for h in n] for n in a] != [[h.log_prob for h in n] for n in result] for a in alone)
 
 

@@ -2,6 +2,7 @@
 `error:` line naming the problem, no traceback, and the run folder's files as they were. Then a full and a
 read-only disk (a small tmpfs, where this machine may mount one), output to /dev/full, and the processes of a
 two-member translation run (a signal to the parent, kill -9 of it, a second writer)."""
+
 import copy
 import hashlib
 import os
@@ -15,7 +16,6 @@ import pytest
 import torch
 
 import core.runs
-
 from core import DecoderConfig, WordTokenizer
 from core.checkpoint import load_checkpoint, save_checkpoint
 from core.cli import run_main
@@ -28,8 +28,24 @@ from seq2seq.translator import EncoderConfig, Translator
 
 ROOT = Path(__file__).resolve().parents[1]
 CORPUS = "First Citizen:\nBefore we proceed any further, hear me speak.\n\nAll:\nSpeak, speak.\n\n" * 40
-TINY = ["--steps", "2", "--valid-every", "2", "--hidden-dim", "16", "--emb-dim", "8", "--batch-size", "2",
-        "--bptt", "16", "--sample-len", "5", "--device", "cpu"]
+TINY = [
+    "--steps",
+    "2",
+    "--valid-every",
+    "2",
+    "--hidden-dim",
+    "16",
+    "--emb-dim",
+    "8",
+    "--batch-size",
+    "2",
+    "--bptt",
+    "16",
+    "--sample-len",
+    "5",
+    "--device",
+    "cpu",
+]
 
 
 @pytest.fixture(scope="module")
@@ -40,8 +56,12 @@ def files(tmp_path_factory):
     textgen_main(["--corpus", str(d / "corpus.txt"), "--out", str(d / "run"), *TINY])
     words = WordTokenizer("der hund the dog".split())
     torch.manual_seed(0)
-    Translator(words, words, EncoderConfig(enc_emb_dim=8, enc_hidden_dim=8),
-               DecoderConfig(emb_dim=8, hidden_dim=8, attention="luong")).save(d / "mt.pt")
+    Translator(
+        words,
+        words,
+        EncoderConfig(enc_emb_dim=8, enc_hidden_dim=8),
+        DecoderConfig(emb_dim=8, hidden_dim=8, attention="luong"),
+    ).save(d / "mt.pt")
     ck = load_checkpoint(d / "run" / "best.pt", task="textgen")
     for name, change in DAMAGED.items():
         broken = copy.deepcopy(ck)
@@ -63,6 +83,7 @@ def _set(path: list, value):
         for key in path[:-1]:
             place = place[key]
         place[path[-1]] = value
+
     return change
 
 
@@ -174,8 +195,11 @@ CASES = [
 
 def hashes(folder: Path) -> dict[str, str]:
     """Every file of a folder by its sha256 (the lock file aside: it names whoever held the folder last)."""
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file() and p.name != "run.lock"}
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and p.name != "run.lock"
+    }
 
 
 def test_the_table_tries_at_least_sixty_bad_inputs():
@@ -198,8 +222,9 @@ def test_bad_input_is_one_line_and_changes_no_file(files, capsys, main, argv, ex
 def tmpfs(path: Path, size: str):
     """Mount a tmpfs of `size` at path, or skip the test with the reason."""
     path.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True,
-                          text=True)
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True, text=True
+    )
     if done.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here ({done.stderr.strip() or 'mount failed'})")
 
@@ -238,8 +263,9 @@ def test_output_to_a_full_device_is_one_line(files, capsys, monkeypatch):
     with open("/dev/full", "w") as full:
         monkeypatch.setattr(sys, "stdout", full)
         with pytest.raises(SystemExit) as exit_info:
-            run_main(generate_main, ["--checkpoint", str(files / "run" / "best.pt"), "--num-samples", "2",
-                                     "--max-len", "5"])
+            run_main(
+                generate_main, ["--checkpoint", str(files / "run" / "best.pt"), "--num-samples", "2", "--max-len", "5"]
+            )
     assert exit_info.value.code == 2
     assert capsys.readouterr().err.strip() == "error: cannot write the standard output: No space left on device"
 
@@ -256,13 +282,19 @@ def test_a_partial_last_log_line_is_set_aside_and_the_run_resumes(files, tmp_pat
 
 def test_a_diverged_run_stops_with_one_line_naming_the_step(files, tmp_path, capsys, monkeypatch):
     from core import trainer
-    monkeypatch.setattr(trainer, "token_losses", lambda logits, targets, smoothing: (
-        logits.sum() * float("nan"), logits.sum() * float("nan"), targets.numel()))
+
+    monkeypatch.setattr(
+        trainer,
+        "token_losses",
+        lambda logits, targets, smoothing: (logits.sum() * float("nan"), logits.sum() * float("nan"), targets.numel()),
+    )
     with pytest.raises(SystemExit):
         run_main(textgen_main, ["--corpus", str(files / "corpus.txt"), "--out", str(tmp_path / "run"), *TINY])
     err = capsys.readouterr().err.strip().splitlines()
-    assert err[-1] == ("error: training diverged: the loss is nan at step 1; lower the learning rate (--lr, now "
-                       "6e-05) or clip gradients (--clip-norm)"), err
+    assert err[-1] == (
+        "error: training diverged: the loss is nan at step 1; lower the learning rate (--lr, now "
+        "6e-05) or clip gradients (--clip-norm)"
+    ), err
     assert not (tmp_path / "run" / "last.pt").exists()
 
 
@@ -284,10 +316,34 @@ def _wait_for(condition, process, seconds=120):
 @pytest.mark.slow
 def test_members_follow_their_parent_and_one_process_writes_a_run(files, tmp_path):
     out = tmp_path / "run"
-    argv = [sys.executable, str(ROOT / "recipes" / "translate.py"), "--corpus", str(files / "pairs.tsv"), "--out",
-            str(out), "--level", "word", "--vocab-size", "20", "--emb-dim", "8", "--hidden-dim", "8",
-            "--enc-emb-dim", "8", "--enc-hidden-dim", "8", "--device", "cpu", "--valid-every", "5", "--patience", "0",
-            "--steps", "100000"]
+    argv = [
+        sys.executable,
+        str(ROOT / "recipes" / "translate.py"),
+        "--corpus",
+        str(files / "pairs.tsv"),
+        "--out",
+        str(out),
+        "--level",
+        "word",
+        "--vocab-size",
+        "20",
+        "--emb-dim",
+        "8",
+        "--hidden-dim",
+        "8",
+        "--enc-emb-dim",
+        "8",
+        "--enc-hidden-dim",
+        "8",
+        "--device",
+        "cpu",
+        "--valid-every",
+        "5",
+        "--patience",
+        "0",
+        "--steps",
+        "100000",
+    ]
     members = [out / f"member{k}" for k in (1, 2)]
     run = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     _wait_for(lambda: all((m / "last.pt").exists() for m in members), run)

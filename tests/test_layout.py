@@ -1,5 +1,6 @@
 """The code's shape, as the project keeps it: imports point down and never in a circle (function-level ones
 included), small modules and functions, and a README for users."""
+
 from __future__ import annotations
 
 import ast
@@ -10,8 +11,13 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("core", "seq2seq", "captioning", "recipes", "benchmarks")
 # what each package may import of the others: recipes -> {seq2seq, captioning} -> core
-ALLOWED = {"core": {"core"}, "seq2seq": {"core", "seq2seq"}, "captioning": {"core", "captioning"},
-           "recipes": {"core", "seq2seq", "captioning", "recipes"}, "benchmarks": set(PACKAGES)}
+ALLOWED = {
+    "core": {"core"},
+    "seq2seq": {"core", "seq2seq"},
+    "captioning": {"core", "captioning"},
+    "recipes": {"core", "seq2seq", "captioning", "recipes"},
+    "benchmarks": set(PACKAGES),
+}
 MAX_FILE_LINES, MAX_FUNCTION_LINES, MAX_README_BYTES = 400, 60, 15_000
 
 
@@ -33,8 +39,9 @@ def imports_of(name: str, path: Path, known: dict[str, Path]) -> set[str]:
             targets = [alias.name for alias in node.names]
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             # `from core import speedups` imports the module core.speedups (a name of core otherwise)
-            targets = [f"{node.module}.{a.name}" if f"{node.module}.{a.name}" in known else node.module
-                       for a in node.names]
+            targets = [
+                f"{node.module}.{a.name}" if f"{node.module}.{a.name}" in known else node.module for a in node.names
+            ]
         else:
             continue
         found |= {t for t in targets if t in known and t != name}

@@ -14,8 +14,9 @@ TEXT = "to be, or not to be, that is the question."
 @pytest.fixture(params=["gru", "lstm"])
 def model(request):
     tok = CharTokenizer.train(TEXT)
-    return LanguageModel(tok, DecoderConfig(emb_dim=8, hidden_dim=16, num_layers=2, cell=request.param,
-                                            dropout=0.0)).eval()
+    return LanguageModel(
+        tok, DecoderConfig(emb_dim=8, hidden_dim=16, num_layers=2, cell=request.param, dropout=0.0)
+    ).eval()
 
 
 def test_prompt_context_is_the_state_after_reading_the_prompt(model):
@@ -50,8 +51,11 @@ def test_save_load_gives_identical_logits_and_generations(model, tmp_path):
     zeros = torch.zeros(2, 1, 16)
     ctx = Context(zeros, zeros if model.decoder.cell == "lstm" else None)
     assert torch.equal(model.decoder(tokens, ctx), again.decoder(tokens, ctx))
-    for options in ({"method": "greedy"}, {"method": "sample", "seed": 5, "temperature": 1.5},
-                    {"method": "beam", "beam_size": 3}):
+    for options in (
+        {"method": "greedy"},
+        {"method": "sample", "seed": 5, "temperature": 1.5},
+        {"method": "beam", "beam_size": 3},
+    ):
         assert model.generate("to", max_len=30, **options) == again.generate("to", max_len=30, **options)
 
 

@@ -5,18 +5,31 @@ on (example, step, the two previous tokens) gives every example, step and histor
 beam that is reordered wrongly, a state that is not reordered, or a score taken from the wrong row shows up as
 a mismatch with teacher-forced rescoring or with brute force.
 """
+
 from __future__ import annotations
 
 import itertools
 import math
+from typing import Any
 
 import pytest
 import torch
 
 import core.search
 import core.speedups
-from core import (Context, Hypothesis, RNNDecoder, UserError, beam_search, decode, gnmt_penalty, greedy, sample,
-                  stream)
+from core import (
+    Context,
+    Hypothesis,
+    RNNDecoder,
+    SearchConfig,
+    UserError,
+    beam_search,
+    decode,
+    gnmt_penalty,
+    greedy,
+    sample,
+    stream,
+)
 
 EOS = 1
 START = 2
@@ -36,8 +49,17 @@ class ScriptedDecoder:
     the batch on dimension 0.
     """
 
-    def __init__(self, n_examples: int, max_len: int, vocab: int, *, seed: int, scale: float = 1.5,
-                 eos_bias: float = 0.0, logits: torch.Tensor | None = None):
+    def __init__(
+        self,
+        n_examples: int,
+        max_len: int,
+        vocab: int,
+        *,
+        seed: int,
+        scale: float = 1.5,
+        eos_bias: float = 0.0,
+        logits: torch.Tensor | None = None,
+    ):
         if logits is None:
             g = torch.Generator().manual_seed(seed)
             logits = torch.randn(n_examples, max_len, vocab, vocab, vocab, generator=g) * scale
@@ -53,8 +75,9 @@ class ScriptedDecoder:
         ex = ctx.h0[0, :, 0].long()  # (N,)
         return {"ex": ex, "step": torch.zeros_like(ex), "before": torch.zeros_like(ex)}
 
-    def step(self, tokens: torch.Tensor, state: dict[str, torch.Tensor], ctx: Context
-             ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def step(
+        self, tokens: torch.Tensor, state: dict[str, torch.Tensor], ctx: Context
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         self.steps += 1
         ex, t, before = state["ex"], state["step"], state["before"]
         logp = self.table[ex, t, before, tokens]  # (N, V)
@@ -89,6 +112,7 @@ def scripted(n: int = 12, max_len: int = 8, vocab: int = 8, seed: int = 0, **kw)
 
 # ---- greedy and beam search -------------------------------------------------------------------------------
 
+
 def test_beam_size_one_is_greedy():
     B, L = 12, 8
     dec = scripted(B, L)
@@ -105,8 +129,9 @@ def test_beam_size_one_is_greedy():
         assert bh.log_prob == pytest.approx(gh.log_prob, abs=1e-5)
 
 
-def brute_force(dec: ScriptedDecoder, ex: int, max_len: int, alpha: float, min_len: int = 0,
-                forbid: tuple[int, ...] = ()) -> list[tuple[float, list[int], bool]]:
+def brute_force(
+    dec: ScriptedDecoder, ex: int, max_len: int, alpha: float, min_len: int = 0, forbid: tuple[int, ...] = ()
+) -> list[tuple[float, list[int], bool]]:
     """Every sequence the search may return, as (score, tokens, finished), best first."""
     words = [w for w in range(dec.vocab) if w != EOS and w not in forbid]
     out = []
@@ -126,9 +151,18 @@ def test_wide_beam_equals_brute_force(vocab, max_len, alpha, min_len):
     B, n_best = 3, 6
     dec = scripted(B, max_len, vocab, seed=1)
     # wide enough to keep every live prefix and rank every EOS candidate at the last step among the best K
-    K = vocab ** max_len
-    result = beam_search(dec, ctx_for(list(range(B))), starts(B), max_len=max_len, eos=EOS, min_len=min_len,
-                         beam_size=K, length_penalty=alpha, n_best=n_best)
+    K = vocab**max_len
+    result = beam_search(
+        dec,
+        ctx_for(list(range(B))),
+        starts(B),
+        max_len=max_len,
+        eos=EOS,
+        min_len=min_len,
+        beam_size=K,
+        length_penalty=alpha,
+        n_best=n_best,
+    )
     for ex in range(B):
         expected = brute_force(dec, ex, max_len, alpha, min_len)[:n_best]
         got = result[ex]
@@ -159,14 +193,38 @@ def test_forbidden_tokens_never_come_out_and_keep_the_model_scores(method):
     def run(forbid: tuple[int, ...]) -> list[tuple[int, Hypothesis]]:
         kw = dict(max_len=L, eos=EOS, forbid=forbid)
         if method == "beam":
-            return [(ex, h) for ex, nbest in enumerate(beam_search(dec, ctx, starts(B), beam_size=4, n_best=4, **kw))
-                    for h in nbest]
+            return [
+                (ex, h)
+                for ex, nbest in enumerate(beam_search(dec, ctx, starts(B), beam_size=4, n_best=4, **kw))
+                for h in nbest
+            ]
         if method == "stream":  # one row at a time
-            return [(ex, Hypothesis(list(stream(dec, ctx_for([ex]), START, method="sample",
-                                                generator=torch.Generator().manual_seed(ex), **kw)), 0.0, 0.0, True))
-                    for ex in range(B)]
-        found = (greedy(dec, ctx, starts(B), **kw) if method == "greedy" else
-                 sample(dec, ctx, starts(B), generator=torch.Generator().manual_seed(0), **kw))
+            return [
+                (
+                    ex,
+                    Hypothesis(
+                        list(
+                            stream(
+                                dec,
+                                ctx_for([ex]),
+                                START,
+                                method="sample",
+                                generator=torch.Generator().manual_seed(ex),
+                                **kw,
+                            )
+                        ),
+                        0.0,
+                        0.0,
+                        True,
+                    ),
+                )
+                for ex in range(B)
+            ]
+        found = (
+            greedy(dec, ctx, starts(B), **kw)
+            if method == "greedy"
+            else sample(dec, ctx, starts(B), generator=torch.Generator().manual_seed(0), **kw)
+        )
         return list(enumerate(found))
 
     assert any(set(h.tokens) & set(FAVOURED) for _, h in run(())), "precondition: the tokens come out unforbidden"
@@ -187,22 +245,33 @@ def test_forbidden_tokens_never_come_out_and_keep_the_model_scores(method):
 def test_wide_beam_with_forbidden_tokens_equals_brute_force_without_them(alpha):
     B, vocab, max_len, n_best = 3, 5, 3, 5
     dec = favouring(B, max_len, vocab, seed=22)
-    result = beam_search(dec, ctx_for(list(range(B))), starts(B), max_len=max_len, eos=EOS, beam_size=vocab ** max_len,
-                         length_penalty=alpha, n_best=n_best, forbid=(3,))
+    result = beam_search(
+        dec,
+        ctx_for(list(range(B))),
+        starts(B),
+        max_len=max_len,
+        eos=EOS,
+        beam_size=vocab**max_len,
+        length_penalty=alpha,
+        n_best=n_best,
+        forbid=(3,),
+    )
     for ex in range(B):
         expected = brute_force(dec, ex, max_len, alpha, forbid=(3,))[:n_best]
         assert [h.tokens for h in result[ex]] == [e[1] for e in expected]
         assert [h.score for h in result[ex]] == pytest.approx([e[0] for e in expected], abs=1e-5)
-    assert any(3 in e[1] for ex in range(B) for e in brute_force(dec, ex, max_len, alpha)[:n_best]), \
+    assert any(3 in e[1] for ex in range(B) for e in brute_force(dec, ex, max_len, alpha)[:n_best]), (
         "precondition: without forbidding, the best sequences use the token"
+    )
 
 
 @pytest.mark.parametrize("alpha", [0.0, 1.0])
 def test_beam_hypotheses_equal_rescoring(alpha):
     B, L, K = 10, 8, 6
     dec = scripted(B, L, seed=2)
-    result = beam_search(dec, ctx_for(list(range(B))), starts(B), max_len=L, eos=EOS, beam_size=K,
-                         length_penalty=alpha, n_best=K)
+    result = beam_search(
+        dec, ctx_for(list(range(B))), starts(B), max_len=L, eos=EOS, beam_size=K, length_penalty=alpha, n_best=K
+    )
     all_hyps = [h for nbest in result for h in nbest]
     assert {h.finished for h in all_hyps} == {True, False}, "precondition: some end early, some reach max_len"
     assert len({len(h.tokens) for h in all_hyps if h.finished}) >= 3
@@ -218,8 +287,9 @@ def test_beam_hypotheses_equal_rescoring(alpha):
         assert len({(tuple(h.tokens), h.finished) for h in nbest}) == K
 
 
-def reference_beam(dec: ScriptedDecoder, ex: int, *, beam_size: int, max_len: int, alpha: float, n_best: int,
-                   min_len: int = 0) -> list[tuple[float, list[int], bool]]:
+def reference_beam(
+    dec: ScriptedDecoder, ex: int, *, beam_size: int, max_len: int, alpha: float, n_best: int, min_len: int = 0
+) -> list[tuple[float, list[int], bool]]:
     """The beam rule for one example in plain Python, with no batching and no early stopping: the 2K best
     candidates; EOS among the best K ends a hypothesis, the best K others live on; survivors end at max_len."""
     beams: list[tuple[float, list[int]]] = [(0.0, [])]
@@ -233,9 +303,10 @@ def reference_beam(dec: ScriptedDecoder, ex: int, *, beam_size: int, max_len: in
                 if not (w == EOS and t < min_len):
                     candidates.append((logp + lp, words, w))
         candidates.sort(key=lambda c: c[0], reverse=True)
-        top = candidates[:2 * beam_size]
-        final += [(lp / gnmt_penalty(len(words) + 1, alpha), words, True)
-                  for lp, words, w in top[:beam_size] if w == EOS]
+        top = candidates[: 2 * beam_size]
+        final += [
+            (lp / gnmt_penalty(len(words) + 1, alpha), words, True) for lp, words, w in top[:beam_size] if w == EOS
+        ]
         beams = [(lp, words + [w]) for lp, words, w in top if w != EOS][:beam_size]
     final += [(lp / gnmt_penalty(max_len, alpha), words, False) for lp, words in beams]
     return sorted(final, key=lambda f: f[0], reverse=True)[:n_best]
@@ -247,18 +318,37 @@ def test_batched_beam_equals_plain_reference(alpha, min_len, beam_size):
     """Flattening B*K rows, origin rows, state reordering and stopping early change nothing."""
     B, L = 10, 8
     dec = scripted(B, L, seed=16)
-    result = beam_search(dec, ctx_for(list(range(B))), starts(B), max_len=L, eos=EOS, min_len=min_len,
-                         beam_size=beam_size, length_penalty=alpha, n_best=beam_size)
+    result = beam_search(
+        dec,
+        ctx_for(list(range(B))),
+        starts(B),
+        max_len=L,
+        eos=EOS,
+        min_len=min_len,
+        beam_size=beam_size,
+        length_penalty=alpha,
+        n_best=beam_size,
+    )
     for ex in range(B):
-        expected = reference_beam(dec, ex, beam_size=beam_size, max_len=L, alpha=alpha, n_best=beam_size,
-                                  min_len=min_len)
+        expected = reference_beam(
+            dec, ex, beam_size=beam_size, max_len=L, alpha=alpha, n_best=beam_size, min_len=min_len
+        )
         assert [(h.tokens, h.finished) for h in result[ex]] == [(e[1], e[2]) for e in expected]
         assert [h.score for h in result[ex]] == pytest.approx([e[0] for e in expected], abs=1e-5)
     stopped_early = 0
     for ex in range(B):  # alone, an example's search ends as soon as no live beam can win
         dec.steps = 0
-        alone = beam_search(dec, ctx_for([ex]), starts(1), max_len=L, eos=EOS, min_len=min_len,
-                            beam_size=beam_size, length_penalty=alpha, n_best=beam_size)
+        alone = beam_search(
+            dec,
+            ctx_for([ex]),
+            starts(1),
+            max_len=L,
+            eos=EOS,
+            min_len=min_len,
+            beam_size=beam_size,
+            length_penalty=alpha,
+            n_best=beam_size,
+        )
         assert [(h.tokens, h.finished) for h in alone[0]] == [(h.tokens, h.finished) for h in result[ex]]
         assert [h.score for h in alone[0]] == pytest.approx([h.score for h in result[ex]], abs=1e-6)
         stopped_early += dec.steps < L
@@ -273,6 +363,7 @@ def counting_rows(dec: Any) -> list[int]:
     def counting(tokens, state, ctx):
         rows.append(tokens.size(0))
         return step(tokens, state, ctx)
+
     dec.step = counting
     return rows
 
@@ -307,13 +398,15 @@ def test_early_stop_waits_for_a_long_beam_the_length_penalty_favours():
     short = [(math.log(0.5) / gnmt_penalty(1, alpha), []), (math.log(0.4) / gnmt_penalty(2, alpha), [0])]
     long = math.log(0.1) / gnmt_penalty(L, alpha)
     assert long > max(score for score, _ in short), "precondition: the long beam wins under alpha = 2"
-    assert math.log(0.1) / gnmt_penalty(3, alpha) < min(score for score, _ in short), \
+    assert math.log(0.1) / gnmt_penalty(3, alpha) < min(score for score, _ in short), (
         "precondition: judged at the next length only, the long beam looks beaten"
-    (best, *_), = beam_search(dec, ctx_for([0]), starts(1), max_len=L, eos=EOS, beam_size=2, n_best=2,
-                              length_penalty=alpha)
+    )
+    ((best, *_),) = beam_search(
+        dec, ctx_for([0]), starts(1), max_len=L, eos=EOS, beam_size=2, n_best=2, length_penalty=alpha
+    )
     assert best.tokens == [3] * L and not best.finished
     assert best.score == pytest.approx(long, abs=1e-5)
-    (best, *_), = beam_search(dec, ctx_for([0]), starts(1), max_len=L, eos=EOS, beam_size=2, n_best=2)
+    ((best, *_),) = beam_search(dec, ctx_for([0]), starts(1), max_len=L, eos=EOS, beam_size=2, n_best=2)
     assert best.tokens == [] and best.finished  # alpha = 0: the short one
 
 
@@ -337,8 +430,10 @@ def test_length_penalty_lengthens_output():
     ctx = ctx_for(list(range(B)))
 
     def mean_length(alpha: float) -> float:
-        best = [nbest[0] for nbest in beam_search(dec, ctx, starts(B), max_len=L, eos=EOS, beam_size=5,
-                                                  length_penalty=alpha)]
+        best = [
+            nbest[0]
+            for nbest in beam_search(dec, ctx, starts(B), max_len=L, eos=EOS, beam_size=5, length_penalty=alpha)
+        ]
         return sum(emitted_length(h) for h in best) / B
 
     short, long = mean_length(0.0), mean_length(2.0)
@@ -357,8 +452,9 @@ def test_min_len_and_max_len(method):
             result = beam_search(dec, ctx, starts(B), max_len=L, eos=EOS, min_len=min_len, beam_size=4, n_best=4)
             return [(ex, h) for ex, nbest in enumerate(result) for h in nbest]
         if method == "sample":
-            hyps = sample(dec, ctx, starts(B), max_len=L, eos=EOS, min_len=min_len,
-                          generator=torch.Generator().manual_seed(0))
+            hyps = sample(
+                dec, ctx, starts(B), max_len=L, eos=EOS, min_len=min_len, generator=torch.Generator().manual_seed(0)
+            )
         else:
             hyps = greedy(dec, ctx, starts(B), max_len=L, eos=EOS, min_len=min_len)
         return list(enumerate(hyps))
@@ -390,8 +486,15 @@ def test_padded_batch_search_equals_each_example_alone(cell, attention, layers, 
     h0 = torch.randn(layers, B, H)
     c0 = torch.randn(layers, B, H) if cell == "lstm" else None
     batch = Context(h0=h0, c0=c0, memory=memory, memory_mask=mask)
-    alone = [Context(h0=h0[:, b:b + 1], c0=None if c0 is None else c0[:, b:b + 1], memory=memory[b:b + 1, :n],
-                     memory_mask=mask[b:b + 1, :n]) for b, n in enumerate(lengths)]
+    alone = [
+        Context(
+            h0=h0[:, b : b + 1],
+            c0=None if c0 is None else c0[:, b : b + 1],
+            memory=memory[b : b + 1, :n],
+            memory_mask=mask[b : b + 1, :n],
+        )
+        for b, n in enumerate(lengths)
+    ]
     L, K = 10, 3
 
     def check(batched: list[Hypothesis], single: list[Hypothesis], b: int) -> None:
@@ -401,8 +504,8 @@ def test_padded_batch_search_equals_each_example_alone(cell, attention, layers, 
             assert x.log_prob == pytest.approx(y.log_prob, abs=1e-4)
             if x.tokens:
                 assert x.attention.shape == (len(x.tokens), S)
-                assert torch.allclose(x.attention[:, :lengths[b]], y.attention, atol=1e-5)
-                assert torch.all(x.attention[:, lengths[b]:] == 0)
+                assert torch.allclose(x.attention[:, : lengths[b]], y.attention, atol=1e-5)
+                assert torch.all(x.attention[:, lengths[b] :] == 0)
 
     g = greedy(dec, batch, starts(B), max_len=L, eos=EOS)
     beams = beam_search(dec, batch, starts(B), max_len=L, eos=EOS, beam_size=K, n_best=K)
@@ -424,7 +527,7 @@ def test_padded_batch_search_equals_each_example_alone(cell, attention, layers, 
             logp = logits.log_softmax(-1)[0, torch.arange(len(emitted)), torch.tensor(emitted)].sum()
             assert h.log_prob == pytest.approx(float(logp), abs=1e-4)
             if h.tokens:
-                assert torch.allclose(h.attention[:, :lengths[b]], attn[0, :len(h.tokens)], atol=1e-5)
+                assert torch.allclose(h.attention[:, : lengths[b]], attn[0, : len(h.tokens)], atol=1e-5)
 
 
 class RowByRowDecoder(RNNDecoder):
@@ -441,8 +544,10 @@ def test_beams_reading_one_memory_per_example_search_as_with_a_repeated_memory(c
     search must find what it finds with the memory repeated K times, padding included, also as examples leave."""
     torch.manual_seed(6)
     lengths, H, M = [5, 2, 7, 3], 16, 6
-    decoders = {share: cls(12, 8, H, 2, cell=cell, attention=attention, memory_dim=M).eval()
-                for share, cls in ((True, RNNDecoder), (False, RowByRowDecoder))}
+    decoders = {
+        share: cls(12, 8, H, 2, cell=cell, attention=attention, memory_dim=M).eval()
+        for share, cls in ((True, RNNDecoder), (False, RowByRowDecoder))
+    }
     decoders[False].load_state_dict(decoders[True].state_dict())
     with torch.no_grad():
         for dec in decoders.values():
@@ -450,8 +555,9 @@ def test_beams_reading_one_memory_per_example_search_as_with_a_repeated_memory(c
             dec.output.bias[EOS] += 1.0  # some hypotheses end early
     S = max(lengths)
     mask = torch.arange(S).unsqueeze(0) < torch.tensor(lengths).unsqueeze(1)
-    ctx = Context(torch.randn(2, 4, H), torch.randn(2, 4, H) if cell == "lstm" else None,
-                  torch.randn(4, S, M) * 3, mask)  # padding holds garbage
+    ctx = Context(
+        torch.randn(2, 4, H), torch.randn(2, 4, H) if cell == "lstm" else None, torch.randn(4, S, M) * 3, mask
+    )  # padding holds garbage
     runs, seen = {}, []
     for share, dec in decoders.items():
         start = dec.start
@@ -459,6 +565,7 @@ def test_beams_reading_one_memory_per_example_search_as_with_a_repeated_memory(c
         def recording_start(c: Context, start=start):
             seen.append((c.h0.size(1), c.memory.size(0), c.keys.size(0)))
             return start(c)
+
         dec.start = recording_start
         rows = counting_rows(dec)
         runs[share] = beam_search(dec, ctx, starts(4), max_len=9, eos=EOS, beam_size=4, n_best=4, length_penalty=1.0)
@@ -558,8 +665,11 @@ def test_bfloat16_decoder_beam_size_one_is_greedy_with_float32_scores_and_attent
     with torch.no_grad():
         dec.output.weight.mul_(3.0)  # sharp enough that rows decode differently
     dec.to(torch.bfloat16)
-    ctx = Context(h0=torch.randn(1, B, H, dtype=torch.bfloat16), memory=torch.randn(B, S, M, dtype=torch.bfloat16),
-                  memory_mask=torch.ones(B, S, dtype=torch.bool))
+    ctx = Context(
+        h0=torch.randn(1, B, H, dtype=torch.bfloat16),
+        memory=torch.randn(B, S, M, dtype=torch.bfloat16),
+        memory_mask=torch.ones(B, S, dtype=torch.bool),
+    )
     g = greedy(dec, ctx, starts(B), max_len=8, eos=EOS)
     b = beam_search(dec, ctx, starts(B), max_len=8, eos=EOS, beam_size=1)
     assert len({tuple(h.tokens) for h in g}) >= 3, "precondition: examples decode differently"
@@ -590,8 +700,11 @@ def test_attention_keys_are_made_once_per_search_and_the_state_has_a_row_per_seq
         logp, state = step(tokens, state, c)
         shapes.append({name: t.size(0) for name, t in state._asdict().items() if t is not None} | {"rows": len(tokens)})
         return logp, state
+
     dec.step = recording_step
-    found = decode(dec, ctx, starts(3), method=method, max_len=8, eos=EOS, beam_size=4)
+    found = decode(
+        dec, ctx, starts(3), method=method, max_len=8, eos=EOS, **({"beam_size": 4} if method == "beam" else {})
+    )
     assert made == [3], "keys made once, from the memory's one row per example"
     assert len(shapes) > 1 and all(set(s.values()) == {s["rows"]} for s in shapes)
     assert len({tuple(h.tokens) for h in found}) > 1  # precondition: the examples decode differently
@@ -626,6 +739,7 @@ def test_everything_after_eos_is_dropped():
 
 # ---- sampling ------------------------------------------------------------------------------------------------
 
+
 class FixedDecoder:
     """The same next-token distribution at every step for every row."""
 
@@ -633,7 +747,7 @@ class FixedDecoder:
         self.logp = logits.log_softmax(dim=-1)  # (V,)
 
     def start(self, ctx: Context) -> torch.Tensor:
-        return torch.zeros(ctx.batch_size)
+        return torch.zeros(ctx.rows)
 
     def step(self, tokens, state, ctx):
         return self.logp.expand(tokens.size(0), -1).clone(), state
@@ -645,8 +759,15 @@ FIXED_LOGITS = torch.tensor([0.3, -0.4, 1.2, 0.0, 0.8, -1.0])  # token 1 is EOS;
 def draw(logits: torch.Tensor, n: int, seed: int = 0, **kw) -> torch.Tensor:
     """n single-step draws from the fixed distribution, as token ids (n,)."""
     dec = FixedDecoder(logits)
-    hyps = sample(dec, Context(h0=torch.zeros(1, n, 1)), starts(n), max_len=1, eos=EOS,
-                  generator=torch.Generator().manual_seed(seed), **kw)
+    hyps = sample(
+        dec,
+        Context(h0=torch.zeros(1, n, 1)),
+        starts(n),
+        max_len=1,
+        eos=EOS,
+        generator=torch.Generator().manual_seed(seed),
+        **kw,
+    )
     return torch.tensor([h.tokens[0] if h.tokens else EOS for h in hyps])
 
 
@@ -746,8 +867,16 @@ def test_extreme_temperatures_give_valid_draws(temperature):
     dec = scripted(B, L, V, seed=9)
     ctx = ctx_for(list(range(B)))
     for kw in ({}, {"top_k": 3}, {"top_p": 0.9}, {"min_len": 3}, {"no_repeat_ngram": 2}):
-        hyps = sample(dec, ctx, starts(B), max_len=L, eos=EOS, temperature=temperature,
-                      generator=torch.Generator().manual_seed(0), **kw)
+        hyps = sample(
+            dec,
+            ctx,
+            starts(B),
+            max_len=L,
+            eos=EOS,
+            temperature=temperature,
+            generator=torch.Generator().manual_seed(0),
+            **kw,
+        )
         for ex, h in enumerate(hyps):
             assert all(0 <= t < V and t != EOS for t in h.tokens)
             assert math.isfinite(h.log_prob)
@@ -764,8 +893,9 @@ def test_extreme_temperatures_give_valid_draws(temperature):
 def test_sample_log_prob_is_the_untempered_model_score(kw):
     B, L = 16, 8
     dec = scripted(B, L, seed=10)
-    hyps = sample(dec, ctx_for(list(range(B))), starts(B), max_len=L, eos=EOS,
-                  generator=torch.Generator().manual_seed(0), **kw)
+    hyps = sample(
+        dec, ctx_for(list(range(B))), starts(B), max_len=L, eos=EOS, generator=torch.Generator().manual_seed(0), **kw
+    )
     assert {h.finished for h in hyps} == {True, False}
     for ex, h in enumerate(hyps):
         assert h.log_prob == pytest.approx(dec.rescore(ex, START, h.tokens, h.finished), abs=1e-5)
@@ -773,6 +903,7 @@ def test_sample_log_prob_is_the_untempered_model_score(kw):
 
 
 # ---- log-prob processors --------------------------------------------------------------------------------
+
 
 def repeating_decoder(n: int, max_len: int, vocab: int, *, bonus: float, seed: int) -> ScriptedDecoder:
     """A scripted decoder that loves to repeat its previous token and rarely ends."""
@@ -806,11 +937,17 @@ def test_no_repeat_ngram_blocks_repeated_bigrams(method):
 
     def run(n: int) -> list[Hypothesis]:
         if method == "beam":
-            return [h for nbest in beam_search(dec, ctx, starts(B), max_len=L, eos=EOS, beam_size=3, n_best=3,
-                                               no_repeat_ngram=n) for h in nbest]
+            return [
+                h
+                for nbest in beam_search(
+                    dec, ctx, starts(B), max_len=L, eos=EOS, beam_size=3, n_best=3, no_repeat_ngram=n
+                )
+                for h in nbest
+            ]
         if method == "sample":
-            return sample(dec, ctx, starts(B), max_len=L, eos=EOS, no_repeat_ngram=n,
-                          generator=torch.Generator().manual_seed(0))
+            return sample(
+                dec, ctx, starts(B), max_len=L, eos=EOS, no_repeat_ngram=n, generator=torch.Generator().manual_seed(0)
+            )
         return greedy(dec, ctx, starts(B), max_len=L, eos=EOS, no_repeat_ngram=n)
 
     assert all(repeated_bigrams(h.tokens) > 0 for h in run(0)), "precondition: the model repeats bigrams"
@@ -828,8 +965,12 @@ def test_repetition_penalty_reduces_repeats(method):
 
     def repeats(penalty: float) -> int:
         if method == "beam":
-            hyps = [nbest[0] for nbest in beam_search(dec, ctx, starts(B), max_len=L, eos=EOS, beam_size=3,
-                                                      repetition_penalty=penalty)]
+            hyps = [
+                nbest[0]
+                for nbest in beam_search(
+                    dec, ctx, starts(B), max_len=L, eos=EOS, beam_size=3, repetition_penalty=penalty
+                )
+            ]
         else:
             hyps = greedy(dec, ctx, starts(B), max_len=L, eos=EOS, repetition_penalty=penalty)
         return sum(len(h.tokens) - len(set(h.tokens)) for h in hyps)
@@ -842,25 +983,45 @@ def test_repetition_penalty_reduces_repeats(method):
 
 # ---- dispatch, streaming, argument checks -------------------------------------------------------------------
 
+
 def test_decode_dispatches():
     B, L = 8, 8
     dec = scripted(B, L, seed=13)
     ctx = ctx_for(list(range(B)))
 
     def same(a: list[Hypothesis], b: list[Hypothesis]) -> bool:
-        return [(h.tokens, h.finished, round(h.score, 5)) for h in a] == \
-               [(h.tokens, h.finished, round(h.score, 5)) for h in b]
+        return [(h.tokens, h.finished, round(h.score, 5)) for h in a] == [
+            (h.tokens, h.finished, round(h.score, 5)) for h in b
+        ]
 
     g = greedy(dec, ctx, starts(B), max_len=L, eos=EOS)
     assert same(decode(dec, ctx, starts(B), method="greedy", max_len=L, eos=EOS), g)
     s = sample(dec, ctx, starts(B), max_len=L, eos=EOS, temperature=1.5, generator=torch.Generator().manual_seed(3))
-    assert same(decode(dec, ctx, starts(B), method="sample", max_len=L, eos=EOS, temperature=1.5,
-                         generator=torch.Generator().manual_seed(3)), s)
+    assert same(
+        decode(
+            dec,
+            ctx,
+            starts(B),
+            method="sample",
+            max_len=L,
+            eos=EOS,
+            temperature=1.5,
+            generator=torch.Generator().manual_seed(3),
+        ),
+        s,
+    )
     b = [nbest[0] for nbest in beam_search(dec, ctx, starts(B), max_len=L, eos=EOS, beam_size=4, length_penalty=1.0)]
     assert same(decode(dec, ctx, starts(B), method="beam", max_len=L, eos=EOS, beam_size=4, length_penalty=1.0), b)
     assert not same(g, s) and not same(g, b), "precondition: the three methods give different outputs here"
     with pytest.raises(UserError, match="nucleus"):
         decode(dec, ctx, starts(B), method="nucleus", max_len=L, eos=EOS)
+    with pytest.raises(
+        UserError, match="^temperature is an option of method sample; it does not go with method greedy$"
+    ):
+        decode(dec, ctx, starts(B), method="greedy", max_len=L, eos=EOS, temperature=0.5)  # ignored in silence, else
+    assert same(
+        decode(dec, ctx, starts(B), SearchConfig(method="beam", beam_size=4, length_penalty=1.0, max_len=L), eos=EOS), b
+    ), "a SearchConfig takes the same path"
 
 
 def test_stream_yields_greedy_tokens():
@@ -871,8 +1032,20 @@ def test_stream_yields_greedy_tokens():
     for ex in range(B):
         assert list(stream(dec, ctx_for([ex]), START, max_len=L, eos=EOS, method="greedy")) == g[ex].tokens
         s = sample(dec, ctx_for([ex]), starts(1), max_len=L, eos=EOS, generator=torch.Generator().manual_seed(ex))
-        assert list(stream(dec, ctx_for([ex]), START, max_len=L, eos=EOS, method="sample",
-                           generator=torch.Generator().manual_seed(ex))) == s[0].tokens
+        assert (
+            list(
+                stream(
+                    dec,
+                    ctx_for([ex]),
+                    START,
+                    max_len=L,
+                    eos=EOS,
+                    method="sample",
+                    generator=torch.Generator().manual_seed(ex),
+                )
+            )
+            == s[0].tokens
+        )
     with pytest.raises(UserError, match="beam"):
         list(stream(dec, ctx_for([0]), START, max_len=L, eos=EOS, method="beam"))
 
@@ -901,9 +1074,14 @@ def test_forbidding_eos_is_refused(method):
 
 
 @pytest.mark.parametrize("method", ["greedy", "sample", "beam", "stream"])
-@pytest.mark.parametrize("forbid, eos, bad", [((0, 99), EOS, "forbid holds token id 99"),
-                                              ((-1,), EOS, "forbid holds token id -1"),
-                                              ((), 42, "eos holds token id 42")])
+@pytest.mark.parametrize(
+    "forbid, eos, bad",
+    [
+        ((0, 99), EOS, "forbid holds token id 99"),
+        ((-1,), EOS, "forbid holds token id -1"),
+        ((), 42, "eos holds token id 42"),
+    ],
+)
 def test_token_ids_outside_the_vocabulary_are_named(method, forbid, eos, bad):
     dec = scripted(2, 4, seed=15)
     with pytest.raises(UserError, match=f"{bad}, outside the decoder's vocabulary \\(0..{dec.vocab - 1}\\)"):
@@ -913,8 +1091,9 @@ def test_token_ids_outside_the_vocabulary_are_named(method, forbid, eos, bad):
             decode(dec, ctx_for([0]), starts(1), method=method, max_len=4, eos=eos, forbid=forbid)
 
 
-@pytest.mark.parametrize("call, name, value", BAD_ARGUMENTS,
-                         ids=[f"{name}={value}-{i}" for i, (_, name, value) in enumerate(BAD_ARGUMENTS)])
+@pytest.mark.parametrize(
+    "call, name, value", BAD_ARGUMENTS, ids=[f"{name}={value}-{i}" for i, (_, name, value) in enumerate(BAD_ARGUMENTS)]
+)
 def test_bad_arguments_raise_user_error(call, name, value):
     dec = scripted(2, 4, seed=15)
     with pytest.raises(UserError) as err:

@@ -1,4 +1,5 @@
 """The translation model: encoder masking, learning a tiny task, batching, save/load, command lines."""
+
 import copy
 import random
 import subprocess
@@ -10,18 +11,29 @@ import pytest
 import sacrebleu
 import torch
 
-from core import (BOS, EOS, PAD, BucketBatches, DecoderConfig, RNNDecoder, SentencePieceTokenizer, TrainConfig,
-                  Trainer, WordTokenizer, greedy, save_checkpoint)
+from core import (
+    BOS,
+    EOS,
+    PAD,
+    DecoderConfig,
+    RNNDecoder,
+    SentencePieceTokenizer,
+    TrainConfig,
+    Trainer,
+    WordTokenizer,
+    greedy,
+    save_checkpoint,
+)
 from core.batching import pad
 from core.cli import run_main
 from core.errors import UserError
-from core.plots import save_attention_png
+from seq2seq.batching import BucketBatches, SampledSubwords
 from seq2seq.bleu import main as bleu_main
 from seq2seq.encoder import RNNEncoder
-from seq2seq.translate import main as translate_main
+from seq2seq.figures import save_attention_png
 from seq2seq.rerank import load_rerankers, translate_reranked
-from seq2seq.translator import (EncoderConfig, SampledSubwords, Seq2Seq, Translator, load_ensemble,
-                                seq2seq_forward)
+from seq2seq.translate import main as translate_main
+from seq2seq.translator import EncoderConfig, Seq2Seq, Translator, load_ensemble, seq2seq_forward
 
 ROOT = Path(__file__).resolve().parents[1]
 SYMBOLS = "a b c d e f g".split()
@@ -38,9 +50,12 @@ def reversal_pairs(n, seed):
 
 def tiny_translator(cell="gru", attention="bahdanau", bridge="learned"):
     tok = WordTokenizer(SYMBOLS)
-    return Translator(tok, tok, EncoderConfig(enc_emb_dim=16, enc_hidden_dim=32, enc_cell=cell, enc_dropout=0.0,
-                                              bridge=bridge),
-                      DecoderConfig(emb_dim=16, hidden_dim=64, cell=cell, attention=attention, dropout=0.0))
+    return Translator(
+        tok,
+        tok,
+        EncoderConfig(enc_emb_dim=16, enc_hidden_dim=32, enc_cell=cell, enc_dropout=0.0, bridge=bridge),
+        DecoderConfig(emb_dim=16, hidden_dim=64, cell=cell, attention=attention, dropout=0.0),
+    )
 
 
 def learn_reversal(model, out, steps):
@@ -64,6 +79,7 @@ def trained(tmp_path_factory):
 def test_the_package_exports_its_public_names_and_the_network_alone():
     """DESIGN.md's names import from `seq2seq` itself; `Seq2Seq` is encoder + decoder without tokenizers."""
     import seq2seq
+
     assert all(hasattr(seq2seq, name) for name in seq2seq.__all__)
     assert seq2seq.Translator is Translator and seq2seq.RNNEncoder is RNNEncoder and issubclass(Translator, Seq2Seq)
     torch.manual_seed(0)
@@ -98,10 +114,16 @@ def test_encoder_ignores_padding():
 
 @pytest.mark.parametrize("bridge", ["learned", "last", "zero"])
 def test_bridges_and_every_parameter_learns(bridge):
-    model = tiny_translator(bridge=bridge) if bridge != "last" else Translator(
-        WordTokenizer(SYMBOLS), WordTokenizer(SYMBOLS),
-        EncoderConfig(enc_emb_dim=8, enc_hidden_dim=32, enc_dropout=0.0, bridge="last"),
-        DecoderConfig(emb_dim=8, hidden_dim=64, attention="luong", dropout=0.0))
+    model = (
+        tiny_translator(bridge=bridge)
+        if bridge != "last"
+        else Translator(
+            WordTokenizer(SYMBOLS),
+            WordTokenizer(SYMBOLS),
+            EncoderConfig(enc_emb_dim=8, enc_hidden_dim=32, enc_dropout=0.0, bridge="last"),
+            DecoderConfig(emb_dim=8, hidden_dim=64, attention="luong", dropout=0.0),
+        )
+    )
     batch = model.collate([(model.source_ids(s), model.target_ids(t)) for s, t in reversal_pairs(4, seed=2)])
     ctx = model.encoder(batch[0], batch[1])
     assert ctx.h0.shape == (1, 4, 64)
@@ -141,7 +163,11 @@ def test_padding_and_the_start_token_never_come_out(trained):
     ctx = model.encoder(*pad([model.source_ids(s) for s in sources]))
     unforbidden = greedy(model.decoder, ctx, torch.full((len(sources),), BOS), max_len=8, eos=EOS)
     assert all(h.tokens and set(h.tokens) <= {PAD, BOS} for h in unforbidden), "precondition"
-    for options in ({"method": "greedy"}, {"method": "sample", "seed": 1}, {"method": "beam", "beam_size": 3, "n_best": 3}):
+    for options in (
+        {"method": "greedy"},
+        {"method": "sample", "seed": 1},
+        {"method": "beam", "beam_size": 3, "n_best": 3},
+    ):
         found = [h for hyps in model.search(sources, **options) for h in hyps]
         assert len(found) >= len(sources) and not any(set(h.tokens) & {PAD, BOS} for h in found), options
 
@@ -181,11 +207,22 @@ def test_translate_command_file_nbest_and_interactive(trained, tmp_path, capsys)
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 5 and lines[0].startswith("0\t") and lines[0].endswith("\tc b a")  # 2 + 1 (empty) + 2
     assert lines[2] == "1\t0.0000\t"
-    result = subprocess.run([sys.executable, "-m", "seq2seq.translate", "--checkpoint", str(out / "model.pt")],
-                            input="a b\nc d e f\n", capture_output=True, text=True, cwd=ROOT, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "seq2seq.translate", "--checkpoint", str(out / "model.pt")],
+        input="a b\nc d e f\n",
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+    )
     assert result.returncode == 0 and result.stdout == "b a\nf e d c\n"
-    result = subprocess.run([sys.executable, "-m", "seq2seq.translate", "--checkpoint", str(out / "model.pt")],
-                            input=b"a b\nc \xff d\n", capture_output=True, cwd=ROOT, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "seq2seq.translate", "--checkpoint", str(out / "model.pt")],
+        input=b"a b\nc \xff d\n",
+        capture_output=True,
+        cwd=ROOT,
+        timeout=120,
+    )
     assert result.returncode == 2 and result.stdout == b"b a\n"
     assert result.stderr.decode() == "error: line 2 of the standard input is not UTF-8 text\n"
 
@@ -201,20 +238,24 @@ def test_sampled_translations_follow_their_options_and_seed(trained, tmp_path, c
     (tmp_path / "src.txt").write_text("\n".join(sources) + "\n")
     base = ["--checkpoint", str(out / "model.pt"), "--input", str(tmp_path / "src.txt"), "--device", "cpu"]
     printed = []
-    for flags in (["--method", "greedy"], ["--method", "sample", "--top-k", "1"],
-                  ["--method", "sample", "--temperature", "4", "--seed", "1"]):
+    for flags in (
+        ["--method", "greedy"],
+        ["--method", "sample", "--top-k", "1"],
+        ["--method", "sample", "--temperature", "4", "--seed", "1"],
+    ):
         translate_main([*base, *flags])
         printed.append(capsys.readouterr().out.splitlines())
     assert printed[0] == printed[1] == greedy and printed[2] == hot[0]
     # checked before the terminal is read (pytest refuses reads of stdin, so a late check fails here)
-    for flags, expected in ((["--method", "sample", "--temperature", "0"], "--temperature = 0 is out of range"),
-                            (["--method", "sample", "--top-p", "0"], "--top-p = 0 is out of range; allowed: (0, 1]"),
-                            (["--method", "sample", "--seed", "-1"], "--seed = -1"),
-                            (["--temperature", "0.5"], "--temperature is an option of --method sample; it does "
-                                                       "not go with --method beam"),
-                            (["--method", "greedy", "--seed", "1"], "--seed is an option of --method sample"),
-                            (["--max-len-ratio", "-1"], "--max-len-ratio = -1"),
-                            (["--max-len-ratio", "1e16"], "--max-len-ratio = 1e+16 is out of range; allowed: [0, 10]")):
+    for flags, expected in (
+        (["--method", "sample", "--temperature", "0"], "--temperature = 0 is out of range"),
+        (["--method", "sample", "--top-p", "0"], "--top-p = 0 is out of range; allowed: (0, 1]"),
+        (["--method", "sample", "--seed", "-1"], "--seed = -1"),
+        (["--temperature", "0.5"], "--temperature is an option of --method sample; it does not go with --method beam"),
+        (["--method", "greedy", "--seed", "1"], "--seed is an option of --method sample"),
+        (["--max-len-ratio", "-1"], "--max-len-ratio = -1"),
+        (["--max-len-ratio", "1e16"], "--max-len-ratio = 1e+16 is out of range; allowed: [0, 10]"),
+    ):
         with pytest.raises(SystemExit):
             run_main(translate_main, ["--checkpoint", str(out / "model.pt"), *flags])
         err = capsys.readouterr().err
@@ -255,8 +296,18 @@ def test_bfloat16_translator_still_translates_exactly(trained, tmp_path, capsys)
     src, tgt, weights = half.attention("a b c", method="beam", beam_size=3)
     assert tgt == ["c", "b", "a"] and weights.dtype == torch.float32
     (tmp_path / "src.txt").write_text("a b c\n\nd e\n")
-    translate_main(["--checkpoint", str(out / "model.pt"), "--input", str(tmp_path / "src.txt"), "--device", "cpu",
-                    "--dtype", "bfloat16"])
+    translate_main(
+        [
+            "--checkpoint",
+            str(out / "model.pt"),
+            "--input",
+            str(tmp_path / "src.txt"),
+            "--device",
+            "cpu",
+            "--dtype",
+            "bfloat16",
+        ]
+    )
     assert capsys.readouterr().out == "c b a\n\ne d\n"
     with pytest.raises(SystemExit):
         translate_main(["--checkpoint", str(out / "model.pt"), "--dtype", "float16"])
@@ -266,17 +317,19 @@ def test_bfloat16_translator_still_translates_exactly(trained, tmp_path, capsys)
 def test_translate_command_bad_input(trained, tmp_path, capsys):
     _, out = trained
     other = save_checkpoint(tmp_path / "lm.pt", {"task": "textgen", "config": {}, "model": {}})
-    for argv, expected in (([ "--checkpoint", str(other)], "'textgen' checkpoint"),
-                           (["--checkpoint", str(out / "model.pt"), "--input", str(tmp_path / "no.txt")], "no.txt"),
-                           (["--checkpoint", str(out / "model.pt"), "--input", str(other), "--beam-size", "0"],
-                            ""),
-                           (["--checkpoint", str(out / "model.pt"), "--batch-size", "0"], "--batch-size = 0"),
-                           (["--checkpoint", str(out / "model.pt"), "--n-best", "0"], "--n-best = 0"),
-                           (["--checkpoint", str(out / "model.pt"), "--n-best", "2", "--method", "greedy"],
-                            "--method greedy"),
-                           (["--checkpoint", str(out / "model.pt"), "--length-penalty", "nan", "--input",
-                             str(tmp_path / "src.txt")], "--length-penalty = nan"),
-                           ([f"@{tmp_path / 'latin1.args'}"], "not UTF-8")):
+    for argv, expected in (
+        (["--checkpoint", str(other)], "'textgen' checkpoint"),
+        (["--checkpoint", str(out / "model.pt"), "--input", str(tmp_path / "no.txt")], "no.txt"),
+        (["--checkpoint", str(out / "model.pt"), "--input", str(other), "--beam-size", "0"], ""),
+        (["--checkpoint", str(out / "model.pt"), "--batch-size", "0"], "--batch-size = 0"),
+        (["--checkpoint", str(out / "model.pt"), "--n-best", "0"], "--n-best = 0"),
+        (["--checkpoint", str(out / "model.pt"), "--n-best", "2", "--method", "greedy"], "--method greedy"),
+        (
+            ["--checkpoint", str(out / "model.pt"), "--length-penalty", "nan", "--input", str(tmp_path / "src.txt")],
+            "--length-penalty = nan",
+        ),
+        ([f"@{tmp_path / 'latin1.args'}"], "not UTF-8"),
+    ):
         (tmp_path / "src.txt").write_text("a b\n")
         (tmp_path / "latin1.args").write_bytes("--checkpoint\nmod\xe8le.pt\n".encode("latin-1"))
         with pytest.raises(SystemExit) as exit_info:
@@ -291,21 +344,47 @@ def test_bleu_command_translates_and_scores(trained, tmp_path, capsys):
     pairs = reversal_pairs(20, seed=11)
     (tmp_path / "src").write_text("".join(s + "\n" for s, _ in pairs))
     (tmp_path / "ref").write_text("".join(t + "\n" for _, t in pairs))
-    results = bleu_main(["--checkpoint", str(out / "model.pt"), "--src", str(tmp_path / "src"),
-                         "--ref", str(tmp_path / "ref"), "--device", "cpu"])
+    results = bleu_main(
+        [
+            "--checkpoint",
+            str(out / "model.pt"),
+            "--src",
+            str(tmp_path / "src"),
+            "--ref",
+            str(tmp_path / "ref"),
+            "--device",
+            "cpu",
+        ]
+    )
     hyps = model.translate([s for s, _ in pairs], method="beam", beam_size=5)
     expected = sacrebleu.corpus_bleu(hyps, [[t for _, t in pairs]]).score
     assert results[0]["score"] == pytest.approx(expected) and "BLEU" in capsys.readouterr().out
-    half = bleu_main(["--checkpoint", str(out / "model.pt"), "--src", str(tmp_path / "src"),
-                      "--ref", str(tmp_path / "ref"), "--device", "cpu", "--dtype", "bfloat16"])
+    half = bleu_main(
+        [
+            "--checkpoint",
+            str(out / "model.pt"),
+            "--src",
+            str(tmp_path / "src"),
+            "--ref",
+            str(tmp_path / "ref"),
+            "--device",
+            "cpu",
+            "--dtype",
+            "bfloat16",
+        ]
+    )
     assert half[0]["score"] == pytest.approx(expected)  # the task is learned exactly, in bfloat16 too
 
 
 def test_shared_source_and_target_embeddings_survive_save_and_load(tmp_path):
     torch.manual_seed(0)
     tok = WordTokenizer(SYMBOLS)
-    model = Translator(tok, tok, EncoderConfig(enc_emb_dim=8, enc_hidden_dim=16, share_embeddings=True),
-                       DecoderConfig(emb_dim=8, hidden_dim=16, attention="luong", tie_embeddings=True))
+    model = Translator(
+        tok,
+        tok,
+        EncoderConfig(enc_emb_dim=8, enc_hidden_dim=16, share_embeddings=True),
+        DecoderConfig(emb_dim=8, hidden_dim=16, attention="luong", tie_embeddings=True),
+    )
     assert model.encoder.embedding.weight is model.decoder.embedding.weight is model.decoder.output.weight
     with torch.no_grad():
         model.encoder.embedding.weight[5] += 1.0  # one change reaches the encoder, decoder and output layer
@@ -315,11 +394,13 @@ def test_shared_source_and_target_embeddings_survive_save_and_load(tmp_path):
     assert torch.equal(loaded.decoder.output.weight, model.decoder.output.weight)
     assert loaded.translate(["a b c"], method="greedy") == model.eval().translate(["a b c"], method="greedy")
     with pytest.raises(ValueError, match="joint source and target vocabulary"):
-        Translator(tok, WordTokenizer(SYMBOLS[:-1]), EncoderConfig(share_embeddings=True),
-                   DecoderConfig(attention="luong"))
+        Translator(
+            tok, WordTokenizer(SYMBOLS[:-1]), EncoderConfig(share_embeddings=True), DecoderConfig(attention="luong")
+        )
     with pytest.raises(ValueError, match="enc_emb_dim == emb_dim, got 8 and 16"):
-        Translator(tok, tok, EncoderConfig(enc_emb_dim=8, share_embeddings=True),
-                   DecoderConfig(emb_dim=16, attention="luong"))
+        Translator(
+            tok, tok, EncoderConfig(enc_emb_dim=8, share_embeddings=True), DecoderConfig(emb_dim=16, attention="luong")
+        )
 
 
 def test_sampled_subwords_vary_by_epoch_and_repeat_exactly_on_resume():
@@ -327,8 +408,12 @@ def test_sampled_subwords_vary_by_epoch_and_repeat_exactly_on_resume():
     rng = random.Random(0)
     pairs = [(" ".join(rng.choices(words[:8], k=4)), " ".join(rng.choices(words[8:], k=4))) for _ in range(60)]
     tok = SentencePieceTokenizer.train("\n".join(f"{s}\n{t}" for s, t in pairs), vocab_size=320, model_type="unigram")
-    model = Translator(tok, tok, EncoderConfig(enc_emb_dim=8, enc_hidden_dim=8),
-                       DecoderConfig(emb_dim=8, hidden_dim=8, attention="luong"))
+    model = Translator(
+        tok,
+        tok,
+        EncoderConfig(enc_emb_dim=8, enc_hidden_dim=8),
+        DecoderConfig(emb_dim=8, hidden_dim=8, attention="luong"),
+    )
     batches = SampledSubwords(model, pairs, max_tokens=200, alpha=0.2, seed=3)
     src, src_lengths, tgt_in, tgt_out = batches.batch(0, 1)
     again = batches.batch(0, 1)  # what a resumed run asks for
@@ -340,11 +425,15 @@ def test_sampled_subwords_vary_by_epoch_and_repeat_exactly_on_resume():
     assert (tgt_in[:, 0] == BOS).all() and (tgt_out[torch.arange(len(tgt_out)), tgt_lengths - 1] == EOS).all()
     epochs = [torch.cat([batches.batch(epoch, i)[0].flatten() for i in range(len(batches))]) for epoch in (0, 1)]
     assert not torch.equal(epochs[0].sort().values, epochs[1].sort().values)  # other segmentations, not just order
-    right_to_left = Translator(tok, tok, EncoderConfig(enc_emb_dim=8, enc_hidden_dim=8, target_order="right-to-left"),
-                               DecoderConfig(emb_dim=8, hidden_dim=8, attention="luong"))
+    right_to_left = Translator(
+        tok,
+        tok,
+        EncoderConfig(enc_emb_dim=8, enc_hidden_dim=8, target_order="right-to-left"),
+        DecoderConfig(emb_dim=8, hidden_dim=8, attention="luong"),
+    )
     backwards = SampledSubwords(right_to_left, pairs, max_tokens=200, alpha=0.2, seed=3).batch(0, 1)[3]
     for row, back, length in zip(tgt_out, backwards, tgt_lengths):  # the same segmentation, written backwards
-        assert back[:length - 1].tolist() == row[:length - 1].tolist()[::-1] and back[length - 1] == EOS
+        assert back[: length - 1].tolist() == row[: length - 1].tolist()[::-1] and back[length - 1] == EOS
     with pytest.raises(ValueError, match="need sentencepiece tokenizers, not word"):
         SampledSubwords(tiny_translator(), [("a b", "b a")], max_tokens=100, alpha=0.2)
     with pytest.raises(ValueError, match=r"in \(0, 1\), got 1.5"):
@@ -369,13 +458,26 @@ def test_ensemble_translation_library_and_command_lines(trained, tmp_path, capsy
     translate_main(["--checkpoint", ck, "--checkpoint", ck, "--input", str(src), "--device", "cpu"])
     assert capsys.readouterr().out == "c b a\ne d\n"
     (tmp_path / "ref.txt").write_text("c b a\ne d\n")
-    results = bleu_main(["--checkpoint", ck, "--checkpoint", ck, "--src", str(src), "--ref", str(tmp_path / "ref.txt"),
-                         "--device", "cpu"])
+    results = bleu_main(
+        [
+            "--checkpoint",
+            ck,
+            "--checkpoint",
+            ck,
+            "--src",
+            str(src),
+            "--ref",
+            str(tmp_path / "ref.txt"),
+            "--device",
+            "cpu",
+        ]
+    )
     assert results[1]["name"] == "chrF2" and results[1]["score"] == pytest.approx(100.0)  # too short for BLEU's 4-grams
     capsys.readouterr()
 
-    other_vocab = Translator(WordTokenizer(SYMBOLS + ["h"]), WordTokenizer(SYMBOLS + ["h"]), model.encoder_config,
-                             model.decoder_config)
+    other_vocab = Translator(
+        WordTokenizer(SYMBOLS + ["h"]), WordTokenizer(SYMBOLS + ["h"]), model.encoder_config, model.decoder_config
+    )
     other_vocab.save(tmp_path / "other.pt")
     with pytest.raises(SystemExit) as exit_info:
         run_main(translate_main, ["--checkpoint", ck, "--checkpoint", str(tmp_path / "other.pt"), "--input", str(src)])
@@ -386,14 +488,16 @@ def test_ensemble_translation_library_and_command_lines(trained, tmp_path, capsy
 
 # ---- noisy-channel reranking ----
 
+
 def test_score_is_the_log_prob_that_beam_search_reports(trained):
     model, _ = trained
     sources = [s for s, _ in reversal_pairs(5, seed=4)]
     nbest = model.search(sources, method="beam", beam_size=4, n_best=4)
     finished = [(src, h) for src, hyps in zip(sources, nbest) for h in hyps if h.finished and h.tokens]
     assert len(finished) >= 8 and len({len(h.tokens) for _, h in finished}) > 1  # precondition: varied lengths
-    scores = model.score([src for src, _ in finished], [model.tgt_tokenizer.decode(h.tokens) for _, h in finished],
-                         batch_size=3)  # batches of mixed lengths: padding must not count
+    scores = model.score(
+        [src for src, _ in finished], [model.tgt_tokenizer.decode(h.tokens) for _, h in finished], batch_size=3
+    )  # batches of mixed lengths: padding must not count
     assert scores == pytest.approx([h.log_prob for _, h in finished], abs=1e-4)
     with pytest.raises(ValueError, match="one target per source"):
         model.score(sources, sources[:-1])
@@ -406,8 +510,12 @@ def test_ensemble_score_is_the_log_prob_that_ensemble_beam_search_reports(traine
     sources = [s for s, _ in reversal_pairs(5, seed=8)]
     nbest = model.search(sources, method="beam", beam_size=3, n_best=3, ensemble_with=[other])
     decode = model.tgt_tokenizer.decode  # only hypotheses whose text encodes back to their tokens (no specials)
-    finished = [(src, h) for src, hyps in zip(sources, nbest) for h in hyps
-                if h.finished and h.tokens and model.target_ids(decode(h.tokens))[1:-1] == h.tokens]
+    finished = [
+        (src, h)
+        for src, hyps in zip(sources, nbest)
+        for h in hyps
+        if h.finished and h.tokens and model.target_ids(decode(h.tokens))[1:-1] == h.tokens
+    ]
     assert len(finished) >= 6
     sources, targets = [src for src, _ in finished], [model.tgt_tokenizer.decode(h.tokens) for _, h in finished]
     scores = model.score(sources, targets, batch_size=4, ensemble_with=[other])
@@ -437,9 +545,12 @@ def trained_right_to_left(tmp_path_factory):
     """The reversal task learned by a model that writes right to left: in its own order it only copies."""
     torch.manual_seed(0)
     tok = WordTokenizer(SYMBOLS)
-    model = Translator(tok, tok, EncoderConfig(enc_emb_dim=16, enc_hidden_dim=32, enc_dropout=0.0, bridge="zero",
-                                               target_order="right-to-left"),
-                       DecoderConfig(emb_dim=16, hidden_dim=64, attention="bahdanau", dropout=0.0))
+    model = Translator(
+        tok,
+        tok,
+        EncoderConfig(enc_emb_dim=16, enc_hidden_dim=32, enc_dropout=0.0, bridge="zero", target_order="right-to-left"),
+        DecoderConfig(emb_dim=16, hidden_dim=64, attention="bahdanau", dropout=0.0),
+    )
     return learn_reversal(model, tmp_path_factory.mktemp("r2l"), steps=400)
 
 
@@ -457,18 +568,24 @@ def test_right_to_left_model_writes_backwards_and_reads_out_forwards(trained, tr
     assert tgt == ["d", "c", "b", "a"]  # rows in reading order: "d" is the last word written and looks at "d"
     assert weights[0].argmax() == 3 and weights[-1].argmax() == 0
     nbest = model.search(sources[:6], method="beam", beam_size=3, n_best=3)
-    finished = [(s, h) for s, hyps in zip(sources, nbest) for h in hyps  # texts that encode back to their tokens
-                if h.finished and h.tokens and model.target_ids(model.target_text(h.tokens))[1:-1] == h.tokens]
+    finished = [
+        (s, h)
+        for s, hyps in zip(sources, nbest)
+        for h in hyps  # texts that encode back to their tokens
+        if h.finished and h.tokens and model.target_ids(model.target_text(h.tokens))[1:-1] == h.tokens
+    ]
     assert len(finished) >= 12 and len({len(h.tokens) for _, h in finished}) > 1
-    assert model.score([s for s, _ in finished], [model.target_text(h.tokens) for _, h in finished]) == \
-        pytest.approx([h.log_prob for _, h in finished], abs=1e-4)
+    assert model.score([s for s, _ in finished], [model.target_text(h.tokens) for _, h in finished]) == pytest.approx(
+        [h.log_prob for _, h in finished], abs=1e-4
+    )
     again = Translator.load(out / "model.pt")
     assert again.right_to_left and again.translate(sources) == targets
     with pytest.raises(ValueError, match="same target order"):
         model.translate(sources, ensemble_with=[trained[0]])
     with pytest.raises(ValueError, match="target_order must be one of"):
-        Translator(model.src_tokenizer, model.tgt_tokenizer, EncoderConfig(target_order="right_to_left"),
-                   model.decoder_config)
+        Translator(
+            model.src_tokenizer, model.tgt_tokenizer, EncoderConfig(target_order="right_to_left"), model.decoder_config
+        )
 
 
 def test_reranking_with_reverse_and_right_to_left_models(trained, trained_right_to_left, tmp_path):
@@ -476,31 +593,51 @@ def test_reranking_with_reverse_and_right_to_left_models(trained, trained_right_
     right_to_left, _ = trained_right_to_left
     torch.manual_seed(5)
     forward, _ = learn_reversal(tiny_translator(), tmp_path, steps=40)  # weak: its n best end at varied lengths
-    untrained = Translator(right_to_left.src_tokenizer, right_to_left.tgt_tokenizer, right_to_left.encoder_config,
-                           right_to_left.decoder_config).eval()  # p(y | x) unlike p(x | y), as reversal makes them
+    untrained = Translator(
+        right_to_left.src_tokenizer,
+        right_to_left.tgt_tokenizer,
+        right_to_left.encoder_config,
+        right_to_left.decoder_config,
+    ).eval()  # p(y | x) unlike p(x | y), as reversal makes them
     sources = [s for s, _ in reversal_pairs(8, seed=6)]
     nbest = forward.search(sources, beam_size=4, n_best=4)
     chosen = {}
-    for weight, r2l_weight, r2l, alpha in ((0.0, 1.0, right_to_left, 0.5), (0.5, 2.0, right_to_left, 0.5),
-                                           (1.0, 0.0, right_to_left, 0.5), (0.0, 5.0, untrained, 0.5),
-                                           (0.0, 0.0, right_to_left, 0.0), (0.0, 0.0, right_to_left, 3.0)):
+    for weight, r2l_weight, r2l, alpha in (
+        (0.0, 1.0, right_to_left, 0.5),
+        (0.5, 2.0, right_to_left, 0.5),
+        (1.0, 0.0, right_to_left, 0.5),
+        (0.0, 5.0, untrained, 0.5),
+        (0.0, 0.0, right_to_left, 0.0),
+        (0.0, 0.0, right_to_left, 3.0),
+    ):
         expected = []
         for source, hyps in zip(sources, nbest):
             texts = [forward.target_text(h.tokens) for h in hyps]
             back = reverse.score(texts, [source] * len(hyps))
             backwards = r2l.score([source] * len(hyps), texts)
-            combined = [h.log_prob / ((5 + len(h.tokens) + 1) / 6) ** alpha + weight * b + r2l_weight * r
-                        for h, b, r in zip(hyps, back, backwards)]
+            combined = [
+                h.log_prob / ((5 + len(h.tokens) + 1) / 6) ** alpha + weight * b + r2l_weight * r
+                for h, b, r in zip(hyps, back, backwards)
+            ]
             expected.append(texts[combined.index(max(combined))])
-        chosen[weight, r2l_weight, alpha] = translate_reranked(forward,
-            sources, reverse, weight, beam_size=4, right_to_left=[r2l], right_to_left_weight=r2l_weight,
-            rerank_length_penalty=alpha)
+        chosen[weight, r2l_weight, alpha] = translate_reranked(
+            forward,
+            sources,
+            reverse,
+            weight,
+            beam_size=4,
+            right_to_left=[r2l],
+            right_to_left_weight=r2l_weight,
+            rerank_length_penalty=alpha,
+        )
         assert chosen[weight, r2l_weight, alpha] == expected
     assert chosen[0.0, 0.0, 0.0] != chosen[0.0, 0.0, 3.0]  # the forward score's length penalty counts
-    assert translate_reranked(forward, sources, beam_size=4, rerank_length_penalty=1.0) == \
-        forward.translate(sources, beam_size=4)  # nothing else and the beam's own alpha: the beam's best
-    assert translate_reranked(forward, sources, beam_size=4, right_to_left=right_to_left) != \
-        forward.translate(sources, beam_size=4)  # the right-to-left model alone overrides the beam's order
+    assert translate_reranked(forward, sources, beam_size=4, rerank_length_penalty=1.0) == forward.translate(
+        sources, beam_size=4
+    )  # nothing else and the beam's own alpha: the beam's best
+    assert translate_reranked(forward, sources, beam_size=4, right_to_left=right_to_left) != forward.translate(
+        sources, beam_size=4
+    )  # the right-to-left model alone overrides the beam's order
 
 
 def test_rerank_flags_of_the_command_lines(trained, tmp_path, capsys):
@@ -510,40 +647,120 @@ def test_rerank_flags_of_the_command_lines(trained, tmp_path, capsys):
     (tmp_path / "ref").write_text("".join(t + "\n" for _, t in pairs))
     ck = str(out / "model.pt")
     expected = translate_reranked(model, [s for s, _ in pairs], model, 0.5, beam_size=3)
-    translate_main(["--checkpoint", ck, "--input", str(tmp_path / "src"), "--beam-size", "3", "--rerank-with", ck,
-                    "--rerank-weight", "0.5", "--device", "cpu"])
+    translate_main(
+        [
+            "--checkpoint",
+            ck,
+            "--input",
+            str(tmp_path / "src"),
+            "--beam-size",
+            "3",
+            "--rerank-with",
+            ck,
+            "--rerank-weight",
+            "0.5",
+            "--device",
+            "cpu",
+        ]
+    )
     assert capsys.readouterr().out.splitlines() == expected
-    results = bleu_main(["--checkpoint", ck, "--src", str(tmp_path / "src"), "--ref", str(tmp_path / "ref"),
-                         "--beam-size", "3", "--rerank-with", ck, "--rerank-weight", "0.5", "--device", "cpu"])
+    results = bleu_main(
+        [
+            "--checkpoint",
+            ck,
+            "--src",
+            str(tmp_path / "src"),
+            "--ref",
+            str(tmp_path / "ref"),
+            "--beam-size",
+            "3",
+            "--rerank-with",
+            ck,
+            "--rerank-weight",
+            "0.5",
+            "--device",
+            "cpu",
+        ]
+    )
     assert results[0]["score"] == pytest.approx(sacrebleu.corpus_bleu(expected, [[t for _, t in pairs]]).score)
     capsys.readouterr()
     torch.manual_seed(9)
     other = tiny_translator(bridge="zero").eval()  # a second reverse model: the two score as one ensemble
     other.save(tmp_path / "other.pt")
-    translate_main(["--checkpoint", ck, "--input", str(tmp_path / "src"), "--beam-size", "3", "--rerank-with", ck,
-                    "--rerank-with", str(tmp_path / "other.pt"), "--rerank-weight", "2", "--device", "cpu"])
-    assert capsys.readouterr().out.splitlines() == translate_reranked(model, [s for s, _ in pairs], [model, other],
-                                                                            2.0, beam_size=3)
-    translate_main(["--checkpoint", ck, "--input", str(tmp_path / "src"), "--beam-size", "3", "--rerank-with", ck,
-                    "--rerank-length-penalty", "2.5", "--device", "cpu"])
-    assert capsys.readouterr().out.splitlines() == translate_reranked(model, [s for s, _ in pairs], model, beam_size=3,
-                                                                            rerank_length_penalty=2.5)
+    translate_main(
+        [
+            "--checkpoint",
+            ck,
+            "--input",
+            str(tmp_path / "src"),
+            "--beam-size",
+            "3",
+            "--rerank-with",
+            ck,
+            "--rerank-with",
+            str(tmp_path / "other.pt"),
+            "--rerank-weight",
+            "2",
+            "--device",
+            "cpu",
+        ]
+    )
+    assert capsys.readouterr().out.splitlines() == translate_reranked(
+        model, [s for s, _ in pairs], [model, other], 2.0, beam_size=3
+    )
+    translate_main(
+        [
+            "--checkpoint",
+            ck,
+            "--input",
+            str(tmp_path / "src"),
+            "--beam-size",
+            "3",
+            "--rerank-with",
+            ck,
+            "--rerank-length-penalty",
+            "2.5",
+            "--device",
+            "cpu",
+        ]
+    )
+    assert capsys.readouterr().out.splitlines() == translate_reranked(
+        model, [s for s, _ in pairs], model, beam_size=3, rerank_length_penalty=2.5
+    )
     for main, argv, message in (
-            (translate_main, ["--input", str(tmp_path / "src"), "--rerank-length-penalty", "nan"],
-             "--rerank-length-penalty = nan"),
-            (translate_main, ["--input", str(tmp_path / "src"), "--method", "greedy"], "--method greedy"),
-            (translate_main, ["--input", str(tmp_path / "src"), "--n-best", "2"], "--n-best"),
-            (translate_main, ["--input", str(tmp_path / "src"), "--rerank-weight", "-1"], "--rerank-weight = -1"),
-            (bleu_main, ["--src", str(tmp_path / "src"), "--ref", str(tmp_path / "ref"), "--method", "greedy"],
-             "--method greedy")):
+        (
+            translate_main,
+            ["--input", str(tmp_path / "src"), "--rerank-length-penalty", "nan"],
+            "--rerank-length-penalty = nan",
+        ),
+        (translate_main, ["--input", str(tmp_path / "src"), "--method", "greedy"], "--method greedy"),
+        (translate_main, ["--input", str(tmp_path / "src"), "--n-best", "2"], "--n-best"),
+        (translate_main, ["--input", str(tmp_path / "src"), "--rerank-weight", "-1"], "--rerank-weight = -1"),
+        (
+            bleu_main,
+            ["--src", str(tmp_path / "src"), "--ref", str(tmp_path / "ref"), "--method", "greedy"],
+            "--method greedy",
+        ),
+    ):
         with pytest.raises(SystemExit) as exit_info:
             run_main(main, ["--checkpoint", ck, "--rerank-with", ck, "--device", "cpu"] + argv)
         assert exit_info.value.code == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and message in err[0]
     with pytest.raises(SystemExit):
-        run_main(bleu_main, ["--checkpoint", ck, "--src", str(tmp_path / "src"), "--ref", str(tmp_path / "ref"),
-                             "--rerank-with", str(tmp_path / "none.pt")])
+        run_main(
+            bleu_main,
+            [
+                "--checkpoint",
+                ck,
+                "--src",
+                str(tmp_path / "src"),
+                "--ref",
+                str(tmp_path / "ref"),
+                "--rerank-with",
+                str(tmp_path / "none.pt"),
+            ],
+        )
     assert "none.pt does not exist" in capsys.readouterr().err
 
 
@@ -557,24 +774,41 @@ def test_rerank_r2l_flags_of_the_command_lines(trained, trained_right_to_left, t
     (tmp_path / "src").write_text("".join(s + "\n" for s, _ in pairs))
     (tmp_path / "ref").write_text("".join(t + "\n" for _, t in pairs))
     ck, r2l_ck, forward_ck = str(out / "model.pt"), str(r2l_out / "model.pt"), str(tmp_path / "forward.pt")
-    expected = translate_reranked(forward, [s for s, _ in pairs], model, 0.5, beam_size=3,
-                                          right_to_left=right_to_left, right_to_left_weight=2.0)
+    expected = translate_reranked(
+        forward, [s for s, _ in pairs], model, 0.5, beam_size=3, right_to_left=right_to_left, right_to_left_weight=2.0
+    )
     assert expected != translate_reranked(forward, [s for s, _ in pairs], model, 0.5, beam_size=3)
-    flags = ["--beam-size", "3", "--rerank-with", ck, "--rerank-weight", "0.5", "--rerank-r2l", r2l_ck,
-             "--rerank-r2l-weight", "2", "--device", "cpu"]
+    flags = [
+        "--beam-size",
+        "3",
+        "--rerank-with",
+        ck,
+        "--rerank-weight",
+        "0.5",
+        "--rerank-r2l",
+        r2l_ck,
+        "--rerank-r2l-weight",
+        "2",
+        "--device",
+        "cpu",
+    ]
     translate_main(["--checkpoint", forward_ck, "--input", str(tmp_path / "src")] + flags)
     assert capsys.readouterr().out.splitlines() == expected
-    results = bleu_main(["--checkpoint", forward_ck, "--src", str(tmp_path / "src"), "--ref", str(tmp_path / "ref")]
-                        + flags)
+    results = bleu_main(
+        ["--checkpoint", forward_ck, "--src", str(tmp_path / "src"), "--ref", str(tmp_path / "ref")] + flags
+    )
     assert results[0]["score"] == pytest.approx(sacrebleu.corpus_bleu(expected, [[t for _, t in pairs]]).score)
     capsys.readouterr()
-    for argv, message in ((["--rerank-r2l", ck], "writes left to right"),
-                          (["--rerank-r2l", r2l_ck, "--method", "greedy"], "--rerank-r2l reorders"),
-                          (["--rerank-r2l", r2l_ck, "--rerank-r2l-weight", "-1"], "--rerank-r2l-weight = -1"),
-                          (["--rerank-r2l", r2l_ck, "--n-best", "2"], "--n-best")):
+    for argv, message in (
+        (["--rerank-r2l", ck], "writes left to right"),
+        (["--rerank-r2l", r2l_ck, "--method", "greedy"], "--rerank-r2l reorders"),
+        (["--rerank-r2l", r2l_ck, "--rerank-r2l-weight", "-1"], "--rerank-r2l-weight = -1"),
+        (["--rerank-r2l", r2l_ck, "--n-best", "2"], "--n-best"),
+    ):
         with pytest.raises(SystemExit) as exit_info:
-            run_main(translate_main, ["--checkpoint", forward_ck, "--input", str(tmp_path / "src"), "--device", "cpu"]
-                     + argv)
+            run_main(
+                translate_main, ["--checkpoint", forward_ck, "--input", str(tmp_path / "src"), "--device", "cpu"] + argv
+            )
         assert exit_info.value.code == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and message in err[0], err
@@ -589,6 +823,7 @@ def test_models_of_another_language_pair_are_refused(tmp_path):
         model = tiny_translator()
         model.encoder_config = replace(model.encoder_config, source_lang=source, target_lang=target)
         return model
+
     de_en, also_de_en, en_de = labelled("de", "en"), labelled("de", "en"), labelled("en", "de")
     unknown = labelled("", "")
     assert de_en.direction == "de->en" and unknown.direction == ""
@@ -606,3 +841,18 @@ def test_models_of_another_language_pair_are_refused(tmp_path):
         load_rerankers([tmp_path / "de_en.pt"], forward=de_en)
     with pytest.raises(UserError, match="en_de.pt cannot join"):
         load_ensemble([tmp_path / "de_en.pt", tmp_path / "en_de.pt"])
+
+
+def test_bucket_batches_respect_budget_and_cover_each_example_once():
+    examples = [list(range(n)) for n in [3, 9, 1, 7, 7, 2, 12, 5, 5, 8, 4, 6]]
+    source = BucketBatches(examples, len, lambda rows: rows, max_tokens=16, seed=3)
+    for epoch in range(2):
+        seen = []
+        for i in range(len(source)):
+            rows = source.batch(epoch, i)
+            assert max(map(len, rows)) * len(rows) <= 16 or len(rows) == 1
+            seen += [tuple(r) for r in rows]
+        assert sorted(seen) == sorted(tuple(e) for e in examples)
+    orders = [[tuple(map(len, source.batch(e, i))) for i in range(len(source))] for e in range(3)]
+    assert orders[0] == [tuple(map(len, source.batch(0, i))) for i in range(len(source))]  # deterministic
+    assert len({tuple(o) for o in orders}) > 1  # reshuffled between epochs

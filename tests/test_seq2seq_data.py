@@ -1,4 +1,5 @@
 """Parallel-corpus data: the Ding extraction rule, the hash split, the readers, and the fetch (with a fake apt-get)."""
+
 from __future__ import annotations
 
 import hashlib
@@ -12,28 +13,35 @@ from pathlib import Path
 import pytest
 
 from core.errors import UserError
-from seq2seq.data import (ding_pairs, extract_ding_pairs, hash_split, read_pairs_tsv, read_parallel)
-
+from seq2seq.data import ding_pairs, extract_ding_pairs, hash_split, read_pairs_tsv, read_parallel
 
 # ---- the extraction rule of DATA.md ----
 
+
 def test_keeps_whole_sentences_in_part_order():
-    lines = ["Haus {n} | Das Haus ist sehr alt. | Ist das Haus alt? :: house | The house is very old. | "
-             "Is the house old?"]
-    assert extract_ding_pairs(lines) == [("Das Haus ist sehr alt.", "The house is very old."),
-                                         ("Ist das Haus alt?", "Is the house old?")]
+    lines = [
+        "Haus {n} | Das Haus ist sehr alt. | Ist das Haus alt? :: house | The house is very old. | Is the house old?"
+    ]
+    assert extract_ding_pairs(lines) == [
+        ("Das Haus ist sehr alt.", "The house is very old."),
+        ("Ist das Haus alt?", "Is the house old?"),
+    ]
 
 
 def test_skips_comments_and_lines_without_separator():
-    lines = ["# Das ist ein Kommentar hier. :: This is a comment here.",
-             "Das ist keine Wörterbuchzeile. | This is not a dictionary line.",
-             "Das ist eine gute Zeile! :: This is a good line!"]
+    lines = [
+        "# Das ist ein Kommentar hier. :: This is a comment here.",
+        "Das ist keine Wörterbuchzeile. | This is not a dictionary line.",
+        "Das ist eine gute Zeile! :: This is a good line!",
+    ]
     assert extract_ding_pairs(lines) == [("Das ist eine gute Zeile!", "This is a good line!")]
 
 
 def test_skips_line_when_part_counts_differ():
-    lines = ["Er kommt heute nicht mehr. | Sie geht jetzt nach Hause. :: He is not coming today.",
-             "Er kommt heute nicht mehr. :: He is not coming today. | She is going home now."]
+    lines = [
+        "Er kommt heute nicht mehr. | Sie geht jetzt nach Hause. :: He is not coming today.",
+        "Er kommt heute nicht mehr. :: He is not coming today. | She is going home now.",
+    ]
     assert extract_ding_pairs(lines) == []
 
 
@@ -43,20 +51,27 @@ def test_splits_at_first_separator_and_strips_parts():
 
 
 def test_needs_four_words_on_both_sides():
-    lines = ["Das ist gut. :: That is good.",                    # 3 words each: dropped
-             "Das ist sehr gut. :: Good.",                       # English too short: dropped
-             "Das ist sehr gut. :: That is very good."]          # 4 words each: kept
+    lines = [
+        "Das ist gut. :: That is good.",  # 3 words each: dropped
+        "Das ist sehr gut. :: Good.",  # English too short: dropped
+        "Das ist sehr gut. :: That is very good.",
+    ]  # 4 words each: kept
     assert extract_ding_pairs(lines) == [("Das ist sehr gut.", "That is very good.")]
 
 
 def test_needs_end_punctuation_on_both_sides():
-    lines = ["Wir gehen jetzt nach Hause :: We are going home now.",
-             "Wir gehen jetzt nach Hause. :: We are going home now",
-             "Wir gehen jetzt nach Hause. :: We are going home now.",
-             "Gehen wir jetzt nach Hause? :: Are we going home now?",
-             "Geht jetzt sofort nach Hause! :: Go home right now!"]
+    lines = [
+        "Wir gehen jetzt nach Hause :: We are going home now.",
+        "Wir gehen jetzt nach Hause. :: We are going home now",
+        "Wir gehen jetzt nach Hause. :: We are going home now.",
+        "Gehen wir jetzt nach Hause? :: Are we going home now?",
+        "Geht jetzt sofort nach Hause! :: Go home right now!",
+    ]
     assert [de for de, _ in extract_ding_pairs(lines)] == [
-        "Wir gehen jetzt nach Hause.", "Gehen wir jetzt nach Hause?", "Geht jetzt sofort nach Hause!"]
+        "Wir gehen jetzt nach Hause.",
+        "Gehen wir jetzt nach Hause?",
+        "Geht jetzt sofort nach Hause!",
+    ]
 
 
 @pytest.mark.parametrize("char", list(";/[]{}"))
@@ -71,17 +86,21 @@ def test_drops_forbidden_characters(char, side):
 
 
 def test_drops_exact_duplicates_keeping_the_first():
-    lines = ["Die Tür schließt automatisch. :: The door closes automatically.",
-             "Die Tür schließt sich automatisch. :: The door closes automatically.",
-             "Die Tür schließt automatisch. :: The door shuts automatically.",
-             "Tür {f} | Die Tür schließt automatisch. :: door | The door closes automatically."]
+    lines = [
+        "Die Tür schließt automatisch. :: The door closes automatically.",
+        "Die Tür schließt sich automatisch. :: The door closes automatically.",
+        "Die Tür schließt automatisch. :: The door shuts automatically.",
+        "Tür {f} | Die Tür schließt automatisch. :: door | The door closes automatically.",
+    ]
     assert extract_ding_pairs(lines) == [
         ("Die Tür schließt automatisch.", "The door closes automatically."),
         ("Die Tür schließt sich automatisch.", "The door closes automatically."),
-        ("Die Tür schließt automatisch.", "The door shuts automatically.")]
+        ("Die Tür schließt automatisch.", "The door shuts automatically."),
+    ]
 
 
 # ---- the hash split ----
+
 
 def _pairs(n: int) -> list[tuple[str, str]]:
     return [(f"Das ist Satz Nummer {i}.", f"This is sentence number {i}.") for i in range(n)]
@@ -118,18 +137,12 @@ def test_hash_split_keeps_one_german_sentence_in_one_split():
             assert where.setdefault(german, name) == name
 
 
-def test_hash_split_key_and_percentages():
-    items = [f"item {i}" for i in range(100)]
-    assert hash_split(items, key=str, test=0, valid=0)["train"] == items
-    assert hash_split(items, key=str, test=100, valid=0)["test"] == items
-    assert hash_split(items, key=str, test=0, valid=100)["valid"] == items
-
-
 # ---- the user's own files ----
+
 
 def test_read_pairs_tsv(tmp_path):
     path = tmp_path / "pairs.tsv"
-    path.write_bytes("Guten Morgen.\tGood morning.\r\nDanke schön! \t Thank you!".encode("utf-8"))
+    path.write_bytes("Guten Morgen.\tGood morning.\r\nDanke schön! \t Thank you!".encode())
     assert read_pairs_tsv(path) == [("Guten Morgen.", "Good morning."), ("Danke schön!", "Thank you!")]
 
 
@@ -159,7 +172,7 @@ def test_read_pairs_tsv_empty_side(tmp_path):
 
 def test_read_pairs_tsv_not_utf8(tmp_path):
     path = tmp_path / "pairs.tsv"
-    path.write_bytes("eins\tone\n".encode() + "Grüße\tgreetings\n".encode("latin-1"))
+    path.write_bytes(b"eins\tone\n" + "Grüße\tgreetings\n".encode("latin-1"))
     with pytest.raises(UserError, match=r"pairs.tsv:2: byte 0xfc .* not UTF-8"):
         read_pairs_tsv(path)
 
@@ -180,10 +193,14 @@ def test_read_parallel(tmp_path):
 
 # ---- the fetch, offline: a fake apt-get hands out a small .deb built here ----
 
-DICTIONARY = "\n".join(
-    ["# Version :: devel 2023-01-30", "# License :: GPL Version 2 or later"]
-    + [f"Satz {{m}} | Das ist der Beispielsatz {i}. :: sentence | This is example sentence {i}." for i in range(60)]
-    + ["Das ist zu kurz. :: This is short."]) + "\n"
+DICTIONARY = (
+    "\n".join(
+        ["# Version :: devel 2023-01-30", "# License :: GPL Version 2 or later"]
+        + [f"Satz {{m}} | Das ist der Beispielsatz {i}. :: sentence | This is example sentence {i}." for i in range(60)]
+        + ["Das ist zu kurz. :: This is short."]
+    )
+    + "\n"
+)
 
 
 def _tar_xz(files: dict[str, bytes]) -> bytes:
@@ -199,9 +216,13 @@ def _tar_xz(files: dict[str, bytes]) -> bytes:
 def _deb(path: Path) -> None:
     """Write a minimal .deb: an ar archive of debian-binary, control.tar.xz and data.tar.xz."""
     control = b"Package: trans-de-en\nVersion: 1.9-6\nArchitecture: all\nMaintainer: t <t@t>\nDescription: t\n"
-    members = {"debian-binary": b"2.0\n", "control.tar.xz": _tar_xz({"control": control}),
-               "data.tar.xz": _tar_xz({"usr/share/trans/de-en": DICTIONARY.encode("utf-8"),
-                                       "usr/share/doc/trans-de-en/copyright": b"GPL-2+\n"})}
+    members = {
+        "debian-binary": b"2.0\n",
+        "control.tar.xz": _tar_xz({"control": control}),
+        "data.tar.xz": _tar_xz(
+            {"usr/share/trans/de-en": DICTIONARY.encode("utf-8"), "usr/share/doc/trans-de-en/copyright": b"GPL-2+\n"}
+        ),
+    }
     out = bytearray(b"!<arch>\n")
     for name, data in members.items():
         out += f"{name:<16}{0:<12}{0:<6}{0:<6}{100644:<8}{len(data):<10}`\n".encode("ascii") + data
@@ -241,8 +262,15 @@ def _fake_apt(tmp_path: Path, monkeypatch, always_fail: bool = False, with_dpkg:
     return state
 
 
-@pytest.mark.parametrize("with_dpkg", [False, pytest.param(True, marks=pytest.mark.skipif(
-    shutil.which("dpkg-deb") is None, reason="dpkg-deb is not installed"))])
+@pytest.mark.parametrize(
+    "with_dpkg",
+    [
+        False,
+        pytest.param(
+            True, marks=pytest.mark.skipif(shutil.which("dpkg-deb") is None, reason="dpkg-deb is not installed")
+        ),
+    ],
+)
 def test_ding_pairs_fetches_once_then_uses_the_cache(tmp_path, monkeypatch, with_dpkg):
     state = _fake_apt(tmp_path, monkeypatch, with_dpkg=with_dpkg)
     data_dir = tmp_path / "data"
@@ -255,7 +283,15 @@ def test_ding_pairs_fetches_once_then_uses_the_cache(tmp_path, monkeypatch, with
 
     folder = data_dir / "ding-de-en-1.9-6"
     assert sorted(p.name for p in folder.iterdir()) == [
-        "COPYRIGHT.txt", "SOURCE.txt", "test.de", "test.en", "train.de", "train.en", "valid.de", "valid.en"]
+        "COPYRIGHT.txt",
+        "SOURCE.txt",
+        "test.de",
+        "test.en",
+        "train.de",
+        "train.en",
+        "valid.de",
+        "valid.en",
+    ]
     source = (folder / "SOURCE.txt").read_text()
     assert "trans-de-en 1.9-6" in source and "GPL-2+" in source and "60 " in source
     assert (folder / "valid.en").read_text(encoding="utf-8") == "".join(en + "\n" for _, en in splits["valid"])
@@ -284,21 +320,28 @@ def test_ding_pairs_without_apt_get(tmp_path, monkeypatch):
 
 def test_bible_verses_are_cleaned_and_paired_by_reference():
     from seq2seq.bible import align_verses, clean_verse
+
     assert clean_verse(" \u00b6 For God so loved\n the world. ") == "For God so loved the world."
-    spanish = {("Genesis", 1, 1): "EN el principio crió Dios los cielos y la tierra. ",
-               ("Genesis", 1, 2): "Y la tierra estaba desordenada y vacía.",
-               ("Romans", 16, 25): "  ",  # empty in one text: dropped
-               ("Romans", 16, 26): "Mas manifestado ahora."}  # missing in the other: dropped
-    english = {("Genesis", 1, 2): "And the earth was without form, and void.",
-               ("Genesis", 1, 1): "\u00b6 In the beginning God created the heaven and the earth.",
-               ("Romans", 16, 25): "Now to him that is of power."}
+    spanish = {
+        ("Genesis", 1, 1): "EN el principio crió Dios los cielos y la tierra. ",
+        ("Genesis", 1, 2): "Y la tierra estaba desordenada y vacía.",
+        ("Romans", 16, 25): "  ",  # empty in one text: dropped
+        ("Romans", 16, 26): "Mas manifestado ahora.",
+    }  # missing in the other: dropped
+    english = {
+        ("Genesis", 1, 2): "And the earth was without form, and void.",
+        ("Genesis", 1, 1): "\u00b6 In the beginning God created the heaven and the earth.",
+        ("Romans", 16, 25): "Now to him that is of power.",
+    }
     assert align_verses(spanish, english) == [
         ("EN el principio crió Dios los cielos y la tierra.", "In the beginning God created the heaven and the earth."),
-        ("Y la tierra estaba desordenada y vacía.", "And the earth was without form, and void.")]
+        ("Y la tierra estaba desordenada y vacía.", "And the earth was without form, and void."),
+    ]
 
 
 def test_translate_recipe_reads_the_bible_corpus_with_dataset_bible(monkeypatch):
     import recipes.translate as recipe
+
     splits = {"train": [("uno", "one")], "valid": [("dos", "two")], "test": [("tres", "three")]}
     monkeypatch.setattr(recipe, "bible_pairs", lambda data_dir: splits)
     monkeypatch.setattr(recipe, "ding_pairs", lambda data_dir: pytest.fail("read Ding instead of the Bible"))

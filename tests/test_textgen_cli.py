@@ -1,4 +1,5 @@
 """The text-generation recipe and `python -m core.generate`, including every bad input the issue lists."""
+
 import hashlib
 import json
 import subprocess
@@ -9,16 +10,34 @@ import pytest
 import torch
 
 from core import LanguageModel, save_checkpoint
-from core.cli import run_main
-from core.runs import parse_flags
+from core.cli import parse_flags, run_main
 from core.generate import main as generate_main
-from recipes.textgen import build_parser, main as textgen_main
+from recipes.textgen import build_parser
+from recipes.textgen import main as textgen_main
 
 ROOT = Path(__file__).resolve().parents[1]
-CORPUS = ("First Citizen:\nBefore we proceed any further, hear me speak.\n\nAll:\nSpeak, speak.\n\n"
-          "First Citizen:\nYou are all resolved rather to die than to famish?\n\n") * 40
-TINY = ["--steps", "12", "--valid-every", "6", "--hidden-dim", "32", "--emb-dim", "8", "--batch-size", "4",
-        "--bptt", "32", "--sample-len", "20", "--device", "cpu"]
+CORPUS = (
+    "First Citizen:\nBefore we proceed any further, hear me speak.\n\nAll:\nSpeak, speak.\n\n"
+    "First Citizen:\nYou are all resolved rather to die than to famish?\n\n"
+) * 40
+TINY = [
+    "--steps",
+    "12",
+    "--valid-every",
+    "6",
+    "--hidden-dim",
+    "32",
+    "--emb-dim",
+    "8",
+    "--batch-size",
+    "4",
+    "--bptt",
+    "32",
+    "--sample-len",
+    "20",
+    "--device",
+    "cpu",
+]
 
 
 @pytest.fixture(scope="module")
@@ -60,8 +79,9 @@ def test_recipe_writes_everything_and_reports(trained):
 def test_word_and_subword_levels_run(tmp_path, level, vocab):
     corpus = tmp_path / "corpus.txt"
     corpus.write_text(CORPUS)
-    results = textgen_main(["--corpus", str(corpus), "--out", str(tmp_path / "run"), "--level", level,
-                            "--vocab-size", vocab, *TINY])
+    results = textgen_main(
+        ["--corpus", str(corpus), "--out", str(tmp_path / "run"), "--level", level, "--vocab-size", vocab, *TINY]
+    )
     assert results["level"] == level and results["test_ppl"] > 1
 
 
@@ -71,11 +91,41 @@ def test_generate_command_streams_samples_and_beams(trained, capsys):
     generate_main(["--checkpoint", ck, "--prompt", "First", "--max-len", "15", "--seed", "1", "--device", "cpu"])
     out = capsys.readouterr().out
     assert out.startswith("First") and len(out.strip()) > len("First")
-    generate_main(["--checkpoint", ck, "--prompt", "All", "--method", "beam", "--beam-size", "3",
-                   "--num-samples", "2", "--max-len", "10", "--device", "cpu"])
+    generate_main(
+        [
+            "--checkpoint",
+            ck,
+            "--prompt",
+            "All",
+            "--method",
+            "beam",
+            "--beam-size",
+            "3",
+            "--num-samples",
+            "2",
+            "--max-len",
+            "10",
+            "--device",
+            "cpu",
+        ]
+    )
     assert capsys.readouterr().out.count("--- ") == 2
-    generate_main(["--checkpoint", ck, "--prompt", "All", "--method", "greedy", "--max-len", "10", "--device", "cpu",
-                   "--dtype", "bfloat16"])
+    generate_main(
+        [
+            "--checkpoint",
+            ck,
+            "--prompt",
+            "All",
+            "--method",
+            "greedy",
+            "--max-len",
+            "10",
+            "--device",
+            "cpu",
+            "--dtype",
+            "bfloat16",
+        ]
+    )
     half = LanguageModel.load(ck, dtype=torch.bfloat16)
     assert half.decoder.output.weight.dtype == torch.bfloat16
     assert capsys.readouterr().out == "All" + half.generate("All", method="greedy", max_len=10) + "\n"
@@ -83,39 +133,76 @@ def test_generate_command_streams_samples_and_beams(trained, capsys):
 
 def test_generate_command_as_a_process(trained):
     folder, _ = trained
-    result = subprocess.run([sys.executable, "-m", "core.generate", "--checkpoint", str(folder / "run" / "best.pt"),
-                             "--prompt", "Speak", "--method", "greedy", "--max-len", "10"],
-                            cwd=ROOT, capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "core.generate",
+            "--checkpoint",
+            str(folder / "run" / "best.pt"),
+            "--prompt",
+            "Speak",
+            "--method",
+            "greedy",
+            "--max-len",
+            "10",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("Speak")
-    bad = subprocess.run([sys.executable, "-m", "core.generate", "--checkpoint", str(folder / "run" / "best.pt"),
-                          "--temperature", "0"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    bad = subprocess.run(
+        [sys.executable, "-m", "core.generate", "--checkpoint", str(folder / "run" / "best.pt"), "--temperature", "0"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
     assert bad.stderr.strip() == "error: --temperature = 0 is out of range; allowed: (0, inf)"
     # 10^12 beams of 32 numbers each: the allocator refuses at once; the message names this command's flags
-    huge = subprocess.run([sys.executable, "-m", "core.generate", "--checkpoint", str(folder / "run" / "best.pt"),
-                           "--method", "beam", "--beam-size", str(10 ** 12)], cwd=ROOT, capture_output=True, text=True,
-                          timeout=120)
+    huge = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "core.generate",
+            "--checkpoint",
+            str(folder / "run" / "best.pt"),
+            "--method",
+            "beam",
+            "--beam-size",
+            str(10**12),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert huge.returncode == 2 and huge.stderr.startswith("error: out of memory while allocating "), huge.stderr
-    assert huge.stderr.strip().endswith("GiB; use smaller batches or beams (--beam-size, --num-samples) or a smaller "
-                                        "model")
+    assert huge.stderr.strip().endswith("GiB; lower --beam-size or --max-len")
 
 
-@pytest.mark.parametrize("flags, expected", [
-    (["--temperature", "0"], ["--temperature = 0", "(0, inf)"]),
-    (["--temperature", "-1"], ["--temperature = -1"]),
-    (["--top-p", "1.5"], ["--top-p = 1.5", "(0, 1]"]),
-    (["--top-p", "0"], ["--top-p = 0"]),
-    (["--method", "beam", "--beam-size", "0"], ["--beam-size = 0", "[1, inf)"]),
-    (["--max-len", "0"], ["--max-len = 0", "[1, inf)"]),
-    (["--temperature", "nan"], ["--temperature = nan"]),  # every comparison with NaN is false
-    (["--top-p", "nan"], ["--top-p = nan"]),
-    (["--repetition-penalty", "inf"], ["--repetition-penalty = inf"]),
-    (["--method", "beam", "--length-penalty", "nan"], ["--length-penalty = nan"]),
-    (["--method", "greedy", "--temperature", "0.5"], ["--temperature is an option of --method sample"]),
-    (["--num-samples", "0"], ["--num-samples = 0", "[1, inf)"]),
-    (["--seed", str(2 ** 32)], ["--seed = 4294967296", "[0, 4294967295]"]),
-])
+@pytest.mark.parametrize(
+    "flags, expected",
+    [
+        (["--temperature", "0"], ["--temperature = 0", "(0, inf)"]),
+        (["--temperature", "-1"], ["--temperature = -1"]),
+        (["--top-p", "1.5"], ["--top-p = 1.5", "(0, 1]"]),
+        (["--top-p", "0"], ["--top-p = 0"]),
+        (["--method", "beam", "--beam-size", "0"], ["--beam-size = 0", "[1, inf)"]),
+        (["--max-len", "0"], ["--max-len = 0", "[1, inf)"]),
+        (["--temperature", "nan"], ["--temperature = nan"]),  # every comparison with NaN is false
+        (["--top-p", "nan"], ["--top-p = nan"]),
+        (["--repetition-penalty", "inf"], ["--repetition-penalty = inf"]),
+        (["--method", "beam", "--length-penalty", "nan"], ["--length-penalty = nan"]),
+        (["--method", "greedy", "--temperature", "0.5"], ["--temperature is an option of --method sample"]),
+        (["--num-samples", "0"], ["--num-samples = 0", "[1, inf)"]),
+        (["--seed", str(2**32)], ["--seed = 4294967296", "[0, 4294967295]"]),
+    ],
+)
 def test_generate_bad_options(trained, capsys, flags, expected):
     folder, _ = trained
     before = digest(folder / "run")
@@ -137,13 +224,24 @@ def test_recipe_bad_corpus_files(tmp_path, capsys):
     empty = tmp_path / "empty.txt"
     empty.write_text("  \n")
     fails_with(capsys, textgen_main, ["--corpus", str(empty), "--out", str(tmp_path / "o")], "empty.txt", "empty")
-    fails_with(capsys, textgen_main, ["--corpus", str(tmp_path / "missing.txt"), "--out", str(tmp_path / "o")],
-               "missing.txt", "does not exist")
+    fails_with(
+        capsys,
+        textgen_main,
+        ["--corpus", str(tmp_path / "missing.txt"), "--out", str(tmp_path / "o")],
+        "missing.txt",
+        "does not exist",
+    )
     fails_with(capsys, textgen_main, ["--corpus", str(tmp_path), "--out", str(tmp_path / "o")], "is a folder")
     latin1 = tmp_path / "latin1.txt"
     latin1.write_bytes("line one\nline two\nCaf\xe9 au lait\n".encode("latin-1"))
-    fails_with(capsys, textgen_main, ["--corpus", str(latin1), "--out", str(tmp_path / "o")], "latin1.txt:3:",
-               "0xe9", "not UTF-8")
+    fails_with(
+        capsys,
+        textgen_main,
+        ["--corpus", str(latin1), "--out", str(tmp_path / "o")],
+        "latin1.txt:3:",
+        "0xe9",
+        "not UTF-8",
+    )
 
 
 def test_recipe_resume_errors_keep_checkpoints(trained, tmp_path, capsys):
@@ -151,10 +249,16 @@ def test_recipe_resume_errors_keep_checkpoints(trained, tmp_path, capsys):
     run = folder / "run"
     before = digest(run)
     corpus = str(folder / "corpus.txt")
-    fails_with(capsys, textgen_main, ["--corpus", corpus, "--resume", str(tmp_path / "nope.pt"), "--out", str(run)],
-               "nope.pt", "does not exist")
-    fails_with(capsys, textgen_main, ["--corpus", corpus, "--out", str(run), *TINY], "already holds checkpoints",
-               "--resume")
+    fails_with(
+        capsys,
+        textgen_main,
+        ["--corpus", corpus, "--resume", str(tmp_path / "nope.pt"), "--out", str(run)],
+        "nope.pt",
+        "does not exist",
+    )
+    fails_with(
+        capsys, textgen_main, ["--corpus", corpus, "--out", str(run), *TINY], "already holds checkpoints", "--resume"
+    )
     other = save_checkpoint(tmp_path / "mt.pt", {"task": "translation", "config": {}, "model": {}})
     # without its config.json a run's flags (its corpus among them) are unknown: no silent default corpus
     fails_with(capsys, textgen_main, ["--corpus", corpus, "--resume", str(other)], "config.json is missing")
@@ -169,19 +273,22 @@ def test_recipe_resume_errors_keep_checkpoints(trained, tmp_path, capsys):
     assert (elsewhere / "last.pt").read_bytes() == b"another run's" and digest(run) == before
 
 
-@pytest.mark.parametrize("flags, expected", [
-    (["--batch-size", "0"], ["--batch-size = 0", "[1, inf)"]),
-    (["--bptt", "0"], ["--bptt = 0"]),
-    (["--valid-every", "0"], ["--valid-every = 0"]),
-    (["--lr", "nan"], ["--lr = nan", "(0, inf)"]),
-    (["--clip-norm", "-1"], ["--clip-norm = -1"]),  # torch would turn it into gradient ascent
-    (["--label-smoothing", "1"], ["--label-smoothing = 1", "[0, 1)"]),
-    (["--dropout", "2"], ["--dropout = 2"]),
-    (["--hidden-dim", "0"], ["--hidden-dim = 0"]),
-    (["--seed", "-1"], ["--seed = -1"]),
-    (["--attention", "luong"], ["--attention luong", "no memory"]),
-    (["--tie-embeddings", "maybe"], []),  # argparse's own one-line usage error, checked below
-])
+@pytest.mark.parametrize(
+    "flags, expected",
+    [
+        (["--batch-size", "0"], ["--batch-size = 0", "[1, inf)"]),
+        (["--bptt", "0"], ["--bptt = 0"]),
+        (["--valid-every", "0"], ["--valid-every = 0"]),
+        (["--lr", "nan"], ["--lr = nan", "(0, inf)"]),
+        (["--clip-norm", "-1"], ["--clip-norm = -1"]),  # torch would turn it into gradient ascent
+        (["--label-smoothing", "1"], ["--label-smoothing = 1", "[0, 1)"]),
+        (["--dropout", "2"], ["--dropout = 2"]),
+        (["--hidden-dim", "0"], ["--hidden-dim = 0"]),
+        (["--seed", "-1"], ["--seed = -1"]),
+        (["--attention", "luong"], ["--attention luong", "no memory"]),
+        (["--tie-embeddings", "maybe"], []),  # argparse's own one-line usage error, checked below
+    ],
+)
 def test_recipe_bad_numbers_keep_checkpoints(trained, capsys, flags, expected):
     folder, _ = trained
     run = folder / "run"
@@ -204,14 +311,19 @@ def test_recipe_refuses_a_folder_of_best_and_snapshots(tmp_path, capsys, trained
         out = tmp_path / name.replace("/", "_")
         (out / name).parent.mkdir(parents=True)
         (out / name).write_bytes(b"keep me")
-        fails_with(capsys, textgen_main, ["--corpus", corpus, "--out", str(out), *TINY], "already holds checkpoints",
-                   name)
+        fails_with(
+            capsys, textgen_main, ["--corpus", corpus, "--out", str(out), *TINY], "already holds checkpoints", name
+        )
         assert (out / name).read_bytes() == b"keep me"
     a_file = tmp_path / "file"
     a_file.write_text("x")
     fails_with(capsys, textgen_main, ["--corpus", corpus, "--out", str(a_file), *TINY], "is a file, not a folder")
-    fails_with(capsys, textgen_main, ["--corpus", corpus, "--out", str(a_file / "sub"), *TINY],
-               f"cannot create the folder {a_file / 'sub'}")
+    fails_with(
+        capsys,
+        textgen_main,
+        ["--corpus", corpus, "--out", str(a_file / "sub"), *TINY],
+        f"cannot create the folder {a_file / 'sub'}",
+    )
     fails_with(capsys, textgen_main, ["--corpus", corpus, "--out", "", *TINY], "--out is empty")
     fails_with(capsys, textgen_main, ["--corpus", corpus, "--resume", "", *TINY], "--resume is empty")
 
@@ -220,16 +332,24 @@ def test_recipe_resume_keeps_its_batch_size(trained, capsys):
     folder, _ = trained
     run = folder / "run"
     before = digest(run), (run / "config.json").read_text()
-    fails_with(capsys, textgen_main, ["--resume", str(run), "--batch-size", "3", "--steps", "14"],
-               "--batch-size 3", "resume it with --batch-size 4")
+    fails_with(
+        capsys,
+        textgen_main,
+        ["--resume", str(run), "--batch-size", "3", "--steps", "14"],
+        "--batch-size 3",
+        "resume it with --batch-size 4",
+    )
     assert (digest(run), (run / "config.json").read_text()) == before
 
 
-@pytest.mark.parametrize("flags, expected", [
-    (["--hidden-dim", "64"], ["--hidden-dim 64", "built with 32", "leave out --hidden-dim"]),
-    (["--cell", "gru"], ["--cell gru", "built with lstm"]),
-    (["--level", "word"], ["--level word", "built with char"]),
-])
+@pytest.mark.parametrize(
+    "flags, expected",
+    [
+        (["--hidden-dim", "64"], ["--hidden-dim 64", "built with 32", "leave out --hidden-dim"]),
+        (["--cell", "gru"], ["--cell gru", "built with lstm"]),
+        (["--level", "word"], ["--level word", "built with char"]),
+    ],
+)
 def test_recipe_resume_refuses_to_change_the_model(trained, capsys, flags, expected):
     """The checkpoint fixes the model and vocabulary; such flags were once ignored without a word."""
     folder, _ = trained
@@ -245,12 +365,21 @@ def test_recipe_resume_refuses_a_damaged_config(trained, capsys):
     run = folder / "run"
     config = (run / "config.json").read_bytes()
     try:
-        for damaged, expected in ((b'{"flags": {"corpus": "caf\xe9"}}', "can't decode byte 0xe9"),
-                                  (config[:40], "line 3"), (b'{"flags": ["corpus"]}', "not a JSON object")):
+        for damaged, expected in (
+            (b'{"flags": {"corpus": "caf\xe9"}}', "can't decode byte 0xe9"),
+            (config[:40], "line 3"),
+            (b'{"flags": ["corpus"]}', "not a JSON object"),
+        ):
             (run / "config.json").write_bytes(damaged)
             before = digest(run)
-            fails_with(capsys, textgen_main, ["--resume", str(run)], f"{run / 'config.json'} cannot be read",
-                       expected, "restore it")
+            fails_with(
+                capsys,
+                textgen_main,
+                ["--resume", str(run)],
+                f"{run / 'config.json'} cannot be read",
+                expected,
+                "restore it",
+            )
             assert digest(run) == before and (run / "config.json").read_bytes() == damaged
     finally:
         (run / "config.json").write_bytes(config)
@@ -262,15 +391,24 @@ def test_recipe_resume_refuses_a_config_value_no_flag_takes(trained, capsys):
     run = folder / "run"
     config = (run / "config.json").read_text()
     try:
-        for name, value, flag in (("hidden_dim", "32", "--hidden-dim"), ("cell", "rnn", "--cell"),
-                                  ("steps", 12.5, "--steps"), ("tie_embeddings", "yes", "--tie-embeddings"),
-                                  ("dropout", True, "--dropout"), ("corpus", ["a.txt"], "--corpus")):
+        for name, value, flag in (
+            ("hidden_dim", "32", "--hidden-dim"),
+            ("cell", "rnn", "--cell"),
+            ("steps", 12.5, "--steps"),
+            ("tie_embeddings", "yes", "--tie-embeddings"),
+            ("dropout", True, "--dropout"),
+            ("corpus", ["a.txt"], "--corpus"),
+        ):
             edited = json.loads(config)
             edited["flags"][name] = value
             (run / "config.json").write_text(json.dumps(edited))
             before = digest(run)
-            fails_with(capsys, textgen_main, ["--resume", str(run)], f"{run / 'config.json'}: flag {name!r} holds "
-                       f"{value!r}, not a value {flag} takes")
+            fails_with(
+                capsys,
+                textgen_main,
+                ["--resume", str(run)],
+                f"{run / 'config.json'}: flag {name!r} holds {value!r}, not a value {flag} takes",
+            )
             assert digest(run) == before
         edited = json.loads(config)
         edited["flags"].update(dropout=0, clip_norm=2, corpus=None)  # an int for a float flag is a number too
@@ -287,6 +425,9 @@ def test_recipe_resume_continues_to_more_steps(trained, tmp_path):
     # the run's folder alone: it goes on there, with the flags it started with (corpus, model, ...)
     results = textgen_main(["--resume", str(run), "--steps", "18"])
     assert results["steps"] == 18
-    steps = [json.loads(line)["step"] for line in (run / "log.jsonl").read_text().splitlines()
-             if json.loads(line)["split"] == "train"]
+    steps = [
+        json.loads(line)["step"]
+        for line in (run / "log.jsonl").read_text().splitlines()
+        if json.loads(line)["split"] == "train"
+    ]
     assert steps == list(range(1, 19))

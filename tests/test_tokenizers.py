@@ -6,16 +6,27 @@ import pytest
 from core import BOS, EOS, PAD, UNK, CharTokenizer, SentencePieceTokenizer, UserError, WordTokenizer
 from core.tokenizers import tokenizer_from_dict, train_tokenizer
 
-UNICODE_TEXT = ("Grüße aus Köln — naïve café, Ωμέγα, 日本語のテキスト, emoji 🎉🙂, combining e\u0301,\n"
-                "tabs\tand  double  spaces, trailing space \n\n  leading spaces; Привет, мир! 123\r\n")
-SHAPES_TEXT = "\n".join(f"The {w} sat on the mat and looked at the {v}." for w in
-                        ["cat", "dog", "bird", "fish", "fox"] for v in ["moon", "sun", "sea", "tree"]) * 3
+UNICODE_TEXT = (
+    "Grüße aus Köln — naïve café, Ωμέγα, 日本語のテキスト, emoji 🎉🙂, combining e\u0301,\n"
+    "tabs\tand  double  spaces, trailing space \n\n  leading spaces; Привет, мир! 123\r\n"
+)
+SHAPES_TEXT = (
+    "\n".join(
+        f"The {w} sat on the mat and looked at the {v}."
+        for w in ["cat", "dog", "bird", "fish", "fox"]
+        for v in ["moon", "sun", "sea", "tree"]
+    )
+    * 3
+)
 
 
 def test_specials_are_the_same_ids_everywhere():
     assert (PAD, BOS, EOS, UNK) == (0, 1, 2, 3)
-    for tok in (CharTokenizer.train("abc"), WordTokenizer.train("a b c", min_count=1),
-                SentencePieceTokenizer.train(SHAPES_TEXT, vocab_size=300)):
+    for tok in (
+        CharTokenizer.train("abc"),
+        WordTokenizer.train("a b c", min_count=1),
+        SentencePieceTokenizer.train(SHAPES_TEXT, vocab_size=300),
+    ):
         assert tok.decode([PAD, BOS]) == "" and tok.decode([EOS]) == ""
 
 
@@ -38,6 +49,7 @@ def test_sentencepiece_round_trip_on_unseen_unicode(model_type):
 @pytest.mark.parametrize("model_type, alpha", [("unigram", 0.3), ("bpe", 0.2)])
 def test_sentencepiece_samples_other_segmentations_of_the_same_text(model_type, alpha):
     import sentencepiece as spm
+
     tok = SentencePieceTokenizer.train(SHAPES_TEXT, vocab_size=300, model_type=model_type)
     text = "The bird sat on the mat and looked at the sea."
     spm.set_random_generator_seed(5)

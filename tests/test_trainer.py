@@ -5,7 +5,7 @@ import signal
 import pytest
 import torch
 
-from core import BOS, BucketBatches, CharTokenizer, DecoderConfig, LanguageModel, TokenStream, TrainConfig, Trainer
+from core import BOS, CharTokenizer, DecoderConfig, LanguageModel, TokenStream, TrainConfig, Trainer
 from core.batching import pad
 from core.checkpoint import load_checkpoint
 from core.errors import UserError
@@ -15,8 +15,9 @@ TEXT = "the quick brown fox jumps over the lazy dog; pack my box with five dozen
 
 
 def small_lm(tokenizer, dropout=0.0, hidden=64):
-    return LanguageModel(tokenizer, DecoderConfig(emb_dim=16, hidden_dim=hidden, num_layers=1, cell="lstm",
-                                                  dropout=dropout))
+    return LanguageModel(
+        tokenizer, DecoderConfig(emb_dim=16, hidden_dim=hidden, num_layers=1, cell="lstm", dropout=dropout)
+    )
 
 
 def overfit_tiny_corpus(tmp_path, device="cpu"):
@@ -25,8 +26,16 @@ def overfit_tiny_corpus(tmp_path, device="cpu"):
     model = small_lm(tok)
     ids = [BOS] + tok.encode(TEXT)
     config = TrainConfig(steps=150, lr=1e-2, warmup_steps=0, valid_every=150, schedule="constant")
-    trainer = Trainer(model, lm_forward, TokenStream(ids, 1, len(ids)), config, tmp_path, model.payload,
-                      valid=TokenStream(ids, 1, len(ids)), device=device)
+    trainer = Trainer(
+        model,
+        lm_forward,
+        TokenStream(ids, 1, len(ids)),
+        config,
+        tmp_path,
+        model.payload,
+        valid=TokenStream(ids, 1, len(ids)),
+        device=device,
+    )
     assert trainer.fit()["valid_loss"] < 0.05
     continuation = model.generate(TEXT[0], method="greedy", max_len=len(TEXT) - 1)
     assert TEXT[0] + continuation == TEXT
@@ -40,8 +49,17 @@ def test_tiny_corpus_is_overfit_and_regenerated_exactly(tmp_path):
     assert TEXT[0] + half.generate(TEXT[0], method="greedy", max_len=len(TEXT) - 1) == TEXT
 
 
-def run_training(tmp_path, steps, interrupt_at=None, resume=None, ema_decay=0.0, device="cpu", snapshots=0,
-                 crash_at=None, clip_norm=1.0):
+def run_training(
+    tmp_path,
+    steps,
+    interrupt_at=None,
+    resume=None,
+    ema_decay=0.0,
+    device="cpu",
+    snapshots=0,
+    crash_at=None,
+    clip_norm=1.0,
+):
     """A char LM over a stream with dropout (so RNG state matters) that wraps around epochs."""
     tok = CharTokenizer.train(TEXT)
     torch.manual_seed(123)
@@ -55,11 +73,28 @@ def run_training(tmp_path, steps, interrupt_at=None, resume=None, ema_decay=0.0,
         if m.training and calls["n"] == crash_at:
             raise RuntimeError("out of memory, say")
         return lm_forward(m, batch, carry)
-    config = TrainConfig(steps=steps, lr=5e-3, warmup_steps=3, valid_every=4, seed=7, ema_decay=ema_decay,
-                         snapshots=snapshots, clip_norm=clip_norm)
+
+    config = TrainConfig(
+        steps=steps,
+        lr=5e-3,
+        warmup_steps=3,
+        valid_every=4,
+        seed=7,
+        ema_decay=ema_decay,
+        snapshots=snapshots,
+        clip_norm=clip_norm,
+    )
     ids = [BOS] + tok.encode(TEXT * 3)
-    trainer = Trainer(model, forward, TokenStream(ids, 4, 16), config, tmp_path, model.payload,
-                      valid=TokenStream(ids, 2, 16), device=device)
+    trainer = Trainer(
+        model,
+        forward,
+        TokenStream(ids, 4, 16),
+        config,
+        tmp_path,
+        model.payload,
+        valid=TokenStream(ids, 2, 16),
+        device=device,
+    )
     if resume:
         trainer.resume(resume, task="textgen")
     trainer.fit()
@@ -78,8 +113,9 @@ def check_resume_matches(tmp_path, ema_decay, device="cpu", atol=0.0):
     interrupted = run_training(tmp_path / "split", steps=14, interrupt_at=6, ema_decay=ema_decay, device=device)
     assert interrupted.step == 6  # Ctrl-C finished the step, saved and stopped
     assert (tmp_path / "split" / "last.pt").exists()
-    resumed = run_training(tmp_path / "split", steps=14, resume=tmp_path / "split" / "last.pt", ema_decay=ema_decay,
-                           device=device)
+    resumed = run_training(
+        tmp_path / "split", steps=14, resume=tmp_path / "split" / "last.pt", ema_decay=ema_decay, device=device
+    )
     assert resumed.step == 14
 
     def same(a, b):
@@ -87,7 +123,8 @@ def check_resume_matches(tmp_path, ema_decay, device="cpu", atol=0.0):
         return torch.equal(a, b) if atol == 0 else torch.allclose(a, b, atol=atol, rtol=0)
 
     def losses(trainer, split="train", key="loss"):
-        return [(r["step"], r[key]) for r in trainer.records() if r["split"] == split]
+        return [(r["step"], r[key]) for r in trainer.log.records() if r["split"] == split]
+
     assert [s for s, _ in losses(resumed)] == list(range(1, 15))
     assert same(losses(resumed), losses(full))
     assert same(losses(resumed, "valid", "valid_loss"), losses(full, "valid", "valid_loss"))
@@ -108,6 +145,7 @@ def test_checkpoints_hold_the_moving_average_and_training_continues_from_raw_wei
         if m.training:
             trajectory.append([p.detach().clone() for p in m.parameters()])
         return lm_forward(m, batch, carry)
+
     decay, steps = 0.5, 5
     ids = [BOS] + tok.encode(TEXT)
     config = TrainConfig(steps=steps, lr=1e-2, warmup_steps=0, valid_every=steps, ema_decay=decay)
@@ -163,12 +201,18 @@ def test_outputs_best_last_log_and_plot(tmp_path):
 
 def test_clip_norm_zero_turns_clipping_off(tmp_path):
     def weights(clip_norm: float, folder: str) -> list[torch.Tensor]:
-        return [p.detach().clone() for p in run_training(tmp_path / folder, steps=4, clip_norm=clip_norm).model.parameters()]
+        return [
+            p.detach().clone() for p in run_training(tmp_path / folder, steps=4, clip_norm=clip_norm).model.parameters()
+        ]
+
     off, huge, tight = weights(0.0, "off"), weights(1e9, "huge"), weights(0.01, "tight")
     assert all(torch.equal(a, b) for a, b in zip(off, huge))
     assert not all(torch.equal(a, b) for a, b in zip(off, tight))  # clipping changes the run: the test has power
-    norms = [json.loads(line)["grad_norm"] for line in (tmp_path / "off" / "log.jsonl").read_text().splitlines()
-             if "grad_norm" in line]
+    norms = [
+        json.loads(line)["grad_norm"]
+        for line in (tmp_path / "off" / "log.jsonl").read_text().splitlines()
+        if "grad_norm" in line
+    ]
     assert norms and all(0 < n < float("inf") for n in norms)  # still measured and logged
 
 
@@ -176,11 +220,21 @@ def test_early_stopping_and_plateau_schedule(tmp_path):
     tok = CharTokenizer.train(TEXT)
     model = small_lm(tok)
     scores = iter([5.0, 4.0, 4.5, 4.6, 4.7, 4.8])  # improves once, then only worsens
-    config = TrainConfig(steps=100, valid_every=2, patience=2, schedule="plateau", plateau_patience=1,
-                         plateau_factor=0.5, warmup_steps=0)
+    config = TrainConfig(
+        steps=100, valid_every=2, patience=2, schedule="plateau", plateau_patience=1, plateau_factor=0.5, warmup_steps=0
+    )
     ids = [BOS] + tok.encode(TEXT)
-    trainer = Trainer(model, lm_forward, TokenStream(ids, 2, 8), config, tmp_path, model.payload,
-                      metrics_fn=lambda m: {"score": next(scores)}, select="score", maximize=False)
+    trainer = Trainer(
+        model,
+        lm_forward,
+        TokenStream(ids, 2, 8),
+        config,
+        tmp_path,
+        model.payload,
+        metrics_fn=lambda m: {"score": next(scores)},
+        select="score",
+        maximize=False,
+    )
     trainer.fit()
     assert trainer.step == 8  # validations at 2, 4 (best), 6, 8: two without improvement stop it
     assert trainer.best == 4.0
@@ -190,8 +244,9 @@ def test_early_stopping_and_plateau_schedule(tmp_path):
 def test_cosine_schedule_warms_up_then_decays():
     tok = CharTokenizer.train(TEXT)
     config = TrainConfig(steps=100, lr=1e-3, warmup_steps=10, min_lr=1e-5)
-    trainer = Trainer(small_lm(tok), lm_forward, TokenStream(list(range(4, 20)) * 4, 2, 4), config, "unused",
-                      lambda: {})
+    trainer = Trainer(
+        small_lm(tok), lm_forward, TokenStream(list(range(4, 20)) * 4, 2, 4), config, "unused", lambda: {}
+    )
     lrs = [trainer.lr_at(s) for s in range(100)]
     assert lrs[0] < lrs[5] < lrs[9] == max(lrs) and abs(lrs[-1] - 1e-5) < 1e-6
     assert all(a >= b for a, b in zip(lrs[10:], lrs[11:]))
@@ -207,29 +262,24 @@ def test_padding_is_ignored_by_the_loss(tmp_path):
         x, _ = pad([r[:-1] for r in rows])
         y, _ = pad([r[1:] for r in rows])
         return x, y
+
     _, together, n_together, _ = trainer._loss(batch_of(sentences), None)
     alone = [trainer._loss(batch_of([s]), None) for s in sentences]
     assert n_together == sum(a[2] for a in alone)
     assert torch.allclose(together, sum(a[1] for a in alone), atol=1e-4)
 
 
-def test_bucket_batches_respect_budget_and_cover_each_example_once():
-    examples = [list(range(n)) for n in [3, 9, 1, 7, 7, 2, 12, 5, 5, 8, 4, 6]]
-    source = BucketBatches(examples, len, lambda rows: rows, max_tokens=16, seed=3)
-    for epoch in range(2):
-        seen = []
-        for i in range(len(source)):
-            rows = source.batch(epoch, i)
-            assert max(map(len, rows)) * len(rows) <= 16 or len(rows) == 1
-            seen += [tuple(r) for r in rows]
-        assert sorted(seen) == sorted(tuple(e) for e in examples)
-    orders = [[tuple(map(len, source.batch(e, i))) for i in range(len(source))] for e in range(3)]
-    assert orders[0] == [tuple(map(len, source.batch(0, i))) for i in range(len(source))]  # deterministic
-    assert len({tuple(o) for o in orders}) > 1  # reshuffled between epochs
-
-
-@pytest.mark.parametrize("field, value", [("lr", float("nan")), ("clip_norm", -1.0), ("valid_every", 0),
-                                          ("label_smoothing", 1.0), ("steps", 0), ("snapshots", -1)])
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("lr", float("nan")),
+        ("clip_norm", -1.0),
+        ("valid_every", 0),
+        ("label_smoothing", 1.0),
+        ("steps", 0),
+        ("snapshots", -1),
+    ],
+)
 def test_trainer_refuses_settings_out_of_range(tmp_path, field, value):
     """Checked before anything is written: NaN (every comparison with it is false) and values torch would
     take without complaint (a negative clip norm reverses the gradients) alike."""

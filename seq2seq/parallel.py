@@ -5,6 +5,7 @@ by side, one thread each, finish in less time than they take one after the other
 recipes use this to train the members of an ensemble (`--members N`). Not to be confused with
 `core.distributed`, where several processes train one model.
 """
+
 from __future__ import annotations
 
 import multiprocessing
@@ -12,17 +13,18 @@ import os
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from multiprocessing.connection import wait
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from tqdm import tqdm
 
-from core.cli import named_output, out_of_memory
+from core.cli import error_line, named_output
 from core.errors import INTERRUPTED, UserError
+from core.runs import release_all
 
-
-JOB_MEMORY = 2 ** 30  # what a job's interpreter, torch and a small model take, roughly (bytes)
+JOB_MEMORY = 2**30  # what a job's interpreter, torch and a small model take, roughly (bytes)
 JOBS_PER_CORE = 4  # beyond that, jobs side by side only wait for each other
 
 
@@ -36,7 +38,7 @@ def most_side_by_side() -> tuple[int, str]:
     except (OSError, StopIteration, ValueError):  # not Linux: the cores alone decide
         free = None
     limit = JOBS_PER_CORE * cores if free is None else min(JOBS_PER_CORE * cores, max(1, free // JOB_MEMORY))
-    return limit, f"{cores} cores" + ("" if free is None else f", {free / 2 ** 30:.1f} GiB of memory available")
+    return limit, f"{cores} cores" + ("" if free is None else f", {free / 2**30:.1f} GiB of memory available")
 
 
 def _job(job: Callable[[], bool], threads: int, errors: Any, memory_flags: str) -> None:
@@ -46,16 +48,15 @@ def _job(job: Callable[[], bool], threads: int, errors: Any, memory_flags: str) 
     try:
         with named_output():
             finished = job()
-    except UserError as err:  # handed to the parent, which prints it once however many jobs hit it
-        errors.put(str(err))
-        sys.exit(2)
-    except RuntimeError as err:
-        if (message := out_of_memory(err, memory_flags)) is None:
+    except KeyboardInterrupt:  # Ctrl-C before the job took it over (e.g. while it read its data)
+        sys.exit(INTERRUPTED)
+    except Exception as err:  # handed to the parent, which prints it once however many jobs hit it
+        if (message := error_line(err, memory_flags)) is None:
             raise
         errors.put(message)
         sys.exit(2)
-    except KeyboardInterrupt:  # Ctrl-C before the job took it over (e.g. while it read its data)
-        sys.exit(INTERRUPTED)
+    finally:
+        release_all()  # a job's process ends without the interpreter's exit handlers
     sys.exit(0 if finished else INTERRUPTED)
 
 
