@@ -26,7 +26,8 @@ import torch  # noqa: E402
 
 from benchmarks.common import add_malloc_flag, environment, keep_freed_memory_unless_told, log, median_time  # noqa: E402
 from benchmarks.tricks import disable_from_env  # noqa: E402
-from core.cli import DTYPES, add_dtype_flag, run_main  # noqa: E402
+from core.cli import DTYPES, add_dtype_flag  # noqa: E402
+from core.console import run_main  # noqa: E402
 from core.decoder import DecoderConfig  # noqa: E402
 from core.errors import UserError, check_device  # noqa: E402
 from core.files import read_text  # noqa: E402

@@ -13,14 +13,15 @@ import torch
 
 from captioning.backbones import BACKBONES, build_backbone, imagenet_categories
 from captioning.images import FITS, load_image
-from core.cli import add_device_flag, run_main
+from core.cli import Parser, add_device_flag
+from core.console import run_main
 from core.errors import check_device, check_range
 
 BATCH = 16
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = Parser(description=__doc__)
     p.add_argument("images", nargs="+", metavar="IMAGE", help="picture files (PNG, JPEG, ... anything Pillow reads)")
     p.add_argument("--backbone", default="efficientnet_lite0", choices=list(BACKBONES))
     p.add_argument(

@@ -4,10 +4,10 @@ their last blocks."""
 
 from __future__ import annotations
 
+import hashlib
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import cached_property
 from pathlib import Path
 
 import torch
@@ -17,8 +17,9 @@ from torchvision import models
 
 from captioning.images import image_transform
 from captioning.lite0 import EfficientNetLite0, from_wheel_layout, is_wheel_layout, wheel_weights
+from core.checkpoint import read_tensors
 from core.errors import UserError, check_choice, check_range
-from core.files import file_sha256
+from core.files import check_path
 
 RESNET_BODY = ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4")
 
@@ -72,12 +73,15 @@ class Backbone(nn.Module):
     def channels(self) -> int:
         return self.spec.channels
 
-    @cached_property
+    @property
     def fingerprint(self) -> str:
-        """Names the weights: sha256 of the file they came from, or the seed of the random ones."""
-        if self.weights is None:
-            return f"random-seed{self.seed}"
-        return "sha256-" + file_sha256(self.weights)[:16]
+        """Names the weights the backbone holds now (not the file they came from: a checkpoint may have replaced
+        them): sha256 of every tensor's name, shape and values."""
+        digest = hashlib.sha256()
+        for name, tensor in self.body.state_dict().items():
+            digest.update(f"{name}{tuple(tensor.shape)}{tensor.dtype}".encode())
+            digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+        return "sha256-" + digest.hexdigest()[:16]
 
     def blocks(self) -> list[nn.Module]:
         """The units `fine_tune` counts, input side first: a ResNet's stem (conv1, bn1) and then each residual
@@ -159,15 +163,7 @@ def _cut(net: nn.Module, family: str) -> tuple[nn.Module, nn.Module]:
 
 def read_state_dict(path: Path) -> dict[str, Tensor]:
     """A state dict from a file, with one-line errors."""
-    if path.is_dir():
-        raise UserError(f"weights {path} is a folder; a state dict file (.pth) is needed")
-    if not path.is_file():
-        raise UserError(f"weights file {path} does not exist")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # pickle, zip and unpickler errors alike; their messages run over many lines
-        reason = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
-        raise UserError(f"weights file {path} is not a readable state dict ({reason})") from None
+    state = read_tensors(check_path(path, flag="weights file"), "state dict")
     if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
         raise UserError(f"weights file {path} holds a {type(state).__name__}, not a state dict (names -> tensors)")
     return state

@@ -12,14 +12,15 @@ from pathlib import Path
 
 from captioning.captioner import DEFAULT_SEARCH, Captioner
 from captioning.figures import save_caption_attention_png
-from core.cli import DTYPES, add_device_flag, add_dtype_flag, add_search_flags, run_main, search_config_from_args
+from core.cli import DTYPES, Parser, add_device_flag, add_dtype_flag, add_search_flags, search_config_from_args
+from core.console import run_main
 from core.errors import UserError, check_device, check_range
 
 PICTURE_SUFFIXES = {".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp", ".tif", ".tiff"}
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = Parser(description=__doc__)
     p.add_argument("pictures", nargs="+", metavar="PICTURE", help="picture files, folders of them, or - (stdin)")
     p.add_argument("--checkpoint", required=True, help="a captioning checkpoint (e.g. runs/caption/best.pt)")
     p.add_argument("--batch-size", type=int, default=32, help="pictures captioned together")

@@ -35,8 +35,7 @@ class ImageConfig:
     image_size: int = 224
     fit: str = "pad"  # the whole picture on white: a centre crop cuts off the ends of wide drawings
     fine_tune: int = 0
-    # names the backbone's starting weights (part of the feature cache's key), so that a loaded captioner finds
-    # the features its training run cached
+    # names the backbone's starting weights (their digest, `Backbone.fingerprint`): what the run began from
     weights_id: str = ""
 
     CHOICES = {"backbone": list(BACKBONES), "fit": list(FITS)}
@@ -87,8 +86,7 @@ class Captioner(nn.Module):
         self.encoder = CNNEncoder(
             image.backbone, decoder.hidden_dim, decoder.num_layers, decoder.cell, weights, image.fine_tune, data_dir
         )
-        image = replace(image, weights_id=image.weights_id or self.encoder.backbone.fingerprint)
-        self.encoder.backbone.fingerprint = image.weights_id  # a loaded captioner's backbone is the one it trained
+        image = replace(image, weights_id=image.weights_id or self.encoder.backbone.fingerprint)  # it started from
         self.decoder = build_decoder(tokenizer.vocab_size, decoder, memory_dim=self.encoder.memory_dim)
         self.tokenizer, self.image_config, self.decoder_config = tokenizer, image, decoder
         self.transform = self.encoder.backbone.spec.transform(image.image_size, image.fit)

@@ -1,16 +1,20 @@
-"""Scoring captions against every reference of their picture (BLEU-1..4 by sacreBLEU, CIDEr-D), and the nearest-
-neighbour baseline: each picture gets the caption of the training picture whose pooled feature is closest."""
+"""Scoring captions against every reference of their picture (BLEU-1..4 by sacreBLEU, CIDEr-D), the nearest-
+neighbour baseline (each picture gets the caption of the training picture whose pooled feature is closest), and
+the test of a trained captioner beside that baseline, with its pictures."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import torch.nn.functional as F
 from sacrebleu.metrics import BLEU
 from torch import Tensor
 
-from captioning.captioner import normalise
+from captioning.captioner import Captioner, normalise
 from captioning.cider import cider_d
+from captioning.data import ImageCaptions
+from captioning.figures import save_caption_attention_png, save_samples_png
 from core.tokenizers import WordTokenizer
 
 _WORDS = WordTokenizer([])  # only its split: words and punctuation apart, as CIDEr-D wants them
@@ -59,3 +63,45 @@ def nearest_neighbour(
         nearest = (pooled(regions[start : start + chunk]) @ library.T).argmax(dim=1)  # (n,)
         found += [train_captions[int(i)] for i in nearest]
     return found
+
+
+def test_report(
+    model: Captioner,
+    test: Sequence[ImageCaptions],
+    inputs: Tensor | Sequence[Path],
+    baseline: list[str],
+    beam_size: int,
+    out: Path,
+) -> dict:
+    """The captioner's greedy and beam captions of the test pictures (`inputs`: their regions or the pictures) and
+    the baseline's, scored against every reference; printed side by side with examples; samples.png, and
+    attention.png where the decoder attends."""
+    captions = {
+        "nearest neighbour": baseline,
+        "greedy": model.caption(inputs, method="greedy"),
+        f"beam {beam_size}": model.caption(inputs, method="beam", beam_size=beam_size),
+    }
+    references = [r.captions for r in test]
+    scores = {name: caption_scores(texts, references) for name, texts in captions.items()}
+    print(f"\ntest, {len(test)} pictures   BLEU-1  BLEU-2  BLEU-3  BLEU-4  CIDEr-D")
+    for name, s in scores.items():
+        print(f"{name:<22}" + "".join(f"{s[k]:>8.2f}" for k in ("bleu1", "bleu2", "bleu3", "bleu4", "cider_d")))
+    print(f"BLEU: sacreBLEU {scores['greedy']['bleu_signature']} (orders 1..4); CIDEr-D x100")
+    for record, *texts in list(zip(test, *captions.values()))[:6]:
+        print(f"\n{record.image.name}\n  reference: {' | '.join(record.captions)}")
+        for name, text in zip(captions, texts):
+            print(f"  {name}: {text}")
+    shown = list(range(min(12, len(test))))
+    drawn = [
+        save_samples_png(
+            out / "samples.png",
+            [test[i].image for i in shown],
+            {name: [texts[i] for i in shown] for name, texts in captions.items()},
+            references,
+        )
+    ]
+    if model.decoder.attention is not None:  # (a decoder without attention has no maps to draw)
+        words, maps = model.attention(test[0].image, method="beam", beam_size=beam_size)
+        drawn.append(save_caption_attention_png(out / "attention.png", test[0].image, words, maps))
+    print("\nwrote " + " and ".join(map(str, drawn)))
+    return {"test_pictures": len(test), "scores": scores}

@@ -1,16 +1,21 @@
 """A frozen backbone's feature maps on disk: each picture's (C, h, w) map computed once, then read back.
 
-A picture is known by the sha256 of its file's bytes, inside a folder per backbone, weights fingerprint, input
-size and fit, so a changed file, other weights or another transform never meet stale features. Maps are stored
-as float16 (half the disk and memory; the decoder's projections see no difference at this precision), in shards:
-one file per extraction run (at most SHARD pictures), so loading 1,000 pictures is a few memory-mapped reads and
-new pictures never rewrite old files. A shard appears by rename once written whole.
+A picture is known by the sha256 of its file's bytes, inside a folder per backbone, digest of the weights it holds,
+input size and fit, so a changed file, other weights or another transform never meet stale features. Maps are
+stored as float16 (half the disk and memory; the decoder's projections see no difference at this precision), in
+shards: one file per extraction run (at most SHARD pictures), so loading 1,000 pictures is a few memory-mapped
+reads and new pictures never rewrite old files. A shard appears by rename once written whole; its records carry
+checksums, and one that is damaged or not a shard of this folder is set aside, its pictures extracted again. One
+process extracts into a folder at a time; another waits, then reads what it wrote.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
-from collections.abc import Callable, Sequence
+import warnings
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import torch
@@ -20,6 +25,7 @@ from tqdm import tqdm
 
 from captioning.backbones import Backbone
 from captioning.images import load_image
+from core.checkpoint import CheckpointError, read_tensors
 from core.datasets import data_root
 from core.files import atomic_file, file_sha256
 
@@ -29,22 +35,56 @@ SHARD = 1024  # pictures per shard: an interrupted extraction keeps all but the 
 class FeatureCache:
     """The feature maps of one (backbone, weights, size, fit) under root/<backbone>-<fingerprint>-<size>px-<fit>/."""
 
-    def __init__(self, root: str | Path, backbone: str, fingerprint: str, size: int, fit: str):
-        self.folder = Path(root) / f"{backbone}-{fingerprint}-{size}px-{fit}"
+    def __init__(self, root: str | Path, backbone: Backbone, size: int, fit: str):
+        self.folder = Path(root) / f"{backbone.spec.name}-{backbone.fingerprint}-{size}px-{fit}"
+        self.channels = backbone.channels
 
     def load(self) -> dict[str, Tensor]:
-        """Every stored map (C, h, w) float16 by picture key; memory-mapped, so unread maps cost nothing."""
+        """Every stored map (C, h, w) float16 by picture key; memory-mapped, so unread maps cost nothing. A shard
+        that is damaged or foreign is set aside (renamed *.bad) with one warning naming it."""
         maps: dict[str, Tensor] = {}
         for shard in sorted(self.folder.glob("shard-*.pt")):
-            stored = torch.load(shard, map_location="cpu", weights_only=True, mmap=True)
-            maps.update(zip(stored["keys"], stored["features"]))
+            try:
+                keys, features = self._read(shard)
+            except CheckpointError as err:
+                warnings.warn(f"{err}; set aside as {shard.name}.bad, its pictures are extracted again")
+                shard.replace(shard.with_name(shard.name + ".bad"))
+                continue
+            maps.update(zip(keys, features))
         return maps
+
+    def _read(self, shard: Path) -> tuple[list[str], Tensor]:
+        stored = read_tensors(shard, "feature shard", mmap=True)
+        keys, features = stored.get("keys") if isinstance(stored, dict) else None, None
+        if isinstance(stored, dict) and isinstance(stored.get("features"), Tensor):
+            features = stored["features"]
+        if (
+            not isinstance(keys, list)
+            or features is None
+            or features.dim() != 4
+            or len(keys) != features.size(0)
+            or features.size(1) != self.channels
+            or shard.name != self._name(keys)
+        ):
+            raise CheckpointError(f"{shard} is not a feature shard of {self.folder.name}")
+        return keys, features
+
+    @staticmethod
+    def _name(keys: list[str]) -> str:
+        return f"shard-{hashlib.sha256(chr(10).join(keys).encode()).hexdigest()[:16]}.pt"
 
     def add(self, keys: list[str], features: Tensor) -> None:
         """Store maps (N, C, h, w) for `keys` as one new shard, named by its keys' hash."""
-        name = hashlib.sha256("\n".join(keys).encode()).hexdigest()[:16]
-        with atomic_file(self.folder / f"shard-{name}.pt") as f:
+        with atomic_file(self.folder / self._name(keys)) as f:
             torch.save({"keys": keys, "features": features.to(torch.float16).contiguous()}, f)
+
+    @contextlib.contextmanager
+    def extracting(self) -> Iterator[None]:
+        """One process extracts into the folder at a time: the others wait here (then find its shards)."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        with open(self.folder / "extract.lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            yield
 
 
 def extract_features(
@@ -61,12 +101,15 @@ def extract_features(
     if backbone.trainable_blocks:
         raise ValueError("a feature cache needs a frozen backbone (fine_tune 0): a trained one changes its features")
     size = size or backbone.spec.size
-    cache = FeatureCache(cache_dir or data_root() / "features", backbone.spec.name, backbone.fingerprint, size, fit)
+    cache = FeatureCache(cache_dir or data_root() / "features", backbone, size, fit)
     keys = [file_sha256(path) for path in paths]  # a renamed picture is found, an edited one is not
     maps = cache.load()
-    todo = list({key: path for key, path in zip(keys, paths) if key not in maps}.items())  # each picture once
-    if todo:
-        maps.update(_compute(backbone, todo, backbone.spec.transform(size, fit), cache, batch_size, progress))
+    if any(key not in maps for key in keys):
+        with cache.extracting():
+            maps = cache.load()  # what another process extracted while this one waited
+            todo = list({key: path for key, path in zip(keys, paths) if key not in maps}.items())  # each once
+            if todo:
+                maps.update(_compute(backbone, todo, backbone.spec.transform(size, fit), cache, batch_size, progress))
     return torch.stack([maps[key] for key in keys])  # (N, C, h, w)
 
 

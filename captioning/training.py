@@ -4,6 +4,7 @@ checkpoint (CIDEr-D of greedy captions)."""
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from captioning.encoder import to_regions
 from captioning.evaluation import caption_scores
 from captioning.features import extract_features
 from core.batching import pad
+from core.errors import UserError
 
 Example = tuple[int, list[int]]  # (picture's row, caption ids with BOS and EOS)
 
@@ -59,9 +61,21 @@ class CaptionBatches:
         return self.inputs([row for row, _ in chosen]), tgt_in, tgt_out
 
 
-def examples_of(model: Captioner, records: Sequence[ImageCaptions]) -> list[Example]:
-    """One example per reference caption, its picture named by the record's row."""
-    return [(row, model.caption_ids(caption)) for row, record in enumerate(records) for caption in record.captions]
+def examples_of(model: Captioner, records: Sequence[ImageCaptions], max_words: int | None = None) -> list[Example]:
+    """One example per reference caption, its picture named by the record's row; captions of more than `max_words`
+    words (training's bound on a batch, and so on memory) are set aside, with one warning that counts them."""
+    examples = [(row, model.caption_ids(caption)) for row, record in enumerate(records) for caption in record.captions]
+    if max_words is None:
+        return examples
+    kept = [(row, ids) for row, ids in examples if len(ids) - 2 <= max_words]
+    if len(kept) < len(examples):
+        warnings.warn(
+            f"{len(examples) - len(kept)} of the {len(examples)} training captions are set aside: more "
+            f"than --max-caption-len {max_words} words"
+        )
+    if not kept:
+        raise UserError(f"no training caption is within --max-caption-len {max_words} words")
+    return kept
 
 
 def cached_regions(

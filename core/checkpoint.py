@@ -1,13 +1,13 @@
 """The one checkpoint format: task, config, weights, tokenizers as plain data, and the trainer's state.
 
 Files are written to a temporary name and renamed, so a crash never leaves a half-written checkpoint, and
-read with `torch.load(weights_only=True)`, so loading never runs code from the file. Before that, the CRC-32
-of every record of the file's zip archive is checked, which torch.load does not do: a bit flipped on disk or in
-a copy is refused instead of loading as wrong weights.
+read with `torch.load(weights_only=True)`, so loading never runs code from the file (`read_tensors`, which every
+file torch.save wrote goes through).
 """
 
 from __future__ import annotations
 
+import io
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from core.errors import UserError, first_line
-from core.files import atomic_file
+from core.files import atomic_file, check_path, read_bytes
 
 FORMAT = "seqgen-checkpoint/1"
 
@@ -33,15 +33,13 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:
 
 
 def load_checkpoint(path: str | Path, task: str | None = None, map_location: str | torch.device = "cpu") -> dict:
-    """Read a checkpoint safely; one clear CheckpointError for a missing, truncated, foreign or wrong-task file."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} does not exist")
-    _check_records(path)
+    """Read a checkpoint safely (`read_tensors`), from a file or a pipe; one CheckpointError for a missing,
+    damaged, foreign or wrong-task file."""
     try:
-        data = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as err:  # any failure to unpickle an untrusted file means the same thing to the user
-        raise _unreadable(path, first_line(err)) from None
+        path = check_path(path, stream=True, flag="checkpoint")
+    except UserError as err:
+        raise CheckpointError(str(err)) from None
+    data = read_tensors(path, "checkpoint", map_location)
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a checkpoint of this toolkit (expected format {FORMAT})")
     if task is not None and data.get("task") != task:
@@ -52,26 +50,36 @@ def load_checkpoint(path: str | Path, task: str | None = None, map_location: str
     return data
 
 
-def _unreadable(path: Path, reason: str) -> CheckpointError:
-    return CheckpointError(f"{path} is not a readable checkpoint (truncated, or not made by this toolkit): {reason}")
-
-
-def _check_records(path: Path) -> None:
-    """One CheckpointError naming the first record of the archive whose bytes no longer match their CRC-32."""
-    try:
-        archive = zipfile.ZipFile(path)
-    except (zipfile.BadZipFile, OSError) as err:  # torch.save writes zip archives: this is none, or a truncated one
-        raise _unreadable(path, str(err)) from None
-    with archive:
+def read_tensors(path: Path, what: str, map_location: str | torch.device = "cpu", mmap: bool = False) -> Any:
+    """A file torch.save wrote (a checkpoint, a state dict, a feature shard), read with weights_only=True after the
+    CRC-32 of each of its records is checked (torch.load does not: a bit flipped on disk would load as wrong
+    weights). A pipe is read into memory first. One CheckpointError naming the file and `what` it should be."""
+    source: Path | io.BytesIO = path if path.is_file() else io.BytesIO(read_bytes(path))
+    damaged = None
+    if zipfile.is_zipfile(source):  # torch.save's archives (the legacy format of old files has no checksums)
         try:
-            damaged = archive.testzip()
-        except Exception as err:  # a damaged record header: the record cannot even be read
+            with zipfile.ZipFile(source) as archive:
+                damaged = archive.testzip()
+        except Exception as err:  # a broken record header: the record cannot even be read
             damaged = f"({first_line(err)})"
     if damaged is not None:
         raise CheckpointError(
             f"{path} is damaged: record {damaged} does not match the checksum written with it "
             "(the file changed after it was saved)"
         )
+    if isinstance(source, io.BytesIO):
+        source.seek(0)
+    try:
+        return torch.load(source, map_location=map_location, weights_only=True, mmap=mmap and source is path)
+    except Exception as err:  # any failure to unpickle an untrusted file means the same thing to the user
+        raise CheckpointError(f"{path} is not a readable {what}: {_load_failure(err)}") from None
+
+
+def _load_failure(err: Exception) -> str:
+    """Why torch.load refused a file, in one line; never torch's advice to load it without weights_only."""
+    if "weights_only" in str(err) or "Weights only load failed" in str(err):
+        return "it holds Python objects besides tensors and plain data, which are never loaded (they could run code)"
+    return first_line(err)
 
 
 def rng_state(device: torch.device) -> dict:

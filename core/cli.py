@@ -1,131 +1,80 @@
-"""What every command line shares: the main wrapper (one-line errors), @FILE arguments, device and dtype
-flags, and dataclass configs as flags."""
+"""Flags, as every command line reads them: one table per command of flags that do not go together, paths checked
+as they are parsed, @FILE arguments, `--resume` with the run's own flags, device and dtype flags, and dataclass
+configs as flags."""
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import json
-import os
-import re
-import sys
 import typing
 import warnings
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
 
-from core import distributed
-from core.errors import INTERRUPTED, Interrupted, UserError, check_config, flag_name
+from core.checkpoint import load_checkpoint
+from core.errors import UserError, check_config, flag_name
+from core.files import check_output, check_path, read_text
 from core.runs import resume_checkpoint
 from core.search_config import SearchConfig
 
 
-def run_main(main: Callable[[list[str] | None], Any], argv: list[str] | None = None, memory_flags: str = "") -> None:
-    """Run a command-line `main`: bad input, a full disk or too little memory is `error: ...` on stderr (one line,
-    `error_line`) and exit status 2; an interrupted run (Ctrl-C, `Interrupted`) exits with status 130, as shells
-    expect; output piped into `head` that stops reading ends it quietly."""
-    warnings.formatwarning = lambda message, category, *args, **kwargs: f"warning: {message}\n"
-    try:
-        with named_output():
-            main(argv)
-    except (KeyboardInterrupt, Interrupted) as err:
-        if message := str(err) if isinstance(err, Interrupted) else "interrupted":  # (said once, by the main process)
-            print(message, file=sys.stderr)
-        sys.exit(INTERRUPTED)
-    except BrokenPipeError:
-        sys.stderr.close()
-        sys.exit(0)
-    except Exception as err:
-        if (message := error_line(err, memory_flags)) is None:
-            raise  # a bug: its traceback is wanted
-        print(f"error: {message}", file=sys.stderr)
-        sys.exit(2)
-    finally:
-        distributed.shutdown()  # leave a torchrun process group cleanly (nothing to do otherwise)
+@dataclass(frozen=True)
+class FlagTable:
+    """One command line's declared rules for its flags (by dest name), checked on the flags given, not on defaults:
+    `apart`: (flag, other, why) pairs that do not go together (one would be ignored in silence); `needs`: (flag,
+    other) where flag means something only with other; `kept`: with --resume, what the run fixes (its model,
+    vocabulary and data), refused when given with another value."""
+
+    apart: tuple[tuple[str, str, str], ...] = ()
+    needs: tuple[tuple[str, str], ...] = ()
+    kept: tuple[str, ...] = ()
+
+    def check(self, given: set[str]) -> None:
+        for flag, other, why in self.apart:
+            if flag in given and other in given:
+                raise UserError(f"{flag_name(flag)} does not go with {flag_name(other)}: {why}")
+        for flag, other in self.needs:
+            if flag in given and other not in given:
+                raise UserError(f"{flag_name(flag)} is used only with {flag_name(other)}; give both, or leave it out")
 
 
-def error_line(err: BaseException, memory_flags: str = "") -> str | None:
-    """What a command says of an error, in one line: the user's input (UserError), input that is not UTF-8, running
-    out of memory (naming `memory_flags`, the command's flags that shrink what it holds) or a file that cannot
-    be read or written; None for anything else, a bug."""
-    if isinstance(err, UnicodeDecodeError):  # our readers name the file; this is an argument or the like
-        return f"input is not UTF-8 text ({err.reason})"
-    if isinstance(err, UserError):
-        return str(err)
-    if isinstance(err, RuntimeError):
-        return out_of_memory(err, memory_flags)
-    if isinstance(err, OSError):
-        return f"{f'{err.filename}: ' if err.filename else ''}{err.strerror or err}"
-    return None
+def path_arg(kind: str = "file", stream: bool = False, output: bool = False, suffix: str = "") -> Callable:
+    """An argparse `type` checking a path as it is parsed (`core.files`): a file, a folder or either ("any") to
+    read, `stream` allowing `-` and pipes; or with `output`, one to write (of `suffix`). Its error is the flag's
+    one line, before any work is done."""
 
-
-class _Output:
-    """The standard output, whose failed writes (a full disk, `> /dev/full`) raise a UserError naming it: the
-    OSError of a write carries no file name."""
-
-    def __init__(self, stream: Any):
-        self.stream = stream
-
-    def write(self, text: str) -> int:
-        return self._guarded(self.stream.write, text)
-
-    def flush(self) -> None:
-        self._guarded(self.stream.flush)
-
-    def _guarded(self, call: Callable, *args: Any) -> Any:
+    def path(value: str) -> str:
         try:
-            return call(*args)
-        except BrokenPipeError:
-            raise
-        except OSError as err:
-            _discard(self.stream)
-            raise UserError(f"cannot write the standard output: {err.strerror or err}") from None
+            if output:
+                check_output(value, kind, suffix)
+            elif kind == "any":
+                check_path(value, "folder" if value.strip() and Path(value).is_dir() else "file or folder")
+            else:
+                check_path(value, kind, stream)
+        except UserError as err:
+            raise argparse.ArgumentTypeError(str(err)) from None
+        return value
 
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.stream, name)
-
-
-def _discard(stream: Any) -> None:
-    """Point a failed stream at /dev/null, so that the interpreter's last flush of what it holds succeeds
-    instead of printing a second error."""
-    try:
-        fd = stream.fileno()
-    except (OSError, ValueError):  # not a file (a test's capture)
-        return
-    null = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(null, fd)
-    os.close(null)
+    return path
 
 
-@contextlib.contextmanager
-def named_output() -> Iterator[None]:
-    """Within, sys.stdout names itself when a write fails; what it holds is flushed on leaving."""
-    stdout = sys.stdout
-    sys.stdout = _Output(stdout)
-    try:
-        yield
-        sys.stdout.flush()
-    finally:
-        sys.stdout = stdout
+class Parser(argparse.ArgumentParser):
+    """argparse whose errors are UserErrors, so that a command prints them as every other error: one line, without
+    the usage (`--help` shows it); the description is printed as written."""
+
+    def __init__(self, **kwargs: Any):
+        super().__init__(formatter_class=argparse.RawDescriptionHelpFormatter, **kwargs)
+
+    def error(self, message: str) -> typing.NoReturn:
+        raise UserError(f"{message} (see {self.prog} --help)")
 
 
-def out_of_memory(err: BaseException, flags: str = "") -> str | None:
-    """A failed allocation (CUDA's OutOfMemoryError, or the CPU allocator's RuntimeError) as one line naming
-    the cure (`flags`, e.g. "--batch-size or --beam-size"); None for any other error. Its traceback would point
-    deep into torch, not at the flags."""
-    text = str(err)
-    if not (isinstance(err, torch.OutOfMemoryError) or "can't allocate memory" in text or "not enough memory" in text):
-        return None
-    cpu = re.search(r"allocate (\d+) bytes", text)
-    cuda = re.search(r"[Tt]ried to allocate ([\d.]+ [KMGT]i?B)", text)
-    size = f"{int(cpu[1]) / 2**30:.1f} GiB" if cpu else cuda[1] if cuda else None
-    return f"out of memory{f' while allocating {size}' if size else ''}" + (f"; lower {flags}" if flags else "")
-
-
-class ArgsFileParser(argparse.ArgumentParser):
+class ArgsFileParser(Parser):
     """argparse that reads flags from @FILE, one argument per line as the recipes write them (`--checkpoint`,
     then its path), or a flag and its value on one line as people type them (`--checkpoint runs/a b/best.pt`:
     the value is the rest of the line, spaces included, without quotes around it). Blank lines and lines
@@ -135,6 +84,26 @@ class ArgsFileParser(argparse.ArgumentParser):
     def __init__(self, **kwargs: Any):
         super().__init__(fromfile_prefix_chars="@", **kwargs)
         self._value_due = False  # the last line read was a lone flag waiting for its value
+        self._reading: list[Path] = []  # the @FILEs being read, outermost first
+
+    def _read_args_from_files(self, arg_strings: list[str]) -> list[str]:
+        """Each @FILE replaced by its arguments, read as every text input is (core.files); an @FILE that includes
+        itself, directly or through others, is refused."""
+        found: list[str] = []
+        for arg in arg_strings:
+            if not arg.startswith("@"):
+                found.append(arg)
+                continue
+            path = Path(arg[1:])
+            if path.resolve() in self._reading:
+                raise UserError(f"{arg} includes itself (through {' -> '.join(map(str, self._reading))})")
+            text = read_text(path)
+            self._reading.append(path.resolve())
+            found += self._read_args_from_files(
+                [a for line in text.split("\n") for a in self.convert_arg_line_to_args(line)]
+            )
+            self._reading.pop()
+        return found
 
     def convert_arg_line_to_args(self, arg_line: str) -> list[str]:
         line = arg_line.strip()
@@ -151,6 +120,24 @@ class ArgsFileParser(argparse.ArgumentParser):
         action = self._option_string_actions.get(line)
         self._value_due = action is not None and action.nargs != 0  # store_true and the like take none
         return [line]
+
+
+def add_run_flags(parser: argparse.ArgumentParser | argparse._ArgumentGroup, default: str) -> None:
+    """--out, --resume and --overwrite, as every recipe takes them."""
+    parser.add_argument(
+        "--out",
+        type=path_arg("folder", output=True),
+        help=f"folder for checkpoints, config, logs and plots (default: {default}, or the run that --resume continues)",
+    )
+    parser.add_argument(
+        "--resume",
+        metavar="PATH",
+        type=path_arg("any"),
+        help="continue an interrupted run: its "
+        "folder (every model of the run goes on from its last.pt) or a checkpoint, with the flags "
+        "it started with; flags given now override those that may change",
+    )
+    parser.add_argument("--overwrite", action="store_true", help="start afresh, replacing the checkpoints in --out")
 
 
 def add_device_flag(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
@@ -184,42 +171,22 @@ WHERE_FLAGS = ("resume", "out", "overwrite")
 
 
 def parse_flags(
-    parser: argparse.ArgumentParser, argv: list[str] | None, kept: typing.Iterable[str] = ()
+    parser: argparse.ArgumentParser, argv: list[str] | None, table: FlagTable = FlagTable(), task: str = ""
 ) -> argparse.Namespace:
-    """Parse a recipe's flags. With --resume, the flags its run started with (`flags` in the config.json beside
-    the checkpoint, or in the run folder) become the defaults, so that `--resume RUN` alone goes on with the
-    same data and settings; flags given now still win (e.g. --steps, to train for longer). The flags named in
-    `kept` shape the model or its vocabulary, which the checkpoint fixes: given now with another value, they
-    are refused rather than ignored in silence."""
+    """Parse a command's flags and check them against its `table`. A recipe's `--resume` (of a run of `task`)
+    takes the flags the run started with (`flags` in the config.json beside the checkpoint, or in the run
+    folder) as defaults, so that `--resume RUN` alone goes on with the same data and settings; flags given now
+    still win (e.g. --steps, to train for longer), but those the run fixes (`table.kept`) only with the value
+    it has."""
     args = parser.parse_args(argv)
-    if args.resume is not None and not args.resume.strip():  # an unset shell variable, say
-        raise UserError("--resume is empty; name a run folder or a checkpoint")
-    if not args.resume:
+    known = vars(parser.parse_args([])) if hasattr(args, "resume") else vars(args)
+    table.check(given_flags(parser, argv, known))
+    if not getattr(args, "resume", None):
         return args
     config = resume_checkpoint(args.resume).parent / "config.json"
-    try:
-        saved = json.loads(config.read_bytes().decode("utf-8"))["flags"]
-    except FileNotFoundError:
-        checkpoint = resume_checkpoint(args.resume)
-        if not checkpoint.is_file() or any((p / "config.json").is_file() for p in checkpoint.parents[1:3]):
-            return args  # nothing to resume, or a part of a run (an ensemble's member): the recipe says which
-        # the defaults would train on another corpus, with other settings, in silence
-        raise UserError(
-            f"{config} is missing; it holds the run's flags (its data among them): restore it to resume the run"
-        ) from None
-    except ValueError as err:  # not UTF-8, or not JSON: damaged, and the run's flags are unknown
-        raise UserError(
-            f"{config} cannot be read ({err}); it holds the run's flags: restore it to resume the run"
-        ) from None
-    except (KeyError, TypeError):
-        warnings.warn(f"{config} does not list the run's flags (an older run?); the flags given now apply")
+    saved = _saved_flags(config, args.resume, task)
+    if saved is None:
         return args
-    if not isinstance(saved, dict):
-        raise UserError(
-            f"{config} cannot be read (its flags are not a JSON object); it holds the run's flags: "
-            "restore it to resume the run"
-        )
-    known = vars(parser.parse_args([]))
     saved = {k: v for k, v in saved.items() if k in known and k not in WHERE_FLAGS}
     for action in parser._actions:  # a value edited by hand would otherwise fail far from here, or not at all
         if action.dest in saved and not _fits(saved[action.dest], action, known[action.dest]):
@@ -230,15 +197,53 @@ def parse_flags(
     parser.set_defaults(**saved)
     args = parser.parse_args(argv)
     given = given_flags(parser, argv, known)
-    for name in kept:  # (a run from before a flag existed did not save it: nothing to compare with)
+    for name in table.kept:  # (a run from before a flag existed did not save it: nothing to compare with)
         if name in given and name in saved and getattr(args, name) != saved[name]:
-            flag = "--" + name.replace("_", "-")
+            flag = flag_name(name)
             raise UserError(
                 f"{flag} {_shown(getattr(args, name))}: the run in {config.parent} was built with "
-                f"{_shown(saved[name])}, and a resumed run keeps its model and vocabulary; leave out "
+                f"{_shown(saved[name])}, and a resumed run keeps its model, vocabulary and data; leave out "
                 f"{flag}, or start a new run to change it"
             )
     return args
+
+
+def _saved_flags(config: Path, resume: str, task: str) -> dict | None:
+    """The flags a run saved in its config.json, or None when there is nothing to take (a checkpoint outside a
+    run folder, an ensemble member, a run of before flags were saved); a run of another recipe is refused."""
+    try:
+        saved = json.loads(config.read_bytes().decode("utf-8"))
+    except FileNotFoundError:
+        checkpoint = resume_checkpoint(resume)
+        if not checkpoint.is_file() or any((p / "config.json").is_file() for p in checkpoint.parents[1:3]):
+            return None  # nothing to resume, or a part of a run (an ensemble's member): the recipe says which
+        # the defaults would train on another corpus, with other settings, in silence
+        raise UserError(
+            f"{config} is missing; it holds the run's flags (its data among them): restore it to resume the run"
+        ) from None
+    except ValueError as err:  # not UTF-8, or not JSON: damaged, and the run's flags are unknown
+        raise UserError(
+            f"{config} cannot be read ({err}); it holds the run's flags: restore it to resume the run"
+        ) from None
+    if not isinstance(saved, dict) or "flags" not in saved:
+        warnings.warn(f"{config} does not list the run's flags (an older run?); the flags given now apply")
+        return None
+    if not isinstance(saved["flags"], dict):
+        raise UserError(
+            f"{config} cannot be read (its flags are not a JSON object); it holds the run's flags: "
+            "restore it to resume the run"
+        )
+    checkpoint = resume_checkpoint(resume)
+    run_task = saved.get("task") or (load_checkpoint(checkpoint).get("task") if checkpoint.is_file() else task)
+    if task and run_task != task:
+        raise UserError(
+            f"--resume {resume}: that is a {run_task} run; continue it with its own recipe "
+            f"(recipes/{RECIPES.get(run_task, run_task)}.py --resume {resume})"
+        )
+    return saved["flags"]
+
+
+RECIPES = {"textgen": "textgen", "translation": "translate", "captioning": "caption"}  # a task's recipe
 
 
 def _fits(value: Any, action: argparse.Action, default: Any) -> bool:

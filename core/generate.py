@@ -8,14 +8,15 @@ from __future__ import annotations
 import argparse
 import sys
 
-from core.cli import DTYPES, add_device_flag, add_dtype_flag, add_search_flags, run_main, search_config_from_args
+from core.cli import DTYPES, Parser, add_device_flag, add_dtype_flag, add_search_flags, search_config_from_args
+from core.console import run_main
 from core.errors import check_device, check_range
 from core.lm import DEFAULT_SEARCH, LanguageModel
 from core.speedups import keep_freed_memory
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = Parser(description=__doc__)
     p.add_argument("--checkpoint", required=True, help="a textgen checkpoint (e.g. runs/textgen/best.pt)")
     p.add_argument("--prompt", default="", help="text to continue (empty: start from <bos>)")
     p.add_argument("--num-samples", type=int, default=1, help="draws to print, or the n best of beam search")

@@ -23,20 +23,30 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 
 import torch
 
-from captioning.backbones import build_backbone
-from captioning.captioner import TASK, Captioner, ImageConfig, caption_forward, train_word_tokenizer
+from captioning.backbones import build_backbone, fine_tune
+from captioning.captioner import Captioner, ImageConfig, caption_forward, train_word_tokenizer
 from captioning.data import read_corpus
-from captioning.evaluation import caption_scores, nearest_neighbour
-from captioning.figures import save_caption_attention_png, save_samples_png
+from captioning.evaluation import nearest_neighbour, test_report
 from captioning.training import CaptionBatches, examples_of, picture_inputs, regions_by_split, validation_cider
 from captioning.tuxpaint import tuxpaint
 from core import distributed
-from core.checkpoint import load_checkpoint
-from core.cli import add_config_flags, add_device_flag, config_from_args, parse_flags, run_main
+from core.cli import (
+    FlagTable,
+    Parser,
+    add_config_flags,
+    add_device_flag,
+    add_run_flags,
+    config_from_args,
+    parse_flags,
+    path_arg,
+)
+from core.console import run_main
+from core.datasets import SPLITS
 from core.decoder import DecoderConfig
-from core.errors import UserError, check_device, check_range
-from core.runs import resume_checkpoint, run_folder, save_config
-from core.tokenizers import tokenizer_from_dict
+from core.errors import Interrupted, UserError, check_device, check_range
+from core.files import write_text
+from core.runs import hold_run, resume_checkpoint, run_folder, save_config
+from core.task import load_weights, read_task
 from core.train_config import TrainConfig
 from core.trainer import Trainer
 
@@ -50,37 +60,62 @@ EXAMPLES = """examples:
   python recipes/caption.py --resume runs/caption              # continue an interrupted run exactly
   python -m captioning.caption --checkpoint runs/caption/best.pt picture.png
 """
-SPLITS = ("train", "valid", "test")
+TASK = "captioning"
+CONFIGS = {"image": ImageConfig, "decoder": DecoderConfig}
+FLAGS = FlagTable(
+    apart=(
+        ("corpus", "lang", "--lang picks the language of the Tux Paint captions; your corpus has its own"),
+        ("resume", "overwrite", "--resume goes on with a run, --overwrite starts one afresh"),
+    ),
+    needs=(("images", "corpus"),),
+    # the checkpoint fixes the model (backbone weights included), its vocabulary and its data
+    kept=(*(f.name for c in CONFIGS.values() for f in fields(c)), "min_count", "corpus", "images", "lang", "weights"),
+)
+
+
+def weights_arg(value: str) -> str:
+    """--weights: default, none, or a state dict file that exists."""
+    return value if value.lower() in ("default", "none") else path_arg()(value)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        description=__doc__, epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    p = Parser(description=__doc__, epilog=EXAMPLES)
     data = p.add_argument_group("data")
     data.add_argument(
         "--corpus",
-        help="captions: image<TAB>caption lines (.tsv), a Karpathy split file or a COCO "
-        "captions file (.json); default: the Tux Paint pictures",
+        type=path_arg(stream=True),
+        help="captions: image<TAB>caption lines, a Karpathy "
+        "split file or a COCO captions file (JSON); default: the Tux Paint pictures",
     )
-    data.add_argument("--images", help="the folder the corpus's picture paths start from (default: its folder)")
+    data.add_argument(
+        "--images",
+        type=path_arg("folder"),
+        help="the folder the corpus's picture paths start from (default: its folder)",
+    )
     data.add_argument("--lang", default="en", help="language of the Tux Paint captions (en, de, fr, es, ...)")
     data.add_argument(
         "--data-dir",
+        type=path_arg("folder", output=True),
         help="where default data and cached features are kept (default: $SEQGEN_DATA or ~/.cache/seqgen/data)",
     )
     data.add_argument("--min-count", type=int, default=1, help="words seen fewer times in training become <unk>")
+    data.add_argument(
+        "--max-caption-len",
+        type=int,
+        default=100,
+        help="training captions of more words are set aside, with a warning that counts them (default: %(default)s)",
+    )
     data.add_argument("--batch-size", type=int, default=32, help="captions per batch")
     run = p.add_argument_group("run")
-    run.add_argument("--out", help="folder for checkpoints, config, logs and pictures (default: runs/caption)")
-    run.add_argument("--resume", metavar="PATH", help="continue an interrupted run (its folder or a checkpoint)")
-    run.add_argument("--overwrite", action="store_true", help="start afresh, replacing the checkpoints in --out")
+    add_run_flags(run, "runs/caption")
     add_device_flag(run)
     run.add_argument(
         "--weights",
+        type=weights_arg,
         default="default",
-        help="the backbone's weights: default (the pretrained ones "
-        "that can be fetched: efficientnet_lite0's), a torchvision state dict file, or none (random)",
+        help="the backbone's weights: default (the "
+        "pretrained ones that can be fetched: efficientnet_lite0's), a torchvision state dict file, or "
+        "none (random)",
     )
     run.add_argument(
         "--attention-penalty",
@@ -90,93 +125,66 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--beam-size", type=int, default=5, help="beam size of the test evaluation")
     add_config_flags(p, ImageConfig(), "image", skip=["weights_id"])
-    add_config_flags(
-        p,
-        DecoderConfig(emb_dim=256, hidden_dim=512, cell="lstm", attention="bahdanau", dropout=0.5, input_feeding=False),
-        "decoder",
+    decoder = DecoderConfig(
+        emb_dim=256, hidden_dim=512, cell="lstm", attention="bahdanau", dropout=0.5, input_feeding=False
     )
-    add_config_flags(
-        p,
-        TrainConfig(
-            steps=600, lr=1e-3, warmup_steps=50, valid_every=100, label_smoothing=0.1, min_lr=1e-5, weight_decay=0.01
-        ),
-        "training",
+    add_config_flags(p, decoder, "decoder")
+    training = TrainConfig(
+        steps=600, lr=1e-3, warmup_steps=50, valid_every=100, label_smoothing=0.1, min_lr=1e-5, weight_decay=0.01
     )
+    add_config_flags(p, training, "training")
     return p
 
 
 def main(argv: list[str] | None = None) -> dict:
-    kept = [f.name for f in fields(DecoderConfig)] + [f.name for f in fields(ImageConfig)] + ["min_count"]
-    args = parse_flags(build_parser(), argv, kept=kept)
+    args = parse_flags(build_parser(), argv, FLAGS, TASK)
     resume = resume_checkpoint(args.resume) if args.resume else None
-    ckpt = load_checkpoint(resume, task=TASK) if resume else None
-    image_config, decoder_config, train_config = check_settings(args, ckpt)
+    resumed = read_task(resume, TASK, CONFIGS) if resume else None  # a checkpoint's contents checked
+    image_config, decoder_config, train_config = check_settings(args, resumed)
     out = run_folder(args.out, args.resume, args.overwrite, default="runs/caption")
     world, device = distributed.setup(check_device("--device", args.device))
+    if world.main:
+        hold_run(out)  # one writer: a second run (or --resume) on this folder is refused while this one trains
     with world.main_first():  # the main process fills the data cache; the others then read it
         splits = read_corpus(args.corpus, args.images) if args.corpus else tuxpaint(args.lang, args.data_dir)
     for name in SPLITS:
         if not splits[name]:
-            raise UserError(
-                f"the {name} split has no pictures ({len(splits['train'])} train, "
-                f"{len(splits['valid'])} valid, {len(splits['test'])} test): give more data"
-            )
+            counts = ", ".join(f"{len(splits[n])} {n}" for n in SPLITS)
+            raise UserError(f"the {name} split has no pictures ({counts}): give more data")
 
     torch.manual_seed(train_config.seed)
-    model = build_model(args, splits, image_config, decoder_config, ckpt)
+    model = build_model(args, splits, image_config, decoder_config, resumed)
     frozen = image_config.fine_tune == 0
-    with world.main_first():
+    with world.main_first():  # features of the weights the model holds (a resumed run's, from its checkpoint)
         regions = (
             regions_by_split(model.encoder.backbone, image_config, splits, features_dir(args))
             if frozen
             else dict.fromkeys(SPLITS)
         )
-    batches = {
-        name: CaptionBatches(
-            examples_of(model, splits[name]),
-            picture_inputs(model, splits[name], regions[name]),
-            args.batch_size,
-            seed=train_config.seed,
-            shuffle=name == "train",
-        )
-        for name in SPLITS
-    }
-    valid_inputs = regions["valid"] if frozen else [r.image for r in splits["valid"]]
-    trainer = Trainer(
-        model,
-        partial(caption_forward, attention_penalty=args.attention_penalty),
-        batches["train"],
-        train_config,
-        out,
-        model.payload,
-        valid=batches["valid"],
-        metrics_fn=validation_cider(valid_inputs, [r.captions for r in splits["valid"]]),
-        select="valid_cider_d",
-        maximize=True,
-        device=device,
-    )
+    trainer = make_trainer(args, model, splits, regions, train_config, out, device)
     if resume:
         trainer.resume(resume, task=TASK)
     if world.main:
+        counts = {n: len(splits[n]) for n in SPLITS}
         save_config(
             out,
+            task=TASK,
             flags=vars(args),
             image=model.image_config,
             model=decoder_config,
             train=train_config,
-            data={"corpus": args.corpus or f"tuxpaint-{args.lang}", **{n: len(splits[n]) for n in SPLITS}},
+            data={"corpus": args.corpus or f"tuxpaint-{args.lang}", **counts},
         )
     started = time.perf_counter()
     trainer.fit()
     seconds = time.perf_counter() - started
-    if trainer.interrupted and world.main:
-        print(f"interrupted; continue with --resume {out}")
-    if not world.main or trainer.interrupted:
+    if trainer.interrupted:
+        raise Interrupted(f"interrupted; continue with --resume {out}" if world.main else "")
+    if not world.main:
         return {}
-    best = Captioner.load(out / "best.pt", device=device)
-    results = evaluate(best, splits, regions, args, out)
+    results = evaluate(Captioner.load(out / "best.pt", device=device), splits, regions, args, out)
     results.update(train_seconds=round(seconds, 1), steps=trainer.step, best_valid_cider_d=trainer.best)
-    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    write_text(out / "results.json", json.dumps(results, indent=2) + "\n")
     print(
         f"\ncheckpoint: {out / 'best.pt'}   caption more: python -m captioning.caption --checkpoint "
         f"{out / 'best.pt'} PICTURE..."
@@ -184,23 +192,18 @@ def main(argv: list[str] | None = None) -> dict:
     return results
 
 
-def check_settings(args: argparse.Namespace, ckpt: dict | None) -> tuple[ImageConfig, DecoderConfig, TrainConfig]:
+def check_settings(args: argparse.Namespace, resumed: tuple | None) -> tuple[ImageConfig, DecoderConfig, TrainConfig]:
     """Every setting checked before anything is read or written; a resumed run keeps its checkpoint's model."""
     for flag, value in (
         ("--batch-size", args.batch_size),
         ("--min-count", args.min_count),
         ("--beam-size", args.beam_size),
+        ("--max-caption-len", args.max_caption_len),
     ):
         check_range(flag, value, low=1)
     check_range("--attention-penalty", args.attention_penalty, low=0)
-    if args.images is not None and args.corpus is None:
-        raise UserError("--images names the folder of --corpus's pictures; give --corpus too")
-    if ckpt is not None:
-        return (
-            ImageConfig(**ckpt["config"]["image"]),
-            DecoderConfig(**ckpt["config"]["decoder"]),
-            config_from_args(TrainConfig, args),
-        )
+    if resumed is not None:
+        return resumed[1]["image"], resumed[1]["decoder"], config_from_args(TrainConfig, args)
     return (
         config_from_args(ImageConfig, args),
         config_from_args(DecoderConfig, args),
@@ -209,23 +212,59 @@ def check_settings(args: argparse.Namespace, ckpt: dict | None) -> tuple[ImageCo
 
 
 def build_model(
-    args: argparse.Namespace, splits: dict, image: ImageConfig, decoder: DecoderConfig, ckpt: dict | None
+    args: argparse.Namespace, splits: dict, image: ImageConfig, decoder: DecoderConfig, resumed: tuple | None
 ) -> Captioner:
-    """The captioner to train: a new vocabulary of the training captions, or a resumed run's (its weights then
-    come from the checkpoint, so the backbone is built without any)."""
-    if ckpt is not None:
+    """The captioner to train: a new vocabulary of the training captions, or a resumed run's with its weights
+    (the backbone's included) from the checkpoint, so that features are extracted with the run's own weights."""
+    if resumed is not None:
+        ckpt, _, tokenizers = resumed
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            return Captioner(tokenizer_from_dict(ckpt["tokenizers"]["captions"]), image, decoder, weights=None)
+            warnings.simplefilter("ignore")  # built with random weights, at once replaced by the checkpoint's
+            model = Captioner(tokenizers["captions"], image, decoder, weights=None)
+        load_weights(args.resume, model, ckpt["model"])
+        return model
     tokenizer = train_word_tokenizer([c for r in splits["train"] for c in r.captions], args.min_count)
     model = Captioner(tokenizer, image, decoder, weights=backbone_weights(args), data_dir=args.data_dir)
     n_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    counts = " / ".join(f"{len(splits[n])} {n}" for n in SPLITS)
     print(
-        f"{len(splits['train'])} train / {len(splits['valid'])} valid / {len(splits['test'])} test pictures; "
-        f"vocabulary {tokenizer.vocab_size}; {image.backbone} ({model.encoder.backbone.fingerprint}), "
-        f"{n_params / 1e6:.2f}M parameters to train"
+        f"{counts} pictures; vocabulary {tokenizer.vocab_size}; {image.backbone} (weights "
+        f"{image.weights_id or model.image_config.weights_id}), {n_params / 1e6:.2f}M parameters to train"
     )
     return model
+
+
+def make_trainer(
+    args: argparse.Namespace,
+    model: Captioner,
+    splits: dict,
+    regions: dict,
+    config: TrainConfig,
+    out: Path,
+    device: torch.device,
+) -> Trainer:
+    """The trainer: batches of regions (a frozen backbone) or pictures, CIDEr-D of the validation pictures."""
+    batches = {}
+    for name in SPLITS:
+        examples = examples_of(model, splits[name], args.max_caption_len if name == "train" else None)
+        inputs = picture_inputs(model, splits[name], regions[name])
+        batches[name] = CaptionBatches(examples, inputs, args.batch_size, seed=config.seed, shuffle=name == "train")
+    valid_inputs = regions["valid"] if regions["valid"] is not None else [r.image for r in splits["valid"]]
+    validation = validation_cider(valid_inputs, [r.captions for r in splits["valid"]])
+    step = partial(caption_forward, attention_penalty=args.attention_penalty)
+    return Trainer(
+        model,
+        step,
+        batches["train"],
+        config,
+        out,
+        model.payload,
+        valid=batches["valid"],
+        metrics_fn=validation,
+        select="valid_cider_d",
+        maximize=True,
+        device=device,
+    )
 
 
 def backbone_weights(args: argparse.Namespace) -> str | None:
@@ -238,43 +277,17 @@ def features_dir(args: argparse.Namespace) -> Path | None:
 
 
 def evaluate(model: Captioner, splits: dict, regions: dict, args: argparse.Namespace, out: Path) -> dict:
-    """Test captions with greedy and beam search, and the nearest-neighbour baseline, scored against every
-    reference; printed side by side, with examples; samples.png and attention.png."""
-    test = splits["test"]
-    if regions["test"] is None:  # fine-tuned: the baseline uses the frozen backbone the run started from
+    """The test beside the nearest-neighbour baseline (which reads the features of the frozen backbone the run
+    started from, also when the run fine-tuned it)."""
+    if regions["test"] is None:
         backbone = build_backbone(model.image_config.backbone, backbone_weights(args), data_dir=args.data_dir)
+        fine_tune(backbone, 0)
         regions = regions_by_split(
             backbone, model.image_config, {n: splits[n] for n in ("train", "test")}, features_dir(args)
         )
-    inputs = regions["test"] if model.image_config.fine_tune == 0 else [r.image for r in test]
-    captions = {
-        "nearest neighbour": nearest_neighbour(
-            regions["train"], [r.captions[0] for r in splits["train"]], regions["test"]
-        ),
-        "greedy": model.caption(inputs, method="greedy"),
-        f"beam {args.beam_size}": model.caption(inputs, method="beam", beam_size=args.beam_size),
-    }
-    references = [r.captions for r in test]
-    scores = {name: caption_scores(texts, references) for name, texts in captions.items()}
-    print(f"\ntest, {len(test)} pictures   BLEU-1  BLEU-2  BLEU-3  BLEU-4  CIDEr-D")
-    for name, s in scores.items():
-        print(f"{name:<22}" + "".join(f"{s[k]:>8.2f}" for k in ("bleu1", "bleu2", "bleu3", "bleu4", "cider_d")))
-    print(f"BLEU: sacreBLEU {scores['greedy']['bleu_signature']} (orders 1..4); CIDEr-D x100")
-    for record, *texts in list(zip(test, *captions.values()))[:6]:
-        print(f"\n{record.image.name}\n  reference: {' | '.join(record.captions)}")
-        for name, text in zip(captions, texts):
-            print(f"  {name}: {text}")
-    shown = list(range(min(12, len(test))))
-    save_samples_png(
-        out / "samples.png",
-        [test[i].image for i in shown],
-        {name: [texts[i] for i in shown] for name, texts in captions.items()},
-        references,
-    )
-    words, maps = model.attention(test[0].image, method="beam", beam_size=args.beam_size)
-    save_caption_attention_png(out / "attention.png", test[0].image, words, maps)
-    print(f"\nwrote {out / 'samples.png'} and {out / 'attention.png'}")
-    return {"test_pictures": len(test), "scores": scores}
+    baseline = nearest_neighbour(regions["train"], [r.captions[0] for r in splits["train"]], regions["test"])
+    inputs = regions["test"] if model.image_config.fine_tune == 0 else [r.image for r in splits["test"]]
+    return test_report(model, splits["test"], inputs, baseline, args.beam_size, out)
 
 
 if __name__ == "__main__":

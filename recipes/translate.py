@@ -3,7 +3,8 @@ with BLEU-based early stopping, test BLEU/chrF with greedy and beam search, exam
 By default two models train side by side and the test translates with the ensemble of their last snapshots.
 
 By default: German -> English on the Ding example sentences (Debian's trans-de-en, fetched and cached on
-first use, split by DATA.md's hash rule). Point it at your own data with --corpus or --train-src/...
+first use, split by a hash of the German sentence: docs/data.md). Point it at your own data with --corpus or
+--train-src/...
 """
 
 from __future__ import annotations
@@ -17,12 +18,23 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from core import distributed
-from core.cli import add_config_flags, add_device_flag, config_from_args, parse_flags, run_main
+from core.cli import (
+    FlagTable,
+    Parser,
+    add_config_flags,
+    add_device_flag,
+    add_run_flags,
+    config_from_args,
+    parse_flags,
+    path_arg,
+)
+from core.console import run_main
+from core.datasets import SPLITS
 from core.decoder import DecoderConfig
-from core.errors import UserError, check_device
+from core.errors import UserError, check_device, flag_name
 from core.runs import hold_run, save_config
 from core.task import read_task
-from core.tokenizers import SentencePieceTokenizer, WordTokenizer
+from core.tokenizers import SentencePieceTokenizer, Tokenizer, WordTokenizer
 from core.train_config import TrainConfig
 from seq2seq.bible import bible_pairs
 from seq2seq.data import ding_pairs, hash_split, read_pairs_tsv, read_parallel
@@ -38,7 +50,7 @@ from seq2seq.training import (
     run_checkpoints,
     train_models,
 )
-from seq2seq.translator import EncoderConfig
+from seq2seq.translator import CONFIGS, MAX_SOURCE_LEN, EncoderConfig
 
 EXAMPLES = """examples:
   python recipes/translate.py                                  # German -> English, Ding sentences
@@ -55,120 +67,146 @@ EXAMPLES = """examples:
   python -m seq2seq.translate @runs/translate/ensemble.args @runs/translate/reverse.args \\
                               @runs/translate/r2l.args --beam-size 10
 """
-SPLIT_FLAGS = [f"--{part}-{side}" for part in ("train", "valid", "test") for side in ("src", "tgt")]
+SPLIT_FLAGS = [f"{part}_{side}" for part in ("train", "valid", "test") for side in ("src", "tgt")]
 MEMORY_FLAGS = "--max-tokens, --hidden-dim or --members"  # what shrinks a run that runs out of memory
+TASK = "translation"
+YOUR_DATA = ("corpus", *SPLIT_FLAGS)
+FLAGS = FlagTable(
+    apart=(
+        *((own, "dataset", "--dataset picks a built-in corpus, and your own files replace it") for own in YOUR_DATA),
+        *((own, "data_dir", "--data-dir is where the built-in corpora are cached") for own in YOUR_DATA),
+        *(
+            ("corpus", split, "--corpus is split by the hash rule; the six files are split already")
+            for split in SPLIT_FLAGS
+        ),
+        ("resume", "overwrite", "--resume goes on with a run, --overwrite starts one afresh"),
+    ),
+    needs=(("rerank_weight", "reverse_members"), ("rerank_r2l_weight", "r2l_members")),
+    # the checkpoints fix the models, their vocabulary and their data; the languages are compared with the
+    # checkpoint (`resumed_configs`: the recipe fills them in for its own corpora)
+    kept=(
+        *(f.name for c in (EncoderConfig, DecoderConfig) for f in fields(c) if not f.name.endswith("_lang")),
+        "level",
+        "vocab_size",
+        "separate_vocab",
+        "dataset",
+        *YOUR_DATA,
+    ),
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        description=__doc__, epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = Parser(description=__doc__, epilog=EXAMPLES)
     add_data_flags(parser)
-    add_run_flags(parser)
+    add_run_flags(parser, DEFAULT_OUT)
+    add_ensemble_flags(parser)
+    add_device_flag(parser)
     # the defaults fit ~12k sentence pairs and 20 minutes on 2 CPU cores; how each was chosen: docs/experiments.md
     add_config_flags(parser, EncoderConfig(enc_dropout=0.2, share_embeddings=True), "encoder")
-    add_config_flags(
-        parser,
-        DecoderConfig(
-            emb_dim=256,
-            hidden_dim=256,
-            cell="gru",
-            attention="luong",
-            dropout=0.2,
-            tie_embeddings=True,
-            input_feeding=False,
-        ),
-        "decoder",
+    decoder = DecoderConfig(
+        emb_dim=256,
+        hidden_dim=256,
+        cell="gru",
+        attention="luong",
+        dropout=0.2,
+        tie_embeddings=True,
+        input_feeding=False,
     )
-    add_config_flags(
-        parser,
-        TrainConfig(
-            steps=3300,
-            lr=3e-3,
-            warmup_steps=100,
-            valid_every=550,
-            label_smoothing=0.1,
-            min_lr=5e-5,
-            patience=5,
-            snapshots=3,
-        ),
-        "training",
+    add_config_flags(parser, decoder, "decoder")
+    training = TrainConfig(
+        steps=3300,
+        lr=3e-3,
+        warmup_steps=100,
+        valid_every=550,
+        label_smoothing=0.1,
+        min_lr=5e-5,
+        patience=5,
+        snapshots=3,
     )
+    add_config_flags(parser, training, "training")
     return parser
 
 
 def add_data_flags(parser: argparse.ArgumentParser) -> None:
     data = parser.add_argument_group("data")
-    data.add_argument("--corpus", help="source TAB target per line; split by the hash rule of the default data")
-    for flag in SPLIT_FLAGS:
-        data.add_argument(flag, help="aligned files (all six together) instead of --corpus")
+    data.add_argument(
+        "--corpus",
+        type=path_arg(stream=True),
+        help="source TAB target per line; split by the hash rule of the default data",
+    )
+    for dest in SPLIT_FLAGS:
+        data.add_argument(
+            flag_name(dest), type=path_arg(stream=True), help="aligned files (all six together) instead of --corpus"
+        )
     data.add_argument(
         "--dataset",
         default="ding",
         choices=["ding", "bible"],
-        help="built-in corpus: ding (German -> English example sentences, the default) or bible "
-        "(Spanish -> English verses, Reina-Valera 1909 and KJV)",
+        help="built-in corpus: ding "
+        "(German -> English example sentences, the default) or bible (Spanish -> English verses, "
+        "Reina-Valera 1909 and KJV)",
     )
-    data.add_argument("--data-dir", help="where default data is cached (default: $SEQGEN_DATA or ~/.cache/seqgen/data)")
+    data.add_argument(
+        "--data-dir",
+        type=path_arg("folder", output=True),
+        help="where default data is cached (default: $SEQGEN_DATA or ~/.cache/seqgen/data)",
+    )
     data.add_argument("--level", default="unigram", choices=["unigram", "bpe", "word"], help="token unit")
     data.add_argument("--vocab-size", type=int, default=4000, help="joint sentencepiece (or word) vocabulary size")
     data.add_argument("--separate-vocab", action="store_true", help="one tokenizer per language, not one joint")
     data.add_argument("--max-tokens", type=int, default=1000, help="padded target tokens per batch")
     data.add_argument(
+        "--max-source-len",
+        type=int,
+        default=MAX_SOURCE_LEN,
+        help="training pairs whose source has "
+        "more tokens are set aside, with a warning that counts them (default: %(default)s)",
+    )
+    data.add_argument(
+        "--max-target-len", type=int, default=MAX_SOURCE_LEN, help="likewise for the target side (default: %(default)s)"
+    )
+    data.add_argument(
         "--subword-alpha",
         type=float,
         default=0.0,
-        help="subword regularisation: train on random segmentations, in (0, 1); unigram: smaller is "
-        "more varied, bpe: merge dropout probability (default 0: off)",
+        help="subword regularisation: train on random "
+        "segmentations, in (0, 1); unigram: smaller is more varied, bpe: merge dropout probability "
+        "(default 0: off)",
     )
 
 
-def add_run_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--out",
-        help=f"folder for checkpoints, config, logs and plots (default: {DEFAULT_OUT}, or "
-        "the run that --resume continues)",
-    )
+def add_ensemble_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--members",
         type=int,
-        help="models trained side by side (one process each, seeds --seed, --seed + 1, ...) and tested "
-        "as one ensemble, spread over the GPUs when there are several; 1: a single model in --out "
-        "itself (default: 2; 1 under torchrun)",
+        help="models trained side by side (one process each, seeds --seed, "
+        "--seed + 1, ...) and tested as one ensemble, spread over the GPUs when there are several; "
+        "1: a single model in --out itself (default: 2; 1 under torchrun)",
     )
     parser.add_argument(
         "--reverse-members",
         type=int,
-        help="models trained side by side with the others in the opposite direction (target -> source), "
-        "in --out/reverse; the test then also reranks the beam's --rerank-beam-size best with "
-        "their ensemble (noisy channel, `seq2seq.translate --rerank-with`) (default: 0)",
+        help="models trained side by side with the others in the "
+        "opposite direction (target -> source), in --out/reverse; the test then also reranks the "
+        "beam's --rerank-beam-size best with their ensemble (noisy channel, `seq2seq.translate "
+        "--rerank-with`) (default: 0)",
     )
     parser.add_argument(
         "--r2l-members",
         type=int,
-        help="models trained side by side with the others in the same direction but writing right to "
-        "left (--target-order right-to-left), in --out/r2l; the test then also reranks the beam's "
-        "--rerank-beam-size best with their ensemble (`seq2seq.translate --rerank-r2l`); their seeds "
-        "are --seed, --seed + 1, ... as the forward members' (default: 0)",
+        help="models trained side by side with the others in the same "
+        "direction but writing right to left (--target-order right-to-left), in --out/r2l; the test "
+        "then also reranks the beam's --rerank-beam-size best with their ensemble "
+        "(`seq2seq.translate --rerank-r2l`); their seeds are --seed, --seed + 1, ... (default: 0)",
     )
-    parser.add_argument(
-        "--resume",
-        metavar="PATH",
-        help="continue an interrupted run: its folder (every member of an ensemble goes on from its "
-        "last.pt), or one model's checkpoint; with the flags the run started with, except those given now",
-    )
-    parser.add_argument(
-        "--overwrite", action="store_true", help="start afresh, replacing the checkpoints that --out holds"
-    )
-    add_device_flag(parser)
     parser.add_argument("--beam-size", type=int, default=5, help="beam size for the test translations")
     parser.add_argument("--length-penalty", type=float, default=1.0, help="GNMT alpha for beam search")
     parser.add_argument(
         "--rerank-beam-size",
         type=int,
         default=10,
-        help="with --reverse-members or --r2l-members: the beam size, and n-best size, of the reranked "
-        "test translations",
+        help="with --reverse-members or --r2l-members: "
+        "the beam size, and n-best size, of the reranked test translations",
     )
     add_rerank_score_flags(parser)  # with --reverse-members or --r2l-members
     parser.add_argument("--valid-sentences", type=int, default=500, help="validation sentences decoded for BLEU")
@@ -176,15 +214,11 @@ def add_run_flags(parser: argparse.ArgumentParser) -> None:
 
 def load_pairs(args: argparse.Namespace) -> dict[str, list[tuple[str, str]]]:
     """train/valid/test pairs from the flags: six aligned files, a TSV file, or the default Ding corpus."""
-    files = [getattr(args, f[2:].replace("-", "_")) for f in SPLIT_FLAGS]
+    files = [getattr(args, dest) for dest in SPLIT_FLAGS]
     if any(files):
         if not all(files):
-            raise UserError(f"give all six of {', '.join(SPLIT_FLAGS)} or none")
-        if args.corpus:
-            raise UserError(f"give --corpus or the six files {', '.join(SPLIT_FLAGS)}, not both")
-        return {
-            part: read_parallel(files[2 * i], files[2 * i + 1]) for i, part in enumerate(("train", "valid", "test"))
-        }
+            raise UserError(f"give all six of {', '.join(map(flag_name, SPLIT_FLAGS))} or none")
+        return {part: read_parallel(files[2 * i], files[2 * i + 1]) for i, part in enumerate(SPLITS)}
     if args.corpus:
         splits = hash_split(read_pairs_tsv(args.corpus))
         if not splits["valid"] or not splits["test"]:
@@ -204,38 +238,24 @@ def data_languages(args: argparse.Namespace) -> dict[str, str]:
     }
 
 
-def train_tokenizers(args: argparse.Namespace, train: list[tuple[str, str]]):
-    src_text = "\n".join(s for s, _ in train)
-    tgt_text = "\n".join(t for _, t in train)
+def train_tokenizers(args: argparse.Namespace, train: list[tuple[str, str]]) -> tuple[dict, dict]:
+    """The source and target tokenizers (one joint, or one per language with --separate-vocab), as plain data."""
 
-    def make(text: str):
+    def make(text: str) -> Tokenizer:
         if args.level == "word":
             return WordTokenizer.train(text, max_size=args.vocab_size)
         return SentencePieceTokenizer.train(text, vocab_size=args.vocab_size, model_type=args.level)
 
-    if args.separate_vocab:
-        return make(src_text), make(tgt_text)
-    joint = make(src_text + "\n" + tgt_text)
-    return joint, joint
+    sources, targets = "\n".join(s for s, _ in train), "\n".join(t for _, t in train)
+    tokenizers = (make(sources), make(targets)) if args.separate_vocab else (make(sources + "\n" + targets),) * 2
+    return tokenizers[0].to_dict(), tokenizers[1].to_dict()
 
 
 def main(argv: list[str] | None = None) -> dict:
-    # the checkpoints fix the model and its vocabulary: --resume refuses other values for these flags
-    # (the languages are compared with the checkpoint below: the recipe fills them in for its own corpora)
-    kept = [
-        f.name
-        for config in (EncoderConfig, DecoderConfig)
-        for f in fields(config)
-        if f.name not in ("source_lang", "target_lang")
-    ]
-    args = parse_flags(build_parser(), argv, kept=kept + ["level", "vocab_size", "separate_vocab"])
+    args = parse_flags(build_parser(), argv, FLAGS, TASK)
     out, resume = plan_run(args, default_members=1 if distributed.launched() else 2)
     # all checked before the data is read; a resumed run's flags come from its config.json, so first its task
-    ckpt, configs, _ = (
-        read_task(resume[0], "translation", {"encoder": EncoderConfig, "decoder": DecoderConfig})
-        if args.resume
-        else (None, None, None)
-    )  # contents checked
+    ckpt, configs, _ = read_task(resume[0], TASK, CONFIGS) if args.resume else (None, None, None)
     check_run_flags(args)
     if ckpt is not None:
         enc_config, dec_config = resumed_configs(args, configs)
@@ -254,30 +274,21 @@ def main(argv: list[str] | None = None) -> dict:
     if ckpt is not None:
         tokenizers = (ckpt["tokenizers"]["source"], ckpt["tokenizers"]["target"])
     else:
-        src_tok, tgt_tok = world.from_main(train_tokenizers(args, pairs["train"]) if world.main else None)
-        tokenizers = (src_tok.to_dict(), tgt_tok.to_dict())
+        tokenizers = world.from_main(train_tokenizers(args, pairs["train"]) if world.main else None)
     check_settings(args, tokenizers, enc_config, dec_config)
     if world.main:  # one writer
+        data = {"corpus": args.corpus or args.dataset, "joint": not args.separate_vocab}
+        data |= {name: getattr(args, name) for name in ("level", "vocab_size", "max_tokens", "subword_alpha")}
+        ensemble = {name: getattr(args, name) for name in ("members", "reverse_members", "r2l_members")}
         save_config(
             out,
+            task=TASK,
             flags=vars(args),
             encoder=enc_config,
             decoder=dec_config,
             train=train_config,
-            data={
-                "corpus": args.corpus or args.dataset,
-                "level": args.level,
-                "vocab_size": args.vocab_size,
-                "joint": not args.separate_vocab,
-                "max_tokens": args.max_tokens,
-                "subword_alpha": args.subword_alpha,
-            },
-            ensemble={
-                "members": args.members,
-                "reverse_members": args.reverse_members,
-                "r2l_members": args.r2l_members,
-                "snapshots": train_config.snapshots,
-            },
+            data=data,
+            ensemble=ensemble | {"snapshots": train_config.snapshots},
         )
 
     # The models: the forward members and the reranking models, side by side.
@@ -287,18 +298,14 @@ def main(argv: list[str] | None = None) -> dict:
         return {}
 
     # Test: greedy, beam and reranked beam; examples and attention maps.
+    figures = {name: getattr(args, name) for name in ("members", "reverse_members", "r2l_members")}
     return evaluate(
         args,
         out,
         run_checkpoints(args, out),
         pairs["test"],
         device,
-        {
-            "train_seconds": round(train_seconds, 1),
-            "members": args.members,
-            "reverse_members": args.reverse_members,
-            "r2l_members": args.r2l_members,
-        },
+        {"train_seconds": round(train_seconds, 1), **figures},
     )
 
 

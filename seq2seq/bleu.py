@@ -22,9 +22,9 @@ from core.cli import (
     add_device_flag,
     add_dtype_flag,
     add_search_flags,
-    run_main,
     search_config_from_args,
 )
+from core.console import run_main
 from core.errors import UserError, check_device
 from core.files import read_lines
 from core.search_config import SearchConfig

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from core.cli import error_line, named_output
+from core.console import error_line, named_output
 from core.errors import INTERRUPTED, UserError
 from core.runs import release_all
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+import warnings
 from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
@@ -204,7 +205,7 @@ def train_member(run: RunSetup, member: int, position: int, folder: Path, resume
             f"device {run.device}" + (f", {total_models(args)} models side by side" if total_models(args) > 1 else "")
         )
 
-    kept = [(s, t) for s, t in run.pairs["train"] if s.strip() and t.strip()]
+    kept = trainable_pairs(model, run.pairs["train"], args, warn=position == 0)
     if args.subword_alpha:
         train = SampledSubwords(model, kept, args.max_tokens, args.subword_alpha, seed=train_config.seed)
     else:
@@ -246,6 +247,30 @@ def train_member(run: RunSetup, member: int, position: int, folder: Path, resume
     return not trainer.interrupted
 
 
+def trainable_pairs(
+    model: Translator, pairs: list[tuple[str, str]], args: argparse.Namespace, warn: bool
+) -> list[tuple[str, str]]:
+    """The training pairs with something on both sides and at most --max-source-len / --max-target-len tokens
+    (what one batch holds, and so memory, is bounded by them); one warning counts those set aside."""
+    whole = [(s, t) for s, t in pairs if s.strip() and t.strip()]
+    kept = [
+        (s, t)
+        for s, t in whole
+        if len(model.source_ids(s)) - 1 <= args.max_source_len and len(model.target_ids(t)) - 2 <= args.max_target_len
+    ]
+    if warn and len(kept) < len(whole):
+        warnings.warn(
+            f"{len(whole) - len(kept)} of the {len(whole)} training pairs are set aside: longer than "
+            f"--max-source-len {args.max_source_len} or --max-target-len {args.max_target_len} tokens"
+        )
+    if not kept:
+        raise UserError(
+            f"no training pair is within --max-source-len {args.max_source_len} and --max-target-len "
+            f"{args.max_target_len} tokens"
+        )
+    return kept
+
+
 def ensemble_checkpoints(args: argparse.Namespace, folders: list[Path]) -> list[Path]:
     """The checkpoints the test translates (or reranks) with: every member's last --snapshots snapshots, or
     (with --snapshots 0, or a run resumed from before snapshots were kept) its best checkpoint."""
@@ -271,6 +296,8 @@ def check_run_flags(args: argparse.Namespace) -> None:
         ("--vocab-size", args.vocab_size, MIN_VOCAB),
         ("--length-penalty", args.length_penalty, None),
         ("--valid-sentences", args.valid_sentences, 1),
+        ("--max-source-len", args.max_source_len, 1),
+        ("--max-target-len", args.max_target_len, 1),
     ):
         check_range(flag, value, low=low)
     check_rerank_score_flags(args)

@@ -19,9 +19,9 @@ from core.cli import (
     add_device_flag,
     add_dtype_flag,
     add_search_flags,
-    run_main,
     search_config_from_args,
 )
+from core.console import run_main
 from core.errors import UserError, check_device, check_range
 from core.files import read_lines
 from core.speedups import keep_freed_memory
@@ -30,7 +30,7 @@ from seq2seq.translator import DEFAULT_SEARCH, MAX_SOURCE_LEN, load_ensemble
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = ArgsFileParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgsFileParser(description=__doc__)
     p.add_argument(
         "--checkpoint",
         required=True,

@@ -60,6 +60,9 @@ class EncoderConfig:
     }  # core.errors.check_config
 
 
+CONFIGS = {"encoder": EncoderConfig, "decoder": DecoderConfig}  # a translation checkpoint's configs, by name
+
+
 def build_encoder(vocab_size: int, config: EncoderConfig, decoder: DecoderConfig) -> RNNEncoder:
     """Flatten the configs into RNNEncoder arguments."""
     return RNNEncoder(
@@ -172,14 +175,8 @@ class Translator(Seq2Seq):
     ) -> Translator:
         """A checkpoint's translator in eval mode on `device`, its weights in `dtype` (bfloat16: faster decoding
         where the hardware multiplies it natively, scores rounded differently)."""
-        return load_task(
-            path,
-            TASK,
-            {"encoder": EncoderConfig, "decoder": DecoderConfig},
-            lambda c, t: cls(t["source"], t["target"], c["encoder"], c["decoder"]),
-            device,
-            dtype,
-        )
+        build = lambda c, t: cls(t["source"], t["target"], c["encoder"], c["decoder"])  # noqa: E731
+        return load_task(path, TASK, CONFIGS, build, device, dtype)
 
     # -- translation ----------------------------------------------------------------------------------
     @torch.no_grad()

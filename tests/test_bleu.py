@@ -13,7 +13,7 @@ import torch
 from sacrebleu.metrics import BLEU, CHRF
 
 import seq2seq.bleu
-from core.cli import run_main
+from core.console import run_main
 from seq2seq import R2L_WEIGHT, RERANK_LENGTH_PENALTY, RERANK_WEIGHT
 from seq2seq.bleu import main
 from seq2seq.metrics import score_files

@@ -96,7 +96,7 @@ def test_resume_goes_on_from_the_last_step(run):
 @pytest.mark.parametrize(
     "extra, message",
     [
-        (["--images", "somewhere"], "give --corpus too"),
+        (["--images", "."], "--images is used only with --corpus"),
         (["--batch-size", "0"], "--batch-size"),
         (["--attention-penalty", "-1"], "--attention-penalty"),
         (["--fit", "stretch"], None),
@@ -104,8 +104,9 @@ def test_resume_goes_on_from_the_last_step(run):
 )
 def test_bad_settings_are_refused_before_anything_is_written(tmp_path, extra, message):
     args = ["--out", str(tmp_path / "run"), *TINY, *extra]
-    if "--images" not in extra:
-        args += ["--corpus", str(tmp_path / "missing.tsv")]
+    if "--images" not in extra:  # a corpus that is never read: the settings are refused first
+        (tmp_path / "captions.tsv").write_text("missing.png\ta caption\n")
+        args += ["--corpus", str(tmp_path / "captions.tsv")]
     with pytest.raises((UserError, SystemExit), match=message):
         recipe.main(args)
     assert not (tmp_path / "run").exists() or not any((tmp_path / "run").iterdir())
@@ -154,7 +155,7 @@ def test_command_line_bad_input_is_one_line(run, tmp_path, capsys, args, message
     folder, _, _, records = run
     args = [a.format(folder=tmp_path, shape=records[0].image) for a in args]
     with pytest.raises(SystemExit) as exit_info:
-        from core.cli import run_main
+        from core.console import run_main
 
         run_main(caption_cli.main, ["--checkpoint", str(folder / "run" / "best.pt"), *args])
     assert exit_info.value.code == 2

@@ -12,7 +12,7 @@ from PIL import Image
 from torchvision import models
 
 from captioning.backbone import main, top_classes
-from core.cli import run_main
+from core.console import run_main
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -173,7 +173,7 @@ def test_coco_json_errors(tmp_path):
     with pytest.raises(UserError, match=r"captions.json: images\[0\] has no 'file_name'"):
         read_coco_json(path)
     path.write_text(json.dumps({"images": [], "annotations": {"image_id": 1}}))
-    with pytest.raises(UserError, match="'annotations' is a dict, not a list"):
+    with pytest.raises(UserError, match="'annotations' is an object, not a list"):
         read_coco_json(path)
     path.write_bytes(b'{"images": [}')
     with pytest.raises(UserError, match=r"not valid JSON \(.* at line 1, column 13\)"):

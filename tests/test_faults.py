@@ -18,7 +18,7 @@ import torch
 import core.runs
 from core import DecoderConfig, WordTokenizer
 from core.checkpoint import load_checkpoint, save_checkpoint
-from core.cli import run_main
+from core.console import run_main
 from core.generate import main as generate_main
 from recipes.textgen import main as textgen_main
 from recipes.translate import main as translate_recipe_main
@@ -121,7 +121,7 @@ CASES = [
     (G, "--checkpoint {d}/run/best.pt --max-len 1e9", "invalid int value"),
     (G, "--checkpoint {d}/nowhere.pt", "does not exist"),
     (G, "--checkpoint {d}/corpus.txt", "not a readable checkpoint"),
-    (G, "--checkpoint {d}", "does not exist"),
+    (G, "--checkpoint {d}", "is a folder; a file is needed"),
     (G, "--checkpoint {d}/cut.pt", "not a readable checkpoint"),
     (G, "--checkpoint {d}/mt.pt", "'translation' checkpoint"),
     *[(G, f"--checkpoint {{d}}/{name}.pt", f"{name}.pt") for name in DAMAGED],
@@ -166,7 +166,7 @@ CASES = [
     (R, "--resume {d}/run --device gpu9", "--device 'gpu9'"),
     (R, "--resume {d}/run --schedule bogus", "invalid choice"),
     (R, "--resume {d}/nowhere", "does not exist"),
-    (R, "--resume ''", "--resume is empty"),
+    (R, "--resume ''", "argument --resume: is empty"),
     (R, "--corpus {d}/corpus.txt --out {d}/run", "already holds checkpoints"),
     (R, "--corpus {d}/corpus.txt --out {d}/run --vocab-size 50", "--vocab-size 50"),
     (R, "--corpus {d}/corpus.txt --out {d}/run --level word --vocab-size 3", "--vocab-size = 3"),
@@ -176,7 +176,7 @@ CASES = [
     (R, "--corpus {d}/nowhere.txt --out {d}/new", "nowhere.txt"),
     (R, "--corpus {d}/empty.txt --out {d}/new", "empty.txt"),
     (R, "--corpus {d}/latin1.txt --out {d}/new", "latin1.txt"),
-    (R, "--corpus {d}/corpus.txt --out ''", "--out is empty"),
+    (R, "--corpus {d}/corpus.txt --out ''", "argument --out: is empty"),
     (R, "--corpus {d}/corpus.txt --out {d}/corpus.txt", "is a file"),
     (TR, "--corpus {d}/pairs.tsv --out {d}/mtrun --members 0", "--members = 0"),
     (TR, "--corpus {d}/pairs.tsv --out {d}/mtrun --members 100000", "more than this machine runs at once"),
@@ -187,9 +187,9 @@ CASES = [
     (TR, "--corpus {d}/pairs.tsv --out {d}/mtrun --valid-sentences 0", "--valid-sentences = 0"),
     (TR, "--corpus {d}/pairs.tsv --out {d}/mtrun --min-lr 0.5 --lr 0.1", "--min-lr 0.5 is above --lr"),
     (TR, "--corpus {d}/pairs.tsv --out {d}/run", "already holds checkpoints"),
-    (TR, "--resume {d}/run", "config.json: flag 'level' holds 'char'"),  # a textgen run's
-    (TR, "--resume {d}/nowhere", "no such checkpoint"),
-    (TR, "--corpus {d}/pairs.tsv --train-src {d}/src.txt", "all six"),
+    (TR, "--resume {d}/run", "that is a textgen run; continue it with its own recipe (recipes/textgen.py"),
+    (TR, "--resume {d}/nowhere", "nowhere does not exist"),
+    (TR, "--corpus {d}/pairs.tsv --train-src {d}/src.txt", "--corpus does not go with --train-src"),
 ]
 
 

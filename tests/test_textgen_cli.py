@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from core import LanguageModel, save_checkpoint
-from core.cli import parse_flags, run_main
+from core.cli import parse_flags
+from core.console import run_main
 from core.generate import main as generate_main
 from recipes.textgen import build_parser
 from recipes.textgen import main as textgen_main
@@ -264,7 +265,7 @@ def test_recipe_resume_errors_keep_checkpoints(trained, tmp_path, capsys):
     fails_with(capsys, textgen_main, ["--corpus", corpus, "--resume", str(other)], "config.json is missing")
     # a translation run's flags (attention, say) are not judged as a language model's: its task is named first
     (tmp_path / "config.json").write_text(json.dumps({"flags": {"attention": "luong"}}))
-    fails_with(capsys, textgen_main, ["--resume", str(other)], "'translation' checkpoint")
+    fails_with(capsys, textgen_main, ["--resume", str(other)], "that is a translation run; continue it with its own recipe (recipes/translate.py --resume")
     # resuming into another run's folder would overwrite its checkpoints
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
@@ -322,10 +323,10 @@ def test_recipe_refuses_a_folder_of_best_and_snapshots(tmp_path, capsys, trained
         capsys,
         textgen_main,
         ["--corpus", corpus, "--out", str(a_file / "sub"), *TINY],
-        f"cannot create the folder {a_file / 'sub'}",
+        f"{a_file / 'sub'} cannot be written: {a_file} is a file, not a folder",
     )
-    fails_with(capsys, textgen_main, ["--corpus", corpus, "--out", "", *TINY], "--out is empty")
-    fails_with(capsys, textgen_main, ["--corpus", corpus, "--resume", "", *TINY], "--resume is empty")
+    fails_with(capsys, textgen_main, ["--corpus", corpus, "--out", "", *TINY], "argument --out: is empty")
+    fails_with(capsys, textgen_main, ["--corpus", corpus, "--resume", "", *TINY], "argument --resume: is empty")
 
 
 def test_recipe_resume_keeps_its_batch_size(trained, capsys):

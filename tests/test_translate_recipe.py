@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from core.checkpoint import load_checkpoint, save_checkpoint
-from core.cli import run_main
+from core.console import run_main
 from recipes.translate import build_parser, data_languages
 from recipes.translate import main as translate_main
 from seq2seq.bleu import main as bleu_main
@@ -363,7 +363,11 @@ def test_recipe_trains_reranking_models_beside_and_reranks_the_test_with_them(tm
         assert len(err) == 1 and expected in err[0], err
 
 
-def test_languages_come_from_the_flags_or_the_data():
+def test_languages_come_from_the_flags_or_the_data(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for name in ("pairs.tsv", "train.cs", "train.en", "valid.cs", "valid.en", "test.cs", "test.en"):
+        (tmp_path / name).write_text("ein satz\ta sentence\n")
+
     def languages(*argv):
         return data_languages(build_parser().parse_args(list(argv)))
 
@@ -424,7 +428,7 @@ def test_recipe_bad_data_flags(tmp_path, capsys):
                 for flag in ("--train", "--valid", "--test")
                 for x in (f"{flag}-src", str(bad), f"{flag}-tgt", str(bad))
             ],
-            "give --corpus or the six files",
+            "--corpus does not go with --train-src: --corpus is split by the hash rule",
         ),
         (["--corpus", str(good), "--beam-size", "0"], "--beam-size = 0 is out of range"),
         (["--corpus", str(good), "--separate-vocab"], "with --separate-vocab, add --share-embeddings false"),
@@ -439,7 +443,7 @@ def test_recipe_bad_data_flags(tmp_path, capsys):
         (["--corpus", str(good), "--steps", "1" + "0" * 400], "--steps = 1000"),
         (["--corpus", str(tmp_path / "none.tsv")], "none.tsv"),
         # a language model's run: its task is named, not a corpus from its flags
-        (["--resume", str(textgen_run)], "'textgen' checkpoint; this needs a 'translation'"),
+        (["--resume", str(textgen_run)], "that is a textgen run; continue it with its own recipe (recipes/textgen.py --resume"),
     ):
         with pytest.raises(SystemExit) as exit_info:
             run_main(translate_main, [*argv] + ([] if "--resume" in argv else ["--out", str(tmp_path / "o")]))
