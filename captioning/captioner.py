@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from PIL import Image
 from torch import Tensor, nn
 
 from captioning.backbones import BACKBONES
@@ -18,11 +19,11 @@ from captioning.encoder import CNNEncoder
 from captioning.images import FITS, ImageInput, load_image
 from core.context import Context
 from core.decoder import DecoderConfig, build_decoder
-from core.errors import check_range
+from core.errors import UserError, check_int
 from core.search import Hypothesis, search_with, seeded
 from core.search_config import SearchConfig
 from core.task import load_task, save_task, task_payload
-from core.tokenizers import BOS, EOS, NOT_GENERATED, PAD, UNK, Tokenizer, WordTokenizer
+from core.tokenizers import BOS, EOS, NOT_GENERATED, PAD, SPECIALS, UNK, Tokenizer, WordTokenizer
 
 TASK = "captioning"
 DEFAULT_SEARCH = SearchConfig(method="beam", beam_size=5, max_len=30)
@@ -49,7 +50,13 @@ def normalise(caption: str) -> str:
 
 def train_word_tokenizer(captions: Sequence[str], min_count: int = 1) -> WordTokenizer:
     """A word vocabulary of the normalised training captions: every word seen `min_count` times."""
-    return WordTokenizer.train(" ".join(normalise(c) for c in captions), max_size=1 << 30, min_count=min_count)
+    tokenizer = WordTokenizer.train(" ".join(normalise(c) for c in captions), max_size=1 << 30, min_count=min_count)
+    if tokenizer.vocab_size == len(SPECIALS):  # every caption would be <unk>: nothing to learn
+        raise UserError(
+            f"--min-count {min_count} leaves no word in the vocabulary (no training word is seen "
+            f"{min_count} times); lower it"
+        )
+    return tokenizer
 
 
 def caption_forward(
@@ -146,20 +153,39 @@ class Captioner(nn.Module):
         """The n best hypotheses per picture (greedy and sampling give one), as `config` says (default: beam 5)
         with any field overridden by keyword. `images`: paths, PIL images or tensors (3, H, W), or cached regions
         (N, S, C) as one tensor. Sampling draws from one generator seeded by config.seed."""
-        config = (config or DEFAULT_SEARCH).override(**options)
-        check_range("batch_size", batch_size, 1)
-        if isinstance(images, (str, Path)):
-            raise TypeError("images must be a list of pictures; for one picture, pass [picture]")
+        config = SearchConfig.of(config, DEFAULT_SEARCH, **options)
+        config = replace(config, min_len=max(1, config.min_len))  # a caption has at least one word
+        check_int("batch_size", batch_size, 1)
+        images = self._pictures_or_regions(images)
         self.eval()
         generator = seeded(config.seed, self.device)
         found: list[list[Hypothesis]] = []
         for start in range(0, len(images), batch_size):
             chunk = images[start : start + batch_size]
-            inputs = chunk if isinstance(chunk, Tensor) and chunk.dim() == 3 else self.pictures(chunk)
+            inputs = chunk if isinstance(chunk, Tensor) else self.pictures(chunk)
             ctx = self.context(inputs.to(self.device))
             bos = torch.full((len(chunk),), BOS, device=self.device)
             found += search_with(config, self.decoder, ctx, bos, eos=EOS, forbid=NEVER_WRITTEN, generator=generator)
         return found
+
+    def _pictures_or_regions(self, images: Any) -> Sequence[ImageInput] | Tensor:
+        """`search`'s images as a list of pictures (any iterable read once) or cached regions (N, S, C); what is
+        neither is refused here, naming what it is."""
+        if isinstance(images, Tensor):
+            if images.dim() != 3 or images.size(2) != self.encoder.memory_dim:
+                raise ValueError(
+                    f"a tensor of images is taken as cached regions (N, S, {self.encoder.memory_dim}), "
+                    f"got shape {tuple(images.shape)}; pass pictures as a list ([picture])"
+                )
+            return images
+        if images is None or isinstance(images, (str, Path, Image.Image)):
+            raise TypeError(
+                f"images must be a list of pictures, got {type(images).__name__}; for one picture, pass [picture]"
+            )
+        try:
+            return list(images)
+        except TypeError:
+            raise TypeError(f"images must be a list of pictures, got {type(images).__name__}") from None
 
     def caption(
         self, images: Sequence[ImageInput] | Tensor, config: SearchConfig | None = None, **options: Any

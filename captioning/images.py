@@ -3,16 +3,19 @@ input (resize, centre crop or pad to a square on white, ImageNet normalisation).
 
 from __future__ import annotations
 
+import io
 import warnings
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 from torch import Tensor
 from torchvision.transforms import functional as TF
 
 from core.errors import UserError
+from core.files import check_path, read_bytes
 
 WHITE = (255, 255, 255)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -26,24 +29,26 @@ def load_image(image: ImageInput) -> Image.Image:
     """An RGB picture from a path, a PIL image or a tensor (C, H, W) of uint8 or floats in [0, 1], C in 1, 3, 4;
     transparency is composited on white. Bad files raise a one-line UserError naming the file."""
     if isinstance(image, Tensor):
-        return to_rgb(_from_tensor(image))
-    if isinstance(image, Image.Image):
-        return to_rgb(image)
-    if isinstance(image, (str, Path)):
-        return to_rgb(_open(Path(image)))
-    raise TypeError(f"image must be a path, a PIL image or a tensor, got {type(image).__name__}")
+        picture, name = _from_tensor(image), "image tensor"
+    elif isinstance(image, Image.Image):
+        picture, name = image, "picture"
+    elif isinstance(image, (str, Path)):
+        picture, name = _open(Path(image)), f"picture {image}"
+    else:
+        raise TypeError(f"image must be a path, a PIL image or a tensor, got {type(image).__name__}")
+    if picture.width < 1 or picture.height < 1:
+        raise UserError(f"{name} has no pixels ({picture.width} x {picture.height})")
+    return to_rgb(picture)
 
 
 def _open(path: Path) -> Image.Image:
-    """The decoded picture of a file, upright as its EXIF orientation says."""
-    if path.is_dir():
-        raise UserError(f"{path} is a folder, not a picture")
-    if not path.is_file():
-        raise UserError(f"picture {path} does not exist")
+    """The decoded picture of a file (or a pipe, read whole), upright as its EXIF orientation says."""
+    check_path(path, stream=True, flag="picture")
+    data = None if path.is_file() else read_bytes(path)
     try:
-        if path.stat().st_size == 0:
+        if (path.stat().st_size if data is None else len(data)) == 0:
             raise UserError(f"picture {path} is an empty file")
-        with Image.open(path) as picture:
+        with Image.open(path if data is None else io.BytesIO(data)) as picture:
             picture.load()  # decode now: a truncated file fails here, not later inside a batch
             return ImageOps.exif_transpose(picture)
     except UnidentifiedImageError:
@@ -57,13 +62,29 @@ def _open(path: Path) -> Image.Image:
 
 
 def to_rgb(picture: Image.Image) -> Image.Image:
-    """The picture in RGB, transparent parts (alpha or a palette's transparent colour) composited on white."""
+    """The picture in RGB as a person sees it: transparent parts (alpha or a palette's transparent colour)
+    composited on white, and 16-bit, 32-bit and floating-point grey levels scaled to 8 bits, not clipped (which
+    turns all but the darkest of them white)."""
+    if picture.mode.startswith(("I", "F")):
+        picture = _eight_bits(picture)
     if picture.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in picture.info:
         with warnings.catch_warnings():  # Pillow warns that a palette's transparency is better kept as RGBA
             warnings.simplefilter("ignore")
             rgba = picture.convert("RGBA")
         return Image.alpha_composite(Image.new("RGBA", rgba.size, WHITE + (255,)), rgba).convert("RGB")
     return picture if picture.mode == "RGB" else picture.convert("RGB")  # L, P, CMYK, YCbCr, I;16, 1
+
+
+def _eight_bits(picture: Image.Image) -> Image.Image:
+    """A grey picture of 16- or 32-bit integers or of floats as 8-bit grey ("L"): 16-bit values (and 32-bit ones
+    above 255) scaled from 0..65535, floats from 0..1 (or clipped to 0..255 when they go above 1)."""
+    values = np.asarray(picture, dtype=np.float64)
+    top = float(values.max()) if values.size else 0.0
+    if picture.mode == "F":
+        scale = 255.0 if top <= 1.0 else 1.0
+    else:
+        scale = 255.0 / 65535.0 if picture.mode.startswith("I;16") or top > 255 else 1.0
+    return Image.fromarray(np.clip(values * scale, 0, 255).round().astype(np.uint8), "L")
 
 
 def _from_tensor(image: Tensor) -> Image.Image:

@@ -53,7 +53,8 @@ def path_arg(kind: str = "file", stream: bool = False, output: bool = False, suf
             if output:
                 check_output(value, kind, suffix)
             elif kind == "any":
-                check_path(value, "folder" if value.strip() and Path(value).is_dir() else "file or folder")
+                is_folder = value.strip() and Path(value).is_dir()
+                check_path(value, "folder" if is_folder else "file" if stream else "file or folder", stream)
             else:
                 check_path(value, kind, stream)
         except UserError as err:

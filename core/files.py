@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import hashlib
+import io
 import os
 import stat
 import sys
@@ -86,9 +87,7 @@ def check_output(path: str | Path | None, kind: str = "file", suffix: str = "", 
 def read_bytes(path: str | Path, flag: str = "") -> bytes:
     """The bytes of a file, of a pipe, or of the standard input (`-`)."""
     if str(path) in STDIN:
-        if sys.stdin is None or sys.stdin.closed:
-            raise UserError("the standard input is closed; give a file instead of -")
-        return sys.stdin.buffer.read()
+        return _stdin().read()
     check_path(path, stream=True, flag=flag)
     try:
         with open(path, "rb") as f:
@@ -97,16 +96,15 @@ def read_bytes(path: str | Path, flag: str = "") -> bytes:
         raise UserError(f"{path} {_reason(err, 'file')}") from None
 
 
-def decode_text(data: bytes, name: str | Path) -> str:
+def decode_text(data: bytes, name: str | Path, first_line: int = 1) -> str:
     """UTF-8 bytes as text with LF line ends and no byte-order mark; invalid UTF-8 is one line naming the file
-    (`name`) and the line."""
+    (`name`) and the line (counted from `first_line`)."""
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as err:
-        line = 1 + data[: err.start].count(b"\n")
-        raise UserError(
-            f"{_shown(name)}:{line}: byte {data[err.start]:#04x} is not UTF-8 (convert the file to UTF-8)"
-        ) from None
+        line = first_line + data[: err.start].count(b"\n")
+        where = f"line {line} of the standard input" if str(name) in STDIN else f"{name}:{line}"
+        raise UserError(f"{where}: byte {data[err.start]:#04x} is not UTF-8 (convert the text to UTF-8)") from None
     return text.removeprefix(BOM).replace("\r\n", "\n")
 
 
@@ -133,6 +131,35 @@ def read_lines(path: str | Path, flag: str = "") -> list[str]:
     if not lines:
         raise UserError(f"{_shown(path)} is empty")
     return lines
+
+
+def stdin_lines(size: int) -> Iterator[list[str]]:
+    """The standard input's lines, read as every text input is, in lists of up to `size` lines, each as soon as it
+    is full or the input ends (bounded memory however long the input); from a terminal, each line as it is typed."""
+    stream = _stdin()
+    size = 1 if sys.stdin.isatty() else size
+    lines: list[str] = []
+    for number, raw in enumerate(stream, start=1):
+        try:
+            line = decode_text(raw, "-", number).removesuffix("\n")
+        except UserError:
+            if lines:  # the lines before the bad one are answered first
+                yield lines
+            raise
+        lines.append(line.removeprefix(BOM) if number > 1 else line)
+        if len(lines) == size:
+            yield lines
+            lines = []
+    if lines:
+        yield lines
+
+
+def _stdin() -> typing.BinaryIO:
+    """The standard input as bytes (a test's text stand-in encoded as UTF-8); a closed one is refused."""
+    if sys.stdin is None or sys.stdin.closed:
+        raise UserError("the standard input is closed; give a file instead of -")
+    buffer = getattr(sys.stdin, "buffer", None)
+    return buffer if buffer is not None else io.BytesIO(sys.stdin.read().encode("utf-8"))
 
 
 def file_sha256(path: str | Path) -> str:

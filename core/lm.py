@@ -13,12 +13,13 @@ from torch import Tensor, nn
 from core.context import Context
 from core.decoder import DecoderConfig, DecoderState, RNNDecoder, build_decoder
 from core.errors import check_int
-from core.search import search_with, stream
+from core.search import search_with, seeded, stream
 from core.search_config import SearchConfig
 from core.task import load_task, save_task, task_payload
 from core.tokenizers import BOS, EOS, NOT_GENERATED, Tokenizer
 
 TASK = "textgen"
+SAMPLE_BATCH = 64  # draws decoded together
 
 
 class PromptEncoder(nn.Module):
@@ -124,23 +125,36 @@ class LanguageModel(nn.Module):
         lengths = torch.full((copies,), ids.numel(), device=self.device)
         return self.prompt_encoder(prompt_ids, lengths), PromptEncoder.start_tokens(prompt_ids, lengths)
 
-    @torch.no_grad()
     def generate_many(
         self, prompt: str = "", num_samples: int = 1, config: SearchConfig | None = None, **options: Any
     ) -> list[str]:
         """Continuations of `prompt` (without the prompt): num_samples draws, or the n best beams. `config`
         (default: sampling, at most 200 tokens) with any of its fields overridden by keyword."""
-        config = (config or DEFAULT_SEARCH).override(**options)
+        return list(self.continuations(prompt, num_samples, config, **options))
+
+    @torch.no_grad()
+    def continuations(
+        self, prompt: str = "", num_samples: int = 1, config: SearchConfig | None = None, **options: Any
+    ) -> Iterator[str]:
+        """`generate_many`'s continuations as they are made: draws come SAMPLE_BATCH at a time (one generator
+        seeded by config.seed for all), so that memory stays bounded however many are asked for."""
+        config = SearchConfig.of(config, DEFAULT_SEARCH, **options)
         check_int("num_samples", num_samples, 1)
         self.eval()
         if config.method == "beam":
             ctx, start = self._context(prompt, 1)
-            config = replace(config, n_best=num_samples)
-            hyps = search_with(config, self.decoder, ctx, start, eos=EOS, forbid=NOT_GENERATED)[0]
-        else:
-            ctx, start = self._context(prompt, num_samples)
-            hyps = [nbest[0] for nbest in search_with(config, self.decoder, ctx, start, eos=EOS, forbid=NOT_GENERATED)]
-        return [self.tokenizer.decode(h.tokens) for h in hyps]
+            found = search_with(
+                replace(config, n_best=num_samples), self.decoder, ctx, start, eos=EOS, forbid=NOT_GENERATED
+            )[0]
+            yield from (self.tokenizer.decode(h.tokens) for h in found)
+            return
+        generator = seeded(config.seed, self.device)
+        for done in range(0, num_samples, SAMPLE_BATCH):
+            ctx, start = self._context(prompt, min(SAMPLE_BATCH, num_samples - done))
+            for nbest in search_with(
+                config, self.decoder, ctx, start, eos=EOS, forbid=NOT_GENERATED, generator=generator
+            ):
+                yield self.tokenizer.decode(nbest[0].tokens)
 
     def generate(self, prompt: str = "", config: SearchConfig | None = None, **options: Any) -> str:
         """One continuation of `prompt` (without the prompt); `config` and options as in `generate_many`."""
@@ -149,7 +163,7 @@ class LanguageModel(nn.Module):
     @torch.no_grad()
     def stream(self, prompt: str = "", config: SearchConfig | None = None, **options: Any) -> Iterator[str]:
         """Yield the continuation piece by piece as tokens are chosen (greedy or sampling)."""
-        config = (config or DEFAULT_SEARCH).override(**options)
+        config = SearchConfig.of(config, DEFAULT_SEARCH, **options)
         self.eval()
         ctx, start = self._context(prompt, 1)
         ids: list[int] = []

@@ -52,7 +52,7 @@ def _sampler(
     temperature: float, top_k: int, top_p: float, generator: torch.Generator | None
 ) -> Callable[[Tensor], Tensor]:
     for name, value in (("temperature", temperature), ("top_k", top_k), ("top_p", top_p)):
-        check_range(name, value, *SearchConfig.RANGES[name])
+        SearchConfig.check_option(name, value)
 
     def choose(logp: Tensor) -> Tensor:
         scores = logp / temperature  # log_softmax(logits / T) up to a constant
@@ -172,7 +172,7 @@ def stream(
     """Yield the token ids of a single sequence one at a time, as they are chosen: greedy or sampling as `config`
     (default: sampling) says, with any field overridden by keyword; `generator` instead of one seeded by
     config.seed."""
-    config = (config or SearchConfig(method="sample")).override(**options)
+    config = SearchConfig.of(config, SearchConfig(method="sample"), **options)
     if config.method == "beam":
         raise UserError("streaming takes method 'greedy' or 'sample', not 'beam'")
     start = torch.tensor([start_token], device=ctx.h0.device)
@@ -377,7 +377,7 @@ def decode(
     """greedy, sample or beam_search as `config` (default: greedy) says, any field overridden by keyword
     (`method="beam", beam_size=4, max_len=50`): the best Hypothesis per row."""
     found = search_with(
-        (config or SearchConfig()).override(**options),
+        SearchConfig.of(config, SearchConfig(), **options),
         decoder,
         ctx,
         start_tokens,

@@ -8,7 +8,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
-from core.errors import MAX_SEED, UserError, check_choice, check_range, flag_name
+from core.errors import MAX_SEED, UserError, check_choice, check_int, check_range, flag_name
+
+MAX_STEPS = 100_000  # tokens one search writes at most
+MAX_BEAM = 1000
 
 
 @dataclass
@@ -29,19 +32,11 @@ class SearchConfig:
     repetition_penalty: float = 1.0
 
     CHOICES = {"method": ["greedy", "sample", "beam"]}
-    RANGES = {
-        "max_len": (1,),
-        "min_len": (0,),
-        "temperature": (0, None, True),
-        "top_k": (0,),
-        "top_p": (0, 1, True),
-        "seed": (0, MAX_SEED),
-        "beam_size": (1,),
-        "length_penalty": (None,),
-        "n_best": (1,),
-        "no_repeat_ngram": (0,),
-        "repetition_penalty": (0, None, True),
-    }
+    # the upper bounds keep one search finite: a million steps or beams would only exhaust the memory
+    RANGES = {"max_len": (1, MAX_STEPS), "min_len": (0,), "temperature": (0, None, True), "top_k": (0,),
+              "top_p": (0, 1, True), "seed": (0, MAX_SEED), "beam_size": (1, MAX_BEAM), "length_penalty": (None,),
+              "n_best": (1,), "no_repeat_ngram": (0,), "repetition_penalty": (0, None, True)}  # fmt: skip
+    INTEGERS = ("max_len", "min_len", "top_k", "seed", "beam_size", "n_best", "no_repeat_ngram")
     HELP = {
         "method": "how the next token is chosen",
         "max_len": "tokens to generate at most",
@@ -74,9 +69,9 @@ class SearchConfig:
             return flag_name(name) if flags else name
 
         check_choice(shown("method"), self.method, self.CHOICES["method"])
-        for name, bounds in self.RANGES.items():
+        for name in self.RANGES:
             if getattr(self, name) is not None:
-                check_range(shown(name), getattr(self, name), *bounds)
+                self.check_option(name, getattr(self, name), shown(name))
         check_range(shown("min_len"), self.min_len, 0, self.max_len)
         check_range(shown("n_best"), self.n_best, 1, self.beam_size)
         for name in given:
@@ -88,13 +83,25 @@ class SearchConfig:
                 )
         return self
 
-    def override(self, **options: Any) -> SearchConfig:
-        """This config with fields replaced by keyword, checked (named as the keywords): an unknown option, or one
-        the method would ignore, is refused."""
-        unknown = sorted(set(options) - {f.name for f in fields(self)})
+    @classmethod
+    def check_option(cls, name: str, value: Any, shown: str = "") -> None:
+        """One option within its range (an integer where it counts things: 2.5 beams would fail deep inside torch),
+        named `shown` (default: its keyword)."""
+        if name in cls.INTEGERS:
+            check_int(shown or name, value, *cls.RANGES[name][:2])
+        else:
+            check_range(shown or name, value, *cls.RANGES[name])
+
+    @classmethod
+    def of(cls, config: SearchConfig | None, default: SearchConfig, **options: Any) -> SearchConfig:
+        """`config` (or `default`) with fields replaced by keyword, checked (named as the keywords): an unknown
+        option, or one the method would ignore, is refused."""
+        if config is not None and not isinstance(config, SearchConfig):
+            raise TypeError(f"config must be a SearchConfig, got {type(config).__name__} (options go as keywords)")
+        unknown = sorted(set(options) - {f.name for f in fields(cls)})
         if unknown:
             raise TypeError(f"unknown search option {unknown[0]!r}; the options are SearchConfig's fields")
-        return replace(self, **options).check(options, flags=False)
+        return replace(config or default, **options).check(options, flags=False)
 
     def keywords(self) -> dict[str, Any]:
         """The fields as the keyword arguments of the method's search function: those of other methods left

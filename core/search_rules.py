@@ -68,7 +68,7 @@ class Rules:
             **ranged,
         )
         for name, value in options.items():
-            check_range(name, value, *SearchConfig.RANGES[name])
+            SearchConfig.check_option(name, value)
         check_range("min_len", min_len, 0, max_len)
         check_inputs(decoder, ctx, start_tokens)
         if eos in forbid:

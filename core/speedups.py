@@ -17,10 +17,12 @@ import ctypes
 import os
 import weakref
 from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.optim.optimizer import register_optimizer_step_post_hook
 
 try:  # torch's own (internal) oneDNN ops, the ones its CPU inference compiler uses
     _reorder = torch.ops.mkldnn._reorder_linear_weight
@@ -36,8 +38,17 @@ MIN_WEIGHT_SIZE = 500_000  # values; below this oneDNN's call overhead outweighs
 MAX_TABLE_VALUES = 1 << 24  # 64 MB of float32: the largest per-token table of input gates kept
 TOPK_BLOCK = 64  # the fastest of 32 .. 512 for beam search's candidates
 
-# module -> {name: (((storage, version, shape, dtype) of each source), derived tensor)}; modules compare by identity
+# module -> {name: ((updates, (storage, version, shape, dtype) of each source), derived tensor)}; by identity
 _packed: weakref.WeakKeyDictionary[nn.Module, dict[str, tuple[tuple, Tensor]]] = weakref.WeakKeyDictionary()
+_updates = 0  # optimizer steps taken in this process: fused ones change weights without bumping their versions
+
+
+def _count_update(*_: Any) -> None:
+    global _updates
+    _updates += 1
+
+
+register_optimizer_step_post_hook(_count_update)  # every optimizer, every step
 
 
 # ---- packed oneDNN weights ---------------------------------------------------------------------------
@@ -72,9 +83,9 @@ def linear(
 
 
 def derived(module: nn.Module, name: str, sources: tuple[Tensor, ...], make: Callable[..., Tensor]) -> Tensor:
-    """make(*sources) for weights `sources` of `module`, computed once and cached under `name` until `forget`
-    or until any source's storage, version, shape or dtype changes."""
-    key = tuple((t.data_ptr(), t._version, tuple(t.shape), t.dtype) for t in sources)
+    """make(*sources) for weights `sources` of `module`, computed once and cached under `name` until `forget`,
+    any optimizer's next step, or a change of any source's storage, version, shape or dtype."""
+    key = (_updates, *((t.data_ptr(), t._version, tuple(t.shape), t.dtype) for t in sources))
     cache = _packed.setdefault(module, {})
     if name not in cache or cache[name][0] != key:
         cache[name] = (key, make(*(t.detach() for t in sources)))
@@ -82,8 +93,9 @@ def derived(module: nn.Module, name: str, sources: tuple[Tensor, ...], make: Cal
 
 
 def forget(module: nn.Module) -> None:
-    """Drop the packed copies of every weight in `module` and its submodules (fused optimizers update weights
-    without bumping the version counter: a module calls this when it switches between train and eval)."""
+    """Drop the packed copies of every weight in `module` and its submodules: a module calls this when it moves
+    (`.to()`) and when it switches between train and eval (which brackets any update made without an optimizer
+    or a version bump, such as a write through `.data`)."""
     for m in module.modules():
         _packed.pop(m, None)
 

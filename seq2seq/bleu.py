@@ -22,6 +22,7 @@ from core.cli import (
     add_device_flag,
     add_dtype_flag,
     add_search_flags,
+    path_arg,
     search_config_from_args,
 )
 from core.console import run_main
@@ -42,12 +43,19 @@ def _parser() -> argparse.ArgumentParser:
         "@FILE reads flags from FILE, one per line, or a flag and its value per line (e.g. the recipe's "
         "ensemble.args).",
     )
-    parser.add_argument("hyp", nargs="?", metavar="HYP", help="hypothesis file, one sentence per line")
+    parser.add_argument(
+        "hyp",
+        nargs="?",
+        metavar="HYP",
+        type=path_arg(stream=True),
+        help="hypothesis file, one sentence per line (- for the standard input)",
+    )
     parser.add_argument(
         "--ref",
         action="append",
         required=True,
         metavar="REF",
+        type=path_arg(stream=True),
         help="reference file aligned with HYP; repeat for several references",
     )
     parser.add_argument(
@@ -67,10 +75,13 @@ def _parser() -> argparse.ArgumentParser:
         "--checkpoint",
         action="append",
         metavar="CK",
+        type=path_arg(stream=True),
         help="translation checkpoint to translate --src with; repeat to translate with an "
         "ensemble of several (the mean of their next-token probabilities)",
     )
-    translate.add_argument("--src", metavar="SRC", help="source sentences, one per line, aligned with --ref")
+    translate.add_argument(
+        "--src", metavar="SRC", type=path_arg(stream=True), help="source sentences, one per line, aligned with --ref"
+    )
     add_device_flag(translate)
     add_rerank_flags(translate)
     add_dtype_flag(translate)

@@ -19,11 +19,12 @@ from core.cli import (
     add_device_flag,
     add_dtype_flag,
     add_search_flags,
+    path_arg,
     search_config_from_args,
 )
 from core.console import run_main
 from core.errors import UserError, check_device, check_range
-from core.files import read_lines
+from core.files import read_lines, stdin_lines
 from core.speedups import keep_freed_memory
 from seq2seq.rerank import add_rerank_flags, check_rerank_flags, load_rerankers, rerank_options, translate_reranked
 from seq2seq.translator import DEFAULT_SEARCH, MAX_SOURCE_LEN, load_ensemble
@@ -35,11 +36,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--checkpoint",
         required=True,
         action="append",
+        type=path_arg(stream=True),
         help="a translation checkpoint (e.g. runs/translate/member1/best.pt); repeat it to translate with "
         "an ensemble of several (the mean of their next-token probabilities), or give a recipe run's "
         "list: @runs/translate/ensemble.args",
     )
-    p.add_argument("--input", help="a UTF-8 file, one source sentence per line (default: read the terminal)")
+    p.add_argument(
+        "--input",
+        type=path_arg(stream=True),
+        help="a UTF-8 file, one source sentence per line "
+        "(default: the standard input: a terminal's lines one by one, a pipe's in batches)",
+    )
     p.add_argument(
         "--max-len-ratio",
         type=float,
@@ -84,35 +91,40 @@ def main(argv: list[str] | None = None) -> None:
         max_source_len=args.max_source_len,
     )
 
-    def show(sentences: list[str]) -> None:
+    def show(sentences: list[str], first: int) -> None:
+        """Print one line per sentence (with --n-best, n lines numbered by the sentence, from 0)."""
         if rerankers:
-            for text in translate_reranked(
+            found = translate_reranked(
                 model, sentences, config=config, beam_size=config.beam_size, **rerankers, **options
-            ):
-                print(text)
+            )
+            lines = [one_line(text) for text in found]
         elif config.n_best > 1:
-            for i, nbest in enumerate(model.translate_nbest(sentences, config.n_best, config, **options)):
-                for text, score in nbest:
-                    print(f"{i}\t{score:.4f}\t{text}")
+            found = model.translate_nbest(sentences, config.n_best, config, **options)
+            lines = [
+                f"{first + i}\t{score:.4f}\t{one_line(text)}" for i, nbest in enumerate(found) for text, score in nbest
+            ]
         else:
-            for text in model.translate(sentences, config, **options):
-                print(text)
+            lines = [one_line(text) for text in model.translate(sentences, config, **options)]
+        sys.stdout.write("".join(line + "\n" for line in lines))
         sys.stdout.flush()
 
     if args.input:
         lines = read_lines(args.input)
         model.check_source_lengths(lines, args.max_source_len, f"line {{}} of {args.input}", first=1)
-        show(lines)
+        show(lines, 0)
         return
-    if sys.stdin.isatty():
+    if sys.stdin is not None and sys.stdin.isatty():
         print("type a sentence and press Enter (Ctrl-D to quit)", file=sys.stderr)
-    for number, line in enumerate(sys.stdin, start=1):
-        try:
-            line.encode("utf-8")
-        except UnicodeEncodeError:  # undecodable bytes arrive as lone surrogates under a C/POSIX locale
-            raise UserError(f"line {number} of the standard input is not UTF-8 text") from None
-        model.check_source_lengths([line.rstrip("\n")], args.max_source_len, "line {} of the standard input", number)
-        show([line.rstrip("\n")])
+    done = 0
+    for lines in stdin_lines(args.batch_size):  # a pipe's lines in batches, as a file's; a terminal's one by one
+        model.check_source_lengths(lines, args.max_source_len, "line {} of the standard input", first=done + 1)
+        show(lines, done)
+        done += len(lines)
+
+
+def one_line(text: str) -> str:
+    """A translation as one output line: a line break the model wrote would misalign every line after it."""
+    return " ".join(text.splitlines())
 
 
 if __name__ == "__main__":

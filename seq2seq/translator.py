@@ -201,7 +201,7 @@ class Translator(Seq2Seq):
         A sentence of more than `max_source_len` source tokens is refused (`check_source_lengths`): the memory
         decoding holds, at most batch_size x beam_size x max_len x max_source_len float32 attention weights
         (1.3 GB at the defaults), is bounded whatever the input."""
-        config = (config or DEFAULT_SEARCH).override(**options)
+        config = SearchConfig.of(config, DEFAULT_SEARCH, **options)
         sentences = sentences_of(sentences)
         check_int("batch_size", batch_size, 1)
         check_range("max_len_ratio", max_len_ratio, 0, 10)

@@ -265,6 +265,85 @@ def test_packed_inference_path_equals_the_autograd_path_and_follows_weight_updat
     assert speedups._packed.get(dec.output) or not speedups.AVAILABLE  # the packed path did run
 
 
+def stepwise_log_probs(dec: RNNDecoder, tokens: torch.Tensor, ctx: Context) -> torch.Tensor:
+    """Search's view: one step at a time without autograd (the speed path in eval mode), log-probs (B, T, V)."""
+    with torch.no_grad():
+        state, steps = dec.start(ctx), []
+        for t in range(tokens.size(1)):
+            logp, state = dec.step(tokens[:, t], state, ctx)
+            steps.append(logp)
+    return torch.stack(steps, dim=1)
+
+
+needs_onednn = pytest.mark.skipif(not speedups.AVAILABLE, reason="this torch has no oneDNN: no packed path to test")
+
+
+@needs_onednn
+@pytest.mark.parametrize("cell, layers, attention", [("lstm", 2, "luong"), ("gru", 1, "bahdanau")])
+def test_packed_weights_follow_a_fused_optimizer_step_without_a_mode_switch(monkeypatch, cell, layers, attention):
+    """A fused optimizer step (which bumps no version counter) must invalidate the packed copies by itself."""
+    monkeypatch.setattr(speedups, "MIN_WEIGHT_SIZE", 0)
+    dec = make_decoder(cell, layers, attention)
+    ctx, tokens = make_context(dec, [5, 3]), random_tokens(2, 4)
+    before = stepwise_log_probs(dec, tokens, ctx)  # packs the weights
+    assert speedups._packed.get(dec.output) and "input_table" in speedups._packed.get(dec.rnn, {})
+    optimizer = torch.optim.AdamW(dec.parameters(), lr=0.1, fused=True)
+    dec(tokens, ctx).log_softmax(-1).sum().backward()
+    versions = [p._version for p in dec.parameters()]
+    optimizer.step()  # no train()/eval() around it
+    assert [p._version for p in dec.parameters()] == versions  # precondition: fused steps bump no version
+    after = stepwise_log_probs(dec, tokens, ctx)
+    plain = dec(tokens, ctx).log_softmax(-1)  # autograd on: the plain path, with the new weights
+    assert not torch.allclose(before, plain, atol=1e-3)  # the step did change the model
+    assert torch.allclose(after, plain, atol=1e-5)
+
+
+@needs_onednn
+def test_packed_weights_follow_a_write_through_data_after_a_mode_switch(monkeypatch):
+    """A write through .data (no version bump, no optimizer) is seen once the decoder switches train -> eval."""
+    monkeypatch.setattr(speedups, "MIN_WEIGHT_SIZE", 0)
+    dec = make_decoder("lstm", 2, "luong")
+    ctx, tokens = make_context(dec, [5, 3]), random_tokens(2, 4)
+    before = stepwise_log_probs(dec, tokens, ctx)  # packs the weights and makes the input table
+    assert speedups._packed.get(dec.output) and "input_table" in speedups._packed.get(dec.rnn, {})
+    for p in dec.parameters():
+        p.data.add_(torch.randn_like(p) * 0.5)  # bumps no version counter
+    dec.train()
+    dec.eval()
+    after = stepwise_log_probs(dec, tokens, ctx)
+    with torch.enable_grad():
+        plain = dec(tokens, ctx).log_softmax(-1)
+    assert not torch.allclose(before, plain, atol=1e-3)  # the write did change the model
+    assert torch.allclose(after, plain, atol=1e-5)
+
+
+@needs_onednn
+def test_input_gate_table_follows_embedding_updates(monkeypatch):
+    """The per-token table of input gates is remade when only the embedding changes (in place, or by a fused
+    optimizer step on the embedding alone)."""
+    monkeypatch.setattr(speedups, "MIN_WEIGHT_SIZE", 0)
+    dec = make_decoder("gru", 1, "bahdanau")
+    ctx, tokens = make_context(dec, [5, 3]), random_tokens(2, 4)
+    rnn = dec.rnn
+
+    def expected_table():
+        return torch.addmm(rnn.bias_ih_l0, dec.embedding.weight, rnn.weight_ih_l0[:, :E].t()).detach()
+
+    stepwise_log_probs(dec, tokens, ctx)
+    assert torch.allclose(speedups._packed[rnn]["input_table"][1], expected_table(), atol=1e-6)
+    with torch.no_grad():
+        dec.embedding.weight.add_(torch.randn_like(dec.embedding.weight))  # in place: the embedding's version only
+    after = stepwise_log_probs(dec, tokens, ctx)
+    assert torch.allclose(speedups._packed[rnn]["input_table"][1], expected_table(), atol=1e-6)
+    assert torch.allclose(after, dec(tokens, ctx).log_softmax(-1), atol=1e-5)
+    optimizer = torch.optim.AdamW(dec.embedding.parameters(), lr=0.1, fused=True)
+    dec(tokens, ctx).sum().backward()
+    optimizer.step()  # the embedding alone, no version bump
+    after = stepwise_log_probs(dec, tokens, ctx)
+    assert torch.allclose(speedups._packed[rnn]["input_table"][1], expected_table(), atol=1e-6)
+    assert torch.allclose(after, dec(tokens, ctx).log_softmax(-1), atol=1e-5)
+
+
 def test_word_dropout_zeroes_whole_tokens_while_training_only():
     torch.manual_seed(0)
     emb = torch.randn(40, 50, 8) + 3.0  # no exact zeros of its own

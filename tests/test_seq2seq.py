@@ -16,6 +16,7 @@ from core import (
     EOS,
     PAD,
     DecoderConfig,
+    Hypothesis,
     RNNDecoder,
     SentencePieceTokenizer,
     TrainConfig,
@@ -224,7 +225,9 @@ def test_translate_command_file_nbest_and_interactive(trained, tmp_path, capsys)
         timeout=120,
     )
     assert result.returncode == 2 and result.stdout == b"b a\n"
-    assert result.stderr.decode() == "error: line 2 of the standard input is not UTF-8 text\n"
+    assert result.stderr.decode() == (
+        "error: line 2 of the standard input: byte 0xff is not UTF-8 (convert the text to UTF-8)\n"
+    )
 
 
 def test_sampled_translations_follow_their_options_and_seed(trained, tmp_path, capsys):
@@ -282,7 +285,7 @@ def test_args_files_take_a_flag_and_its_value_on_one_line(trained, tmp_path, cap
     (tmp_path / "wrong.args").write_text("--beam-size 0\n")
     with pytest.raises(SystemExit):
         run_main(translate_main, [f"@{tmp_path / 'wrong.args'}", "--checkpoint", str(spaced)])
-    assert capsys.readouterr().err == "error: --beam-size = 0 is out of range; allowed: [1, inf)\n"
+    assert capsys.readouterr().err == "error: --beam-size = 0 is out of range; allowed: [1, 1000]\n"
 
 
 def test_bfloat16_translator_still_translates_exactly(trained, tmp_path, capsys):
@@ -537,6 +540,34 @@ def test_reranking_keeps_the_best_combined_score(trained):
         assert translate_reranked(forward, sources, reverse, weight, beam_size=4) == expected
     assert translate_reranked(forward, sources, reverse, 0.0, beam_size=4) == forward.translate(sources, beam_size=4)
     assert translate_reranked(forward, sources, reverse, 3.0, beam_size=4) != forward.translate(sources, beam_size=4)
+
+
+def test_reranking_length_penalty_counts_the_end_token(monkeypatch):
+    """The reranking score's GNMT penalty counts EOS in a finished candidate's length, as the beam's score does."""
+    model = tiny_translator().eval()
+    ids = model.tgt_tokenizer.encode
+    alpha = 3.0
+    nbest = {  # the beam's n best, made by hand; in each, the winner with EOS counted comes second
+        "a b": [Hypothesis(ids("b c"), -3.08, 0.0, True), Hypothesis(ids("a"), -2.0, 0.0, True)],
+        "c d": [Hypothesis(ids("d e"), -0.95, 0.0, False), Hypothesis(ids("e f"), -1.0, 0.0, True)],
+    }
+    asked = []
+
+    def search(sentences, config=None, **options):
+        asked.append(options)
+        return [nbest[s] for s in sentences]
+
+    monkeypatch.setattr(model, "search", search)
+
+    def best(hyps, eos_counts):
+        scores = [h.log_prob / ((5 + len(h.tokens) + (eos_counts and h.finished)) / 6) ** alpha for h in hyps]
+        return model.target_text(hyps[scores.index(max(scores))].tokens)
+
+    expected = [best(nbest[s], eos_counts=True) for s in nbest]
+    assert expected == ["a", "e f"]
+    assert [best(nbest[s], eos_counts=False) for s in nbest] == ["b c", "d e"]  # precondition: EOS decides
+    assert translate_reranked(model, list(nbest), beam_size=2, rerank_length_penalty=alpha) == expected
+    assert asked and asked[0]["n_best"] == asked[0]["beam_size"] == 2
 
 
 @pytest.fixture(scope="module")

@@ -12,6 +12,7 @@ import torch
 from core import LanguageModel, save_checkpoint
 from core.cli import parse_flags
 from core.console import run_main
+from core.generate import MEMORY_FLAGS
 from core.generate import main as generate_main
 from recipes.textgen import build_parser
 from recipes.textgen import main as textgen_main
@@ -164,7 +165,7 @@ def test_generate_command_as_a_process(trained):
     )
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
     assert bad.stderr.strip() == "error: --temperature = 0 is out of range; allowed: (0, inf)"
-    # 10^12 beams of 32 numbers each: the allocator refuses at once; the message names this command's flags
+    # 10^12 beams: refused by its bound before any memory is asked for
     huge = subprocess.run(
         [
             sys.executable,
@@ -182,8 +183,32 @@ def test_generate_command_as_a_process(trained):
         text=True,
         timeout=120,
     )
-    assert huge.returncode == 2 and huge.stderr.startswith("error: out of memory while allocating "), huge.stderr
-    assert huge.stderr.strip().endswith("GiB; lower --beam-size or --max-len")
+    assert (
+        huge.returncode == 2
+        and huge.stderr.strip() == "error: --beam-size = 1000000000000 is out of range; allowed: [1, 1000]"
+    ), huge.stderr
+
+
+def test_running_out_of_memory_names_the_flags_that_shrink_it(trained, capsys, monkeypatch):
+    """What the CPU allocator raises when a search does not fit, as one line naming this command's flags."""
+    folder, _ = trained
+
+    def too_big(*args, **kwargs):
+        raise RuntimeError(
+            "[enforce fail at alloc_cpu.cpp:118] DefaultCPUAllocator: can't allocate memory: you "
+            "tried to allocate 8000000000000 bytes. Error code 12 (Cannot allocate memory)"
+        )
+
+    monkeypatch.setattr(LanguageModel, "continuations", too_big)
+    with pytest.raises(SystemExit):
+        run_main(
+            generate_main,
+            ["--checkpoint", str(folder / "run" / "best.pt"), "--num-samples", "2"],
+            memory_flags=MEMORY_FLAGS,
+        )
+    assert (
+        capsys.readouterr().err == "error: out of memory while allocating 7450.6 GiB; lower --beam-size or --max-len\n"
+    )
 
 
 @pytest.mark.parametrize(
@@ -193,8 +218,8 @@ def test_generate_command_as_a_process(trained):
         (["--temperature", "-1"], ["--temperature = -1"]),
         (["--top-p", "1.5"], ["--top-p = 1.5", "(0, 1]"]),
         (["--top-p", "0"], ["--top-p = 0"]),
-        (["--method", "beam", "--beam-size", "0"], ["--beam-size = 0", "[1, inf)"]),
-        (["--max-len", "0"], ["--max-len = 0", "[1, inf)"]),
+        (["--method", "beam", "--beam-size", "0"], ["--beam-size = 0", "[1, 1000]"]),
+        (["--max-len", "0"], ["--max-len = 0", "[1, 100000]"]),
         (["--temperature", "nan"], ["--temperature = nan"]),  # every comparison with NaN is false
         (["--top-p", "nan"], ["--top-p = nan"]),
         (["--repetition-penalty", "inf"], ["--repetition-penalty = inf"]),
@@ -265,7 +290,12 @@ def test_recipe_resume_errors_keep_checkpoints(trained, tmp_path, capsys):
     fails_with(capsys, textgen_main, ["--corpus", corpus, "--resume", str(other)], "config.json is missing")
     # a translation run's flags (attention, say) are not judged as a language model's: its task is named first
     (tmp_path / "config.json").write_text(json.dumps({"flags": {"attention": "luong"}}))
-    fails_with(capsys, textgen_main, ["--resume", str(other)], "that is a translation run; continue it with its own recipe (recipes/translate.py --resume")
+    fails_with(
+        capsys,
+        textgen_main,
+        ["--resume", str(other)],
+        "that is a translation run; continue it with its own recipe (recipes/translate.py --resume",
+    )
     # resuming into another run's folder would overwrite its checkpoints
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()

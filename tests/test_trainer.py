@@ -5,11 +5,12 @@ import signal
 import pytest
 import torch
 
-from core import BOS, CharTokenizer, DecoderConfig, LanguageModel, TokenStream, TrainConfig, Trainer
+from core import BOS, PAD, CharTokenizer, DecoderConfig, LanguageModel, TokenStream, TrainConfig, Trainer
 from core.batching import pad
 from core.checkpoint import load_checkpoint
 from core.errors import UserError
 from core.lm import lm_forward
+from core.train_config import token_losses
 
 TEXT = "the quick brown fox jumps over the lazy dog; pack my box with five dozen liquor jugs."
 
@@ -289,3 +290,20 @@ def test_trainer_refuses_settings_out_of_range(tmp_path, field, value):
     with pytest.raises(UserError, match=f"--{field.replace('_', '-')} = {value:g} is out of range"):
         Trainer(model, lm_forward, TokenStream(ids, 2, 8), TrainConfig(**{field: value}), tmp_path, model.payload)
     assert not any(tmp_path.iterdir())
+
+
+def test_label_smoothed_loss_counts_only_the_real_tokens():
+    """The label-smoothed training loss averages over non-PAD targets only: padding adds nothing to it."""
+    torch.manual_seed(0)
+    V, eps = 7, 0.1
+    logits = torch.randn(2, 5, V) * 2
+    targets = torch.tensor([[4, 5, 6, PAD, PAD], [6, 1, 4, 5, 2]])
+    real = targets != PAD
+    loss, nll, n = token_losses(logits, targets, label_smoothing=eps)
+    alone, alone_nll, alone_n = token_losses(logits[real].unsqueeze(0), targets[real].unsqueeze(0), eps)
+    assert n == alone_n == 8
+    assert torch.allclose(loss, alone, atol=1e-6) and torch.allclose(nll, alone_nll, atol=1e-5)
+    logp = logits[real].log_softmax(-1)  # (8, V): the real tokens only
+    by_hand = ((1 - eps) * -logp.gather(1, targets[real].unsqueeze(1)).squeeze(1) - eps * logp.mean(-1)).mean()
+    assert torch.allclose(loss, by_hand, atol=1e-6)
+    assert torch.allclose(nll, -logp.gather(1, targets[real].unsqueeze(1)).sum(), atol=1e-5)

@@ -443,7 +443,10 @@ def test_recipe_bad_data_flags(tmp_path, capsys):
         (["--corpus", str(good), "--steps", "1" + "0" * 400], "--steps = 1000"),
         (["--corpus", str(tmp_path / "none.tsv")], "none.tsv"),
         # a language model's run: its task is named, not a corpus from its flags
-        (["--resume", str(textgen_run)], "that is a textgen run; continue it with its own recipe (recipes/textgen.py --resume"),
+        (
+            ["--resume", str(textgen_run)],
+            "that is a textgen run; continue it with its own recipe (recipes/textgen.py --resume",
+        ),
     ):
         with pytest.raises(SystemExit) as exit_info:
             run_main(translate_main, [*argv] + ([] if "--resume" in argv else ["--out", str(tmp_path / "o")]))
