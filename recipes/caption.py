@@ -23,7 +23,7 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 
 import torch
 
-from captioning.backbones import build_backbone, fine_tune
+from captioning.backbones import build_backbone, fine_tune, weights_arg
 from captioning.captioner import Captioner, ImageConfig, caption_forward, train_word_tokenizer
 from captioning.data import read_corpus
 from captioning.evaluation import nearest_neighbour, test_report
@@ -71,11 +71,6 @@ FLAGS = FlagTable(
     # the checkpoint fixes the model (backbone weights included), its vocabulary and its data
     kept=(*(f.name for c in CONFIGS.values() for f in fields(c)), "min_count", "corpus", "images", "lang", "weights"),
 )
-
-
-def weights_arg(value: str) -> str:
-    """--weights: default, none, or a state dict file that exists."""
-    return value if value.lower() in ("default", "none") else path_arg()(value)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 from dataclasses import fields
-from pathlib import Path
 
 from sacrebleu.metrics import BLEU
 
@@ -119,9 +118,6 @@ def _hypotheses(
         raise UserError("--checkpoint needs --src SRC, the sentences to translate")
     config = search_config_from_args(parser, args, argv)
     check_rerank_flags(args)
-    for path in args.checkpoint + (args.rerank_with or []) + (args.rerank_r2l or []):
-        if not Path(path).is_file():
-            raise UserError(f"checkpoint {path} does not exist")
     src = read_lines(args.src)
     if len(src) != n_refs:  # fail before the slow part
         raise UserError(f"source file {args.src} has {len(src)} lines but reference file {args.ref[0]} has {n_refs}")

@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from core.cli import path_arg
 from core.errors import UserError, check_range
 from core.search import gnmt_penalty
 from core.search_config import SearchConfig
@@ -148,6 +149,7 @@ def add_rerank_flags(parser: argparse.ArgumentParser | argparse._ArgumentGroup) 
         "--rerank-with",
         metavar="CK",
         action="append",
+        type=path_arg(stream=True),
         help="a checkpoint trained in the opposite direction (target -> source): of the beam's "
         "--beam-size best translations, keep the one with the highest log p(translation | source) "
         "/ length penalty (--rerank-length-penalty) + --rerank-weight x log p(source | "
@@ -158,6 +160,7 @@ def add_rerank_flags(parser: argparse.ArgumentParser | argparse._ArgumentGroup) 
         "--rerank-r2l",
         metavar="CK",
         action="append",
+        type=path_arg(stream=True),
         help="a checkpoint of the same direction that writes right to left (--target-order "
         "right-to-left): adds --rerank-r2l-weight x its log p(translation | source) to the "
         "score that reranks the beam's best; repeat it for an ensemble, or give a recipe run's "

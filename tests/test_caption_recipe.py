@@ -1,16 +1,32 @@
 """recipes/caption.py end to end on the nine shapes (a Karpathy split file naming copies of them as train, val and
-test), its resume, its refusals; and the `python -m captioning.caption` command line on its checkpoint."""
+test): every documented setting, its resume (after Ctrl-C or SIGTERM, exactly; with its feature cache gone), one
+writer per run folder, a full disk, its refusals; and the `python -m captioning.caption` command line on its
+checkpoint."""
 
 import io
 import json
+import os
 import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
+import torch
 from shapes import write_shapes
+from test_faults import _wait_for, tmpfs, unmount
 
 from captioning import caption as caption_cli
-from core.errors import UserError
+from captioning.backbones import build_backbone
+from core.checkpoint import load_checkpoint
+from core.console import run_main
+from core.errors import Interrupted, UserError
+from core.runs import LOCK
+from core.trainer import Trainer
 from recipes import caption as recipe
+
+RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "caption.py"
 
 TINY = [
     "--backbone",
@@ -58,12 +74,33 @@ def karpathy_corpus(folder):
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
+def shapes(tmp_path_factory):
+    """The nine shapes as a Karpathy corpus, and the flags that train on them (features cached in its data/)."""
     folder = tmp_path_factory.mktemp("caption-recipe")
     corpus, records = karpathy_corpus(folder)
-    flags = ["--corpus", str(corpus), "--data-dir", str(folder / "data"), *TINY]
+    return folder, ["--corpus", str(corpus), "--data-dir", str(folder / "data"), *TINY], records
+
+
+@pytest.fixture(scope="module")
+def run(shapes):
+    folder, flags, records = shapes
     results = recipe.main([*flags, "--out", str(folder / "run"), "--steps", "300", "--valid-every", "100"])
     return folder, flags, results, records
+
+
+def log_of(out: Path, split: str) -> list[dict]:
+    """The records of one split ("train" or "valid") in a run's log.jsonl, the speed (which varies) left out."""
+    lines = (out / "log.jsonl").read_text().splitlines()
+    records = [json.loads(line) for line in lines]
+    return [{k: v for k, v in r.items() if k != "tokens_per_s"} for r in records if r["split"] == split]
+
+
+def steps_of(out: Path) -> list[int]:
+    return [r["step"] for r in log_of(out, "train")]
+
+
+def last_step(out: Path) -> int:
+    return load_checkpoint(out / "last.pt", task="captioning")["trainer"]["step"]
 
 
 def test_recipe_learns_the_shapes_and_writes_its_pictures(run):
@@ -161,3 +198,142 @@ def test_command_line_bad_input_is_one_line(run, tmp_path, capsys, args, message
     assert exit_info.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0] and "Traceback" not in err[0]
+
+
+@pytest.mark.parametrize(
+    "extra, attends",
+    [
+        pytest.param(["--fine-tune", "1"], True, id="fine-tune", marks=pytest.mark.slow),
+        pytest.param(["--attention", "none"], False, id="attention-none"),
+        pytest.param(["--attention", "luong"], True, id="attention-luong"),
+        pytest.param(["--cell", "gru"], True, id="cell-gru"),
+    ],
+)
+def test_every_documented_setting_trains_and_is_tested(shapes, tmp_path, extra, attends):
+    folder, flags, _ = shapes
+    out = tmp_path / "run"
+    results = recipe.main([*flags, *extra, "--out", str(out), "--steps", "4", "--valid-every", "2"])
+    assert results["steps"] == 4 and json.loads((out / "results.json").read_text()) == results
+    assert set(results["scores"]) == {"greedy", "beam 3", "nearest neighbour"}
+    for scores in results["scores"].values():
+        assert {"bleu1", "bleu4", "cider_d"} <= set(scores)
+    assert (out / "samples.png").stat().st_size > 0 and (out / "best.pt").stat().st_size > 0
+    assert (out / "attention.png").exists() == attends  # a decoder without attention has no maps to draw
+
+
+@pytest.mark.slow
+def test_one_process_writes_a_run_and_sigterm_leaves_it_to_resume(shapes, tmp_path):
+    folder, flags, _ = shapes
+    out = tmp_path / "run"
+    command = [sys.executable, str(RECIPE)]
+    first = subprocess.Popen(
+        [*command, *flags, "--out", str(out), "--steps", "100000", "--valid-every", "5"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        _wait_for(lambda: (out / "last.pt").exists(), first)
+        second = subprocess.run([*command, "--resume", str(out)], capture_output=True, text=True, timeout=120)
+        assert second.returncode == 2 and f"is in use by process {first.pid}" in second.stderr, second.stderr
+        errors = [line for line in second.stderr.splitlines() if "error:" in line]
+        assert len(errors) == 1 and "Traceback" not in second.stderr, second.stderr
+        first.send_signal(signal.SIGTERM)  # as a job scheduler stops a job
+        _, stderr = first.communicate(timeout=120)
+    finally:
+        if first.poll() is None:
+            first.kill()
+            first.communicate()
+    assert first.returncode == 130 and f"continue with --resume {out}" in stderr, stderr
+    assert not (out / LOCK).exists() and not (out / "results.json").exists()  # no testing after an interruption
+    stopped = last_step(out)
+    assert 5 <= stopped < 100000 and steps_of(out) == list(range(1, stopped + 1))
+    resumed = subprocess.run(
+        [*command, "--resume", str(out), "--steps", str(stopped + 3)], capture_output=True, text=True, timeout=120
+    )
+    assert resumed.returncode == 0, resumed.stderr
+    assert not (out / LOCK).exists()
+    assert json.loads((out / "results.json").read_text())["steps"] == stopped + 3 == last_step(out)
+    assert steps_of(out) == list(range(1, stopped + 4))
+
+
+@pytest.mark.slow
+def test_a_run_stopped_by_ctrl_c_and_resumed_ends_as_one_never_stopped(shapes, tmp_path, monkeypatch):
+    folder, flags, _ = shapes
+    # dropout and batches of 4 of the 9 captions: the random state and the place in the data must both be resumed
+    argv = [*flags, "--dropout", "0.3", "--batch-size", "4", "--steps", "10", "--valid-every", "4"]
+    straight = recipe.main([*argv, "--out", str(tmp_path / "straight")])
+
+    out = tmp_path / "stopped"
+    train_step = Trainer._train_step
+
+    def ctrl_c_in_step_7(trainer, lr):
+        if trainer.step == 6:
+            os.kill(os.getpid(), signal.SIGINT)  # as if Ctrl-C were pressed during step 7
+        return train_step(trainer, lr)
+
+    monkeypatch.setattr(Trainer, "_train_step", ctrl_c_in_step_7)
+    with pytest.raises(Interrupted, match=f"continue with --resume {out}"):
+        recipe.main([*argv, "--out", str(out)])
+    monkeypatch.undo()
+    assert last_step(out) == 7 and not (out / "results.json").exists()
+    resumed = recipe.main(["--resume", str(out)])
+
+    assert steps_of(out) == list(range(1, 11))
+    assert log_of(out, "train") == log_of(tmp_path / "straight", "train")
+    assert log_of(out, "valid") == log_of(tmp_path / "straight", "valid")
+    for name in ("best.pt", "last.pt"):
+        a = load_checkpoint(tmp_path / "straight" / name, task="captioning")["model"]
+        b = load_checkpoint(out / name, task="captioning")["model"]
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
+    for key in ("steps", "best_valid_cider_d", "scores", "test_pictures"):
+        assert resumed[key] == straight[key], key
+
+
+def test_a_full_disk_is_one_line_and_keeps_the_last_checkpoint(run, tmp_path, capsys):
+    folder, _, _, _ = run
+    disk = tmp_path / "disk"
+    used = sum(p.stat().st_size for p in (folder / "run").iterdir())
+    tmpfs(disk, f"{used // 1024 + 1024}k")  # room for the run and its log, not for another checkpoint
+    try:
+        out = disk / "run"
+        shutil.copytree(folder / "run", out, ignore=shutil.ignore_patterns(LOCK))
+        last = (out / "last.pt").read_bytes()
+        steps = last_step(out)
+        with pytest.raises(SystemExit) as exit_info:
+            run_main(recipe.main, ["--resume", str(out), "--steps", str(steps + 2)])
+        err = capsys.readouterr().err
+        errors = [line for line in err.splitlines() if "error:" in line]
+        assert exit_info.value.code == 2 and "Traceback" not in err, err
+        assert len(errors) == 1 and errors[0] == err.strip().splitlines()[-1], err
+        assert errors[0].startswith(f"error: cannot write {out}") and "No space left on device" in errors[0], err
+        assert (out / "last.pt").read_bytes() == last and last_step(out) == steps
+    finally:
+        unmount(disk)
+
+
+@pytest.mark.slow
+def test_a_resumed_run_extracts_missing_features_with_its_own_backbone(shapes, tmp_path):
+    folder, _, _ = shapes
+    # a backbone file (random weights of another seed): a resumed run builds a backbone with random weights of
+    # seed 0 and then loads the checkpoint's, and only the latter are the run's
+    weights = tmp_path / "resnet18.pth"
+    torch.save(build_backbone("resnet18", None, seed=1).body.state_dict(), weights)
+    fingerprint = build_backbone("resnet18", weights).fingerprint
+    assert fingerprint != build_backbone("resnet18", None).fingerprint
+    data = tmp_path / "data"
+    corpus = folder / "dataset_shapes.json"
+    argv = ["--corpus", str(corpus), "--data-dir", str(data), *TINY, "--weights", str(weights)]
+    argv += ["--steps", "4", "--valid-every", "2"]
+    recipe.main([*argv, "--out", str(tmp_path / "intact")])
+    made = sorted(p.name for p in (data / "features").iterdir())
+    assert len(made) == 1 and fingerprint in made[0], made
+    shutil.copytree(tmp_path / "intact", tmp_path / "extracted", ignore=shutil.ignore_patterns(LOCK))
+
+    intact = recipe.main(["--resume", str(tmp_path / "intact"), "--steps", "8"])
+    shutil.rmtree(data / "features")
+    extracted = recipe.main(["--resume", str(tmp_path / "extracted"), "--steps", "8"])
+    assert sorted(p.name for p in (data / "features").iterdir()) == made
+    assert log_of(tmp_path / "extracted", "valid") == log_of(tmp_path / "intact", "valid")
+    for key in ("steps", "best_valid_cider_d", "scores"):
+        assert extracted[key] == intact[key], key

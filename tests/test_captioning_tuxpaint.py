@@ -198,5 +198,7 @@ def test_a_failed_fetch_is_one_line_and_leaves_no_cache(tmp_path, monkeypatch):
     with pytest.raises(UserError) as err:
         tuxpaint(data_dir=tmp_path / "data")
     message = str(err.value)
-    assert "\n" not in message and "network unreachable" in message and "--captions" in message
+    assert (
+        "\n" not in message and "network unreachable" in message and "--corpus CAPTIONS.tsv --images FOLDER" in message
+    )
     assert list((tmp_path / "data").iterdir()) == []

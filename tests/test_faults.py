@@ -14,12 +14,17 @@ from pathlib import Path
 
 import pytest
 import torch
+from PIL import Image
 
 import core.runs
+from captioning.backbone import main as backbone_main
+from captioning.caption import main as caption_main
+from captioning.captioner import Captioner, ImageConfig
 from core import DecoderConfig, WordTokenizer
 from core.checkpoint import load_checkpoint, save_checkpoint
 from core.console import run_main
 from core.generate import main as generate_main
+from recipes.caption import main as caption_recipe_main
 from recipes.textgen import main as textgen_main
 from recipes.translate import main as translate_recipe_main
 from seq2seq.bleu import main as bleu_main
@@ -28,24 +33,9 @@ from seq2seq.translator import EncoderConfig, Translator
 
 ROOT = Path(__file__).resolve().parents[1]
 CORPUS = "First Citizen:\nBefore we proceed any further, hear me speak.\n\nAll:\nSpeak, speak.\n\n" * 40
-TINY = [
-    "--steps",
-    "2",
-    "--valid-every",
-    "2",
-    "--hidden-dim",
-    "16",
-    "--emb-dim",
-    "8",
-    "--batch-size",
-    "2",
-    "--bptt",
-    "16",
-    "--sample-len",
-    "5",
-    "--device",
-    "cpu",
-]
+TINY = (
+    "--steps 2 --valid-every 2 --hidden-dim 16 --emb-dim 8 --batch-size 2 --bptt 16 --sample-len 5 --device cpu".split()
+)
 
 
 @pytest.fixture(scope="module")
@@ -74,6 +64,20 @@ def files(tmp_path_factory):
     (d / "two.txt").write_text("the dog\nthe dog\n")
     (d / "one.txt").write_text("the dog\n")
     (d / "pairs.tsv").write_text("".join(f"der hund {i}\tthe dog {i}\n" for i in range(80)))
+    (d / "latin1.tsv").write_bytes("der Hund\tthe dog\n\xe4\tx\n".encode("latin-1"))
+    (d / "folder").mkdir()
+    (d / "loop").symlink_to(d / "loop")  # a symbolic link to itself
+    Image.new("RGB", (40, 30), (200, 40, 40)).save(d / "shape.png")
+    (d / "captions.tsv").write_text("shape.png\ta red shape\n")
+    (d / "latin1.args").write_bytes("--beam-size 2\n# k\xe4se\n".encode("latin-1"))
+    (d / "self.args").write_text(f"--beam-size 2\n@{d / 'self.args'}\n")
+    torch.manual_seed(0)
+    Captioner(
+        WordTokenizer("a red shape".split()),
+        ImageConfig(backbone="resnet18", image_size=32),
+        DecoderConfig(emb_dim=8, hidden_dim=8, attention="bahdanau"),
+        weights=None,
+    ).save(d / "cap.pt")
     return d
 
 
@@ -191,6 +195,222 @@ CASES = [
     (TR, "--resume {d}/nowhere", "nowhere does not exist"),
     (TR, "--corpus {d}/pairs.tsv --train-src {d}/src.txt", "--corpus does not go with --train-src"),
 ]
+C, BB, CR = caption_main, backbone_main, caption_recipe_main
+CASES += [  # the captioning command lines
+    (C, "{d}/shape.png --checkpoint {d}/cap.pt --batch-size 0", "--batch-size = 0"),
+    (C, "{d}/shape.png --checkpoint {d}/cap.pt --batch-size 100000", "--batch-size = 100000 is out of range"),
+    (C, "{d}/shape.png --checkpoint {d}/mt.pt", "'translation' checkpoint"),
+    (C, "{d}/shape.png --checkpoint {d}/cap.pt --beam-size 2 --n-best 3", "--n-best = 3"),
+    (C, "{d}/shape.png --checkpoint {d}/cap.pt --temperature 0.5", "--temperature is an option of --method sample"),
+    (C, "{d}/shape.png --checkpoint {d}/cap.pt --max-len 1000000", "--max-len = 1000000 is out of range"),
+    (C, "{d}/folder --checkpoint {d}/cap.pt", "holds no pictures"),
+    (C, "{d}/corpus.txt --checkpoint {d}/cap.pt", "is not a picture Pillow can read"),
+    (C, "{d}/empty.txt --checkpoint {d}/cap.pt", "is an empty file"),
+    (C, "{d}/shape.png --checkpoint {d}/cap.pt --attention-png {d}/out", "does not end in .png"),
+    (C, "{d}/shape.png --checkpoint {d}/cut.pt", "not a readable checkpoint"),
+    (C, "{d}/shape.png --checkpoint {d}/cap.pt --device gpu9", "--device 'gpu9'"),
+    (BB, "{d}/shape.png --top 0", "--top = 0"),
+    (BB, "{d}/shape.png --backbone vgg", "invalid choice: 'vgg'"),
+    (BB, "{d}/shape.png --weights {d}/corpus.txt", "is not a readable state dict"),
+    (BB, "{d}/shape.png --weights {d}/mt.pt", "holds a dict, not a state dict"),
+    (BB, "{d}/corpus.txt --weights none", "is not a picture Pillow can read"),
+    (CR, "--corpus {d}/latin1.tsv --out {d}/new", "latin1.tsv:2: byte 0xe4 is not UTF-8"),
+    (CR, "--resume {d}/run", "that is a textgen run; continue it with its own recipe (recipes/textgen.py"),
+    (CR, "--corpus {d}/captions.tsv --out {d}/run", "already holds checkpoints"),
+    (CR, "--corpus {d}/captions.tsv --out {d}/new --batch-size 0", "--batch-size = 0"),
+    (CR, "--corpus {d}/captions.tsv --out {d}/new --min-count 0", "--min-count = 0"),
+    (CR, "--corpus {d}/captions.tsv --out {d}/new --max-caption-len 0", "--max-caption-len = 0"),
+    (CR, "--corpus {d}/captions.tsv --out {d}/new --image-size 8", "--image-size = 8"),
+    (CR, "--corpus {d}/captions.tsv --out {d}/new --fit stretch", "invalid choice: 'stretch'"),
+    (CR, "--corpus {d}/captions.tsv --out {d}/new --fine-tune -1", "--fine-tune = -1"),
+    (CR, "--corpus {d}/captions.tsv --out {d}/new --attention-penalty -1", "--attention-penalty = -1"),
+    (CR, "--corpus {d}/captions.tsv --out {d}/new --cell rnn", "invalid choice: 'rnn'"),
+    (CR, "--corpus {d}/captions.tsv --out {d}/new", "split has no pictures"),
+]
+
+# ---- classes of bad input, each crossed with every place it can reach ----------------------------------------
+
+PATH_OPTIONS = [  # (command, arguments around the path, its option ("" for a positional one), what it must name)
+    (G, "", "--checkpoint", "file"),
+    (G, "--checkpoint {d}/run/best.pt", "--prompt-file", "file"),
+    (T, "--input {d}/src.txt", "--checkpoint", "file"),
+    (T, "--checkpoint {d}/mt.pt", "--input", "file"),
+    (T, "--checkpoint {d}/mt.pt --input {d}/src.txt", "--rerank-with", "file"),
+    (T, "--checkpoint {d}/mt.pt --input {d}/src.txt", "--rerank-r2l", "file"),
+    (B, "--ref {d}/one.txt", "", "file"),
+    (B, "{d}/one.txt", "--ref", "file"),
+    (B, "--checkpoint {d}/mt.pt --ref {d}/one.txt", "--src", "file"),
+    (B, "--src {d}/one.txt --ref {d}/one.txt", "--checkpoint", "file"),
+    (C, "--checkpoint {d}/cap.pt", "", "picture"),
+    (C, "{d}/shape.png", "--checkpoint", "file"),
+    (C, "{d}/shape.png --checkpoint {d}/cap.pt", "--attention-png", "png"),
+    (BB, "", "", "file"),
+    (BB, "{d}/shape.png", "--weights", "file"),
+    (BB, "{d}/shape.png", "--data-dir", "new folder"),
+    (R, "--out {d}/new", "--corpus", "file"),
+    (R, "--corpus {d}/corpus.txt", "--out", "new folder"),
+    (R, "", "--resume", "file or folder"),
+    (R, "--out {d}/new", "--data-dir", "new folder"),
+    (TR, "--out {d}/new", "--corpus", "file"),
+    (TR, "--out {d}/new", "--train-src", "file"),
+    (TR, "--out {d}/new", "--test-tgt", "file"),
+    (TR, "--corpus {d}/pairs.tsv", "--out", "new folder"),
+    (TR, "", "--resume", "file or folder"),
+    (TR, "--out {d}/new", "--data-dir", "new folder"),
+    (CR, "--out {d}/new", "--corpus", "file"),
+    (CR, "--corpus {d}/captions.tsv --out {d}/new", "--images", "folder"),
+    (CR, "--corpus {d}/captions.tsv --out {d}/new", "--weights", "file"),
+    (CR, "--corpus {d}/captions.tsv", "--out", "new folder"),
+    (CR, "", "--resume", "file or folder"),
+    (CR, "--out {d}/new", "--data-dir", "new folder"),
+]
+EMPTY, MISSING, LOOP, THROUGH_A_FILE = (
+    ("", "is empty"),
+    ("{d}/nowhere", "does not exist"),
+    ("{d}/loop", "is a symbolic link that loops back on itself"),
+    ("{d}/corpus.txt/x", "a part of it is a file"),
+)
+BAD_PATHS = {  # what the path must name -> [(a bad path, what the error line says of it)]
+    "file": [EMPTY, MISSING, LOOP, THROUGH_A_FILE, ("{d}/folder", "is a folder; a file is needed")],
+    "picture": [EMPTY, MISSING, LOOP, THROUGH_A_FILE],  # (a folder stands for its pictures)
+    "file or folder": [EMPTY, MISSING, LOOP, THROUGH_A_FILE],
+    "folder": [EMPTY, MISSING, LOOP, THROUGH_A_FILE, ("{d}/corpus.txt", "is a file, not a folder")],
+    "new folder": [EMPTY, ("{d}/corpus.txt", "is a file, not a folder"),
+                   ("{d}/corpus.txt/sub", "is a file, not a folder")],
+    "png": [EMPTY, ("{d}/folder", "is a folder"), ("{d}/out.jpg", "does not end in .png"),
+            ("{d}/corpus.txt/a.png", "is a file, not a folder")],
+}  # fmt: skip
+PATH_CASES = [
+    (main, around, option, bad, expected)
+    for main, around, option, kind in PATH_OPTIONS
+    for bad, expected in BAD_PATHS[kind]
+]
+
+
+def test_every_path_option_is_crossed_with_every_bad_path_it_can_get():
+    assert len(PATH_CASES) >= 120 and len({(m, a, o, b) for m, a, o, b, _ in PATH_CASES}) == len(PATH_CASES)
+
+
+@pytest.mark.parametrize(
+    "main, around, option, bad, expected",
+    PATH_CASES,
+    ids=[f"{m.__module__}: {o or 'positional'} {b!r}" for m, a, o, b, _ in PATH_CASES],
+)
+def test_a_bad_path_is_one_line_saying_what_is_wrong(files, capsys, main, around, option, bad, expected):
+    path = bad.format(d=files)
+    args = [*around.format(d=files).split(), *([option] if option else []), path]
+    err = _fails(capsys, main, args, files)
+    assert expected in err and path in err, err
+
+
+def _fails(capsys, main, args: list[str], files: Path) -> str:
+    """Run a command line that must fail: its one `error:` line, after checking the exit status, that there is no
+    traceback and that no file of `files` changed."""
+    before = hashes(files)
+    with pytest.raises(SystemExit) as exit_info:
+        run_main(main, args)
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and "Traceback" not in err, err
+    lines = [line for line in err.splitlines() if "error:" in line]
+    assert len(lines) == 1, err
+    assert hashes(files) == before
+    return lines[0]
+
+
+TEXT_INPUTS = [  # every text input, given a file whose line 2 is not UTF-8
+    (G, "--checkpoint {d}/run/best.pt --prompt-file {bad}"),
+    (T, "--checkpoint {d}/mt.pt --input {bad}"),
+    (T, "@{args} --checkpoint {d}/mt.pt --input {d}/src.txt"),
+    (B, "{bad} --ref {d}/two.txt"),
+    (B, "{d}/two.txt --ref {bad}"),
+    (B, "--checkpoint {d}/mt.pt --src {bad} --ref {d}/two.txt"),
+    (B, "@{args} {d}/two.txt --ref {d}/two.txt"),
+    (R, "--corpus {bad} --out {d}/new"),
+    (TR, "--corpus {tsv} --out {d}/new"),
+    (TR, "--out {d}/new " + " ".join(f"--{p}-{s} {{bad}}" for p in ("train", "valid", "test") for s in ("src", "tgt"))),
+    (CR, "--corpus {tsv} --out {d}/new"),
+]
+
+
+@pytest.mark.parametrize("main, argv", TEXT_INPUTS, ids=[f"{m.__module__}: {a}" for m, a in TEXT_INPUTS])
+def test_text_that_is_not_utf8_is_named_by_file_and_line(files, capsys, main, argv):
+    names = {"bad": "latin2.txt", "tsv": "latin1.tsv", "args": "latin1.args"}
+    (files / "latin2.txt").write_bytes("der hund\nder Hund bellt \xe4\n".encode("latin-1"))
+    args = argv.format(d=files, **{k: files / v for k, v in names.items()}).split()
+    name = next(v for k, v in names.items() if f"{{{k}}}" in argv)
+    assert f"{name}:2: byte 0xe4 is not UTF-8" in _fails(capsys, main, args, files)
+
+
+def flag_table_cases() -> list[tuple]:
+    """Each command's own table of flags that do not go together, and of flags that need another, as rows."""
+    from core import generate
+    from recipes import caption, textgen, translate
+
+    values = {"corpus": "{d}/pairs.tsv", "data_dir": "{d}/data", "resume": "{d}/run", "dataset": "bible",
+              "lang": "de", "images": "{d}/folder", "prompt": "x", "prompt_file": "{d}/one.txt",
+              "rerank_weight": "0.3", "rerank_r2l_weight": "0.3", **{f"{p}_{s}": "{d}/one.txt" for p in
+              ("train", "valid", "test") for s in ("src", "tgt")}}  # fmt: skip
+    prefix = {generate: "--checkpoint {d}/run/best.pt ", textgen: "", translate: "", caption: ""}
+    cases = []
+    for module in (generate, textgen, translate, caption):
+
+        def given(dest: str) -> str:
+            return f"--{dest.replace('_', '-')} {values.get(dest, '')}".strip()
+
+        for flag, other, _ in module.FLAGS.apart:
+            cases.append(
+                (
+                    module.main,
+                    prefix[module] + f"{given(flag)} {given(other)}",
+                    f"--{flag.replace('_', '-')} does not go with --{other.replace('_', '-')}",
+                )
+            )
+        for flag, other in module.FLAGS.needs:
+            cases.append(
+                (
+                    module.main,
+                    prefix[module] + given(flag),
+                    f"--{flag.replace('_', '-')} is used only with --{other.replace('_', '-')}",
+                )
+            )
+    return cases
+
+
+FLAG_CASES = flag_table_cases()
+
+
+@pytest.mark.parametrize("main, argv, expected", FLAG_CASES, ids=[f"{m.__module__}: {a}" for m, a, _ in FLAG_CASES])
+def test_flags_that_do_not_go_together_are_refused_from_each_commands_table(files, capsys, main, argv, expected):
+    assert len(FLAG_CASES) >= 20
+    assert expected in _fails(capsys, main, argv.format(d=files).split(), files)
+
+
+@pytest.mark.parametrize(
+    "flag, value", [("--corpus", "{d}/one.txt"), ("--whole", None), ("--level", "word"), ("--hidden-dim", "32")]
+)
+def test_a_resumed_run_keeps_its_model_vocabulary_and_data(files, capsys, flag, value):
+    args = ["--resume", str(files / "run"), flag] + ([value.format(d=files)] if value else [])
+    assert "a resumed run keeps its model, vocabulary and data" in _fails(capsys, textgen_main, args, files)
+
+
+STDIN_READERS = [  # (command, arguments that read the standard input)
+    (G, "--checkpoint {d}/run/best.pt --prompt-file -"),
+    (T, "--checkpoint {d}/mt.pt"),
+    (T, "--checkpoint {d}/mt.pt --input -"),
+    (B, "- --ref {d}/one.txt"),
+    (C, "- --checkpoint {d}/cap.pt"),
+]
+
+
+@pytest.mark.parametrize("main, argv", STDIN_READERS, ids=[f"{m.__module__}: {a}" for m, a in STDIN_READERS])
+def test_a_closed_standard_input_is_one_line(files, capsys, monkeypatch, main, argv):
+    monkeypatch.setattr(sys, "stdin", None)  # what Python makes of `<&-`
+    assert "the standard input is closed" in _fails(capsys, main, argv.format(d=files).split(), files)
+
+
+def test_an_args_file_that_includes_itself_is_one_line(files, capsys):
+    err = _fails(capsys, T, ["--checkpoint", str(files / "mt.pt"), f"@{files / 'self.args'}"], files)
+    assert f"@{files / 'self.args'} includes itself" in err
 
 
 def hashes(folder: Path) -> dict[str, str]:
@@ -354,8 +574,15 @@ def test_members_follow_their_parent_and_one_process_writes_a_run(files, tmp_pat
     assert run.returncode == 130 and f"continue with --resume {out}" in stderr, stderr
     steps = [load_checkpoint(m / "last.pt", task="translation")["trainer"]["step"] for m in members]
     resumed = subprocess.Popen([*argv[:2], "--resume", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    _wait_for(lambda: all((m / "run.lock").read_text().strip() not in ("", str(run.pid)) for m in members), resumed)
-    pids = [int((m / "run.lock").read_text()) for m in members]
+
+    def holder(member: Path) -> str:  # (a lock file comes and goes with the process that holds it)
+        try:
+            return (member / "run.lock").read_text().strip()
+        except FileNotFoundError:
+            return ""
+
+    _wait_for(lambda: all(holder(m) not in ("", str(run.pid)) for m in members), resumed)
+    pids = [int(holder(m)) for m in members]
     time.sleep(2)
     resumed.kill()  # kill -9: the members notice and stop by themselves, saving
     resumed.communicate()

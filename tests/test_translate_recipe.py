@@ -182,10 +182,10 @@ def test_recipe_trains_an_ensemble_side_by_side_and_tests_its_snapshots(tmp_path
         (["--out", str(out / "single")], f"{out / 'single'} already holds checkpoints"),
         (["--out", str(out), "--members", "1"], f"{out} already holds checkpoints"),
         (["--resume", str(out)], f"needs {out / 'member2' / 'last.pt'}, which is missing"),
-        (["--resume", str(tmp_path / "none")], "no such checkpoint or run folder"),
+        (["--resume", str(tmp_path / "none")], "none does not exist"),
         (["--resume", str(out), "--members", "3"], "continues a run of 2 model(s)"),
         (["--resume", str(out), "--out", str(tmp_path / "elsewhere")], "goes on in that folder"),
-        (["--resume", str(out), "--out", ""], "goes on in that folder"),
+        (["--resume", str(out), "--out", ""], "argument --out: is empty"),
         (["--resume", ""], "--resume is empty"),
         (["--resume", str(out / "member1" / "last.pt"), "--members", "2"], "one model's checkpoint"),
         (["--resume", str(out / "member1" / "last.pt")], f"resume the whole run with --resume {out}"),
@@ -342,7 +342,8 @@ def test_recipe_trains_reranking_models_beside_and_reranks_the_test_with_them(tm
             ["--resume", str(out / "r2l" / "last.pt")],
             f"is a right-to-left model of the run in {out}; resume the whole run with --resume {out}",
         ),
-        (["--out", str(tmp_path / "o"), "--rerank-r2l-weight", "-1"], "--rerank-r2l-weight = -1"),
+        (["--out", str(tmp_path / "o"), "--r2l-members", "1", "--rerank-r2l-weight", "-1"], "--rerank-r2l-weight = -1"),
+        (["--out", str(tmp_path / "o"), "--rerank-r2l-weight", "0.3"], "--rerank-r2l-weight is used only with --r2l"),
         (["--out", str(tmp_path / "o"), "--r2l-members", "-1"], "--r2l-members = -1"),
         (
             ["--out", str(tmp_path / "o"), "--r2l-members", "1", "--target-order", "right-to-left"],
@@ -353,7 +354,7 @@ def test_recipe_trains_reranking_models_beside_and_reranks_the_test_with_them(tm
             ["--resume", str(out / "reverse" / "member2" / "last.pt")],
             f"is a reverse model of the run in {out}; resume the whole run with --resume {out}",
         ),
-        (["--out", str(tmp_path / "o"), "--rerank-weight", "-1"], "--rerank-weight = -1"),
+        (["--out", str(tmp_path / "o"), "--reverse-members", "1", "--rerank-weight", "-1"], "--rerank-weight = -1"),
         (["--out", str(tmp_path / "o"), "--reverse-members", "-1"], "--reverse-members = -1"),
     ):
         with pytest.raises(SystemExit) as exit_info:
