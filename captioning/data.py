@@ -121,7 +121,7 @@ class _Shape:
     def field(self, item: Any, name: str, where: str, kind: type | tuple[type, ...], optional: bool = False) -> Any:
         """item[name], of `kind`; None when `optional` and missing."""
         if not isinstance(item, dict):
-            raise UserError(f"{self.path}: {where} is a {_kind(item)}, not an object")
+            raise UserError(f"{self.path}: {where} is {_kind(item)}, not an object")
         if name not in item and optional:
             return None
         if name not in item:
@@ -135,9 +135,9 @@ class _Shape:
 
 
 def _kind(value: Any) -> str:
-    return {type(None): "null", dict: "an object", list: "a list", str: "a string"}.get(
-        type(value), f"a {type(value).__name__}"
-    )
+    """What a JSON value is, in words."""
+    names = {type(None): "null", dict: "an object", list: "a list", str: "a string", int: "an integer"}
+    return names.get(type(value), f"a {type(value).__name__}")
 
 
 def read_karpathy_json(path: str | Path, images_dir: str | Path | None = None) -> Splits:

@@ -6,6 +6,7 @@ from functools import partial
 
 import pytest
 import torch
+from PIL import Image
 from shapes import write_shapes
 
 from captioning.captioner import Captioner, ImageConfig, caption_forward, normalise, train_word_tokenizer
@@ -146,6 +147,31 @@ def test_bad_input_is_named(trained, tmp_path):
         model.caption([tmp_path / "empty.png"])
     with pytest.raises(TypeError, match="unknown search option"):
         model.caption([records[0].image], beams=3)
+    with pytest.raises(TypeError, match="images must be a list of pictures, got NoneType"):
+        model.caption(None)
+    with pytest.raises(ValueError, match=r"taken as cached regions \(N, S, 512\), got shape \(3, 64, 64\)"):
+        model.caption(torch.rand(3, 64, 64))  # one picture as a tensor, without its list
+    with pytest.raises(UserError, match=r"has no pixels \(0 x 0\)"):
+        model.caption([Image.new("RGB", (0, 0))])
+    with pytest.raises(TypeError, match="beam_size must be an integer, got float 2.5"):
+        model.caption([records[0].image], beam_size=2.5)
+    with pytest.raises(TypeError, match="config must be a SearchConfig, got dict"):
+        model.caption([records[0].image], {"method": "greedy"})
+    with pytest.raises(UserError, match="temperature is an option of method sample; it does not go with method beam"):
+        model.caption([records[0].image], temperature=0.5)  # would be ignored in silence
+
+
+def test_a_generator_of_pictures_is_read_once_and_every_caption_has_a_word(trained):
+    model, records, _, _ = trained
+    pictures = [r.image for r in records]
+    assert model.caption(p for p in pictures) == model.caption(pictures)
+    untrained = captioner(records)
+    assert all(caption.split() for caption in untrained.caption(pictures, method="greedy", max_len=3))
+
+
+def test_a_min_count_that_leaves_no_word_is_refused():
+    with pytest.raises(UserError, match="--min-count 3 leaves no word in the vocabulary"):
+        train_word_tokenizer(["a red square .", "a blue circle ."], min_count=3)
 
 
 def test_checkpoint_of_another_task_is_refused(tmp_path):
@@ -156,3 +182,12 @@ def test_checkpoint_of_another_task_is_refused(tmp_path):
     LanguageModel(CharTokenizer.train("abc"), LMConfig(emb_dim=4, hidden_dim=8)).save(tmp_path / "lm.pt")
     with pytest.raises(CheckpointError, match="'captioning' checkpoint"):
         Captioner.load(tmp_path / "lm.pt")
+
+
+def test_training_captions_beyond_the_bound_are_set_aside_with_one_warning(trained):
+    model, records, _, _ = trained
+    long = [records[0]._replace(captions=["a red square " * 20]), *records[1:3]]
+    with pytest.warns(UserWarning, match="1 of the 3 training captions are set aside: more than --max-caption-len 10"):
+        assert [row for row, _ in examples_of(model, long, max_words=10)] == [1, 2]
+    with pytest.raises(UserError, match="no training caption is within --max-caption-len 1"):
+        examples_of(model, long, max_words=1)

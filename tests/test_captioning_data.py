@@ -14,6 +14,7 @@ from captioning.data import (
     hash_split,
     read_captions_tsv,
     read_coco_json,
+    read_corpus,
     read_karpathy_json,
     split_by_path,
 )
@@ -182,3 +183,57 @@ def test_coco_json_errors(tmp_path):
         warnings.simplefilter("error")  # an empty but valid file is not a missing-picture case
         path.write_text(json.dumps({"images": [], "annotations": []}))
         assert read_coco_json(path) == []
+
+
+@pytest.mark.parametrize("data, message", [
+    ({"images": [{"id": 1, "file_name": "a.png"}, {"id": 1, "file_name": "b.png"}], "annotations": []},
+     r"images\[1\] has id 1, which an earlier image has too"),
+    ({"images": [{"id": 1, "file_name": "a.png"}], "annotations": [{"image_id": 1, "caption": None}]},
+     r"annotations\[0\].caption is null, not a string"),
+    ({"images": "a.png", "annotations": []}, "'images' is a string, not a list"),
+    ({"images": [{"id": [1], "file_name": "a.png"}], "annotations": []},
+     r"images\[0\].id is a list, not an integer or a string"),
+    ({"images": [{"id": True, "file_name": "a.png"}], "annotations": []}, r"images\[0\].id is a bool"),
+    ({"images": [{"id": 1, "file_name": 7}], "annotations": []}, r"images\[0\].file_name is an integer, not a string"),
+    ({"images": [], "annotations": [["a"]]}, r"annotations\[0\] is a list, not an object"),
+])  # fmt: skip
+def test_coco_json_is_checked_against_its_documented_shape(tmp_path, data, message):
+    path = tmp_path / "captions.json"
+    path.write_text(json.dumps(data))
+    with pytest.raises(UserError, match=message):
+        read_coco_json(path)
+
+
+@pytest.mark.parametrize("image, message", [
+    ({"filename": "a.png", "split": "train", "sentences": "a dog"}, r"images\[0\].sentences is a string, not a list"),
+    ({"filename": "a.png", "split": "train", "sentences": [{"raw": None}]}, r"sentences\[0\].raw is null"),
+    ({"filename": None, "split": "train", "sentences": []}, r"images\[0\].filename is null, not a string"),
+    ({"filename": "a.png", "split": ["train"], "sentences": []}, r"images\[0\].split is a list, not a string"),
+])  # fmt: skip
+def test_karpathy_json_is_checked_against_its_documented_shape(tmp_path, image, message):
+    path = tmp_path / "dataset.json"
+    path.write_text(json.dumps({"images": [image]}))
+    with pytest.raises(UserError, match=message):
+        read_karpathy_json(path)
+
+
+def test_json_nested_too_deeply_is_one_line(tmp_path):
+    path = tmp_path / "deep.json"
+    path.write_text('{"images": ' + "[" * 100_000 + "]" * 100_000 + "}")
+    with pytest.raises(UserError, match="nested too deeply"):
+        read_corpus(path)
+
+
+def test_a_corpus_is_read_once_and_told_json_or_tsv_by_its_text(tmp_path):
+    """Through a pipe (no suffix to go by, no second read), JSON and TSV alike."""
+    import os
+    import threading
+
+    Image.new("RGB", (4, 4)).save(tmp_path / "a.png")
+    for name, text in (("tsv", "a.png\ta dog\n"), ("json", json.dumps({"images": [{"id": 1, "file_name": "a.png"}],
+                       "annotations": [{"image_id": 1, "caption": "a dog"}]}))):  # fmt: skip
+        pipe = tmp_path / name
+        os.mkfifo(pipe)
+        threading.Thread(target=lambda p=pipe, t=text: p.write_text(t), daemon=True).start()
+        splits = read_corpus(pipe, tmp_path)
+        assert sum(len(v) for v in splits.values()) == 1, name

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -48,6 +49,23 @@ def test_la_and_transparent_palette_are_composited_on_white(tmp_path):
 def test_other_modes_become_rgb(mode, value, expected):
     loaded = load_image(Image.new(mode, (2, 2), value))
     assert loaded.mode == "RGB" and _pixels(loaded) == [expected] * 4
+
+
+@pytest.mark.parametrize("mode, array, grey", [
+    ("I;16", np.full((3, 3), 30000, dtype=np.uint16), 117),  # 16 bits scaled, not clipped to white
+    ("I", np.full((3, 3), 30000, dtype=np.int32), 117),
+    ("I", np.full((3, 3), 200, dtype=np.int32), 200),  # 32-bit values within 0..255: 8-bit grey already
+    ("F", np.full((3, 3), 0.5, dtype=np.float32), 128),  # floats in 0..1
+    ("F", np.full((3, 3), 200.0, dtype=np.float32), 200),
+])  # fmt: skip
+def test_deep_grey_levels_look_as_a_person_sees_them(mode, array, grey):
+    picture = Image.fromarray(array) if mode == "I;16" else Image.fromarray(array, mode)
+    assert picture.mode == mode and _pixels(load_image(picture)) == [(grey, grey, grey)] * 9
+
+
+def test_a_picture_without_pixels_is_refused(tmp_path):
+    with pytest.raises(UserError, match=r"has no pixels \(0 x 0\)"):
+        load_image(Image.new("RGB", (0, 0)))
 
 
 def test_cmyk_jpeg_and_sixteen_bit_png_files(tmp_path):

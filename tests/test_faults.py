@@ -592,3 +592,153 @@ def test_members_follow_their_parent_and_one_process_writes_a_run(files, tmp_pat
         time.sleep(0.2)
     after = [load_checkpoint(m / "last.pt", task="translation")["trainer"]["step"] for m in members]
     assert all(a >= s for a, s in zip(after, steps))
+
+
+# ---- text as it arrives, from files, pipes and the standard input ----------------------------------------------
+
+
+def _with_bom_and_crlf(path: Path, text: str) -> Path:
+    path.write_bytes(b"\xef\xbb\xbf" + text.replace("\n", "\r\n").encode("utf-8"))
+    return path
+
+
+def test_a_byte_order_mark_and_crlf_change_no_reader(tmp_path):
+    """Every reader of text gives what it gives for the plain file: no score, vocabulary or sentence changes."""
+    from captioning.data import read_captions_tsv
+    from core.cli import ArgsFileParser
+    from core.files import read_lines, read_text
+    from seq2seq.data import read_pairs_tsv, read_parallel
+
+    Image.new("RGB", (4, 4)).save(tmp_path / "a.png")
+    texts = {"corpus": "Speak, speak.\nAll:\n", "pairs": "der hund\tthe dog\n", "captions": "a.png\ta dog\n",
+             "lines": "the dog\n\nbarks\n", "args": "--beam-size 3\n--max-len\n7\n"}  # fmt: skip
+    readers = {"corpus": read_text, "pairs": read_pairs_tsv, "captions": read_captions_tsv, "lines": read_lines,
+               "parallel": lambda p: read_parallel(p, p)}  # fmt: skip
+    parser = ArgsFileParser()
+    parser.add_argument("--beam-size")
+    parser.add_argument("--max-len")
+    for name, text in texts.items():
+        plain, marked = tmp_path / f"{name}.txt", _with_bom_and_crlf(tmp_path / f"{name}-bom.txt", text)
+        plain.write_text(text)
+        if name == "args":
+            assert vars(parser.parse_args([f"@{marked}"])) == vars(parser.parse_args([f"@{plain}"])) == {
+                "beam_size": "3", "max_len": "7"}  # fmt: skip
+            continue
+        for read in [readers[name]] + ([readers["parallel"]] if name == "lines" else []):
+            assert read(marked) == read(plain), (name, read(marked))
+
+
+def test_bleu_scores_the_same_with_a_byte_order_mark_and_crlf(files, capsys):
+    hyp, ref = "the dog barks .\na cat sleeps .\n", "the dog barks .\nthe cat sleeps .\n"
+    plain = [files / "h.txt", files / "r.txt"]
+    plain[0].write_text(hyp)
+    plain[1].write_text(ref)
+    marked = [_with_bom_and_crlf(files / "hb.txt", hyp), _with_bom_and_crlf(files / "rb.txt", ref)]
+    scores = []
+    for h, r in (plain, marked):
+        run_main(bleu_main, [str(h), "--ref", str(r), "--json"])
+        scores.append(capsys.readouterr().out.replace(str(h), "HYP").replace(str(r), "REF"))
+    assert scores[0] == scores[1] and '"score": 0.0' not in scores[0]
+
+
+def _fifo(tmp_path: Path, name: str, data: bytes) -> Path:
+    """A named pipe that a thread fills with `data` once: what `<(...)` gives a command."""
+    import threading
+
+    path = tmp_path / name
+    os.mkfifo(path)
+
+    def fill() -> None:
+        with open(path, "wb") as f:
+            f.write(data)
+
+    threading.Thread(target=fill, daemon=True).start()
+    return path
+
+
+def test_pipes_serve_as_files_where_a_stream_makes_sense(files, tmp_path, capsys, monkeypatch):
+    """Process substitution: a checkpoint, a prompt, a hypothesis file and a picture, each from a pipe."""
+    checkpoint = files / "run" / "best.pt"
+    run_main(generate_main, ["--checkpoint", str(checkpoint), "--method", "greedy", "--max-len", "5"])
+    expected = capsys.readouterr().out
+    pipe = _fifo(tmp_path, "ck", checkpoint.read_bytes())
+    run_main(generate_main, ["--checkpoint", str(pipe), "--method", "greedy", "--max-len", "5"])
+    assert capsys.readouterr().out == expected
+    prompt = _fifo(tmp_path, "prompt", b"\xef\xbb\xbfSpeak")
+    run_main(generate_main, ["--checkpoint", str(checkpoint), "--prompt-file", str(prompt), "--max-len", "3",
+                             "--method", "greedy"])  # fmt: skip
+    assert capsys.readouterr().out.startswith("Speak")
+    run_main(bleu_main, [str(_fifo(tmp_path, "hyp", b"the dog\n")), "--ref", str(files / "one.txt")])
+    assert "chrF2|" in (scored := capsys.readouterr().out) and scored.rstrip().endswith("= 100.00")  # two words: chrF
+    picture = _fifo(tmp_path, "picture", (files / "shape.png").read_bytes())
+    run_main(caption_main, [str(picture), "--checkpoint", str(files / "cap.pt"), "--with-names"])
+    assert capsys.readouterr().out.startswith(f"{picture}\t")
+
+
+# ---- outputs a user can rely on ----------------------------------------------------------------------------------
+
+
+def test_one_output_line_per_input_line_and_per_picture_even_untrained(files, tmp_path, capsys, monkeypatch):
+    """An empty source line gives an empty line; an untrained captioner still writes a word for each picture."""
+    (tmp_path / "in.txt").write_text("der hund\n\nder\n")
+    run_main(translate_main, ["--checkpoint", str(files / "mt.pt"), "--input", str(tmp_path / "in.txt")])
+    lines = capsys.readouterr().out.split("\n")
+    assert len(lines) == 4 and lines[1] == "" and lines[3] == "", lines  # (the last: after the final line end)
+    odd = tmp_path / "two\nlines\tand tab.png"
+    (odd).write_bytes((files / "shape.png").read_bytes())
+    pictures = [str(files / "shape.png"), str(odd), str(files / "shape.png")]
+    run_main(caption_main, [*pictures, "--checkpoint", str(files / "cap.pt"), "--with-names", "--max-len", "3"])
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) == 3 and all(line.split("\t")[1].strip() for line in out), out
+    assert out[1].startswith(str(tmp_path / "two\\nlines\\tand tab.png") + "\t")
+
+
+def test_piped_lines_are_translated_in_batches_in_order(files, capsys, monkeypatch):
+    import io
+
+    from seq2seq.translator import Translator
+
+    batches = []
+    translate = Translator.translate
+
+    def recording(self, sentences, *args, **kwargs):
+        batches.append(len(sentences))
+        return translate(self, sentences, *args, **kwargs)
+
+    monkeypatch.setattr(Translator, "translate", recording)
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"der hund\n" * 150)))  # not a terminal
+    run_main(translate_main, ["--checkpoint", str(files / "mt.pt"), "--batch-size", "64"])
+    assert batches == [64, 64, 22] and len(capsys.readouterr().out.splitlines()) == 150
+
+
+def test_files_are_written_with_ordinary_permissions_and_the_lock_goes_with_the_run(files, tmp_path):
+    """Checkpoints, configs and plots honour the umask (0644 by default), not mkstemp's 0600; a run that ends
+    cleanly leaves no run.lock behind."""
+    previous = os.umask(0o022)
+    try:
+        out = tmp_path / "run"
+        done = subprocess.run(
+            [
+                sys.executable,
+                str(ROOT / "recipes" / "textgen.py"),
+                "--corpus",
+                str(files / "corpus.txt"),
+                "--out",
+                str(out),
+                *TINY,
+            ],
+            capture_output=True,
+            timeout=300,
+        )
+    finally:
+        os.umask(previous)
+    assert done.returncode == 0, done.stderr
+    for name in ("best.pt", "last.pt", "config.json", "results.json", "loss.png", "log.jsonl"):
+        assert oct((out / name).stat().st_mode & 0o777) == oct(0o644), name
+    assert not (out / "run.lock").exists()
+
+
+def test_a_data_folder_that_is_a_file_is_one_line(files, capsys, monkeypatch):
+    monkeypatch.setenv("SEQGEN_DATA", str(files / "corpus.txt"))
+    err = _fails(capsys, textgen_main, ["--out", str(files / "new"), *TINY], files)
+    assert f"the data folder (--data-dir, $SEQGEN_DATA) {files / 'corpus.txt'} is a file, not a folder" in err

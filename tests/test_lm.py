@@ -6,6 +6,7 @@ import torch
 
 from core import BOS, EOS, PAD, CharTokenizer, Context, DecoderConfig, LanguageModel, PromptEncoder
 from core.batching import pad
+from core.errors import UserError
 from core.search import greedy
 
 TEXT = "to be, or not to be, that is the question."
@@ -99,3 +100,25 @@ def test_padding_and_the_start_token_never_come_out(model):
     "".join(biased.stream("to be", method="sample", seed=2, max_len=10))
     assert len(decoded) >= 8 and sum(map(len, decoded)) > 0
     assert not any(set(d) & {PAD, BOS} for d in decoded)
+
+
+def test_an_option_the_method_ignores_is_refused(model):
+    with pytest.raises(UserError, match="temperature is an option of method sample; it does not go with method greedy"):
+        model.generate("to", method="greedy", temperature=0.5)
+
+
+def test_many_samples_are_decoded_a_batch_at_a_time_with_one_generator(model, monkeypatch):
+    """Memory stays bounded however many draws are asked for, and a seed still reproduces them all."""
+    import core.lm
+
+    rows, search = [], core.lm.search_with
+
+    def recording(config, decoder, ctx, start, **kwargs):
+        rows.append(len(start))
+        return search(config, decoder, ctx, start, **kwargs)
+
+    monkeypatch.setattr(core.lm, "SAMPLE_BATCH", 4)
+    monkeypatch.setattr(core.lm, "search_with", recording)
+    chunked = model.generate_many("to", 10, seed=3, max_len=6)
+    assert rows == [4, 4, 2] and len(chunked) == 10
+    assert model.generate_many("to", 10, seed=3, max_len=6) == chunked  # one seeded generator for all batches

@@ -527,3 +527,22 @@ def test_ctrl_c_stops_every_member_with_a_checkpoint_and_resume_finishes(tmp_pat
     )
     assert resumed.returncode == 0, resumed.stderr
     assert json.loads((out / "results.json").read_text())["steps"] == [max(steps) + 2] * 2
+
+
+def test_training_pairs_beyond_the_length_bounds_are_set_aside_with_one_warning():
+    """What one batch holds, and so memory, is bounded by --max-source-len and --max-target-len."""
+    import argparse
+
+    from core import DecoderConfig, UserError, WordTokenizer
+    from seq2seq.training import trainable_pairs
+    from seq2seq.translator import EncoderConfig, Translator
+
+    words = WordTokenizer("a b c".split())
+    model = Translator(words, words, EncoderConfig(enc_emb_dim=4, enc_hidden_dim=4),
+                       DecoderConfig(emb_dim=4, hidden_dim=4, attention="luong"))  # fmt: skip
+    pairs = [("a b", "c"), ("a " * 9, "b"), ("a", "c " * 9), ("", "c"), ("a", "b c")]
+    args = argparse.Namespace(max_source_len=5, max_target_len=5)
+    with pytest.warns(UserWarning, match="2 of the 4 training pairs are set aside: longer than --max-source-len 5"):
+        assert trainable_pairs(model, pairs, args, warn=True) == [("a b", "c"), ("a", "b c")]
+    with pytest.raises(UserError, match="no training pair is within --max-source-len 1"):
+        trainable_pairs(model, pairs[1:3], argparse.Namespace(max_source_len=1, max_target_len=1), warn=False)
