@@ -88,7 +88,7 @@ class Backbone(nn.Module):
         """The units `fine_tune` counts, input side first: a ResNet's stem (conv1, bn1) and then each residual
         block; for the others the children of `features` (stem, stages or blocks, last convolution)."""
         if self.spec.family == "resnet":
-            stem = nn.ModuleList([self.body.conv1, self.body.bn1])
+            stem = nn.ModuleList([self.body.get_submodule("conv1"), self.body.get_submodule("bn1")])
             return [stem] + [block for name in RESNET_BODY[4:] for block in getattr(self.body, name)]
         return list(self.body.children())
 
@@ -156,10 +156,11 @@ def build_backbone(
 
 def _cut(net: nn.Module, family: str) -> tuple[nn.Module, nn.Module]:
     """(body, head) of an ImageNet classifier: images -> feature map, and feature map -> logits."""
+    pool = net.get_submodule("avgpool")
     if family == "resnet":
-        body = nn.Sequential(OrderedDict((name, getattr(net, name)) for name in RESNET_BODY))
-        return body, nn.Sequential(net.avgpool, nn.Flatten(1), net.fc)
-    return net.features, nn.Sequential(net.avgpool, nn.Flatten(1), net.classifier)
+        body = nn.Sequential(OrderedDict((name, net.get_submodule(name)) for name in RESNET_BODY))
+        return body, nn.Sequential(pool, nn.Flatten(1), net.get_submodule("fc"))
+    return net.get_submodule("features"), nn.Sequential(pool, nn.Flatten(1), net.get_submodule("classifier"))
 
 
 def weights_arg(value: str) -> str:

@@ -41,7 +41,9 @@ def cider_d(candidates: Sequence[str], references: Sequence[Sequence[str]]) -> t
         raise ValueError(f"{len(candidates)} candidates but {len(references)} reference sets")
     if any(not refs for refs in references):
         raise ValueError("every picture needs at least one reference")
-    df = [Counter() for _ in range(MAX_N)]  # in how many pictures' references each n-gram occurs
+    df: list[Counter[tuple[str, ...]]] = [
+        Counter() for _ in range(MAX_N)
+    ]  # in how many pictures' references each n-gram occurs
     for refs in references:
         for n in range(1, MAX_N + 1):
             df[n - 1].update(set().union(*(_ngrams(r.split(), n) for r in refs)))

@@ -122,6 +122,6 @@ def validation_cider(
     def metrics(model: Captioner) -> dict[str, float]:
         captions = model.caption(inputs, method="greedy", batch_size=batch_size)
         scores = caption_scores(captions, references)
-        return {"valid_cider_d": scores["cider_d"], "valid_bleu4": scores["bleu4"]}
+        return {"valid_cider_d": float(scores["cider_d"]), "valid_bleu4": float(scores["bleu4"])}
 
     return metrics

@@ -23,7 +23,7 @@ from PIL import Image, UnidentifiedImageError
 
 from captioning.data import ImageCaptions, Splits, hash_split, read_captions_tsv
 from captioning.images import to_rgb
-from core.datasets import apt_download, cached, deb_tar
+from core.datasets import apt_download, cached, deb_tar, member_bytes
 from core.errors import UserError
 
 TUX_PACKAGE = "tuxpaint-stamps-default"
@@ -85,7 +85,7 @@ def _build(folder: Path) -> None:
         files = {m.name.removeprefix("./"): m for m in tar.getmembers() if m.isfile()}
 
         def read(name: str) -> bytes:
-            return tar.extractfile(files[name]).read()
+            return member_bytes(tar, files[name])
 
         stamps = _stamps(files)
         svg_only = [rel for rel, picture in stamps.items() if picture.endswith(".svg")]
@@ -129,10 +129,11 @@ def _prepare(data: bytes, name: str, out: Path, render: list[str] | None) -> boo
     if name.endswith(".svg"):
         if render is None:
             return False
-        data = _render_svg(data, render)
-        if data is None:
+        rendered = _render_svg(data, render)
+        if rendered is None:
             warnings.warn(f"rsvg-convert could not render {name}; left out")
             return False
+        data = rendered
     try:
         with Image.open(io.BytesIO(data)) as picture:
             to_rgb(picture).save(out)
@@ -163,9 +164,9 @@ def _svg_renderer(download: Path) -> list[str] | None:
         try:
             deb = apt_download(download / "rsvg", RSVG_PACKAGE, _librsvg_version(), "the SVG renderer", LOCAL_FLAG)
             with deb_tar(deb, LOCAL_FLAG) as tar:
-                binary = tar.extractfile(next(m for m in tar.getmembers() if m.name.endswith("bin/rsvg-convert")))
+                binary = member_bytes(tar, next(m for m in tar.getmembers() if m.name.endswith("bin/rsvg-convert")))
                 target = download / "rsvg" / "rsvg-convert"
-                target.write_bytes(binary.read())
+                target.write_bytes(binary)
         except (UserError, StopIteration, OSError) as err:
             warnings.warn(f"could not get rsvg-convert ({err or 'no rsvg-convert in the package'})")
             return None

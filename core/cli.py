@@ -239,7 +239,7 @@ def _saved_flags(config: Path, resume: str, task: str) -> dict | None:
     if task and run_task != task:
         raise UserError(
             f"--resume {resume}: that is a {run_task} run; continue it with its own recipe "
-            f"(recipes/{RECIPES.get(run_task, run_task)}.py --resume {resume})"
+            f"(recipes/{RECIPES.get(str(run_task), run_task)}.py --resume {resume})"
         )
     return saved["flags"]
 
@@ -255,7 +255,8 @@ def _fits(value: Any, action: argparse.Action, default: Any) -> bool:
         return True
     if action.choices is not None:
         return value in action.choices
-    kind = {int: int, float: (int, float), yes_no: bool}.get(action.type)
+    kinds: dict[Any, type | tuple[type, ...]] = {int: int, float: (int, float), yes_no: bool}
+    kind = kinds.get(action.type)
     if kind is None:
         kind = type(default) if default is not None else (str, int, float)
     return isinstance(value, kind) and (kind is bool or not isinstance(value, bool))

@@ -34,9 +34,9 @@ def run_main(main: Callable[[list[str] | None], Any], argv: list[str] | None = N
         sys.stderr.close()
         sys.exit(0)
     except Exception as err:
-        if (message := error_line(err, memory_flags)) is None:
+        if (line := error_line(err, memory_flags)) is None:
             raise  # a bug: its traceback is wanted
-        print(f"error: {message}", file=sys.stderr)
+        print(f"error: {line}", file=sys.stderr)
         sys.exit(2)
     finally:
         distributed.shutdown()  # leave a torchrun process group cleanly (nothing to do otherwise)

@@ -63,10 +63,8 @@ class Context:
     def expand(self, k: int) -> Context:
         """k sequences per example (rows b*k .. b*k+k-1 for example b), for beam search; the memory stays."""
 
-        def rep(t: Tensor | None) -> Tensor | None:
-            return None if t is None else t.repeat_interleave(k, dim=1)
-
-        return replace(self, h0=rep(self.h0), c0=rep(self.c0))
+        c0 = None if self.c0 is None else self.c0.repeat_interleave(k, dim=1)
+        return replace(self, h0=self.h0.repeat_interleave(k, dim=1), c0=c0)
 
     def index_select(self, examples: Tensor) -> Context:
         """The examples `examples` (E,), in that order, of a context with one sequence per example."""
@@ -77,14 +75,13 @@ class Context:
         k rows of h0 and c0, and their rows of the memory, mask and keys (one each, or k each when a decoder
         repeated them per sequence). A memory of one row that every example reads stays as it is."""
         n = self.rows // k
-        rows = {name: _keep(getattr(self, name), examples, k, n, dim) for name, dim in ROW_DIMS.items()}
+        rows: dict[str, Any] = {name: _keep(getattr(self, name), examples, k, n, dim) for name, dim in ROW_DIMS.items()}
         return replace(self, **rows)
 
     def to(self, device: torch.device | str) -> Context:
         device = check_device("device", device)
-        return replace(
-            self, **{name: None if t is None else t.to(device) for name, t in ((n, getattr(self, n)) for n in ROW_DIMS)}
-        )
+        moved: dict[str, Any] = {n: None if getattr(self, n) is None else getattr(self, n).to(device) for n in ROW_DIMS}
+        return replace(self, **moved)
 
 
 ROW_DIMS = {"h0": 1, "c0": 1, "memory": 0, "memory_mask": 0, "keys": 0}  # each field's batch dimension

@@ -161,3 +161,11 @@ def hash_split(items: Iterable[T], key: Callable[[T], str], test: int, valid: in
         b = bucket(key(item))
         splits["test" if b < test else "valid" if b < test + valid else "train"].append(item)
     return splits
+
+
+def member_bytes(tar: tarfile.TarFile, member: str | tarfile.TarInfo) -> bytes:
+    """The bytes of a regular file in an archive; a UserError when the archive holds no such file."""
+    found = tar.extractfile(member)
+    if found is None:
+        raise UserError(f"{getattr(member, 'name', member)} in the downloaded archive is not a regular file")
+    return found.read()

@@ -18,7 +18,7 @@ from core.tokenizers import PAD
 CELLS = {"gru": nn.GRU, "lstm": nn.LSTM}
 
 
-def rnn_class(cell: str) -> type[nn.RNNBase]:
+def rnn_class(cell: str) -> type[nn.GRU] | type[nn.LSTM]:
     """nn.GRU or nn.LSTM by name; a ValueError naming the choices for any other name."""
     if cell not in CELLS:
         raise ValueError(f"cell must be 'gru' or 'lstm', got {cell!r}")
@@ -112,8 +112,8 @@ class RNNDecoder(nn.Module):
             ("memory_dim", memory_dim or 1),
         ):
             check_int(name, value, 1)
-        for name, value in (("dropout", dropout), ("word_dropout", word_dropout)):
-            check_range(name, value, 0, 1, high_open=True)
+        for name, rate in (("dropout", dropout), ("word_dropout", word_dropout)):
+            check_range(name, rate, 0, 1, high_open=True)
         rnn = rnn_class(cell)
         if attention is not None and attention not in ATTENTIONS:
             raise ValueError(f"attention must be None, 'bahdanau' or 'luong', got {attention!r}")
@@ -127,7 +127,7 @@ class RNNDecoder(nn.Module):
         self.rnn = rnn(rnn_input, hidden_dim, num_layers, batch_first=True, dropout=dropout if num_layers > 1 else 0.0)
         self.attention = ATTENTIONS[attention](hidden_dim, memory_dim, hidden_dim) if attention else None
         # Luong's attentional vector tanh(W [h; context]), used as output and as the next step's feed.
-        self.combine = nn.Linear(hidden_dim + memory_dim, hidden_dim) if attention else None
+        self.combine = nn.Linear(hidden_dim + (memory_dim or 0), hidden_dim) if attention else None
         self.dropout = nn.Dropout(dropout)
         self.word_dropout = word_dropout
         # Tying needs the output layer's input to have the embedding size; project when it does not.
@@ -164,24 +164,29 @@ class RNNDecoder(nn.Module):
                 f"context h0 has shape {tuple(ctx.h0.shape)}; this decoder needs "
                 f"({self.num_layers}, B, {self.hidden_dim})"
             )
-        if self.attention is not None and ctx.memory is None:
-            raise ValueError("this decoder attends to a memory, but the context has none")
-        if self.attention is not None and ctx.memory.size(2) != self.memory_dim:
-            raise ValueError(
-                f"context memory has shape {tuple(ctx.memory.shape)}; this decoder attends to vectors "
-                f"of {self.memory_dim} (B, S, {self.memory_dim})"
-            )
-        if self.attention is not None and ctx.memory.size(0) and ctx.h0.size(1) % ctx.memory.size(0):
-            raise ValueError(
-                f"context h0 has {ctx.h0.size(1)} rows and its memory {ctx.memory.size(0)}: the rows of "
-                "h0 must be a multiple of the memory's"
-            )
+        if self.attention is not None:
+            self._check_memory(ctx)
         h = ctx.h0.transpose(0, 1)  # (B, L, H)
         c = None
         if self.cell == "lstm":
             c = torch.zeros_like(h) if ctx.c0 is None else ctx.c0.transpose(0, 1)
         feed = h.new_zeros(h.size(0), self.hidden_dim) if self.input_feeding else None
         return DecoderState(h, c, feed, None)
+
+    def _check_memory(self, ctx: Context) -> None:
+        """The context's memory fits this attention decoder: vectors of memory_dim, rows a divisor of h0's."""
+        if ctx.memory is None:
+            raise ValueError("this decoder attends to a memory, but the context has none")
+        if ctx.memory.size(2) != self.memory_dim:
+            raise ValueError(
+                f"context memory has shape {tuple(ctx.memory.shape)}; this decoder attends to vectors "
+                f"of {self.memory_dim} (B, S, {self.memory_dim})"
+            )
+        if ctx.memory.size(0) and ctx.h0.size(1) % ctx.memory.size(0):
+            raise ValueError(
+                f"context h0 has {ctx.h0.size(1)} rows and its memory {ctx.memory.size(0)}: the rows of "
+                "h0 must be a multiple of the memory's"
+            )
 
     def step(self, tokens: Tensor, state: DecoderState, ctx: Context) -> tuple[Tensor, DecoderState]:
         """tokens (B,) -> log-probabilities (B, V) of the next token and the new state."""
@@ -202,12 +207,12 @@ class RNNDecoder(nn.Module):
         if not self.input_feeding:  # no step depends on the last one's output: one call over the whole sequence
             output, state, weights = self._advance(tokens, state, ctx)
             return self._logits(output), state, weights
-        outputs, weights = [], []
+        outputs, steps = [], []
         for t in range(tokens.size(1)):  # input feeding makes each step depend on the last one's output
-            output, state, _ = self._advance(tokens[:, t : t + 1], state, ctx)
+            output, state, step_weights = self._advance(tokens[:, t : t + 1], state, ctx)
             outputs.append(output)
-            weights.append(state.attn)
-        return self._logits(torch.cat(outputs, dim=1)), state, torch.stack(weights, dim=1)
+            steps.append(step_weights)  # (B, 1, S): input feeding comes with attention
+        return self._logits(torch.cat(outputs, dim=1)), state, torch.cat([w for w in steps if w is not None], dim=1)
 
     def _advance(self, tokens: Tensor, state: DecoderState, ctx: Context) -> tuple[Tensor, DecoderState, Tensor | None]:
         """Run over tokens (B, T) (T = 1 with input feeding): outputs (B, T, H), the state, attention (B, T, S)."""
@@ -221,17 +226,17 @@ class RNNDecoder(nn.Module):
             out = h[:, -1:]  # (B, 1, H): the top layer
         else:
             emb = self.dropout(drop_words(self.embedding(tokens), self.word_dropout, self.training))  # (B, T, E)
-            if self.input_feeding:
+            if state.feed is not None:  # input feeding
                 emb = torch.cat([emb, state.feed.unsqueeze(1)], dim=2)  # (B, 1, E + H)
             h = state.h.transpose(0, 1).contiguous()  # (L, B, H), the layout nn.RNN wants
-            if self.cell == "lstm":
+            if state.c is not None:  # an LSTM
                 out, (h, c) = self.rnn(emb, (h, state.c.transpose(0, 1).contiguous()))
                 c = c.transpose(0, 1)
             else:
                 out, h = self.rnn(emb, h)
                 c = None
             h = h.transpose(0, 1)  # (B, L, H)
-        if self.attention is None:
+        if self.attention is None or self.combine is None or ctx.memory is None:  # (start checked the memory)
             return out, DecoderState(h, c, None, None), None
         keys = ctx.keys if ctx.keys is not None else self.attention.keys(ctx.memory)  # (B, S, A)
         context, weights = self.attention(out, keys, ctx.memory, ctx.memory_mask)  # (B, T, M), (B, T, S)

@@ -57,21 +57,23 @@ class Ensemble:
         c0 = None
         if any(c.c0 is not None for c in contexts):
             c0 = torch.cat([c.c0 if c.c0 is not None else torch.zeros_like(c.h0) for c in contexts], dim=2)
-        memory = mask = None
-        if first.memory is not None:  # then every member has one
-            if any(
-                c.memory.shape[:2] != first.memory.shape[:2] or not torch.equal(c.memory_mask, first.memory_mask)
-                for c in contexts
-            ):
-                raise ValueError("ensemble members must read the same source: memory lengths or masks differ")
-            memory, mask = torch.cat([c.memory for c in contexts], dim=2), first.memory_mask
-        keys = None
-        if all(c.keys is not None for c in contexts):  # prepared: each member's attention keys
-            keys = torch.cat([c.keys for c in contexts], dim=2)
+        memories = [c.memory for c in contexts if c.memory is not None]  # every member's, or none
+        masks = [c.memory_mask for c in contexts]
+        if any(m is None or masks[0] is None or not torch.equal(m, masks[0]) for m in masks if m is not masks[0]) or (
+            memories and any(m.shape[:2] != memories[0].shape[:2] for m in memories)
+        ):
+            raise ValueError("ensemble members must read the same source: memory lengths or masks differ")
+        keys = [c.keys for c in contexts if c.keys is not None]  # prepared: each member's attention keys
         self._hidden = [c.h0.size(2) for c in contexts]
-        self._memory = [c.memory.size(2) for c in contexts] if memory is not None else None
-        self._keys = [c.keys.size(2) for c in contexts] if keys is not None else None
-        return Context(torch.cat([c.h0 for c in contexts], dim=2), c0, memory, mask, keys)
+        self._memory = [m.size(2) for m in memories] if memories else None
+        self._keys = [k.size(2) for k in keys] if len(keys) == len(contexts) else None
+        return Context(
+            torch.cat([c.h0 for c in contexts], dim=2),
+            c0,
+            torch.cat(memories, dim=2) if memories else None,
+            masks[0],
+            torch.cat(keys, dim=2) if self._keys else None,
+        )
 
     def split(self, ctx: Context) -> list[Context]:
         """The members' contexts back out of a joined (possibly expanded or cut down) one."""
@@ -82,15 +84,9 @@ class Ensemble:
         def parts(t: Tensor | None, sizes: list[int] | None) -> list[Tensor | None]:
             return [None] * n if t is None else list(t.split(sizes, dim=2))
 
-        return [
-            Context(h0, c0, memory, ctx.memory_mask, keys)
-            for h0, c0, memory, keys in zip(
-                parts(ctx.h0, self._hidden),
-                parts(ctx.c0, self._hidden),
-                parts(ctx.memory, self._memory),
-                parts(ctx.keys, self._keys),
-            )
-        ]
+        h0s = ctx.h0.split(self._hidden, dim=2)
+        rest = zip(parts(ctx.c0, self._hidden), parts(ctx.memory, self._memory), parts(ctx.keys, self._keys))
+        return [Context(h0, c0, memory, ctx.memory_mask, keys) for h0, (c0, memory, keys) in zip(h0s, rest)]
 
     def prepare(self, ctx: Context) -> Context:
         """Each member's prepared context, joined again (their attention keys side by side). A member that
@@ -118,6 +114,6 @@ class Ensemble:
         steps = [d.step(tokens, s, c) for d, s, c in zip(self.decoders, state.members, self.split(ctx))]
         logp = torch.stack([lp for lp, _ in steps]).logsumexp(dim=0) - math.log(len(steps))
         members = tuple(s for _, s in steps)
-        attns = [getattr(s, "attn", None) for s in members]
-        attn = torch.stack(attns).mean(dim=0) if all(a is not None for a in attns) else None
+        attns = [a for a in (getattr(s, "attn", None) for s in members) if a is not None]
+        attn = torch.stack(attns).mean(dim=0) if len(attns) == len(members) else None
         return logp, EnsembleState(members, attn)

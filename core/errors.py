@@ -47,7 +47,7 @@ def check_int(name: str, value: Any, low: int | None = None, high: int | None = 
     """A TypeError naming `name` when value is not an integer, a UserError when it falls outside [low, high]."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{name} must be an integer, got {type(value).__name__} {value!r}")
-    check_range(name, value, low, high)
+    check_range(name, int(value), low, high)
 
 
 def check_choice(name: str, value: Any, choices: list) -> None:

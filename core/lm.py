@@ -50,7 +50,7 @@ class PromptEncoder(nn.Module):
                 active = (torch.tensor(read, device=prompt.device) > t).view(B, 1, 1)  # (B, 1, 1)
                 state = DecoderState(
                     torch.where(active, new.h, state.h),
-                    None if new.c is None else torch.where(active, new.c, state.c),
+                    None if new.c is None or state.c is None else torch.where(active, new.c, state.c),
                     None,
                     None,
                 )

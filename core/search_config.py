@@ -87,10 +87,11 @@ class SearchConfig:
     def check_option(cls, name: str, value: Any, shown: str = "") -> None:
         """One option within its range (an integer where it counts things: 2.5 beams would fail deep inside torch),
         named `shown` (default: its keyword)."""
+        low, high, low_open, high_open = (*cls.RANGES[name], None, None, False, False)[:4]
         if name in cls.INTEGERS:
-            check_int(shown or name, value, *cls.RANGES[name][:2])
+            check_int(shown or name, value, low, high)
         else:
-            check_range(shown or name, value, *cls.RANGES[name])
+            check_range(shown or name, value, low, high, bool(low_open), bool(high_open))
 
     @classmethod
     def of(cls, config: SearchConfig | None, default: SearchConfig, **options: Any) -> SearchConfig:

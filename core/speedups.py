@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
+DTYPES: tuple[torch.dtype, ...] = ()  # what oneDNN multiplies natively here
 try:  # torch's own (internal) oneDNN ops, the ones its CPU inference compiler uses
     _reorder = torch.ops.mkldnn._reorder_linear_weight
     _linear = torch.ops.mkldnn._linear_pointwise
@@ -32,7 +33,7 @@ try:  # torch's own (internal) oneDNN ops, the ones its CPU inference compiler u
     NATIVE_BF16 = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
     DTYPES = (torch.float32, torch.bfloat16) if NATIVE_BF16 else (torch.float32,)
 except (AttributeError, RuntimeError):
-    AVAILABLE, DTYPES = False, ()
+    AVAILABLE = False
 
 MIN_WEIGHT_SIZE = 500_000  # values; below this oneDNN's call overhead outweighs the faster product
 MAX_TABLE_VALUES = 1 << 24  # 64 MB of float32: the largest per-token table of input gates kept
@@ -108,14 +109,13 @@ def rnn_step(
     nn.GRU/nn.LSTM call should run instead."""
     if not inference(rnn, h):
         return None
-    hs, cs = [], []
-    x = None
+    hs: list[Tensor] = []
+    cs: list[Tensor] = []
     for layer in range(rnn.num_layers):
-        gx = (
-            _input_gates(rnn, embedding, tokens, feed)
-            if layer == 0
-            else linear(rnn, x, weight=f"weight_ih_l{layer}", bias=f"bias_ih_l{layer}")
-        )  # (B, G)
+        if layer == 0:
+            gx = _input_gates(rnn, embedding, tokens, feed)  # (B, G)
+        else:
+            gx = linear(rnn, hs[-1], weight=f"weight_ih_l{layer}", bias=f"bias_ih_l{layer}")  # (B, G)
         gh = linear(rnn, h[:, layer], weight=f"weight_hh_l{layer}", bias=f"bias_hh_l{layer}")  # (B, G)
         if isinstance(rnn, nn.GRU):
             xr, xz, xn = gx.chunk(3, dim=1)
@@ -124,6 +124,7 @@ def rnn_step(
             new = torch.tanh(xn + reset * hn)
             x = new + update * (h[:, layer] - new)
         else:
+            assert c is not None, "an LSTM's state holds its cells"
             i, f, g, o = (gx + gh).chunk(4, dim=1)
             cs.append(torch.sigmoid(f) * c[:, layer] + torch.sigmoid(i) * torch.tanh(g))
             x = torch.sigmoid(o) * torch.tanh(cs[-1])
@@ -134,11 +135,11 @@ def rnn_step(
 def _input_gates(rnn: nn.RNNBase, embedding: nn.Embedding, tokens: Tensor, feed: Tensor | None) -> Tensor:
     """Layer 0's W_ih [embedding(tokens); feed] + b_ih (B, G): the embedding's share is a row of a per-token
     table (embedding @ W_ih[:, :E]^T + b_ih, made once per weights), a lookup instead of a product."""
-    E = embedding.embedding_dim
-    if embedding.num_embeddings * rnn.weight_ih_l0.size(0) > MAX_TABLE_VALUES:  # too big a table
+    E, weight, bias = embedding.embedding_dim, rnn.get_parameter("weight_ih_l0"), rnn.get_parameter("bias_ih_l0")
+    if embedding.num_embeddings * weight.size(0) > MAX_TABLE_VALUES:  # too big a table
         x = embedding(tokens)
         return linear(rnn, x if feed is None else torch.cat([x, feed], dim=1), "weight_ih_l0", "bias_ih_l0")
-    sources = (embedding.weight, rnn.weight_ih_l0, rnn.bias_ih_l0)
+    sources = (embedding.weight, weight, bias)
     table = derived(rnn, "input_table", sources, lambda emb, w, b: torch.addmm(b, emb, w[:, :E].t()))
     gates = table.index_select(0, tokens)  # (B, G)
     if feed is not None:
@@ -175,7 +176,7 @@ def keep_freed_memory() -> bool:
     blocks this large back to the kernel and the next step faults fresh pages in. The heap may then keep up to
     256 MB free. Nothing happens without glibc (macOS, Windows, musl)."""
     try:
-        if not os.confstr("CS_GNU_LIBC_VERSION").startswith("glibc"):
+        if not (os.confstr("CS_GNU_LIBC_VERSION") or "").startswith("glibc"):
             return False
     except (AttributeError, OSError, ValueError):  # no confstr (Windows), or not glibc
         return False

@@ -7,7 +7,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import torch
 from torch import nn
@@ -28,7 +28,15 @@ def task_payload(task: str, configs: dict[str, Any], tokenizers: dict[str, Token
     }
 
 
-def save_task(model: nn.Module, path: str | Path) -> Path:
+class Task(Protocol):
+    """What a task object offers to be saved: its checkpoint fields, and its weights."""
+
+    def payload(self) -> dict[str, Any]: ...
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+
+def save_task(model: Task, path: str | Path) -> Path:
     """Write `model.payload()` and its weights to `path`, atomically."""
     return save_checkpoint(path, {**model.payload(), "model": model.state_dict()})
 
@@ -73,7 +81,7 @@ def read_task(
     return ckpt, configs, tokenizers
 
 
-def load_weights(path: str | Path, model: nn.Module, weights: dict) -> None:
+def load_weights(path: str | Path, model: nn.Module, weights: Any) -> None:
     """Load a checkpoint's weights into `model`; one CheckpointError when they do not fit it or are not finite."""
     if not isinstance(weights, dict):
         raise CheckpointError(f"{path}: field 'model' is not a mapping")
@@ -113,7 +121,8 @@ def _config(path: str | Path, configs: Any, name: str, kind: type) -> Any:
 def _check_type(name: str, value: Any, annotation: Any) -> None:
     """A field's value against its annotation's basic type (int, float, str, bool), read from its source text."""
     text = str(annotation)
-    expected = {"int": int, "float": (int, float), "str": str, "bool": bool}.get(text.split(" |")[0])
+    kinds: dict[str, type | tuple[type, ...]] = {"int": int, "float": (int, float), "str": str, "bool": bool}
+    expected = kinds.get(text.split(" |")[0])
     if value is None and "None" in text:
         return
     if expected is not None and (not isinstance(value, expected) or (expected is not bool and isinstance(value, bool))):

@@ -40,6 +40,12 @@ class VocabTokenizer:
 
     kind = ""
 
+    def split(self, text: str) -> list[str]:
+        raise NotImplementedError  # each tokenizer says how its text falls into pieces
+
+    def join(self, pieces: list[str]) -> str:
+        raise NotImplementedError
+
     def __init__(self, symbols: list[str]):
         self.symbols = list(SPECIALS) + [s for s in symbols if s not in SPECIALS]
         self.index = {s: i for i, s in enumerate(self.symbols)}

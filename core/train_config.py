@@ -105,7 +105,7 @@ class WeightAverage:
     @contextmanager
     def swapped_in(self) -> Iterator[list[Tensor]]:
         """Inside, the model holds the average; yields copies of the raw weights, which are back on exit."""
-        params = list(self.model.parameters())
+        params: list[Tensor] = list(self.model.parameters())
         raw = [p.detach().clone() for p in params]
         with torch.no_grad():
             torch._foreach_copy_(params, self.average)
@@ -127,7 +127,7 @@ class BatchSource(Protocol):
 # forward_fn(model, batch, carry) -> (logits (B, T, V), targets (B, T), carry for the next batch or None), and
 # optionally a fourth element: a scalar added to the loss that training minimises (a regulariser such as an
 # attention penalty; validation loss and perplexity stay the plain cross-entropy)
-ForwardFn = Callable[[nn.Module, Any, Any], tuple]
+ForwardFn = Callable[[Any, Any, Any], tuple]  # (the task's model, a batch, the carry)
 
 
 class ForwardStep(nn.Module):

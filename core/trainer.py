@@ -57,7 +57,7 @@ class Trainer:
         out_dir: str | Path,
         payload_fn: Callable[[], dict],
         valid: BatchSource | None = None,
-        metrics_fn: Callable[[nn.Module], dict[str, float]] | None = None,
+        metrics_fn: Callable[[Any], dict[str, float]] | None = None,
         select: str = "valid_loss",
         maximize: bool = False,
         device: torch.device | str = "cpu",
@@ -93,7 +93,8 @@ class Trainer:
         torch.manual_seed(config.seed + self.world.rank)  # different dropout draws in each process
         # Everything below is saved in checkpoints so that a resumed run continues exactly.
         self.step, self.epoch, self.batch_index, self.carry = 0, 0, 0, None
-        self.plateau_scale, self.bad_validations, self.best = 1.0, 0, None
+        self.plateau_scale, self.bad_validations = 1.0, 0
+        self.best: float | None = None
         self.ema = WeightAverage(model, config.ema_decay) if config.ema_decay > 0 else None
         self.log = RunLog(self.out_dir / "log.jsonl")
         # Ctrl-C: a lone process stops after the current step; several processes stop after the step at

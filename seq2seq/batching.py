@@ -85,6 +85,7 @@ class SampledSubwords(BucketBatches):
 
     def _collate(self, pairs: list[tuple[str, str]]) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         src_tok, tgt_tok = self.model.src_tokenizer, self.model.tgt_tokenizer
+        assert isinstance(src_tok, SentencePieceTokenizer) and isinstance(tgt_tok, SentencePieceTokenizer)  # (init)
         return self.model.collate(
             [
                 (

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from core import datasets
-from core.datasets import SPLITS, apt_download, cached, deb_tar
+from core.datasets import SPLITS, apt_download, cached, deb_tar, member_bytes
 from core.errors import UserError
 from core.files import lines_of, read_text
 
@@ -59,7 +59,7 @@ def extract_ding_pairs(lines: Iterable[str]) -> list[Pair]:
     return pairs
 
 
-def hash_split(pairs: Iterable[T], key: Callable[[T], str] = lambda p: p[0]) -> dict[str, list[T]]:
+def hash_split(pairs: Iterable[Pair], key: Callable[[Pair], str] = lambda p: p[0]) -> dict[str, list[Pair]]:
     """Pairs split by sha256 of their source side (`key`): test 7%, valid 7%, train the rest, so that one source
     sentence never lands in two splits (core.datasets.hash_split)."""
     return datasets.hash_split(pairs, key, test=7, valid=7)
@@ -68,7 +68,7 @@ def hash_split(pairs: Iterable[T], key: Callable[[T], str] = lambda p: p[0]) -> 
 def _read_member(tar: tarfile.TarFile, path: str) -> str:
     for member in tar.getmembers():
         if member.name.removeprefix("./") == path:
-            return tar.extractfile(member).read().decode("utf-8")
+            return member_bytes(tar, member).decode("utf-8")
     raise UserError(f"the {DING_PACKAGE} package has no {path}; use {LOCAL_FLAG} to point at local files")
 
 

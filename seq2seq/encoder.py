@@ -65,7 +65,7 @@ class RNNEncoder(nn.Module):
         memory, _ = pad_packed_sequence(out, batch_first=True, total_length=src.size(1))  # (B, S, 2H)
         h_n = final[0] if self.cell == "lstm" else final  # (layers * 2, B, H)
         top = torch.cat([h_n[-2], h_n[-1]], dim=1)  # (B, 2H): top layer, forward and backward
-        if self.bridge_kind == "learned":
+        if self.bridge is not None:  # learned
             h0 = torch.tanh(self.bridge(top))
         elif self.bridge_kind == "last":
             h0 = top

@@ -83,7 +83,7 @@ def decodings(
     device: torch.device,
 ) -> dict[str, Callable[[list[str]], list[str]]]:
     """The test's decodings by name: greedy, beam and, when the run trained reranking models, reranked beam."""
-    found = {
+    found: dict[str, Callable[[list[str]], list[str]]] = {
         "greedy": partial(model.translate, method="greedy", ensemble_with=others),
         f"beam{args.beam_size}": partial(
             model.translate,

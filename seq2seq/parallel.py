@@ -13,7 +13,7 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from multiprocessing.connection import wait
 from typing import Any
 
@@ -94,7 +94,7 @@ def _start_all(processes: list[Any], started: list[Any], stopping: Callable[[], 
         raise
 
 
-def run_side_by_side(jobs: list[Callable[[], bool]], memory_flags: str = "") -> list[bool]:
+def run_side_by_side(jobs: Sequence[Callable[[], bool]], memory_flags: str = "") -> list[bool]:
     """Run every job (a picklable callable, e.g. a functools.partial of a module-level function), each in its
     own process with its share of the torch threads, and wait for all. A job returns True when it finished,
     False when Ctrl-C stopped it (after saving its state). Returns those values. When one job fails, the others

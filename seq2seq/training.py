@@ -21,7 +21,7 @@ from core.runs import hold_run, run_folder, snapshots_in
 from core.tokenizers import MIN_VOCAB, tokenizer_from_dict
 from core.train_config import TrainConfig
 from core.trainer import Trainer
-from seq2seq.batching import SampledSubwords, pair_batches
+from seq2seq.batching import BucketBatches, SampledSubwords, pair_batches
 from seq2seq.metrics import score_files
 from seq2seq.parallel import most_side_by_side, run_side_by_side
 from seq2seq.rerank import check_rerank_score_flags
@@ -65,8 +65,9 @@ def remove_other_layouts(out: Path, folders: list[Path]) -> None:
                 path.unlink(missing_ok=True)
 
 
-def count(args: argparse.Namespace, kind: str) -> int | None:
-    return getattr(args, f"{kind}_members")
+def count(args: argparse.Namespace, kind: str) -> int:
+    """How many models of `kind` (reverse, r2l) the run trains (0 before `plan_run` settles it from None)."""
+    return getattr(args, f"{kind}_members") or 0
 
 
 def members_of(run: Path, key: str = "members") -> int:
@@ -86,7 +87,7 @@ def plan_run(args: argparse.Namespace, default_members: int) -> tuple[Path, list
     if args.members is not None:
         check_range("--members", args.members, low=1)
     for kind in RERANKERS:
-        if count(args, kind) is not None:
+        if getattr(args, f"{kind}_members") is not None:
             check_range(f"--{kind}-members", count(args, kind), low=0)
     if not args.resume:
         args.members = args.members or default_members
@@ -122,13 +123,13 @@ def plan_run(args: argparse.Namespace, default_members: int) -> tuple[Path, list
     args.members = members
     for kind, what in RERANKERS.items():
         trained = members_of(resume, f"{kind}_members")
-        if count(args, kind) not in (None, trained):
+        if getattr(args, f"{kind}_members") not in (None, trained):
             raise UserError(f"--resume {resume} continues a run of {trained} {what}(s); leave out --{kind}-members")
         setattr(args, f"{kind}_members", trained)
     if args.out is not None and Path(args.out).resolve() != resume.resolve():
         raise UserError(f"--resume {resume} goes on in that folder; leave out --out {args.out}")
-    checkpoints = [folder / "last.pt" for _, _, folder in model_folders(resume, args)]
-    missing = [str(p) for p in checkpoints if not p.is_file()]
+    checkpoints: list[Path | None] = [folder / "last.pt" for _, _, folder in model_folders(resume, args)]
+    missing = [str(p) for p in checkpoints if p is not None and not p.is_file()]
     if missing:
         raise UserError(
             f"--resume {resume} needs {', '.join(missing)}, which {'is' if len(missing) == 1 else 'are'} "
@@ -182,7 +183,7 @@ def check_settings(
     """Settings that do not fit together, which the members' processes would refuse, refused before
     config.json is written (a resumed run's config.json must not take settings that fail)."""
     try:
-        Translator(*(tokenizer_from_dict(t) for t in tokenizers), enc_config, dec_config)
+        Translator(tokenizer_from_dict(tokenizers[0]), tokenizer_from_dict(tokenizers[1]), enc_config, dec_config)
     except ValueError as err:  # settings that do not fit together, e.g. --share-embeddings with --separate-vocab
         raise UserError(str(err)) from None
 
@@ -206,10 +207,9 @@ def train_member(run: RunSetup, member: int, position: int, folder: Path, resume
         )
 
     kept = trainable_pairs(model, run.pairs["train"], args, warn=position == 0)
+    train: BucketBatches = pair_batches(model, kept, args.max_tokens, seed=train_config.seed)
     if args.subword_alpha:
         train = SampledSubwords(model, kept, args.max_tokens, args.subword_alpha, seed=train_config.seed)
-    else:
-        train = pair_batches(model, kept, args.max_tokens, seed=train_config.seed)
     valid_pairs = run.pairs["valid"]
     valid = pair_batches(model, valid_pairs, args.max_tokens, shuffle=False)
     bleu_pairs = valid_pairs[: args.valid_sentences]
@@ -226,21 +226,9 @@ def train_member(run: RunSetup, member: int, position: int, folder: Path, resume
         label = "train" if args.members == 1 else f"member {member + 1}"
     else:
         label = run.kind if count(args, run.kind) == 1 else f"{run.kind} {member + 1}"
-    selection = dict(metrics_fn=valid_bleu, select="bleu", maximize=True)
-    trainer = Trainer(
-        model,
-        seq2seq_forward,
-        train,
-        train_config,
-        folder,
-        model.payload,
-        valid=valid,
-        **selection,
-        device=device,
-        world=world,
-        label=label,
-        bar_position=position,
-    )
+    trainer = Trainer(model, seq2seq_forward, train, train_config, folder, model.payload, valid=valid,
+                      metrics_fn=valid_bleu, select="bleu", maximize=True, device=device, world=world, label=label,
+                      bar_position=position)  # fmt: skip
     if resume:
         trainer.resume(resume, task="translation")
     trainer.fit()

@@ -94,15 +94,13 @@ def main(argv: list[str] | None = None) -> None:
     def show(sentences: list[str], first: int) -> None:
         """Print one line per sentence (with --n-best, n lines numbered by the sentence, from 0)."""
         if rerankers:
-            found = translate_reranked(
-                model, sentences, config=config, beam_size=config.beam_size, **rerankers, **options
-            )
-            lines = [one_line(text) for text in found]
+            best = translate_reranked(model, sentences, config=config, beam_size=config.beam_size, **rerankers,
+                                      **options)  # fmt: skip
+            lines = [one_line(text) for text in best]
         elif config.n_best > 1:
-            found = model.translate_nbest(sentences, config.n_best, config, **options)
-            lines = [
-                f"{first + i}\t{score:.4f}\t{one_line(text)}" for i, nbest in enumerate(found) for text, score in nbest
-            ]
+            nbests = model.translate_nbest(sentences, config.n_best, config, **options)
+            lines = [f"{first + i}\t{score:.4f}\t{one_line(text)}" for i, nbest in enumerate(nbests)
+                     for text, score in nbest]  # fmt: skip
         else:
             lines = [one_line(text) for text in model.translate(sentences, config, **options)]
         sys.stdout.write("".join(line + "\n" for line in lines))

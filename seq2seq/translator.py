@@ -218,7 +218,7 @@ class Translator(Seq2Seq):
             rows = order[start : start + batch_size]
             src, lengths = pad([encoded[i] for i in rows])
             contexts = [m.encoder(src.to(m.device), lengths.to(m.device)) for m in members]
-            ctx = decoder.join([c.to(self.device) for c in contexts]) if len(members) > 1 else contexts[0]
+            ctx = decoder.join([c.to(self.device) for c in contexts]) if isinstance(decoder, Ensemble) else contexts[0]
             bos = torch.full((len(rows),), BOS, device=self.device)
             max_len = min(config.max_len, int(src.size(1) * max_len_ratio) + 10)
             found = search_with(
