@@ -3,7 +3,7 @@ VENV ?= $(HOME)/.cache/seqgen/venv
 PYTHON := $(VENV)/bin/python
 PYTEST_FLAGS ?=
 
-.PHONY: setup demo test test-fast bench clean
+.PHONY: setup demo test test-fast lint fmt bench clean
 
 $(PYTHON):
 	python3 -m venv $(VENV)
@@ -15,10 +15,20 @@ setup: $(PYTHON)
 demo: setup
 	$(PYTHON) recipes/textgen.py --out runs/textgen --overwrite
 
-test: setup
+# The checks people use to help themselves first (fast), then the tests.
+lint: setup
+	$(PYTHON) -m ruff check .
+	$(PYTHON) -m ruff format --check .
+	$(PYTHON) -m mypy
+
+fmt: setup
+	$(PYTHON) -m ruff check --fix .
+	$(PYTHON) -m ruff format .
+
+test: lint
 	$(PYTHON) -m pytest -q $(PYTEST_FLAGS)
 
-test-fast: setup
+test-fast: lint
 	$(PYTHON) -m pytest -q -m "not slow" $(PYTEST_FLAGS)
 
 bench: setup
@@ -26,4 +36,4 @@ bench: setup
 	$(PYTHON) benchmarks/train.py
 
 clean:
-	rm -rf runs build *.egg-info .pytest_cache
+	rm -rf runs build *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -1,4 +1,4 @@
-"""The default captioning data: Tux Paint's stamps (Debian `tuxpaint-stamps-default`, DATA.md), pictures of things
+"""The default captioning data: Tux Paint's stamps (Debian `tuxpaint-stamps-default`, docs/data.md), pictures of things
 with a one-line description in English and up to 77 other languages.
 
 Fetched with `apt-get download`, unpacked without installing anything, and prepared once into the data cache:

@@ -212,9 +212,17 @@ def atomic_file(path: Path) -> Iterator[typing.BinaryIO]:
         _sync_folder(path.parent)
     except BaseException as err:
         Path(tmp).unlink(missing_ok=True)
-        if isinstance(err, OSError):
-            raise cannot_write(path, err) from None
+        if isinstance(err, Exception) and (failure := _write_failure(err)) is not None:
+            raise cannot_write(path, failure) from None
         raise
+
+
+def _write_failure(err: BaseException | None) -> OSError | None:
+    """The OSError behind a failed write: the error itself, or the one a library's clean-up error replaced
+    (torch.save's zip writer raises a RuntimeError over a full disk's)."""
+    while err is not None and not isinstance(err, OSError):
+        err = err.__cause__ or err.__context__
+    return err
 
 
 def _sync_folder(folder: Path) -> None:

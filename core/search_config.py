@@ -37,29 +37,17 @@ class SearchConfig:
               "top_p": (0, 1, True), "seed": (0, MAX_SEED), "beam_size": (1, MAX_BEAM), "length_penalty": (None,),
               "n_best": (1,), "no_repeat_ngram": (0,), "repetition_penalty": (0, None, True)}  # fmt: skip
     INTEGERS = ("max_len", "min_len", "top_k", "seed", "beam_size", "n_best", "no_repeat_ngram")
-    HELP = {
-        "method": "how the next token is chosen",
-        "max_len": "tokens to generate at most",
-        "min_len": "tokens before EOS may end the output",
-        "temperature": "> 0; lower is more conservative",
-        "top_k": "sample among the k most likely tokens (0: all)",
-        "top_p": "sample within the smallest set of mass p, (0, 1]",
-        "seed": "for reproducible samples",
-        "length_penalty": "GNMT alpha for beam search",
-        "n_best": "print the n best of beam search",
-        "no_repeat_ngram": "forbid repeating any n-gram of this size",
-        "repetition_penalty": "> 1 discourages repeated tokens",
-    }
+    HELP = {"method": "how the next token is chosen", "max_len": "tokens to generate at most",
+            "min_len": "tokens before EOS may end the output",
+            "temperature": "> 0; lower is more conservative",
+            "top_k": "sample among the k most likely tokens (0: all)",
+            "top_p": "sample within the smallest set of mass p, (0, 1]", "seed": "for reproducible samples",
+            "length_penalty": "GNMT alpha for beam search", "n_best": "print the n best of beam search",
+            "no_repeat_ngram": "forbid repeating any n-gram of this size",
+            "repetition_penalty": "> 1 discourages repeated tokens"}  # fmt: skip
     # options that one method alone reads: given with another method they would be ignored in silence
-    METHOD_OF = {
-        "temperature": "sample",
-        "top_k": "sample",
-        "top_p": "sample",
-        "seed": "sample",
-        "beam_size": "beam",
-        "length_penalty": "beam",
-        "n_best": "beam",
-    }
+    METHOD_OF = {"temperature": "sample", "top_k": "sample", "top_p": "sample", "seed": "sample",
+                 "beam_size": "beam", "length_penalty": "beam", "n_best": "beam"}  # fmt: skip
 
     def check(self, given: Iterable[str] = (), flags: bool = True) -> SearchConfig:
         """Every option in its range (named as its flag, or as the keyword with flags=False), and none of those

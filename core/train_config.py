@@ -38,22 +38,10 @@ class TrainConfig:
 
     CHOICES = {"schedule": ["cosine", "plateau", "constant"]}
     # (low, high, low_open, high_open) for core.errors.check_config
-    RANGES = {
-        "steps": (1,),
-        "lr": (0, None, True),
-        "weight_decay": (0,),
-        "clip_norm": (0,),
-        "label_smoothing": (0, 1, False, True),
-        "warmup_steps": (0,),
-        "min_lr": (0,),
-        "plateau_factor": (0, 1, True),
-        "plateau_patience": (0,),
-        "valid_every": (1,),
-        "patience": (0,),
-        "ema_decay": (0, 1, False, True),
-        "snapshots": (0,),
-        "seed": (0, MAX_SEED),
-    }
+    RANGES = {"steps": (1,), "lr": (0, None, True), "weight_decay": (0,), "clip_norm": (0,),
+              "label_smoothing": (0, 1, False, True), "warmup_steps": (0,), "min_lr": (0,),
+              "plateau_factor": (0, 1, True), "plateau_patience": (0,), "valid_every": (1,), "patience": (0,),
+              "ema_decay": (0, 1, False, True), "snapshots": (0,), "seed": (0, MAX_SEED)}  # fmt: skip
     ORDER = [("min_lr", "lr")]  # the schedule decays from lr to min_lr: above it, the rate would rise
 
 

@@ -1,4 +1,4 @@
-"""Parallel-corpus data: the Ding German-English example sentences (DATA.md), TSV pairs, aligned files.
+"""Parallel-corpus data: the Ding German-English example sentences (docs/data.md), TSV pairs, aligned files.
 
 The default corpus comes from Debian's `trans-de-en` package, fetched with `apt-get download`, unpacked
 without installing anything, reduced to whole example sentences and split by a hash of the German side, so
@@ -33,7 +33,7 @@ Pair = tuple[str, str]
 T = TypeVar("T")
 
 
-# ---- extraction and split: pure functions, exactly as DATA.md states them ----
+# ---- extraction and split: pure functions, exactly as docs/data.md states them ----
 
 
 def _is_sentence(text: str) -> bool:
@@ -87,7 +87,7 @@ def _build_ding(folder: Path) -> None:
     (folder / "SOURCE.txt").write_text(
         f"source: Debian package {DING_PACKAGE} {DING_VERSION} (apt-get download), file {DING_DICTIONARY}\n"
         f"licence: GPL-2+ (COPYRIGHT.txt)\n"
-        f"pairs: {len(pairs):,} whole example sentences (rule: shared/DATA.md, seq2seq/data.py)\n"
+        f"pairs: {len(pairs):,} whole example sentences (rule: docs/data.md, seq2seq/data.py)\n"
         f"split by sha256 of the German sentence: {counts}\n",
         encoding="utf-8",
     )

@@ -288,13 +288,6 @@ def test_a_run_stopped_by_ctrl_c_and_resumed_ends_as_one_never_stopped(shapes, t
         assert resumed[key] == straight[key], key
 
 
-@pytest.mark.xfail(
-    raises=RuntimeError,
-    strict=True,
-    reason="bug (core.checkpoint.save_checkpoint, not this test): a checkpoint too large for the disk fails "
-    "inside torch.save's zip writer, whose RuntimeError ('unexpected pos') hides the OSError ENOSPC; atomic_file "
-    "passes it on, and run_main ends with a traceback (status 1) instead of one `error: cannot write` line (status 2)",
-)
 def test_a_full_disk_is_one_line_and_keeps_the_last_checkpoint(run, tmp_path, capsys):
     folder, _, _, _ = run
     disk = tmp_path / "disk"

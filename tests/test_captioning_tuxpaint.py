@@ -1,5 +1,5 @@
 """The default data, offline: a fake apt-get hands out a small Tux Paint .deb and a librsvg2-bin .deb whose
-rsvg-convert is a stand-in; DATA.md's rules (pictures, captions, languages, split) are checked on them."""
+rsvg-convert is a stand-in; docs/data.md's rules (pictures, captions, languages, split) are checked on them."""
 
 from __future__ import annotations
 

@@ -78,7 +78,7 @@ def trained(tmp_path_factory):
 
 
 def test_the_package_exports_its_public_names_and_the_network_alone():
-    """DESIGN.md's names import from `seq2seq` itself; `Seq2Seq` is encoder + decoder without tokenizers."""
+    """docs/design.md's names import from `seq2seq` itself; `Seq2Seq` is encoder + decoder without tokenizers."""
     import seq2seq
 
     assert all(hasattr(seq2seq, name) for name in seq2seq.__all__)

@@ -15,7 +15,7 @@ import pytest
 from core.errors import UserError
 from seq2seq.data import ding_pairs, extract_ding_pairs, hash_split, read_pairs_tsv, read_parallel
 
-# ---- the extraction rule of DATA.md ----
+# ---- the extraction rule of docs/data.md ----
 
 
 def test_keeps_whole_sentences_in_part_order():
