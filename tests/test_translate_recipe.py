@@ -186,7 +186,7 @@ def test_recipe_trains_an_ensemble_side_by_side_and_tests_its_snapshots(tmp_path
         (["--resume", str(out), "--members", "3"], "continues a run of 2 model(s)"),
         (["--resume", str(out), "--out", str(tmp_path / "elsewhere")], "goes on in that folder"),
         (["--resume", str(out), "--out", ""], "argument --out: is empty"),
-        (["--resume", ""], "--resume is empty"),
+        (["--resume", ""], "argument --resume: is empty"),
         (["--resume", str(out / "member1" / "last.pt"), "--members", "2"], "one model's checkpoint"),
         (["--resume", str(out / "member1" / "last.pt")], f"resume the whole run with --resume {out}"),
         (["--resume", str(tmp_path)], "not a run folder (it has no config.json)"),
