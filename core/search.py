@@ -22,6 +22,8 @@ from core.errors import UserError, check_range
 from core.search_config import SearchConfig
 from core.search_rules import Rules, prepared
 
+CUT = -1  # what a row that reached its own max_len reports in the steps after (rows that ended report EOS)
+
 
 @dataclass
 class Hypothesis:
@@ -72,12 +74,14 @@ def _sampler(
 def _token_by_token(
     decoder: Any, ctx: Context, start_tokens: Tensor, choose: Callable[[Tensor], Tensor], rules: Rules
 ) -> Iterator[tuple[Tensor, Tensor, Tensor | None]]:
-    """Yield (tokens (B,), their log-probs (B,), attention (B, S) or None) step by step; rows that have
-    emitted EOS keep reporting EOS with log-prob 0 but leave the batch; stops when every row has."""
+    """Yield (tokens (B,), their log-probs (B,), attention (B, S) or None) step by step. A row that emits EOS, or
+    reaches its own max_len, leaves the batch and reports EOS (or CUT) with log-prob 0 from then on; stops when
+    every row has left."""
     ctx = prepared(decoder, ctx)
     state = decoder.start(ctx)
     B, eos = start_tokens.size(0), rules.eos
     rows = torch.arange(B, device=start_tokens.device)  # the rows still generating
+    left = start_tokens.new_full((B,), eos)  # what each row reports once it has left
     tokens, history = start_tokens, start_tokens.unsqueeze(1)  # (n,), (n, t + 1) of those rows
     for t in range(rules.max_len):
         logp, state = decoder.step(tokens, state, ctx)  # (n, V)
@@ -86,12 +90,14 @@ def _token_by_token(
         token_logp = logp.gather(1, tokens.unsqueeze(1)).squeeze(1)  # (n,)
         attn = getattr(state, "attn", None)
         yield (
-            start_tokens.new_full((B,), eos).index_copy_(0, rows, tokens),
+            left.clone().index_copy_(0, rows, tokens),
             token_logp.new_zeros(B).index_copy_(0, rows, token_logp),
             None if attn is None else attn.new_zeros(B, attn.size(1)).index_copy_(0, rows, attn),
         )
         history = torch.cat([history, tokens.unsqueeze(1)], dim=1)
-        going = (tokens != eos).nonzero().squeeze(1)  # (n',)
+        cut = rules.limits[rows] <= t + 1  # (n,): rows at their own max_len
+        left[rows[cut & (tokens != eos)]] = CUT
+        going = ((tokens != eos) & ~cut).nonzero().squeeze(1)  # (n',)
         if len(going) == 0:
             return
         if len(going) < len(rows):
@@ -106,8 +112,8 @@ def _collect(steps: Iterator[tuple[Tensor, Tensor, Tensor | None]], eos: int) ->
     attn_bts = torch.stack(attns, dim=1).float() if attns[0] is not None else None  # (B, T, S)
     hyps = []
     for b, row in enumerate(tokens_bt):
-        finished = eos in row
-        n = row.index(eos) if finished else len(row)
+        n = next((i for i, token in enumerate(row) if token in (eos, CUT)), len(row))
+        finished = n < len(row) and row[n] == eos
         attention = attn_bts[b, :n] if n and attn_bts is not None else None
         hyps.append(Hypothesis(row[:n], logp_b[b], logp_b[b], finished, attention))
     return hyps
@@ -119,7 +125,7 @@ def greedy(
     ctx: Context,
     start_tokens: Tensor,
     *,
-    max_len: int,
+    max_len: int | Tensor,
     eos: int,
     min_len: int = 0,
     no_repeat_ngram: int = 0,
@@ -127,7 +133,8 @@ def greedy(
     forbid: Sequence[int] = (),
 ) -> list[Hypothesis]:
     """The most probable next token at every step; one Hypothesis per row of start_tokens (B,).
-    `forbid` (here and in every search): token ids never chosen, such as padding and the start token."""
+    In every search: `max_len` is one limit for all rows or one per row (B,) (a row at its limit ends unfinished);
+    `forbid` holds token ids never chosen, such as padding and the start token."""
     rules = Rules(decoder, ctx, start_tokens, eos, forbid, max_len, min_len, no_repeat_ngram, repetition_penalty)
     return _collect(_token_by_token(decoder, ctx, start_tokens, _most_likely, rules), eos)
 
@@ -138,7 +145,7 @@ def sample(
     ctx: Context,
     start_tokens: Tensor,
     *,
-    max_len: int,
+    max_len: int | Tensor,
     eos: int,
     min_len: int = 0,
     temperature: float = 1.0,
@@ -231,14 +238,27 @@ def beam_step(scores: Tensor, logp: Tensor, n: int) -> tuple[Tensor, Tensor, Ten
     return index // V, index % V, top
 
 
-def _hypothesis(
-    history: Tensor, attention: Tensor | None, row: int, log_prob: float, finished: bool, alpha: float
-) -> Hypothesis:
-    """Row `row` of the beams as a Hypothesis (its history without the start token; EOS counts in the length)."""
+def _beam_so_far(
+    history: Tensor, attention: Tensor | None, row: int, step: tuple[Tensor, Tensor | None] | None = None, k: int = 0
+) -> tuple[list[int], Tensor | None]:
+    """Row `row`'s tokens (without the start token) and attention history (t, S); with `step` (this step's chosen
+    tokens (K,) and attention (N, S)), extended by its k-th token, chosen from that row."""
     tokens = history[row, 1:].tolist()
     # clone: a view would keep the whole (N, t, S) attention history alive as long as the hypothesis
     attn = attention[row].clone() if attention is not None else None
-    return Hypothesis(tokens, log_prob, log_prob / gnmt_penalty(len(tokens) + finished, alpha), finished, attn)
+    if step is not None:
+        tokens.append(int(step[0][k]))
+        if step[1] is not None:
+            now = step[1][row].float().unsqueeze(0)  # (1, S)
+            attn = now if attn is None else torch.cat([attn, now])
+    return tokens, attn
+
+
+def _hypothesis(
+    tokens: list[int], attention: Tensor | None, log_prob: float, finished: bool, alpha: float
+) -> Hypothesis:
+    """A beam as a Hypothesis: its score is its log-probability under the length penalty (EOS counting)."""
+    return Hypothesis(tokens, log_prob, log_prob / gnmt_penalty(len(tokens) + finished, alpha), finished, attention)
 
 
 def _done(hyps: list[Hypothesis], beam_logp: Tensor, K: int, t: int, max_len: int, alpha: float) -> bool:
@@ -261,7 +281,7 @@ def beam_search(
     ctx: Context,
     start_tokens: Tensor,
     *,
-    max_len: int,
+    max_len: int | Tensor,
     eos: int,
     min_len: int = 0,
     beam_size: int = 5,
@@ -289,7 +309,8 @@ def beam_search(
     scores[:, 0] = 0.0  # the K beams start alike: keep one alive, so the first step does not pick duplicates
     examples = list(range(B))  # the examples still searched, by their place in the batch
     final: list[list[Hypothesis]] = [[] for _ in range(B)]
-    for t in range(max_len):
+    limits = rules.limits.tolist()  # each example's own max_len
+    for t in range(rules.max_len):
         logp, state = decoder.step(history[:, -1], state, ctx)  # (E*K, V)
         logp = rules.apply(logp, history, t)
         E = len(examples)
@@ -297,9 +318,18 @@ def beam_search(
         rows = origin + torch.arange(E, device=device).unsqueeze(1) * K  # (E, 2K): the beam row each extends
         ends = token == eos
         for e, j in (ends[:, :K] & top[:, :K].isfinite()).nonzero().tolist():  # EOS among the best K ends one
-            final[examples[e]].append(_hypothesis(history, attention, int(rows[e, j]), float(top[e, j]), True, alpha))
+            tokens, attn = _beam_so_far(history, attention, int(rows[e, j]))
+            final[examples[e]].append(_hypothesis(tokens, attn, float(top[e, j]), True, alpha))
         rows, token, scores = _going_on(ends, K, rows, token, top)
-        alive = [e for e in range(E) if not _done(final[examples[e]], scores[e], K, t, max_len, alpha)]
+        alive = []
+        for e, b in enumerate(examples):
+            if limits[b] <= t + 1:  # its own max_len reached: the beams still live end unfinished
+                step = (token[e], getattr(state, "attn", None))
+                final[b] += [_hypothesis(*_beam_so_far(history, attention, int(rows[e, k]), step, k),
+                                         float(scores[e, k]), False, alpha)
+                             for k in range(K) if scores[e, k] > float("-inf")]  # fmt: skip
+            elif not _done(final[b], scores[e], K, t, limits[b], alpha):
+                alive.append(e)
         if not alive:
             break
         if len(alive) < E:  # a finished example leaves the batch, as in fairseq
@@ -310,10 +340,6 @@ def beam_search(
         state = reorder(state, rows)
         history = torch.cat([history.index_select(0, rows), token.view(-1, 1)], dim=1)
         attention = _extend(attention, getattr(state, "attn", None), rows)
-    else:  # max_len reached: the beams still alive end unfinished
-        for e, b in enumerate(examples):
-            live = (scores[e] > float("-inf")).nonzero().view(-1).tolist()
-            final[b] += [_hypothesis(history, attention, e * K + k, float(scores[e, k]), False, alpha) for k in live]
     return [sorted(hyps, key=lambda h: h.score, reverse=True)[:n_best] for hyps in final]
 
 
@@ -351,11 +377,12 @@ def search_with(
     *,
     eos: int,
     forbid: Sequence[int] = (),
-    max_len: int | None = None,
+    max_len: int | Tensor | None = None,
     generator: torch.Generator | None = None,
 ) -> list[list[Hypothesis]]:
     """Search as `config` says: the n best per row for beam search, one for greedy and sampling. `max_len`
-    overrides the config's (a translator's depends on the source); `generator` the one seeded by config.seed."""
+    overrides the config's, for every row or one per row (B,) (a translation's depends on its source);
+    `generator` the one seeded by config.seed."""
     options = config.check(flags=False).keywords() | ({} if max_len is None else {"max_len": max_len})
     if config.method == "sample":
         options["generator"] = generator or seeded(config.seed, start_tokens.device)

@@ -54,26 +54,22 @@ class Rules:
         start_tokens: Any,
         eos: int,
         forbid: Sequence[int],
-        max_len: int,
+        max_len: int | Tensor,
         min_len: int,
         no_repeat_ngram: int,
         repetition_penalty: float,
         **ranged: float,
     ):
-        options = dict(
-            max_len=max_len,
-            min_len=min_len,
-            no_repeat_ngram=no_repeat_ngram,
-            repetition_penalty=repetition_penalty,
-            **ranged,
-        )
-        for name, value in options.items():
-            SearchConfig.check_option(name, value)
-        check_range("min_len", min_len, 0, max_len)
         check_inputs(decoder, ctx, start_tokens)
+        self.limits = row_limits(max_len, start_tokens)  # (B,): each row's own max_len
+        self.max_len = int(self.limits.max()) if len(self.limits) else 1
+        options = dict(min_len=min_len, no_repeat_ngram=no_repeat_ngram, repetition_penalty=repetition_penalty)
+        for name, value in (options | ranged).items():
+            SearchConfig.check_option(name, value)
+        check_range("min_len", min_len, 0, int(self.limits.min()) if len(self.limits) else self.max_len)
         if eos in forbid:
             raise UserError(f"forbid holds the EOS token {eos}: no output could end")
-        self.eos, self.forbid, self.max_len, self.min_len = eos, tuple(forbid), max_len, min_len
+        self.eos, self.forbid, self.min_len = eos, tuple(forbid), min_len
         self.no_repeat_ngram, self.repetition_penalty = no_repeat_ngram, repetition_penalty
         # made once per search, not per step (on a GPU each would be a copy from the host)
         device = start_tokens.device
@@ -92,6 +88,22 @@ class Rules:
         logp = block_repeated_ngrams(logp, history, self.no_repeat_ngram)
         banned = self.early if t < self.min_len else self.late
         return logp if banned is None else logp.index_fill_(1, banned, float("-inf"))
+
+
+def row_limits(max_len: Any, start_tokens: Tensor) -> Tensor:
+    """`max_len` as each row's own limit (B,): one integer for every row, or a tensor of one per row (a translation
+    stops at a length its own source sets, whatever else is in its batch)."""
+    if not isinstance(max_len, Tensor):
+        SearchConfig.check_option("max_len", max_len)
+        return torch.full((start_tokens.size(0),), max_len, dtype=torch.long, device=start_tokens.device)
+    if max_len.shape != start_tokens.shape or max_len.is_floating_point() or max_len.dtype == torch.bool:
+        raise TypeError(
+            f"max_len as a tensor holds one integer per row, shape {tuple(start_tokens.shape)}; got a "
+            f"{max_len.dtype} tensor of shape {tuple(max_len.shape)}"
+        )
+    for value in (int(max_len.min()), int(max_len.max())) if len(max_len) else ():
+        SearchConfig.check_option("max_len", value)
+    return max_len.to(start_tokens.device, torch.long)
 
 
 def check_inputs(decoder: Any, ctx: Context, start_tokens: Any) -> None:

@@ -193,7 +193,8 @@ class Translator(Seq2Seq):
     ) -> list[list[Hypothesis]]:
         """The n best hypotheses per sentence (greedy and sampling give one), as `config` says (default: beam 5,
         length penalty 1) with any of its fields overridden by keyword. A translation stops at `max_len_ratio`
-        times its source's tokens, plus 10 (or at config.max_len). Empty sentences get an empty hypothesis. A
+        times its own source's tokens, plus 10 (or at config.max_len), so that what shares its batch changes
+        nothing of it. Empty sentences get an empty hypothesis. A
         right-to-left model's tokens come as it wrote them, last word first (`target_text` reads them out).
         Sampling draws with one generator seeded by config.seed for the whole call (the same seed, sentences
         and batch size: the same draws). `ensemble_with`: other translators with the same vocabularies,
@@ -220,7 +221,8 @@ class Translator(Seq2Seq):
             contexts = [m.encoder(src.to(m.device), lengths.to(m.device)) for m in members]
             ctx = decoder.join([c.to(self.device) for c in contexts]) if isinstance(decoder, Ensemble) else contexts[0]
             bos = torch.full((len(rows),), BOS, device=self.device)
-            max_len = min(config.max_len, int(src.size(1) * max_len_ratio) + 10)
+            # each sentence's own limit, whatever else shares its batch
+            max_len = lengths.mul(max_len_ratio).long().add(10).clamp(max=config.max_len).to(self.device)  # (B,)
             found = search_with(
                 config, decoder, ctx, bos, eos=EOS, forbid=NOT_GENERATED, max_len=max_len, generator=generator
             )

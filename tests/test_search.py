@@ -1100,3 +1100,33 @@ def test_bad_arguments_raise_user_error(call, name, value):
         call(dec, ctx_for([0]), starts(1))  # one row, so that stream can take it too
     assert isinstance(err.value, ValueError)
     assert f"{name} = {value} " in str(err.value)  # names the argument and the value given
+
+
+@pytest.mark.parametrize("method", ["greedy", "sample", "beam"])
+def test_each_row_stops_at_its_own_max_len_as_it_would_alone(method):
+    """A row's max_len (one per row) cuts it where it would be cut alone; what shares its batch changes nothing
+    (sampling: the same limits; its draws depend on the batch's shape)."""
+    B, L = 6, 9
+    dec = scripted(B, L, seed=21)
+    limits = torch.tensor([2, 9, 4, 9, 1, 6])
+    options = {"sample": dict(temperature=1.3), "beam": dict(beam_size=3, n_best=3)}.get(method, {})
+    search = {"greedy": greedy, "sample": sample, "beam": beam_search}[method]
+
+    def run(ctx, start, max_len):
+        found = search(dec, ctx, start, max_len=max_len, eos=EOS, **options)
+        return [nbest if method == "beam" else [nbest] for nbest in found]
+
+    def shown(hyps):
+        return [(h.tokens, h.finished, round(h.score, 5)) for h in hyps]
+
+    together = run(ctx_for(list(range(B))), starts(B), limits)
+    at_limit = sum(not h.finished and len(h.tokens) == int(limits[ex]) for ex in range(B) for h in together[ex])
+    assert at_limit > 0, "precondition: some rows end at their own limit"
+    for ex in range(B):
+        assert all(len(h.tokens) <= int(limits[ex]) for h in together[ex])
+        if method != "sample":
+            assert shown(run(ctx_for([ex]), starts(1), int(limits[ex]))[0]) == shown(together[ex]), ex
+    with pytest.raises(TypeError, match="one integer per row"):
+        search(dec, ctx_for([0, 1]), starts(2), max_len=torch.tensor([2.0, 3.0]), eos=EOS)
+    with pytest.raises(UserError, match="max_len = 0"):
+        search(dec, ctx_for([0, 1]), starts(2), max_len=torch.tensor([0, 3]), eos=EOS)

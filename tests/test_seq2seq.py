@@ -886,3 +886,16 @@ def test_bucket_batches_respect_budget_and_cover_each_example_once():
     orders = [[tuple(map(len, source.batch(e, i))) for i in range(len(source))] for e in range(3)]
     assert orders[0] == [tuple(map(len, source.batch(0, i))) for i in range(len(source))]  # deterministic
     assert len({tuple(o) for o in orders}) > 1  # reshuffled between epochs
+
+
+@pytest.mark.parametrize("method", ["greedy", "beam"])
+def test_a_translation_does_not_depend_on_what_shares_its_batch(method):
+    """Each sentence stops at its own source's length limit, so a batch (or a server's batch of requests) gives
+    every sentence the translation it gets alone."""
+    torch.manual_seed(3)
+    model = tiny_translator().eval()
+    short, long = "a b", " ".join(SYMBOLS * 4)
+    alone = model.search([short], method=method, max_len_ratio=1.0)[0]
+    together = model.search([short, long], method=method, max_len_ratio=1.0)[0]
+    assert [(h.tokens, h.finished) for h in alone] == [(h.tokens, h.finished) for h in together]
+    assert any(not h.finished and len(h.tokens) == 3 * 1 + 10 for h in alone), "precondition: cut at its own limit"
