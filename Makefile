@@ -10,7 +10,7 @@ $(PYTHON):
 
 # Installs torch/torchvision (pinned in pyproject.toml) and the rest; pip skips what is already there.
 setup: $(PYTHON)
-	$(PYTHON) -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	$(PYTHON) -m pip install --quiet --disable-pip-version-check -e '.[test,serve]'
 
 demo: setup
 	$(PYTHON) recipes/textgen.py --out runs/textgen --overwrite

@@ -200,10 +200,13 @@ class Captioner(nn.Module):
         each summing to 1."""
         if self.decoder.attention is None:
             raise ValueError("this captioner's decoder has no attention (attention 'none')")
-        best = self.search([image], config, **options)[0][0]
-        words = [self.tokenizer.decode([token]) for token in best.tokens]
-        if best.attention is None:  # an empty caption: no word looked anywhere (every backbone has stride 32)
+        return self.maps_of(self.search([image], config, **options)[0][0])
+
+    def maps_of(self, hypothesis: Hypothesis) -> tuple[list[str], Tensor]:
+        """A hypothesis's words and where each looked: maps (T, h, w) over the square feature grid."""
+        words = [self.tokenizer.decode([token]) for token in hypothesis.tokens]
+        if hypothesis.attention is None:  # no attention, or no word: no map (every backbone has stride 32)
             side = -(-self.image_config.image_size // 32)
             return words, torch.zeros(0, side, side)
-        side = math.isqrt(best.attention.size(1))  # (T, h*w) over the square grid of a square input
-        return words, best.attention.view(len(words), side, side)
+        side = math.isqrt(hypothesis.attention.size(1))  # (T, h*w) over the square grid of a square input
+        return words, hypothesis.attention.view(len(words), side, side)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -10,10 +10,11 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from core.batching import pad
 from core.context import Context
 from core.decoder import DecoderConfig, DecoderState, RNNDecoder, build_decoder
 from core.errors import check_int
-from core.search import search_with, seeded, stream
+from core.search import Hypothesis, search_with, seeded, stream
 from core.search_config import SearchConfig
 from core.task import load_task, save_task, task_payload
 from core.tokenizers import BOS, EOS, NOT_GENERATED, Tokenizer
@@ -107,23 +108,34 @@ class LanguageModel(nn.Module):
     ) -> LanguageModel:
         """A checkpoint's model in eval mode on `device`, its weights in `dtype` (bfloat16: faster generation
         where the hardware multiplies it natively, scores rounded differently)."""
-        return load_task(
-            path,
-            TASK,
-            {"decoder": DecoderConfig},
-            lambda configs, tokenizers: cls(tokenizers["text"], configs["decoder"]),
-            device,
-            dtype,
-        )
+
+        def build(configs: dict, tokenizers: dict) -> LanguageModel:
+            return cls(tokenizers["text"], configs["decoder"])
+
+        return load_task(path, TASK, {"decoder": DecoderConfig}, build, device, dtype)
 
     # -- generation ---------------------------------------------------------------------------------
-    def _context(self, prompt: str, copies: int) -> tuple[Context, Tensor]:
-        if not isinstance(prompt, str):
-            raise TypeError(f"prompt must be a string, got {type(prompt).__name__}")
-        ids = torch.tensor([BOS] + self.tokenizer.encode(prompt), device=self.device)
-        prompt_ids = ids.unsqueeze(0).expand(copies, -1)  # (N, P)
-        lengths = torch.full((copies,), ids.numel(), device=self.device)
-        return self.prompt_encoder(prompt_ids, lengths), PromptEncoder.start_tokens(prompt_ids, lengths)
+    def _read(self, prompts: Sequence[str]) -> tuple[Context, Tensor]:
+        """The prompts read as one batch: the context, and each row's last token to continue from (N,)."""
+        for prompt in prompts:
+            if not isinstance(prompt, str):
+                raise TypeError(f"prompt must be a string, got {type(prompt).__name__}")
+        ids, lengths = pad([[BOS] + self.tokenizer.encode(p) for p in prompts])  # (N, P), (N,)
+        ids, lengths = ids.to(self.device), lengths.to(self.device)
+        return self.prompt_encoder(ids, lengths), PromptEncoder.start_tokens(ids, lengths)
+
+    @torch.no_grad()
+    def search(
+        self, prompts: Sequence[str], config: SearchConfig | None = None, generator: Any = None, **options: Any
+    ) -> list[list[Hypothesis]]:
+        """The n best continuations of each prompt (one for greedy and sampling), as `config` says with any field
+        overridden by keyword; each prompt continues as it would alone (sampling draws aside)."""
+        config = SearchConfig.of(config, DEFAULT_SEARCH, **options)
+        if isinstance(prompts, str):
+            raise TypeError("prompts must be a list of strings")
+        self.eval()
+        ctx, start = self._read(prompts)
+        return search_with(config, self.decoder, ctx, start, eos=EOS, forbid=NOT_GENERATED, generator=generator)
 
     def generate_many(
         self, prompt: str = "", num_samples: int = 1, config: SearchConfig | None = None, **options: Any
@@ -132,7 +144,6 @@ class LanguageModel(nn.Module):
         (default: sampling, at most 200 tokens) with any of its fields overridden by keyword."""
         return list(self.continuations(prompt, num_samples, config, **options))
 
-    @torch.no_grad()
     def continuations(
         self, prompt: str = "", num_samples: int = 1, config: SearchConfig | None = None, **options: Any
     ) -> Iterator[str]:
@@ -140,20 +151,14 @@ class LanguageModel(nn.Module):
         seeded by config.seed for all), so that memory stays bounded however many are asked for."""
         config = SearchConfig.of(config, DEFAULT_SEARCH, **options)
         check_int("num_samples", num_samples, 1)
-        self.eval()
         if config.method == "beam":
-            ctx, start = self._context(prompt, 1)
-            found = search_with(
-                replace(config, n_best=num_samples), self.decoder, ctx, start, eos=EOS, forbid=NOT_GENERATED
-            )[0]
-            yield from (self.tokenizer.decode(h.tokens) for h in found)
+            yield from (
+                self.tokenizer.decode(h.tokens) for h in self.search([prompt], replace(config, n_best=num_samples))[0]
+            )
             return
         generator = seeded(config.seed, self.device)
         for done in range(0, num_samples, SAMPLE_BATCH):
-            ctx, start = self._context(prompt, min(SAMPLE_BATCH, num_samples - done))
-            for nbest in search_with(
-                config, self.decoder, ctx, start, eos=EOS, forbid=NOT_GENERATED, generator=generator
-            ):
+            for nbest in self.search([prompt] * min(SAMPLE_BATCH, num_samples - done), config, generator):
                 yield self.tokenizer.decode(nbest[0].tokens)
 
     def generate(self, prompt: str = "", config: SearchConfig | None = None, **options: Any) -> str:
@@ -165,7 +170,7 @@ class LanguageModel(nn.Module):
         """Yield the continuation piece by piece as tokens are chosen (greedy or sampling)."""
         config = SearchConfig.of(config, DEFAULT_SEARCH, **options)
         self.eval()
-        ctx, start = self._context(prompt, 1)
+        ctx, start = self._read([prompt])
         ids: list[int] = []
         text = ""
         for token in stream(self.decoder, ctx, int(start[0]), config, eos=EOS, forbid=NOT_GENERATED):

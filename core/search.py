@@ -1,10 +1,10 @@
 """Choosing the next token: greedy, sampling (temperature, top-k, top-p) and batched beam search.
 
-A decoder is anything with `start(ctx) -> state` and `step(tokens (N,), state, ctx) -> (log_probs (N, V),
-state)`, and optionally `prepare(ctx) -> ctx` (work done once per context, such as attention keys); every
-tensor of the state holds one row per sequence on dimension 0, so that search reorders and drops rows by
-indexing (it may also change the returned log-probs in place). An example whose search is done leaves the batch:
-later steps get fewer rows, the state, tokens and context cut down alike.
+A decoder is anything with `start(ctx) -> state` and `step(tokens (N,), state, ctx) -> (log_probs (N, V), state)`,
+and optionally `prepare(ctx) -> ctx` (work done once per context, such as attention keys); every tensor of the
+state holds one row per sequence on dimension 0, so that search reorders and drops rows by indexing (it may also
+change the returned log-probs in place). An example whose search is done leaves the batch: later steps get fewer
+rows, the state, tokens and context cut down alike.
 """
 
 from __future__ import annotations
@@ -184,16 +184,10 @@ def stream(
         raise UserError("streaming takes method 'greedy' or 'sample', not 'beam'")
     start = torch.tensor([start_token], device=ctx.h0.device)
     keywords = config.keywords()  # greedy's four, and sampling's temperature, top_k and top_p
-    choose = (
-        _most_likely
-        if config.method == "greedy"
-        else _sampler(
-            keywords.pop("temperature"),
-            keywords.pop("top_k"),
-            keywords.pop("top_p"),
-            generator or seeded(config.seed, start.device),
-        )
-    )
+    choose: Callable[[Tensor], Tensor] = _most_likely
+    if config.method == "sample":
+        drawn = generator or seeded(config.seed, start.device)
+        choose = _sampler(keywords.pop("temperature"), keywords.pop("top_k"), keywords.pop("top_p"), drawn)
     rules = Rules(decoder, ctx, start, eos, forbid, **keywords)
     for tokens, _, _ in _token_by_token(decoder, ctx, start, choose, rules):
         if int(tokens[0]) == eos:
@@ -261,6 +255,12 @@ def _hypothesis(
     return Hypothesis(tokens, log_prob, log_prob / gnmt_penalty(len(tokens) + finished, alpha), finished, attention)
 
 
+def _cut(history: Tensor, attention: Tensor | None, rows: Tensor, step: tuple, scores: Tensor, alpha: float) -> list:
+    """An example's live beams (rows (K,), scores (K,)), extended by this `step`, as unfinished hypotheses."""
+    return [_hypothesis(*_beam_so_far(history, attention, int(rows[k]), step, k), float(scores[k]), False, alpha)
+            for k in range(len(scores)) if scores[k] > float("-inf")]  # fmt: skip
+
+
 def _done(hyps: list[Hypothesis], beam_logp: Tensor, K: int, t: int, max_len: int, alpha: float) -> bool:
     """An example is done once K hypotheses have finished and none of its live beams (log-probs (K,), after
     step t) can still beat the K-th of them."""
@@ -295,10 +295,8 @@ def beam_search(
     e*K+K-1 for example e), reading one copy of its memory. Returns the n_best hypotheses per example, best
     score first. An example stops once K hypotheses have finished and no live beam can still beat the K-th of
     them under the GNMT length penalty (alpha = `length_penalty`); it then leaves the batch."""
-    ranged = dict(beam_size=beam_size, length_penalty=length_penalty)
-    rules = Rules(
-        decoder, ctx, start_tokens, eos, forbid, max_len, min_len, no_repeat_ngram, repetition_penalty, **ranged
-    )
+    rules = Rules(decoder, ctx, start_tokens, eos, forbid, max_len, min_len, no_repeat_ngram, repetition_penalty,
+                  beam_size=beam_size, length_penalty=length_penalty)  # fmt: skip
     check_range("n_best", n_best, 1, beam_size)
     B, K, alpha, device = start_tokens.size(0), beam_size, length_penalty, start_tokens.device
     ctx = prepared(decoder, ctx.expand(K))
@@ -321,13 +319,10 @@ def beam_search(
             tokens, attn = _beam_so_far(history, attention, int(rows[e, j]))
             final[examples[e]].append(_hypothesis(tokens, attn, float(top[e, j]), True, alpha))
         rows, token, scores = _going_on(ends, K, rows, token, top)
-        alive = []
+        alive, state_attn = [], getattr(state, "attn", None)
         for e, b in enumerate(examples):
             if limits[b] <= t + 1:  # its own max_len reached: the beams still live end unfinished
-                step = (token[e], getattr(state, "attn", None))
-                final[b] += [_hypothesis(*_beam_so_far(history, attention, int(rows[e, k]), step, k),
-                                         float(scores[e, k]), False, alpha)
-                             for k in range(K) if scores[e, k] > float("-inf")]  # fmt: skip
+                final[b] += _cut(history, attention, rows[e], (token[e], state_attn), scores[e], alpha)
             elif not _done(final[b], scores[e], K, t, limits[b], alpha):
                 alive.append(e)
         if not alive:
@@ -344,8 +339,7 @@ def beam_search(
 
 
 def _going_on(ends: Tensor, K: int, *candidates: Tensor) -> list[Tensor]:
-    """Of each example's candidates (E, 2K), best first, the best K that do not end (`ends`), each of `candidates`
-    cut down alike to (E, K)."""
+    """Of each example's candidates (E, 2K), best first, the best K that do not end: each of `candidates` as (E, K)."""
     rank = torch.arange(ends.size(1), device=ends.device).expand_as(ends)
     keep = torch.where(ends, rank + ends.size(1), rank).argsort(dim=1)[:, :K]  # (E, K)
     return [c.gather(1, keep) for c in candidates]
@@ -358,8 +352,6 @@ def _extend(attention: Tensor | None, step_attn: Tensor | None, rows: Tensor) ->
     step_attn = step_attn.float().unsqueeze(1)  # hypotheses hold float32 attention whatever the model's dtype
     return step_attn if attention is None else torch.cat([attention.index_select(0, rows), step_attn], dim=1)
 
-
-# ---- by a SearchConfig ----------------------------------------------------------------------------------
 
 SEARCHES: dict[str, Callable[..., Any]] = {"greedy": greedy, "sample": sample, "beam": beam_search}
 
@@ -403,13 +395,6 @@ def decode(
 ) -> list[Hypothesis]:
     """greedy, sample or beam_search as `config` (default: greedy) says, any field overridden by keyword
     (`method="beam", beam_size=4, max_len=50`): the best Hypothesis per row."""
-    found = search_with(
-        SearchConfig.of(config, SearchConfig(), **options),
-        decoder,
-        ctx,
-        start_tokens,
-        eos=eos,
-        forbid=forbid,
-        generator=generator,
-    )
+    config = SearchConfig.of(config, SearchConfig(), **options)
+    found = search_with(config, decoder, ctx, start_tokens, eos=eos, forbid=forbid, generator=generator)
     return [nbest[0] for nbest in found]

@@ -347,7 +347,11 @@ class Translator(Seq2Seq):
         self, sentence: str, config: SearchConfig | None = None, **options: Any
     ) -> tuple[list[str], list[str], Tensor]:
         """Source pieces, target pieces and the attention matrix (target x source) of one translation."""
-        hyp = self.search([sentence], config, **options)[0][0]
+        return self.attention_of(sentence, self.search([sentence], config, **options)[0][0])
+
+    def attention_of(self, sentence: str, hyp: Hypothesis) -> tuple[list[str], list[str], Tensor]:
+        """The source pieces, target pieces and attention matrix (target x source) of `hyp`, a translation of
+        `sentence`, in reading order."""
         src = [self.src_tokenizer.decode([i]) for i in self.source_ids(sentence)[:-1]] + ["</s>"]
         tgt = [self.tgt_tokenizer.decode([i]) for i in self.in_target_order(hyp.tokens)]
         if hyp.attention is None:

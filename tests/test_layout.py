@@ -116,7 +116,8 @@ def design_table() -> set[str]:
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
         if len(cells) == 4 and cells[0].strip("`") in PACKAGES:
             for module in cells[2].split(","):
-                named.add(f"{cells[0].strip('`')}.{module.strip().strip('`').removesuffix('.py')}")
+                dotted = module.strip().strip("`").removesuffix(".py").replace("/", ".").removesuffix(".__init__")
+                named.add(f"{cells[0].strip('`')}.{dotted}")
     return named
 
 

@@ -122,3 +122,15 @@ def test_many_samples_are_decoded_a_batch_at_a_time_with_one_generator(model, mo
     chunked = model.generate_many("to", 10, seed=3, max_len=6)
     assert rows == [4, 4, 2] and len(chunked) == 10
     assert model.generate_many("to", 10, seed=3, max_len=6) == chunked  # one seeded generator for all batches
+
+
+def test_prompts_searched_together_continue_as_each_alone(model):
+    """A batch of prompts of different lengths: each row continues from its own last token."""
+    prompts = ["to be", "t", "", "or not to be, that"]
+    together = model.search(prompts, method="greedy", max_len=8)
+    for prompt, found in zip(prompts, together):
+        assert found[0].tokens == model.search([prompt], method="greedy", max_len=8)[0][0].tokens
+    beams = model.search(prompts, method="beam", beam_size=3, n_best=2, max_len=8)
+    assert [len(b) for b in beams] == [2] * 4
+    assert [h.tokens for h in beams[0]] == [h.tokens for h in model.search(prompts[:1], method="beam", beam_size=3,
+                                                                           n_best=2, max_len=8)[0]]  # fmt: skip
