@@ -3,7 +3,8 @@ with dynamic batching on (--max-batch 32) and off (--max-batch 1) in the same ru
 
 Each client sends one translation request after another (one sentence of the Ding test split, beam 5) and waits
 for its answer. Reported per setting: requests/s, latency p50/p95/p99, errors (must be 0), and the server's
-resident memory after a warm-up and after the load. The rounds interleave the settings; medians are reported.
+resident memory after a warm-up at full load and after the loads (growth there would be a leak). The rounds
+interleave the settings; medians are reported.
 
     python recipes/translate.py --members 1 --snapshots 0 --out runs/single   # first: train the model served
     python benchmarks/serve.py                            # 1 and 16 clients, 20 s each, 2 rounds
@@ -105,7 +106,8 @@ def one_round(args: argparse.Namespace, checkpoint: str, sentences: list[str]) -
         server = start_server(checkpoint, args.port, setting)
         address = f"http://127.0.0.1:{args.port}"
         try:
-            asyncio.run(load(address, sentences, 2, 1.0 if args.quick else 3.0, args.beam))  # warm-up
+            warm_up = 1.0 if args.quick else 5.0  # at full load: the allocator then holds the largest batch's memory
+            asyncio.run(load(address, sentences, max(args.clients), warm_up, args.beam))
             memory = {"rss_mb_before": resident_mb(server.pid)}
             for clients in args.clients:
                 log(f"{name}: {clients} client(s) for {args.seconds:.0f} s")
