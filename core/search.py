@@ -27,9 +27,8 @@ CUT = -1  # what a row that reached its own max_len reports in the steps after (
 
 @dataclass
 class Hypothesis:
-    """One output sequence. `tokens` excludes the start token and EOS; `log_prob` sums every emitted token's
-    log-probability (EOS included when `finished`); `score` is `log_prob` after the length penalty;
-    `attention` is (len(tokens), S), float32, when the decoder attends."""
+    """One output sequence. `tokens` excludes the start token and EOS; `log_prob` sums every emitted token's log-prob
+    (EOS's when `finished`); `score` is `log_prob` after the length penalty; `attention` (len(tokens), S), float32."""
 
     tokens: list[int]
     log_prob: float
@@ -57,7 +56,7 @@ def _sampler(
         SearchConfig.check_option(name, value)
 
     def choose(logp: Tensor) -> Tensor:
-        scores = logp / temperature  # log_softmax(logits / T) up to a constant
+        scores = (logp - logp.max(dim=1, keepdim=True).values) / temperature  # the best at 0: never all -inf
         if top_k > 0:
             kth = scores.topk(min(top_k, scores.size(1)), dim=1).values[:, -1:]  # (N, 1)
             scores = scores.masked_fill(scores < kth, float("-inf"))
@@ -65,6 +64,7 @@ def _sampler(
             sorted_scores, order = scores.sort(dim=1, descending=True)
             probs = sorted_scores.softmax(dim=1)
             outside = probs.cumsum(dim=1) - probs >= top_p  # the mass before this token already reaches p
+            outside[:, 0] = False  # the likeliest token always stays, however small p is
             scores = scores.scatter(1, order, sorted_scores.masked_fill(outside, float("-inf")))
         return torch.multinomial(scores.softmax(dim=1), 1, generator=generator).squeeze(1)  # (N,)
 

@@ -33,16 +33,16 @@ class SearchConfig:
 
     CHOICES = {"method": ["greedy", "sample", "beam"]}
     # the upper bounds keep one search finite: a million steps or beams would only exhaust the memory
-    RANGES = {"max_len": (1, MAX_STEPS), "min_len": (0,), "temperature": (0, None, True), "top_k": (0,),
-              "top_p": (0, 1, True), "seed": (0, MAX_SEED), "beam_size": (1, MAX_BEAM), "length_penalty": (None,),
+    RANGES = {"max_len": (1, MAX_STEPS), "min_len": (0,), "temperature": (1e-6, 1000), "top_k": (0,),
+              "top_p": (0, 1, True), "seed": (0, MAX_SEED), "beam_size": (1, MAX_BEAM), "length_penalty": (-10, 10),
               "n_best": (1,), "no_repeat_ngram": (0,), "repetition_penalty": (0, None, True)}  # fmt: skip
     INTEGERS = ("max_len", "min_len", "top_k", "seed", "beam_size", "n_best", "no_repeat_ngram")
     HELP = {"method": "how the next token is chosen", "max_len": "tokens to generate at most",
             "min_len": "tokens before EOS may end the output",
-            "temperature": "> 0; lower is more conservative",
+            "temperature": "in [1e-6, 1000]; lower is more conservative",
             "top_k": "sample among the k most likely tokens (0: all)",
             "top_p": "sample within the smallest set of mass p, (0, 1]", "seed": "for reproducible samples",
-            "length_penalty": "GNMT alpha for beam search", "n_best": "print the n best of beam search",
+            "length_penalty": "GNMT alpha for beam search, in [-10, 10]", "n_best": "print the n best of beam search",
             "no_repeat_ngram": "forbid repeating any n-gram of this size",
             "repetition_penalty": "> 1 discourages repeated tokens"}  # fmt: skip
     # options that one method alone reads: given with another method they would be ignored in silence
@@ -75,7 +75,8 @@ class SearchConfig:
     def check_option(cls, name: str, value: Any, shown: str = "") -> None:
         """One option within its range (an integer where it counts things: 2.5 beams would fail deep inside torch),
         named `shown` (default: its keyword)."""
-        low, high, low_open, high_open = (*cls.RANGES[name], None, None, False, False)[:4]
+        bounds: tuple[Any, ...] = (*cls.RANGES[name], None, None, False, False)  # integers' bounds are integers
+        low, high, low_open, high_open = bounds[:4]
         if name in cls.INTEGERS:
             check_int(shown or name, value, low, high)
         else:

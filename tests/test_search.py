@@ -838,7 +838,13 @@ def test_top_k_one_sampling_is_greedy():
     dec = scripted(B, L, seed=7)
     ctx = ctx_for(list(range(B)))
     g = greedy(dec, ctx, starts(B), max_len=L, eos=EOS)
-    for kw in ({"top_k": 1}, {"top_k": 1, "temperature": 3.0}, {"top_p": 1e-6}):
+    for kw in (
+        {"top_k": 1},
+        {"top_k": 1, "temperature": 3.0},
+        {"top_p": 1e-6},
+        {"top_p": 1e-300},
+        {"temperature": 1e-6},
+    ):
         s = sample(dec, ctx, starts(B), max_len=L, eos=EOS, generator=torch.Generator().manual_seed(0), **kw)
         assert [h.tokens for h in s] == [h.tokens for h in g]
         assert [h.finished for h in s] == [h.finished for h in g]
@@ -861,7 +867,7 @@ def test_same_seed_same_samples():
     assert run(6) != first
 
 
-@pytest.mark.parametrize("temperature", [0.05, 5.0])
+@pytest.mark.parametrize("temperature", [1e-6, 0.05, 5.0, 1000.0])  # the ends of its range and between
 def test_extreme_temperatures_give_valid_draws(temperature):
     B, L, V = 64, 8, 8
     dec = scripted(B, L, V, seed=9)
@@ -887,6 +893,15 @@ def test_extreme_temperatures_give_valid_draws(temperature):
         assert argmax_share > 0.99
     else:  # nearly uniform: every id drawn, the argmax far below its untempered share (~0.34)
         assert set(drawn.tolist()) == set(range(FIXED_LOGITS.numel())) and argmax_share < 0.25
+
+
+@pytest.mark.parametrize(
+    "name, value", [("temperature", 1e-45), ("temperature", 1e39), ("length_penalty", 200), ("length_penalty", -1e308)]
+)
+def test_options_beyond_what_float_arithmetic_holds_are_refused(name, value):
+    """Values whose arithmetic would overflow (a length penalty) or underflow (a temperature) name themselves."""
+    with pytest.raises(UserError, match=f"{name} = .* is out of range"):
+        SearchConfig.of(None, SearchConfig(), method="beam" if name == "length_penalty" else "sample", **{name: value})
 
 
 @pytest.mark.parametrize("kw", [{"temperature": 2.0}, {"temperature": 0.7, "top_k": 4}, {"top_p": 0.8}])

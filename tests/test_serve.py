@@ -159,7 +159,18 @@ BAD_REQUESTS = [  # (endpoint, JSON body, status, words the one-line error must 
     ("generate", {"seed": -3}, 422, "seed"),
     ("generate", {"num_samples": 5}, 422, "num_samples = 5 is over this server's bound of 4"),
     ("generate", {"num_samples": 0}, 422, "num_samples = 0"),
-    ("generate", {"method": "beam", "num_samples": 4, "beam_size": 2}, 422, "n_best"),
+    ("generate", {"method": "beam", "num_samples": 4, "beam_size": 2}, 422, "num_samples = 4 is over beam_size = 2"),
+    ("generate", {"method": "beam", "n_best": 3}, 422, "n_best: /api/generate returns num_samples continuations"),
+    ("generate", {"max_len": True}, 422, "max_len: input should be a valid integer"),
+    ("generate", {"max_len": "5"}, 422, "max_len: input should be a valid integer"),
+    ("generate", {"num_samples": "2"}, 422, "num_samples: input should be a valid integer"),
+    ("generate", {"temperature": True}, 422, "temperature: input should be a valid number"),
+    ("generate", {"temperature": 1e-45}, 422, "temperature = 1e-45 is out of range"),
+    ("generate", {"top_p": float("nan")}, 422, "top_p"),
+    ("generate", {"prompt": "a\udfffb"}, 422, "prompt[0] is not text: a lone surrogate at character 1"),
+    ("generate", {"method": "beam", "length_penalty": 200}, 422, "length_penalty = 200 is out of range"),
+    ("generate/stream", {"prompt": "x" * 201}, 422, "prompt[0] has 201 characters"),
+    ("generate/stream", {"prompt": "\ud800"}, 422, "a lone surrogate"),
     ("generate", {"prompt": "x" * 201}, 422, "prompt[0] has 201 characters, over this server's bound of 200"),
     ("generate", [1, 2], 422, "input should be a valid dictionary"),
     ("generate/stream", {"method": "beam"}, 422, "the stream sends one continuation"),
@@ -175,6 +186,10 @@ BAD_REQUESTS = [  # (endpoint, JSON body, status, words the one-line error must 
     ("translate", {"sentences": ["a"], "beam_size": 2, "n_best": 3}, 422, "n_best"),
     ("translate", {"sentences": ["a"], "method": "greedy", "length_penalty": 1}, 422, "length_penalty is an option"),
     ("translate", {"sentences": ["a"], "attention": "maybe"}, 422, "attention: input should be a valid boolean"),
+    ("translate", {"sentences": ["a"], "attention": "yes"}, 422, "attention: input should be a valid boolean"),
+    ("translate", {"sentences": ["a", "\ud800"]}, 422, "sentences[1] is not text: a lone surrogate at character 0"),
+    ("translate", {"sentences": ["a"], "length_penalty": 1e308}, 422, "length_penalty = 1e+308 is out of range"),
+    ("translate", {"sentences": ["a"], "method": "sample", "temperature": 1e300}, 422, "temperature = 1e+300"),
 ]
 
 
@@ -188,7 +203,9 @@ def one_line_error(response, status: int, words: str) -> str:
 
 @pytest.mark.parametrize("endpoint, body, status, words", BAD_REQUESTS)
 def test_bad_requests_get_one_line_and_the_server_goes_on(client, endpoint, body, status, words):
-    one_line_error(client.post(f"/api/{endpoint}", json=body), status, words)
+    raw = json.dumps(body)  # (escapes a lone surrogate, writes NaN as Python's json reads it)
+    one_line_error(client.post(f"/api/{endpoint}", content=raw, headers={"content-type": "application/json"}), status,
+                   words)  # fmt: skip
     assert client.get("/api/health").status_code == 200
 
 
@@ -198,7 +215,7 @@ def test_malformed_bodies_and_bodies_over_the_bound(client):
         response = client.post(f"/api/{endpoint}", content=b'{"prompt": "a",', headers=as_json)
         one_line_error(response, 400, "the body is not valid JSON")
         response = client.post(f"/api/{endpoint}", content=b"\xff\xfe{", headers=as_json)
-        one_line_error(response, 400, "error parsing the body")
+        one_line_error(response, 400, "the body cannot be read as JSON or form data")
         big = {"prompt": "a" * 30_000, "sentences": ["a"]}
         one_line_error(client.post(f"/api/{endpoint}", json=big), 413, "over this server's bound of 20000")
 
@@ -365,6 +382,23 @@ def test_a_client_that_leaves_mid_stream_stops_its_generation():
     count = len(made)
     time.sleep(0.1)
     assert len(made) == count
+
+
+def test_a_request_that_fails_in_a_batch_fails_alone():
+    def run(kind, requests):
+        if "bad" in requests:
+            raise ValueError("bad input")
+        return [r.upper() for r in requests]
+
+    async def scenario():
+        batcher = Batcher("m", run, 8, 0.05, max_queue=8)
+        batcher.start()
+        answers = await asyncio.gather(*(batcher.submit("k", r) for r in ("one", "bad", "two")), return_exceptions=True)
+        await batcher.stop()
+        return answers, batcher.batches
+
+    answers, batches = asyncio.run(scenario())
+    assert batches == [3] and answers[0] == "ONE" and answers[2] == "TWO" and isinstance(answers[1], ValueError)
 
 
 def test_the_batcher_refuses_beyond_its_queue():

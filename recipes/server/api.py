@@ -107,9 +107,12 @@ async def generate(body: GenerateRequest, models: Loaded) -> dict[str, Any]:
 @api.post("/api/generate/stream")
 async def generate_stream(body: GenerateRequest, models: Loaded) -> StreamingResponse:
     """The text as it is chosen, as server-sent events: `piece` events, then one `end` (or `error`)."""
+    if body.num_samples != 1:
+        raise UserError("the stream sends one continuation as it is chosen: num_samples 1")
+    models["textgen"].request(body)  # every check a generate request gets
     config = models["textgen"].config(body)
-    if config.method == "beam" or body.num_samples != 1:
-        raise UserError("the stream sends one continuation as it is chosen: method greedy or sample, num_samples 1")
+    if config.method == "beam":
+        raise UserError("the stream sends one continuation as it is chosen: method greedy or sample")
     events = stream_events(models["textgen"].model, body.prompt, config)
     return StreamingResponse(events, media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
 
@@ -126,7 +129,8 @@ async def caption(
     """A picture (multipart field `image`) and search options as form fields."""
     captioner, form = models["captioning"], await request.form()
     try:
-        options = SearchOptions.model_validate({k: v for k, v in form.items() if k not in ("image", "attention")})
+        fields = {k: v for k, v in form.items() if k not in ("image", "attention")}
+        options = SearchOptions.model_validate(fields, strict=False)  # a form's values are all text
     except ValidationError as err:  # as a JSON body's would be
         raise RequestValidationError(err.errors()) from None
     config = captioner.config(options)
@@ -190,13 +194,10 @@ async def stream_events(model: Any, prompt: str, config: SearchConfig) -> AsyncI
         stop.set()
 
 
-class BodyTooLarge(Exception):
-    pass
-
-
 class BodyLimit:
     """ASGI middleware: a request body over its bound (a JSON request's, or a picture upload's) is refused with
-    413, from its Content-Length or as it arrives."""
+    413, from its Content-Length or, when it comes in chunks, as it arrives; a body within it is read whole first
+    (bounded) and handed on."""
 
     def __init__(self, app: Any, limits: Limits):
         self.app, self.limits = app, limits
@@ -204,24 +205,30 @@ class BodyLimit:
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        bound = (
-            self.limits.max_picture_bytes + (1 << 16) if scope["path"] == "/api/caption" else self.limits.max_body_bytes
-        )
-        declared = dict(scope["headers"]).get(b"content-length", b"0")
-        if int(declared or 0) > bound:
-            return await _refuse(send, 413, f"the request body has {int(declared)} bytes, over this server's bound "
-                                 f"of {bound}")  # fmt: skip
-        seen = 0
-
-        async def counted() -> dict:
-            nonlocal seen
+        upload = scope["path"] == "/api/caption"
+        bound = self.limits.max_picture_bytes + (1 << 16) if upload else self.limits.max_body_bytes
+        declared = int(dict(scope["headers"]).get(b"content-length", b"0") or 0)  # (uvicorn checked its form)
+        too_large = f"over this server's bound of {bound} bytes"
+        if declared > bound:
+            return await _refuse(send, 413, f"the request body has {declared} bytes, {too_large}")
+        body, more = b"", True
+        while more:
             message = await receive()
-            seen += len(message.get("body", b""))
-            if seen > bound:
-                raise BodyTooLarge(f"the request body is over this server's bound of {bound} bytes")
-            return message
+            if message["type"] != "http.request":  # the client went away
+                return
+            body, more = body + message.get("body", b""), message.get("more_body", False)
+            if len(body) > bound:
+                return await _refuse(send, 413, f"the request body is {too_large}")
+        replayed = False
 
-        await self.app(scope, counted, send)
+        async def replay() -> dict:
+            nonlocal replayed
+            if replayed:
+                return await receive()  # what comes after the body: a disconnect
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        await self.app(scope, replay, send)
 
 
 async def _refuse(send: Any, status: int, message: str) -> None:
@@ -255,17 +262,14 @@ def _errors(app: FastAPI) -> None:
 
     @app.exception_handler(HTTPException)  # the framework's own: unknown paths, wrong methods, unreadable bodies
     async def framework(request: Request, err: HTTPException) -> JSONResponse:
-        detail = str(err.detail)
+        unreadable = err.status_code == 400  # FastAPI's "There was an error parsing the body"
+        detail = "the body cannot be read as JSON or form data" if unreadable else str(err.detail)
         return refusal(err.status_code, f"{detail[:1].lower()}{detail[1:]} ({request.method} {request.url.path})",
                        err.headers)  # fmt: skip
 
     @app.exception_handler(Refused)
     async def refused(request: Request, err: Refused) -> JSONResponse:
         return refusal(err.status, str(err), err.headers)
-
-    @app.exception_handler(BodyTooLarge)
-    async def too_large(request: Request, err: BodyTooLarge) -> JSONResponse:
-        return refusal(413, str(err))
 
     @app.exception_handler(Exception)  # a fault of the server's own: one line to the client, the trace to the log
     async def fault(request: Request, err: Exception) -> JSONResponse:

@@ -84,19 +84,27 @@ class Batcher:
             await self._run(batch)
 
     async def _run(self, batch: list[_Waiting]) -> None:
-        assert self.queue is not None and self.executor is not None
+        assert self.queue is not None
         self.batches.append(len(batch))
         try:
-            answers = await asyncio.get_running_loop().run_in_executor(
-                self.executor, self.run, batch[0].kind, [w.request for w in batch]
-            )
-            for waiting, answer in zip(batch, answers):
-                if not waiting.answer.done():  # (a client that left has cancelled its own)
+            answers = await self._decode(batch)
+        except Exception as err:  # bad input that only the model could see: each request alone, so that only
+            answers = [err] if len(batch) == 1 else [await self._alone(w) for w in batch]  # its own hears it
+        for waiting, answer in zip(batch, answers):
+            if not waiting.answer.done():  # (a client that left has cancelled its own)
+                if isinstance(answer, Exception):
+                    waiting.answer.set_exception(answer)
+                else:
                     waiting.answer.set_result(answer)
-        except Exception as err:  # bad input that only the model could see: each request of the batch hears it
-            for waiting in batch:
-                if not waiting.answer.done():
-                    waiting.answer.set_exception(err)
-        finally:
-            for _ in batch:
-                self.queue.task_done()
+            self.queue.task_done()
+
+    async def _decode(self, batch: list[_Waiting]) -> Sequence[Any]:
+        assert self.executor is not None
+        requests = [w.request for w in batch]
+        return await asyncio.get_running_loop().run_in_executor(self.executor, self.run, batch[0].kind, requests)
+
+    async def _alone(self, waiting: _Waiting) -> Any:
+        try:
+            return (await self._decode([waiting]))[0]
+        except Exception as err:
+            return err

@@ -28,7 +28,7 @@ _SEARCH_TYPES = {"method": Literal["greedy", "sample", "beam"], "max_len": int, 
 assert set(_SEARCH_TYPES) == {f.name for f in fields(SearchConfig)}, "every search option is a request field"
 SearchOptions = create_model(  # every field optional: what is left out keeps the model's default
     "SearchOptions",
-    __config__=ConfigDict(extra="forbid"),
+    __config__=ConfigDict(extra="forbid", strict=True),  # strict: true is not a number, nor "5" (JSON has types)
     **{name: (kind | None, None) for name, kind in _SEARCH_TYPES.items()},
 )
 
@@ -91,9 +91,14 @@ def within(field: str, value: int, bound: int) -> None:
 
 
 def check_text(field: str, texts: Sequence[str], limits: Limits) -> None:
+    """Each text within the bound, and text: JSON's escapes can spell a lone surrogate, which no tokenizer reads."""
     for i, text in enumerate(texts):
         if len(text) > limits.max_chars:
             raise UserError(f"{field}[{i}] has {len(text)} characters, over this server's bound of {limits.max_chars}")
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as err:
+            raise UserError(f"{field}[{i}] is not text: a lone surrogate at character {err.start}") from None
 
 
 class ServedTextgen(Served):
@@ -101,13 +106,18 @@ class ServedTextgen(Served):
     model: LanguageModel
 
     def request(self, body: GenerateRequest) -> tuple[Hashable, tuple[str, int], int]:
-        """(kind, request, size) of a generate request, checked."""
+        """(kind, request, size) of a generate request, checked. Beam search gives its `num_samples` best."""
         within("num_samples", body.num_samples, self.limits.max_samples)
         if body.num_samples < 1:
             raise UserError(f"num_samples = {body.num_samples} is out of range; allowed: [1, inf)")
+        if body.n_best is not None:
+            raise UserError("n_best: /api/generate returns num_samples continuations (the n best, with method beam)")
         check_text("prompt", [body.prompt], self.limits)
         config = self.config(body)
         if config.method == "beam":
+            if body.num_samples > config.beam_size:
+                raise UserError(f"num_samples = {body.num_samples} is over beam_size = {config.beam_size}: a beam "
+                                "search gives at most beam_size continuations")  # fmt: skip
             config = SearchConfig.of(config, config, n_best=body.num_samples)
         return self.kind(config), (body.prompt, body.num_samples), body.num_samples
 
