@@ -6,6 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from core import speedups
+
 
 class BahdanauAttention(nn.Module):
     """score(q, m) = v . tanh(W_q q + W_k m). Keys W_k m are computed once per context with `keys`."""
@@ -24,7 +26,7 @@ class BahdanauAttention(nn.Module):
         """query (N, T, Q), keys (B, S, A), memory (B, S, M), mask (B, S) -> context (N, T, M), weights (N, T, S);
         N = B, or k * B for k beams per example (`per_example`)."""
         queries = per_example(self.query_proj(query), memory)  # (B, kT, A)
-        scores = self.energy(torch.tanh(keys.unsqueeze(1) + queries.unsqueeze(2))).squeeze(3)  # (B, kT, S)
+        scores = speedups.additive_scores(self, queries, keys, self.energy.weight.view(-1))  # (B, kT, S)
         return _attend(scores, memory, mask, query.size(0))
 
 

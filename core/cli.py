@@ -308,14 +308,8 @@ def add_config_flags(parser: argparse.ArgumentParser, config: Any, group: str, s
         default = getattr(config, field.name)
         choices = getattr(type(config), "CHOICES", {}).get(field.name)
         text = getattr(type(config), "HELP", {}).get(field.name, "")
-        section.add_argument(
-            flag_name(field.name),
-            dest=field.name,
-            type=_flag_type(hints[field.name]),
-            default=default,
-            choices=choices,
-            help=f"{text} (default: {default})".lstrip(),
-        )
+        typed = dict(dest=field.name, type=_flag_type(hints[field.name]), default=default, choices=choices)
+        section.add_argument(flag_name(field.name), help=f"{text} (default: {default})".lstrip(), **typed)
 
 
 def config_from_args(cls: type, args: argparse.Namespace, **overrides: Any) -> Any:

@@ -7,6 +7,7 @@ back to it where it does not apply: training, autograd, CUDA, dtypes oneDNN lack
   inference step of nn.GRU/nn.LSTM written out to use them (the embedding's share of the input gates read
   from a per-token table);
 - `topk`: beam search's candidates sought in the blocks with the largest maxima first;
+- `additive_scores`: Bahdanau's scores a cache-sized chunk of beams at a time;
 - `keep_freed_memory`: glibc malloc settings for the decoding command lines.
 What each buys, measured: benchmarks/README.md.
 """
@@ -57,13 +58,8 @@ register_optimizer_step_post_hook(_count_update)  # every optimizer, every step
 
 def inference(module: nn.Module, x: Tensor) -> bool:
     """Whether `module` runs on x without autograd, in eval mode, on the CPU, in a dtype oneDNN multiplies."""
-    return (
-        AVAILABLE
-        and not module.training
-        and not torch.is_grad_enabled()
-        and x.device.type == "cpu"
-        and x.dtype in DTYPES
-    )
+    on_cpu = AVAILABLE and x.device.type == "cpu" and x.dtype in DTYPES
+    return on_cpu and not module.training and not torch.is_grad_enabled()
 
 
 def linear(
@@ -168,6 +164,25 @@ def topk(candidates: Tensor, m: int) -> tuple[Tensor, Tensor]:
 
 
 # ---- memory ------------------------------------------------------------------------------------------
+
+
+CHUNK_VALUES = 1 << 19  # energies per chunk (2 MB of float32)
+
+
+def additive_scores(module: nn.Module, queries: Tensor, keys: Tensor, v: Tensor) -> Tensor:
+    """Bahdanau's scores v . tanh(q + k) (B, T, S) of queries (B, T, A) over keys (B, S, A), in `inference` a few
+    rows at a time: the energies (B, T, S, A), a search step's largest tensor, stay in the cache through the add,
+    tanh and product (whole, made and freed every step, glibc hands them back to the system to fault in again)."""
+    if not inference(module, queries):
+        return torch.tanh(keys.unsqueeze(1) + queries.unsqueeze(2)) @ v
+    (B, T, A), S = queries.shape, keys.size(1)
+    rows = max(1, CHUNK_VALUES // (T * S * A))
+    scores, energies = queries.new_empty(B, T, S), queries.new_empty(min(rows, B), T, S, A)
+    for start in range(0, B, rows):
+        end = min(B, start + rows)
+        e = torch.add(queries[start:end].unsqueeze(2), keys[start:end].unsqueeze(1), out=energies[: end - start])
+        torch.matmul(e.tanh_(), v, out=scores[start:end])
+    return scores
 
 
 def keep_freed_memory() -> bool:

@@ -426,3 +426,21 @@ def test_attention_reads_one_memory_row_for_k_query_rows(kind, grad):
         assert g.shape == e.shape and torch.allclose(g, e, atol=1e-6)
     with pytest.raises(ValueError, match="must be a multiple"):
         per_example(torch.randn(7, T, 12), memory)
+
+
+@pytest.mark.parametrize("chunk_values", [1, 600, 1 << 19])  # one row a chunk, a few rows, all rows at once
+def test_chunked_bahdanau_scores_equal_the_whole_computation(monkeypatch, chunk_values):
+    """Search's scores, a chunk of rows at a time into one reused buffer, equal the autograd path's."""
+    from core.attention import BahdanauAttention
+
+    monkeypatch.setattr(speedups, "CHUNK_VALUES", chunk_values)
+    torch.manual_seed(0)
+    att = BahdanauAttention(12, M, 10).eval()
+    memory, query = torch.randn(6, 5, M), torch.randn(6 * 3, 2, 12)
+    mask = torch.arange(5).unsqueeze(0) < torch.tensor([5, 2, 4, 1, 5, 3]).unsqueeze(1)
+    whole = att(query, att.keys(memory), memory, mask)  # (grad enabled: the plain computation)
+    with torch.no_grad():
+        chunked = att(query, att.keys(memory), memory, mask)
+    assert speedups.inference(att, query.detach()) is False  # (grad is on out here)
+    for c, w in zip(chunked, whole):
+        assert torch.allclose(c, w.detach(), atol=1e-6)
