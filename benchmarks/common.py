@@ -15,7 +15,7 @@ import torch
 
 from core import BOS, EOS, Context, RNNDecoder, beam_search, greedy
 from core.cli import DTYPES
-from core.speedups import keep_freed_memory
+from core.console import keep_freed_memory
 
 
 def log(message: str) -> None:

@@ -28,7 +28,7 @@ import torch  # noqa: E402
 
 from benchmarks.common import build, environment, log, run_beam, run_greedy, timed  # noqa: E402
 from benchmarks.tricks import TRICKS, without  # noqa: E402
-from core.speedups import keep_freed_memory  # noqa: E402
+from core.console import keep_freed_memory  # noqa: E402
 
 DECODE = dict(
     vocab=8000,

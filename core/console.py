@@ -1,10 +1,11 @@
 """How every command line ends: the main wrapper that turns bad input, a full disk or too little memory into one
 `error:` line and exit status 2, and an interrupted run into status 130; and a standard output that names itself
-when a write to it fails."""
+when a write to it fails; and the malloc settings the decoding command lines run with."""
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import re
 import sys
@@ -118,3 +119,19 @@ def out_of_memory(err: BaseException, flags: str = "") -> str | None:
     cuda = re.search(r"[Tt]ried to allocate ([\d.]+ [KMGT]i?B)", text)
     size = f"{int(cpu[1]) / 2**30:.1f} GiB" if cpu else cuda[1] if cuda else None
     return f"out of memory{f' while allocating {size}' if size else ''}" + (f"; lower {flags}" if flags else "")
+
+
+def keep_freed_memory() -> bool:
+    """Set glibc's malloc to keep freed blocks of up to 32 MB for reuse, for the whole process; True when it took
+    effect. Every search step allocates and frees a few (rows x vocabulary) tensors; by default glibc hands
+    blocks this large back to the kernel and the next step faults fresh pages in. The heap may then keep up to
+    256 MB free. Nothing happens without glibc (macOS, Windows, musl)."""
+    try:
+        if not (os.confstr("CS_GNU_LIBC_VERSION") or "").startswith("glibc"):
+            return False
+    except (AttributeError, OSError, ValueError):  # no confstr (Windows), or not glibc
+        return False
+    mallopt = ctypes.CDLL(None).mallopt
+    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    # M_MMAP_THRESHOLD (-3), M_TRIM_THRESHOLD (-1) from malloc.h; a set threshold also stops glibc moving it
+    return bool(mallopt(-3, 32 << 20) and mallopt(-1, 256 << 20))

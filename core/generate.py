@@ -19,11 +19,10 @@ from core.cli import (
     path_arg,
     search_config_from_args,
 )
-from core.console import run_main
+from core.console import keep_freed_memory, run_main
 from core.errors import check_device, check_range
 from core.files import decode_text, read_bytes
 from core.lm import DEFAULT_SEARCH, LanguageModel
-from core.speedups import keep_freed_memory
 
 MEMORY_FLAGS = "--beam-size or --max-len"  # what shrinks a search that runs out of memory
 FLAGS = FlagTable(apart=(("prompt", "prompt_file", "the prompt is either given or read from a file"),))

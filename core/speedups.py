@@ -7,15 +7,12 @@ back to it where it does not apply: training, autograd, CUDA, dtypes oneDNN lack
   inference step of nn.GRU/nn.LSTM written out to use them (the embedding's share of the input gates read
   from a per-token table);
 - `topk`: beam search's candidates sought in the blocks with the largest maxima first;
-- `additive_scores`: Bahdanau's scores a cache-sized chunk of beams at a time;
-- `keep_freed_memory`: glibc malloc settings for the decoding command lines.
+- `additive_scores`: Bahdanau's scores a cache-sized chunk of beams at a time.
 What each buys, measured: benchmarks/README.md.
 """
 
 from __future__ import annotations
 
-import ctypes
-import os
 import weakref
 from collections.abc import Callable
 from typing import Any
@@ -163,7 +160,7 @@ def topk(candidates: Tensor, m: int) -> tuple[Tensor, Tensor]:
     return values, columns.gather(1, picked)
 
 
-# ---- memory ------------------------------------------------------------------------------------------
+# ---- attention ------------------------------------------------------------------------------------------
 
 
 CHUNK_VALUES = 1 << 19  # energies per chunk (2 MB of float32)
@@ -183,19 +180,3 @@ def additive_scores(module: nn.Module, queries: Tensor, keys: Tensor, v: Tensor)
         e = torch.add(queries[start:end].unsqueeze(2), keys[start:end].unsqueeze(1), out=energies[: end - start])
         torch.matmul(e.tanh_(), v, out=scores[start:end])
     return scores
-
-
-def keep_freed_memory() -> bool:
-    """Set glibc's malloc to keep freed blocks of up to 32 MB for reuse, for the whole process; True when it took
-    effect. Every search step allocates and frees a few (rows x vocabulary) tensors; by default glibc hands
-    blocks this large back to the kernel and the next step faults fresh pages in. The heap may then keep up to
-    256 MB free. Nothing happens without glibc (macOS, Windows, musl)."""
-    try:
-        if not (os.confstr("CS_GNU_LIBC_VERSION") or "").startswith("glibc"):
-            return False
-    except (AttributeError, OSError, ValueError):  # no confstr (Windows), or not glibc
-        return False
-    mallopt = ctypes.CDLL(None).mallopt
-    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
-    # M_MMAP_THRESHOLD (-3), M_TRIM_THRESHOLD (-1) from malloc.h; a set threshold also stops glibc moving it
-    return bool(mallopt(-3, 32 << 20) and mallopt(-1, 256 << 20))

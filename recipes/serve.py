@@ -19,10 +19,9 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 
 from captioning.captioner import Captioner
 from core.cli import DTYPES, Parser, add_config_flags, add_device_flag, add_dtype_flag, config_from_args, path_arg
-from core.console import run_main
+from core.console import keep_freed_memory, run_main
 from core.errors import UserError, check_device, check_range
 from core.lm import LanguageModel
-from core.speedups import keep_freed_memory
 from recipes.server.limits import Limits
 from seq2seq.translate import build_parser as translate_parser
 from seq2seq.translator import MAX_SOURCE_LEN, load_ensemble

@@ -37,7 +37,18 @@ from core.task import read_task
 from core.tokenizers import SentencePieceTokenizer, Tokenizer, WordTokenizer
 from core.train_config import TrainConfig
 from seq2seq.bible import bible_pairs
-from seq2seq.data import ding_pairs, hash_split, read_pairs_tsv, read_parallel
+from seq2seq.data import (
+    MAX_TEST_PAIRS,
+    MAX_VALID_PAIRS,
+    TOKENIZER_PAIRS,
+    cap_splits,
+    ding_pairs,
+    hash_split,
+    iter_pairs_tsv,
+    read_parallel,
+    spread_sample,
+)
+from seq2seq.encoded import encode_pairs
 from seq2seq.evaluation import evaluate
 from seq2seq.rerank import add_rerank_score_flags
 from seq2seq.training import (
@@ -91,6 +102,9 @@ FLAGS = FlagTable(
         "separate_vocab",
         "dataset",
         *YOUR_DATA,
+        "max_valid_pairs",
+        "max_test_pairs",
+        "tokenizer_pairs",
     ),
 )
 
@@ -151,6 +165,7 @@ def add_data_flags(parser: argparse.ArgumentParser) -> None:
         type=path_arg("folder", output=True),
         help="where default data is cached (default: $SEQGEN_DATA or ~/.cache/seqgen/data)",
     )
+    add_size_flags(data)
     data.add_argument("--level", default="unigram", choices=["unigram", "bpe", "word"], help="token unit")
     data.add_argument("--vocab-size", type=int, default=4000, help="joint sentencepiece (or word) vocabulary size")
     data.add_argument("--separate-vocab", action="store_true", help="one tokenizer per language, not one joint")
@@ -172,6 +187,26 @@ def add_data_flags(parser: argparse.ArgumentParser) -> None:
         help="subword regularisation: train on random "
         "segmentations, in (0, 1); unigram: smaller is more varied, bpe: merge dropout probability "
         "(default 0: off)",
+    )
+
+
+def add_size_flags(data: argparse._ArgumentGroup) -> None:
+    """What a large corpus costs: the caps on validation and test, the tokenizer's sample (docs/data.md)."""
+    data.add_argument(
+        "--max-valid-pairs",
+        type=int,
+        default=MAX_VALID_PAIRS,
+        help="the most validation pairs kept: those of the hash split whose source has the smallest sha256; the "
+        "others are left out, never trained on (default: %(default)s; docs/data.md)",
+    )
+    data.add_argument(
+        "--max-test-pairs", type=int, default=MAX_TEST_PAIRS, help="likewise for the test (default: %(default)s)"
+    )
+    data.add_argument(
+        "--tokenizer-pairs",
+        type=int,
+        default=TOKENIZER_PAIRS,
+        help="the tokenizer learns from at most this many training pairs, evenly spread (default: %(default)s)",
     )
 
 
@@ -213,6 +248,19 @@ def add_ensemble_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def load_pairs(args: argparse.Namespace) -> dict[str, list[tuple[str, str]]]:
+    """train/valid/test pairs from the flags, validation and test capped (--max-valid-pairs, --max-test-pairs);
+    pairs left out by the caps go nowhere."""
+    splits = uncapped_pairs(args)
+    capped = cap_splits(splits, args.max_valid_pairs, args.max_test_pairs)
+    for name, flag in (("valid", "--max-valid-pairs"), ("test", "--max-test-pairs")):
+        if len(capped[name]) < len(splits[name]):
+            print(
+                f"{name}: {len(capped[name]):,} of its {len(splits[name]):,} pairs kept ({flag}); the rest never train"
+            )
+    return capped
+
+
+def uncapped_pairs(args: argparse.Namespace) -> dict[str, list[tuple[str, str]]]:
     """train/valid/test pairs from the flags: six aligned files, a TSV file, or the default Ding corpus."""
     files = [getattr(args, dest) for dest in SPLIT_FLAGS]
     if any(files):
@@ -220,7 +268,7 @@ def load_pairs(args: argparse.Namespace) -> dict[str, list[tuple[str, str]]]:
             raise UserError(f"give all six of {', '.join(map(flag_name, SPLIT_FLAGS))} or none")
         return {part: read_parallel(files[2 * i], files[2 * i + 1]) for i, part in enumerate(SPLITS)}
     if args.corpus:
-        splits = hash_split(read_pairs_tsv(args.corpus))
+        splits = hash_split(iter_pairs_tsv(args.corpus, progress=True))
         if not splits["valid"] or not splits["test"]:
             raise UserError(f"{args.corpus} is too small: the hash split left no validation or test pairs")
         return splits
@@ -239,14 +287,18 @@ def data_languages(args: argparse.Namespace) -> dict[str, str]:
 
 
 def train_tokenizers(args: argparse.Namespace, train: list[tuple[str, str]]) -> tuple[dict, dict]:
-    """The source and target tokenizers (one joint, or one per language with --separate-vocab), as plain data."""
+    """The source and target tokenizers (one joint, or one per language with --separate-vocab), as plain data,
+    learnt from --tokenizer-pairs of the training pairs (all of them when there are no more)."""
+    sample = spread_sample(train, args.tokenizer_pairs)
+    if len(sample) < len(train):
+        print(f"tokenizer: learnt from {len(sample):,} of the {len(train):,} training pairs (--tokenizer-pairs)")
 
     def make(text: str) -> Tokenizer:
         if args.level == "word":
             return WordTokenizer.train(text, max_size=args.vocab_size)
         return SentencePieceTokenizer.train(text, vocab_size=args.vocab_size, model_type=args.level)
 
-    sources, targets = "\n".join(s for s, _ in train), "\n".join(t for _, t in train)
+    sources, targets = "\n".join(s for s, _ in sample), "\n".join(t for _, t in sample)
     tokenizers = (make(sources), make(targets)) if args.separate_vocab else (make(sources + "\n" + targets),) * 2
     return tokenizers[0].to_dict(), tokenizers[1].to_dict()
 
@@ -291,8 +343,10 @@ def main(argv: list[str] | None = None) -> dict:
             ensemble=ensemble | {"snapshots": train_config.snapshots},
         )
 
-    # The models: the forward members and the reranking models, side by side.
-    run = RunSetup(args, pairs, tokenizers, enc_config, dec_config, train_config, device)
+    # The models: the forward members and the reranking models, side by side, on the training pairs encoded once.
+    train = encode_pairs(pairs["train"], tokenizers)
+    kept = pairs if args.subword_alpha else pairs | {"train": []}  # (sampled segmentations need the text)
+    run = RunSetup(args, kept, tokenizers, enc_config, dec_config, train_config, device, train=train)
     train_seconds = train_models(run, out, resume, MEMORY_FLAGS)
     if train_seconds is None:  # not the main process
         return {}

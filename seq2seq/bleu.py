@@ -24,11 +24,10 @@ from core.cli import (
     path_arg,
     search_config_from_args,
 )
-from core.console import run_main
+from core.console import keep_freed_memory, run_main
 from core.errors import UserError, check_device
 from core.files import read_lines
 from core.search_config import SearchConfig
-from core.speedups import keep_freed_memory
 from seq2seq.metrics import METRICS, score_files, sentence_scores
 from seq2seq.rerank import add_rerank_flags, check_rerank_flags, rerank_options, translate_file
 from seq2seq.translator import DEFAULT_SEARCH

@@ -8,16 +8,21 @@ two aligned files instead.
 
 from __future__ import annotations
 
+import hashlib
+import io
+import os
 import shutil
 import tarfile
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import TypeVar
+from typing import BinaryIO, TypeVar
+
+from tqdm import tqdm
 
 from core import datasets
 from core.datasets import SPLITS, apt_download, cached, deb_tar, member_bytes
 from core.errors import UserError
-from core.files import lines_of, read_text
+from core.files import BOM, STDIN, check_path, decode_text, lines_of, read_bytes, read_text
 
 DING_PACKAGE = "trans-de-en"
 DING_VERSION = "1.9-6"  # pinned: other versions hold other sentences, so the splits would differ
@@ -28,6 +33,13 @@ LOCAL_FLAG = "--corpus PAIRS.tsv"
 END_PUNCTUATION = (".", "?", "!")
 FORBIDDEN = frozenset(";/[]{}")  # dictionary notation (alternatives, usage labels), not sentence text
 MIN_WORDS = 4
+# The most validation and test pairs a run keeps (--max-valid-pairs, --max-test-pairs): above the Bible's 2,147
+# and 2,115 (the Ding corpus has 979 and 1,014), so that both default corpora keep their splits whole.
+MAX_VALID_PAIRS = MAX_TEST_PAIRS = 2_500
+# The most training pairs the tokenizer learns from (--tokenizer-pairs): above the Bible's 26,822, so that the
+# default corpora's tokenizers learn from every training pair, as before.
+TOKENIZER_PAIRS = 30_000
+READ_BLOCK = 1 << 24  # bytes read at a time from a TSV file (16 MB)
 
 Pair = tuple[str, str]
 T = TypeVar("T")
@@ -63,6 +75,35 @@ def hash_split(pairs: Iterable[Pair], key: Callable[[Pair], str] = lambda p: p[0
     """Pairs split by sha256 of their source side (`key`): test 7%, valid 7%, train the rest, so that one source
     sentence never lands in two splits (core.datasets.hash_split)."""
     return datasets.hash_split(pairs, key, test=7, valid=7)
+
+
+def key_hash(key: str) -> int:
+    """The whole sha256 of a pair's key as a number: its bucket (core.datasets.bucket) is this modulo 100."""
+    return int(hashlib.sha256(key.encode("utf-8")).hexdigest(), 16)
+
+
+def cap_split(pairs: list[Pair], limit: int, key: Callable[[Pair], str] = lambda p: p[0]) -> list[Pair]:
+    """At most `limit` pairs of a split: those whose key has the smallest sha256 (ties in input order), in input
+    order. A split within the limit comes back as it is; a growing corpus keeps the pairs kept before, unless
+    new ones with smaller hashes push them out. The pairs left out go nowhere (never into training)."""
+    if len(pairs) <= limit:
+        return pairs
+    ranked = sorted(range(len(pairs)), key=lambda i: (key_hash(key(pairs[i])), i))
+    kept = set(ranked[:limit])
+    return [pair for i, pair in enumerate(pairs) if i in kept]
+
+
+def cap_splits(splits: dict[str, list[Pair]], max_valid: int, max_test: int) -> dict[str, list[Pair]]:
+    """The splits with validation and test cut to `max_valid` and `max_test` pairs (`cap_split`); training as it
+    is: a pair the hash put in validation or test never trains, kept or not."""
+    return splits | {"valid": cap_split(splits["valid"], max_valid), "test": cap_split(splits["test"], max_test)}
+
+
+def spread_sample(items: list[T], limit: int) -> list[T]:
+    """At most `limit` items, evenly spread over the list (all of them, as they are, when there are no more)."""
+    if len(items) <= limit:
+        return items
+    return [items[i * len(items) // limit] for i in range(limit)]
 
 
 def _read_member(tar: tarfile.TarFile, path: str) -> str:
@@ -126,18 +167,61 @@ def read_splits(folder: Path, langs: tuple[str, str]) -> dict[str, list[Pair]]:
 
 def read_pairs_tsv(path: str | Path) -> list[Pair]:
     """(source, target) pairs from a UTF-8 file with one `source<TAB>target` per line."""
-    pairs = []
-    for number, line in enumerate(lines_of(read_text(path)), start=1):
+    return list(iter_pairs_tsv(path))
+
+
+def iter_pairs_tsv(path: str | Path, progress: bool = False) -> Iterator[Pair]:
+    """The pairs of `read_pairs_tsv` one by one, read a block at a time (memory bounded by the block, not the
+    file); `progress`: a progress bar over the file's bytes."""
+    number, lines, blank = 0, _text_lines(path, progress), True
+    for number, line in enumerate(lines, start=1):
         fields = line.split("\t")
+        blank = blank and not line.strip()
         if len(fields) != 2:
+            if blank and not any(rest.strip() for rest in lines):  # white space alone: as `read_text` says
+                raise UserError(f"{'the standard input' if str(path) in STDIN else path} is empty")
             raise UserError(
                 f"{path}:{number}: expected source<TAB>target, found {len(fields) - 1} tabs in {line[:60]!r}"
             )
         src, tgt = fields[0].strip(), fields[1].strip()
         if not src or not tgt:
             raise UserError(f"{path}:{number}: the {'source' if not src else 'target'} side is empty")
-        pairs.append((src, tgt))
-    return pairs
+        yield src, tgt
+    if number == 0:
+        raise UserError(f"{'the standard input' if str(path) in STDIN else path} is empty")
+
+
+def _text_lines(path: str | Path, progress: bool) -> Iterator[str]:
+    """A text file's lines as `lines_of(read_text(path))` gives them, a block at a time: UTF-8 checked with the
+    line of the first bad byte named, one byte-order mark dropped at the start, CRLF read as LF."""
+    check_path(path, stream=True)
+    size = os.path.getsize(path) if str(path) not in STDIN and os.path.isfile(path) else None
+    shown = progress and size is not None  # (a bar only when the reading takes over 2 s)
+    with (
+        _open_binary(path) as f,
+        tqdm(total=size, unit="B", unit_scale=True, desc="reading", delay=2, disable=not shown) as bar,
+    ):
+        rest, first_line = b"", 1
+        while block := f.read(READ_BLOCK):
+            bar.update(len(block))
+            data = rest + block
+            cut = data.rfind(b"\n") + 1  # whole lines now, the rest with the next block
+            rest = data[cut:]
+            yield from _decoded_lines(data[:cut], path, first_line)
+            first_line += data.count(b"\n", 0, cut)
+        yield from _decoded_lines(rest, path, first_line)
+
+
+def _decoded_lines(data: bytes, path: str | Path, first_line: int) -> list[str]:
+    text = decode_text(data, path, first_line)
+    if first_line > 1 and data.startswith(BOM.encode("utf-8")):  # (decode_text drops one at a block's start)
+        text = BOM + text
+    return lines_of(text)
+
+
+def _open_binary(path: str | Path) -> BinaryIO:
+    """The file, or the standard input read whole (corpora come through it seldom)."""
+    return io.BytesIO(read_bytes(path)) if str(path) in STDIN else open(path, "rb")
 
 
 def read_parallel(src_path: str | Path, tgt_path: str | Path) -> list[Pair]:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import argparse
 import json
 import time
-import warnings
 from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
@@ -21,7 +20,8 @@ from core.runs import hold_run, run_folder, snapshots_in
 from core.tokenizers import MIN_VOCAB, tokenizer_from_dict
 from core.train_config import TrainConfig
 from core.trainer import Trainer
-from seq2seq.batching import BucketBatches, SampledSubwords, pair_batches
+from seq2seq.batching import BucketBatches, SampledSubwords, encoded_batches, pair_batches
+from seq2seq.encoded import EncodedPairs, Examples, encode_pairs, trainable
 from seq2seq.metrics import score_files
 from seq2seq.parallel import most_side_by_side, run_side_by_side
 from seq2seq.rerank import check_rerank_score_flags
@@ -152,6 +152,9 @@ class RunSetup:
     # forward, or a model that reranks the forward n best: reverse (target -> source: pairs and tokenizers
     # swapped) or r2l (source -> target, written right to left)
     kind: str = "forward"
+    # the training pairs as token ids (`seq2seq.encoded.encode_pairs`), encoded once for every model of the
+    # run; pairs["train"] then need only hold their text for --subword-alpha. None: encoded from pairs["train"]
+    train: EncodedPairs | None = None
 
 
 def setup_for(run: RunSetup, kind: str) -> RunSetup:
@@ -162,6 +165,7 @@ def setup_for(run: RunSetup, kind: str) -> RunSetup:
         return replace(
             run,
             pairs=pairs,
+            train=None if run.train is None else run.train.swapped(),
             tokenizers=run.tokenizers[::-1],
             kind=kind,
             enc_config=replace(
@@ -206,10 +210,7 @@ def train_member(run: RunSetup, member: int, position: int, folder: Path, resume
             f"device {run.device}" + (f", {total_models(args)} models side by side" if total_models(args) > 1 else "")
         )
 
-    kept = trainable_pairs(model, run.pairs["train"], args, warn=position == 0)
-    train: BucketBatches = pair_batches(model, kept, args.max_tokens, seed=train_config.seed)
-    if args.subword_alpha:
-        train = SampledSubwords(model, kept, args.max_tokens, args.subword_alpha, seed=train_config.seed)
+    train = training_batches(run, model, train_config.seed, warn=position == 0)
     valid_pairs = run.pairs["valid"]
     valid = pair_batches(model, valid_pairs, args.max_tokens, shuffle=False)
     bleu_pairs = valid_pairs[: args.valid_sentences]
@@ -235,28 +236,26 @@ def train_member(run: RunSetup, member: int, position: int, folder: Path, resume
     return not trainer.interrupted
 
 
+def training_batches(run: RunSetup, model: Translator, seed: int, warn: bool) -> BucketBatches:
+    """The run's training pairs that `trainable` keeps, in batches: of their token ids, or of their text with
+    --subword-alpha (every sentence segmented afresh each time)."""
+    encoded = run.train
+    if encoded is None:
+        encoded = encode_pairs(run.pairs["train"], (model.src_tokenizer, model.tgt_tokenizer))
+    kept, args = trainable(encoded, run.args, warn), run.args
+    if not args.subword_alpha:
+        return encoded_batches(model, encoded, kept, args.max_tokens, seed=seed)
+    texts, lengths = run.pairs["train"], Examples(encoded, kept, model.right_to_left).target_lengths()
+    sampled = [texts[i] for i in kept.tolist()]
+    return SampledSubwords(model, sampled, args.max_tokens, args.subword_alpha, seed=seed, lengths=lengths)
+
+
 def trainable_pairs(
     model: Translator, pairs: list[tuple[str, str]], args: argparse.Namespace, warn: bool
 ) -> list[tuple[str, str]]:
-    """The training pairs with something on both sides and at most --max-source-len / --max-target-len tokens
-    (what one batch holds, and so memory, is bounded by them); one warning counts those set aside."""
-    whole = [(s, t) for s, t in pairs if s.strip() and t.strip()]
-    kept = [
-        (s, t)
-        for s, t in whole
-        if len(model.source_ids(s)) - 1 <= args.max_source_len and len(model.target_ids(t)) - 2 <= args.max_target_len
-    ]
-    if warn and len(kept) < len(whole):
-        warnings.warn(
-            f"{len(whole) - len(kept)} of the {len(whole)} training pairs are set aside: longer than "
-            f"--max-source-len {args.max_source_len} or --max-target-len {args.max_target_len} tokens"
-        )
-    if not kept:
-        raise UserError(
-            f"no training pair is within --max-source-len {args.max_source_len} and --max-target-len "
-            f"{args.max_target_len} tokens"
-        )
-    return kept
+    """The training pairs that `seq2seq.encoded.trainable` keeps, as text."""
+    encoded = encode_pairs(pairs, (model.src_tokenizer, model.tgt_tokenizer), progress=False)
+    return [pairs[i] for i in trainable(encoded, args, warn).tolist()]
 
 
 def ensemble_checkpoints(args: argparse.Namespace, folders: list[Path]) -> list[Path]:
@@ -284,6 +283,9 @@ def check_run_flags(args: argparse.Namespace) -> None:
         ("--vocab-size", args.vocab_size, MIN_VOCAB),
         ("--length-penalty", args.length_penalty, None),
         ("--valid-sentences", args.valid_sentences, 1),
+        ("--max-valid-pairs", args.max_valid_pairs, 1),
+        ("--max-test-pairs", args.max_test_pairs, 1),
+        ("--tokenizer-pairs", args.tokenizer_pairs, 1),
         ("--max-source-len", args.max_source_len, 1),
         ("--max-target-len", args.max_target_len, 1),
     ):

@@ -22,10 +22,9 @@ from core.cli import (
     path_arg,
     search_config_from_args,
 )
-from core.console import run_main
+from core.console import keep_freed_memory, run_main
 from core.errors import UserError, check_device, check_range
 from core.files import read_lines, stdin_lines
-from core.speedups import keep_freed_memory
 from seq2seq.rerank import add_rerank_flags, check_rerank_flags, load_rerankers, rerank_options, translate_reranked
 from seq2seq.translator import DEFAULT_SEARCH, MAX_SOURCE_LEN, load_ensemble
 

@@ -21,7 +21,7 @@ def glibc() -> bool:
 STEPS = textwrap.dedent("""
     import json, resource, sys
     import torch
-    from core.speedups import keep_freed_memory
+    from core.console import keep_freed_memory
     kept = keep_freed_memory() and keep_freed_memory() if sys.argv[1] == "keep" else None  # repeatable
     def step(s):
         blocks = [torch.ones(2_500_000 + 2_000 * s) for _ in range(4)]

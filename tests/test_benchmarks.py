@@ -10,7 +10,9 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.parametrize("script", ["decode.py", "train.py", "translate.py", "caption.py", "speedups.py", "serve.py"])
+@pytest.mark.parametrize(
+    "script", ["decode.py", "train.py", "translate.py", "caption.py", "speedups.py", "serve.py", "scale.py", "peers.py"]
+)
 def test_benchmark_prints_json(script):
     result = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / script), "--quick"],

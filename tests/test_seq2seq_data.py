@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import re
 import shutil
 import sys
 import tarfile
@@ -346,3 +347,132 @@ def test_translate_recipe_reads_the_bible_corpus_with_dataset_bible(monkeypatch)
     monkeypatch.setattr(recipe, "bible_pairs", lambda data_dir: splits)
     monkeypatch.setattr(recipe, "ding_pairs", lambda data_dir: pytest.fail("read Ding instead of the Bible"))
     assert recipe.load_pairs(recipe.build_parser().parse_args(["--dataset", "bible"])) == splits
+
+
+# ---- large corpora: the TSV read a block at a time, validation and test capped, the tokenizer's sample ----
+
+
+def _whole_file_pairs(path: Path) -> list[tuple[str, str]]:
+    """The pairs as the reader did before it read by blocks: the whole file's text, then its lines."""
+    from core.files import lines_of, read_text
+
+    return [tuple(f.strip() for f in line.split("\t")) for line in lines_of(read_text(path))]  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("block", [1, 7, 64, 1 << 24])
+def test_the_tsv_read_by_blocks_gives_what_the_whole_file_gives(tmp_path, monkeypatch, block):
+    import seq2seq.data
+
+    monkeypatch.setattr(seq2seq.data, "READ_BLOCK", block)
+    text = "\ufeffEins zwei.\tOne two.\r\nGrüße aus Köln!\t Greetings from Cologne!\n\ufeffDrei\tthree\r\nvier\tfour\n"
+    for ending in ("", "Fünf\tfive"):  # with and without a last line end
+        path = tmp_path / "pairs.tsv"
+        path.write_bytes((text + ending).encode("utf-8"))
+        assert read_pairs_tsv(path) == _whole_file_pairs(path)
+        assert read_pairs_tsv(path)[0] == ("Eins zwei.", "One two.") and read_pairs_tsv(path)[2][0] == "\ufeffDrei"
+
+
+@pytest.mark.parametrize("block", [3, 1 << 24])
+def test_the_tsv_read_by_blocks_names_the_line_of_a_bad_byte_and_refuses_white_space(tmp_path, monkeypatch, block):
+    import seq2seq.data
+
+    monkeypatch.setattr(seq2seq.data, "READ_BLOCK", block)
+    path = tmp_path / "pairs.tsv"
+    path.write_bytes(b"eins\tone\nzwei\ttwo\ndrei\tthree\n" + "Grüße\tgreetings\n".encode("latin-1"))
+    with pytest.raises(UserError, match=r"pairs.tsv:4: byte 0xfc .* not UTF-8"):
+        read_pairs_tsv(path)
+    path.write_text(" \n\t\n  \n")
+    with pytest.raises(UserError, match=r"pairs.tsv is empty$"):
+        read_pairs_tsv(path)
+
+
+def _hash(german: str) -> int:
+    return int(hashlib.sha256(german.encode("utf-8")).hexdigest(), 16)
+
+
+def test_a_split_within_its_cap_is_kept_as_it_is():
+    from seq2seq.data import cap_split
+
+    pairs = _pairs(50)
+    assert cap_split(pairs, 50) is pairs and cap_split(pairs, 51) is pairs
+
+
+def test_the_cap_keeps_the_smallest_hashes_in_their_order_and_holds_as_the_corpus_grows():
+    from seq2seq.data import cap_split
+
+    pairs = _pairs(400)
+    kept = cap_split(pairs, 30)
+    smallest = sorted(pairs, key=lambda p: _hash(p[0]))[:30]
+    assert len(kept) == 30 and set(kept) == set(smallest)
+    assert kept == [p for p in pairs if p in set(kept)]  # in input order
+    grown = cap_split(pairs + _pairs(800)[400:], 30)  # more pairs can only push out ones with larger hashes
+    assert set(grown) & set(pairs) <= set(kept)
+    assert cap_split(list(reversed(pairs)), 30) == list(reversed(kept))  # the hash decides, not the position
+
+
+def test_pairs_cut_by_the_cap_never_move_into_training():
+    from seq2seq.data import cap_splits
+
+    splits = hash_split(_pairs(2000))
+    capped = cap_splits(splits, max_valid=10, max_test=20)
+    assert capped["train"] == splits["train"]  # the same pairs, neither more nor fewer
+    assert len(capped["valid"]) == 10 and len(capped["test"]) == 20
+    assert set(capped["valid"]) < set(splits["valid"]) and set(capped["test"]) < set(splits["test"])
+
+
+def _documented_split_sizes() -> dict[str, tuple[int, int, int]]:
+    """train / valid / test pairs of the Ding and Bible corpora, as docs/data.md states them."""
+    text = (Path(__file__).resolve().parents[1] / "docs" / "data.md").read_text()
+    found = re.findall(r"(\d[\d,]*) / (\d[\d,]*) / (\d[\d,]*) pairs|\((\d[\d,]*) / (\d[\d,]*) / (\d[\d,]*)\)", text)
+    sizes = [tuple(int(n.replace(",", "")) for n in groups if n) for groups in found]
+    assert len(sizes) == 2, sizes  # the Ding corpus, then the Bible's
+    return {"ding": sizes[0], "bible": sizes[1]}  # type: ignore[dict-item]
+
+
+@pytest.mark.parametrize("dataset", ["ding", "bible"])
+def test_the_default_corpora_keep_their_splits_and_tokenizer_text(monkeypatch, dataset):
+    """With the default flags, the recipe hands on the built-in corpora's splits exactly as they are read, and
+    trains its tokenizer on every training pair, as before the caps (sizes from docs/data.md)."""
+    import recipes.translate as recipe
+
+    train, valid, test = _documented_split_sizes()[dataset]
+    assert (train, valid, test) == ((12_344, 979, 1_014) if dataset == "ding" else (26_822, 2_147, 2_115))
+    splits = {
+        name: [(f"Satz {name} {i} .", f"sentence {name} {i} .") for i in range(n)]
+        for name, n in (("train", train), ("valid", valid), ("test", test))
+    }
+    monkeypatch.setattr(recipe, f"{dataset}_pairs", lambda data_dir: splits)
+    args = recipe.build_parser().parse_args(["--dataset", dataset])
+    loaded = recipe.load_pairs(args)
+    assert all(loaded[name] is splits[name] for name in splits)  # the very lists: nothing cut, nothing moved
+    learnt: list[str] = []
+    monkeypatch.setattr(recipe.SentencePieceTokenizer, "train", lambda text, **_: learnt.append(text) or _Tok())
+    recipe.train_tokenizers(args, loaded["train"])
+    whole = "\n".join(s for s, _ in splits["train"]) + "\n" + "\n".join(t for _, t in splits["train"])
+    assert learnt == [whole]
+
+
+class _Tok:
+    def to_dict(self) -> dict:
+        return {}
+
+
+def test_a_large_corpus_is_capped_and_its_tokenizer_learns_from_a_spread_sample(tmp_path, monkeypatch, capsys):
+    import recipes.translate as recipe
+
+    path = tmp_path / "pairs.tsv"
+    pairs = _pairs(3000)
+    path.write_text("".join(f"{de}\t{en}\n" for de, en in pairs), encoding="utf-8")
+    args = recipe.build_parser().parse_args(["--corpus", str(path), "--max-valid-pairs", "50", "--max-test-pairs", "60",
+                                             "--tokenizer-pairs", "100"])  # fmt: skip
+    loaded = recipe.load_pairs(args)
+    whole = hash_split(pairs)
+    assert loaded["train"] == whole["train"] and (len(loaded["valid"]), len(loaded["test"])) == (50, 60)
+    printed = capsys.readouterr().out
+    assert f"valid: 50 of its {len(whole['valid'])} pairs kept (--max-valid-pairs); the rest never train" in printed
+    learnt: list[str] = []
+    monkeypatch.setattr(recipe.SentencePieceTokenizer, "train", lambda text, **_: learnt.append(text) or _Tok())
+    recipe.train_tokenizers(args, loaded["train"])
+    sample = [loaded["train"][i * len(loaded["train"]) // 100] for i in range(100)]
+    assert learnt == ["\n".join(s for s, _ in sample) + "\n" + "\n".join(t for _, t in sample)]
+    assert "learnt from 100 of the" in capsys.readouterr().out
