@@ -1,6 +1,7 @@
 """What training a captioner needs beyond core's Trainer: batches of (picture, caption) pairs whose pictures come as
-cached features (a frozen backbone) or as pixels (a fine-tuned one), and the validation score that picks the best
-checkpoint (CIDEr-D of greedy captions)."""
+cached features (a frozen backbone) or as pixels (a fine-tuned one), the validation score that picks the best
+checkpoint (CIDEr-D of greedy captions), and self-critical training's pieces: batches of pictures with all their
+references, and CIDEr-D as the reward."""
 
 from __future__ import annotations
 
@@ -12,13 +13,16 @@ import torch
 from torch import Tensor
 
 from captioning.backbones import Backbone
-from captioning.captioner import Captioner, ImageConfig
+from captioning.captioner import NEVER_WRITTEN, Captioner, ImageConfig
+from captioning.cider import CiderD
 from captioning.data import ImageCaptions
 from captioning.encoder import to_regions
-from captioning.evaluation import caption_scores
+from captioning.evaluation import caption_scores, tokenized
 from captioning.features import extract_features
 from core.batching import pad
 from core.errors import UserError
+from core.self_critical import Episode, Reward
+from core.tokenizers import BOS, EOS
 
 Example = tuple[int, list[int]]  # (picture's row, caption ids with BOS and EOS)
 
@@ -125,3 +129,43 @@ def validation_cider(
         return {"valid_cider_d": float(scores["cider_d"]), "valid_bleu4": float(scores["bleu4"])}
 
     return metrics
+
+
+class PictureBatches:
+    """Every picture once per epoch with all its references (tokenized as CIDEr-D reads them), shuffled anew each
+    epoch from `seed` and the epoch, in batches of `batch_size`: (inputs of the pictures, their references)."""
+
+    carries_state = False
+
+    def __init__(
+        self, records: Sequence[ImageCaptions], inputs: Callable[[list[int]], Tensor], batch_size: int, seed: int
+    ):
+        self.references = [[tokenized(caption) for caption in record.captions] for record in records]
+        self.inputs, self.batch_size, self.seed = inputs, batch_size, seed
+
+    def __len__(self) -> int:
+        return -(-len(self.references) // self.batch_size)
+
+    def batch(self, epoch: int, index: int) -> tuple[Tensor, list[list[str]]]:
+        order = torch.randperm(len(self.references), generator=torch.Generator().manual_seed(self.seed + epoch))
+        rows = order[index * self.batch_size : (index + 1) * self.batch_size].tolist()
+        return self.inputs(rows), [self.references[row] for row in rows]
+
+
+def caption_episode(model: Captioner, batch: tuple[Tensor, list[list[str]]]) -> Episode:
+    """A batch of `PictureBatches` as self-critical training reads it: a caption has at least one word."""
+    inputs, references = batch
+    starts = torch.full((len(references),), BOS, device=model.device)
+    return Episode(model.decoder, model.context(inputs), starts, references, EOS, forbid=NEVER_WRITTEN, min_len=1)
+
+
+def cider_reward(model: Captioner, train_records: Sequence[ImageCaptions]) -> Reward:
+    """Each caption's CIDEr-D (x1, as Rennie et al. use it) against its picture's references, with the document
+    frequencies of the training references."""
+    scorer = CiderD([[tokenized(caption) for caption in record.captions] for record in train_records])
+
+    def reward(hypotheses: list[list[int]], references: list) -> Tensor:
+        captions = [tokenized(model.tokenizer.decode(tokens)) for tokens in hypotheses]
+        return torch.tensor(scorer.scores(captions, references))
+
+    return reward

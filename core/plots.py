@@ -1,5 +1,5 @@
 """Pictures people would rather look at than numbers, written as PNG: matplotlib without a screen, figures saved
-atomically, and the loss curves of a run."""
+atomically, and the loss and reward curves of a run."""
 
 from __future__ import annotations
 
@@ -27,12 +27,7 @@ def plot_losses(records: list[dict], path: Path) -> Path | None:
         return None
     fig, ax = plt.subplots(figsize=(7, 4))
     steps, losses = zip(*train)
-    window = max(1, len(losses) // 100)  # smooth noisy per-step losses
-    smooth = [
-        sum(losses[max(0, i - window + 1) : i + 1]) / len(losses[max(0, i - window + 1) : i + 1])
-        for i in range(len(losses))
-    ]
-    ax.plot(steps, smooth, label="train loss")
+    ax.plot(steps, _smoothed(list(losses)), label="train loss")  # per-step losses are noisy
     if valid:
         ax.plot(*zip(*valid), marker="o", label="valid loss")
     ax.set_xlabel("step")
@@ -41,6 +36,38 @@ def plot_losses(records: list[dict], path: Path) -> Path | None:
     ax.grid(alpha=0.3)
     fig.tight_layout()
     return save_figure(fig, path)
+
+
+def plot_rewards(records: list[dict], path: Path, select: str) -> Path | None:
+    """Sequence-level training's rewards by step (the samples', the baseline's, greedy's; smoothed) and the
+    validation figure `select`, from a trainer's log records; None without any."""
+    train = [r for r in records if r["split"] == "train" and "reward" in r]
+    if not train:
+        return None
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for name in ("reward", "baseline", "greedy_reward"):
+        ax.plot([r["step"] for r in train], _smoothed([r[name] for r in train]), label=f"train {name}")
+    valid = [(r["step"], r[select]) for r in records if r["split"] == "valid" and select in r]
+    if valid:
+        ax.twinx().plot(*zip(*valid), marker="o", color="black", label=select)
+        fig.legend(loc="lower right")
+    else:
+        ax.legend()
+    ax.set_xlabel("step")
+    ax.set_ylabel("reward")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def _smoothed(values: list[float]) -> list[float]:
+    """Each value the mean of a window of about a hundredth of the run ending at it."""
+    window = max(1, len(values) // 100)
+    return [
+        sum(values[max(0, i - window + 1) : i + 1]) / len(values[max(0, i - window + 1) : i + 1])
+        for i in range(len(values))
+    ]
 
 
 def save_figure(fig, path: str | Path, dpi: int = 100) -> Path:

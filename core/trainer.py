@@ -9,7 +9,7 @@ import signal
 import time
 import warnings
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -23,7 +23,7 @@ from core.checkpoint import CheckpointError, load_checkpoint, restore_rng_state,
 from core.context import map_tensors
 from core.distributed import World, current
 from core.errors import UserError, check_config, check_device
-from core.plots import plot_losses
+from core.plots import plot_losses, plot_rewards
 from core.runs import RunLog, snapshots_in
 from core.task import load_weights
 from core.train_config import (
@@ -42,6 +42,8 @@ class Trainer:
 
     `payload_fn()` returns the task's checkpoint fields (task, config, tokenizers); the trainer adds the
     weights and its own state. `select` names the validation figure that picks the best checkpoint.
+    `objective(model, batch, carry) -> (loss, tokens, figures)`, when given, replaces teacher forcing in training
+    steps (sequence-level training: `core.self_critical`); its figures go to the run log.
 
     In a world of N processes (`core.distributed.setup`) each process trains on its own 1/N of every epoch's
     batches (a contiguous block, so a carried state runs on), gradients are averaged across processes, and
@@ -64,13 +66,14 @@ class Trainer:
         world: World | None = None,
         label: str = "train",
         bar_position: int = 0,
+        objective: Callable[[Any, Any, Any], tuple[Tensor, int, dict[str, float]]] | None = None,
     ):
         check_config(config)
         self.model, self.forward_fn, self.train_data, self.valid_data = model, forward_fn, train, valid
         self.config, self.out_dir, self.payload_fn, self.metrics_fn = config, Path(out_dir), payload_fn, metrics_fn
         self.select, self.maximize, self.device, self.label = select, maximize, check_device("device", device), label
         self.bar = dict(position=bar_position, dynamic_ncols=True, mininterval=1.0)  # side by side: a bar each
-        self.world = world or current()
+        self.world, self.objective = world or current(), objective
         self.shard = len(train) // self.world.size  # batches per process and epoch
         if self.shard < 1:
             raise UserError(f"the training data makes {len(train)} batches, fewer than the {self.world.size} processes")
@@ -80,7 +83,7 @@ class Trainer:
                 f"left out: each of the {self.world.size} processes takes {self.shard}"
             )
         self.model.to(self.device)
-        self.forward_step: nn.Module = ForwardStep(model, forward_fn)
+        self.forward_step: nn.Module = ForwardStep(model, objective or forward_fn)
         if self.world.size > 1:  # also copies the main process's initial weights to every process
             self.forward_step = DistributedDataParallel(
                 self.forward_step, device_ids=[self.device.index] if self.device.type == "cuda" else None
@@ -99,8 +102,7 @@ class Trainer:
         self.log = RunLog(self.out_dir / "log.jsonl")
         # Ctrl-C: a lone process stops after the current step; several processes stop after the step at
         # whose exchange any of them reports a pending Ctrl-C, so that all leave the loop together.
-        self.stop_requested = self.interrupt_pending = False
-        self.resumed = False
+        self.stop_requested = self.interrupt_pending = self.resumed = False
 
     def lr_at(self, step: int) -> float:
         return learning_rate(self.config, step, self.plateau_scale)
@@ -116,17 +118,10 @@ class Trainer:
         position = dict(step=self.step, epoch=self.epoch, batch_index=self.batch_index, best=self.best)
         scheduler = dict(plateau_scale=self.plateau_scale, bad_validations=self.bad_validations)
         # raw_params: the weights to train on when "model" holds their average; by_rank: every process's state
-        return dict(
-            raw_params=raw_params,
-            optimizer=self.optimizer.state_dict(),
-            scaler=self.scaler.state_dict(),
-            scheduler=scheduler,
-            **position,
-            world_size=self.world.size,
-            **self._process_state(),
-            by_rank=by_rank or [],
-            train_config=asdict(self.config),
-        )
+        optimizer, scaler = self.optimizer.state_dict(), self.scaler.state_dict()
+        return dict(raw_params=raw_params, optimizer=optimizer, scaler=scaler, scheduler=scheduler, **position,
+                    world_size=self.world.size, **self._process_state(), by_rank=by_rank or [],
+                    train_config=asdict(self.config))  # fmt: skip
 
     def _gather_process_states(self) -> list[dict] | None:
         """Every process's `_process_state()`, for the main process to save (all processes must call this)."""
@@ -159,10 +154,7 @@ class Trainer:
     def averaged_weights(self) -> Iterator[list[Tensor] | None]:
         """Inside, the model holds the moving average of its weights; yields copies of the raw ones (or None
         without an average). The raw weights are back on exit."""
-        if self.ema is None:
-            yield None
-            return
-        with self.ema.swapped_in() as raw:
+        with self.ema.swapped_in() if self.ema is not None else nullcontext() as raw:
             yield raw
 
     def resume(self, path: str | Path, task: str) -> None:
@@ -191,8 +183,7 @@ class Trainer:
         self.plateau_scale = state["scheduler"]["plateau_scale"]
         self.bad_validations = state["scheduler"]["bad_validations"]
         self.step, self.epoch, self.batch_index = state["step"], state["epoch"], state["batch_index"]
-        self.resumed = True
-        self.best = state["best"]
+        self.resumed, self.best = True, state["best"]
         by_rank = state.get("by_rank") or []
         if len(by_rank) == self.world.size > 1:
             own = by_rank[self.world.rank]
@@ -287,8 +278,7 @@ class Trainer:
 
     def fit(self) -> dict[str, float]:
         """Train until `config.steps`, early stopping or Ctrl-C; returns the last validation metrics."""
-        main = self.world.main
-        if main:
+        if main := self.world.main:
             self._clear_later_state()
         self.model.train()
         # Ctrl-C, or SIGTERM (as a job scheduler stops a job): stop after this step and save
@@ -298,13 +288,14 @@ class Trainer:
         try:
             while self.step < self.config.steps and not self.stop_requested:
                 lr = self.lr_at(self.step)
-                loss_value, grad_norm, tokens = self._train_step(lr)
+                loss_value, grad_norm, tokens, figures = self._train_step(lr)
                 tokens_seen += tokens
                 speed = tokens_seen / (time.perf_counter() - started)
                 if main:
                     record = dict(step=self.step, split="train", loss=loss_value, lr=lr, grad_norm=grad_norm)
-                    self.log.append(record | {"tokens_per_s": speed})
-                bar.set_postfix(loss=f"{loss_value:.3f}", tok_s=f"{speed:.0f}", lr=f"{lr:.2e}")
+                    self.log.append(record | figures | {"tokens_per_s": speed})
+                shown = {name: f"{value:.3f}" for name, value in figures.items() if name == "reward"}
+                bar.set_postfix(loss=f"{loss_value:.3f}", **shown, tok_s=f"{speed:.0f}", lr=f"{lr:.2e}")
                 bar.update(1)
                 last_step = self.step == self.config.steps
                 if (self.step % self.config.valid_every == 0 or last_step) and self._validate_and_save():
@@ -335,16 +326,20 @@ class Trainer:
             for name in ("last.pt", "best.pt"):
                 (self.out_dir / name).unlink(missing_ok=True)
 
-    def _train_step(self, lr: float) -> tuple[float, float, int]:
+    def _train_step(self, lr: float) -> tuple[float, float, int, dict[str, float]]:
         """One update on the next batch at learning rate `lr`: the loss over all processes' tokens, the gradient
-        norm and the number of those tokens."""
+        norm, the number of those tokens and the objective's figures."""
         if self.batch_index >= self.shard:
             self.epoch, self.batch_index, self.carry = self.epoch + 1, 0, None
         index = self.world.rank * self.shard + self.batch_index
         batch = map_tensors(self.train_data.batch(self.epoch, index), lambda t: t.to(self.device))
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        loss, _, n_tokens, carry = self._loss(batch, self.carry, training=True)
+        figures: dict[str, float] = {}
+        if self.objective is None:
+            loss, _, n_tokens, carry = self._loss(batch, self.carry, training=True)
+        else:
+            (loss, n_tokens, figures), carry = self.forward_step(batch, None), None
         self.optimizer.zero_grad(set_to_none=True)
         share, all_tokens = self.world.token_share(loss, n_tokens, self.device)
         self.scaler.scale(share).backward()
@@ -370,7 +365,7 @@ class Trainer:
                 f"training diverged: the loss is {loss_sum / max(1, all_tokens)} at step {self.step}; "
                 f"lower the learning rate (--lr, now {lr:g}) or clip gradients (--clip-norm)"
             )
-        return loss_sum / max(1, all_tokens), float(grad_norm), int(all_tokens)
+        return loss_sum / max(1, all_tokens), float(grad_norm), int(all_tokens), figures
 
     def _last_valid(self) -> dict[str, float]:
         valid = [r for r in self.log.records() if r["split"] == "valid"]
@@ -393,5 +388,7 @@ class Trainer:
         tqdm.write("Ctrl-C: finishing this step and saving a checkpoint (press again to quit now)")
 
     def plot(self) -> Path | None:
-        """Save the loss curve (training loss, validation loss) as loss.png."""
+        """Save the loss curves as loss.png; with an objective, the rewards and `select` as rewards.png."""
+        if self.objective is not None:
+            plot_rewards(self.log.records(), self.out_dir / "rewards.png", self.select)
         return plot_losses(self.log.records(), self.out_dir / "loss.png")

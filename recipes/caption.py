@@ -14,7 +14,7 @@ import json
 import sys
 import time
 import warnings
-from dataclasses import fields
+from dataclasses import fields, replace
 from functools import partial
 from pathlib import Path
 
@@ -24,12 +24,22 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 import torch
 
 from captioning.backbones import build_backbone, fine_tune, weights_arg
-from captioning.captioner import Captioner, ImageConfig, caption_forward, train_word_tokenizer
+from captioning.captioner import DEFAULT_SEARCH, Captioner, ImageConfig, caption_forward, train_word_tokenizer
 from captioning.data import read_corpus
 from captioning.evaluation import nearest_neighbour, test_report
-from captioning.training import CaptionBatches, examples_of, picture_inputs, regions_by_split, validation_cider
+from captioning.training import (
+    CaptionBatches,
+    PictureBatches,
+    caption_episode,
+    cider_reward,
+    examples_of,
+    picture_inputs,
+    regions_by_split,
+    validation_cider,
+)
 from captioning.tuxpaint import tuxpaint
 from core import distributed
+from core.checkpoint import load_checkpoint
 from core.cli import (
     FlagTable,
     Parser,
@@ -46,6 +56,7 @@ from core.decoder import DecoderConfig
 from core.errors import Interrupted, UserError, check_device, check_range
 from core.files import write_text
 from core.runs import hold_run, resume_checkpoint, run_folder, save_config
+from core.self_critical import SelfCritical, self_critical
 from core.task import load_weights, read_task
 from core.train_config import TrainConfig
 from core.trainer import Trainer
@@ -58,6 +69,7 @@ EXAMPLES = """examples:
                             --weights resnet50-0676ba61.pth                # Karpathy split, torchvision weights
   python recipes/caption.py --fine-tune 2 --out runs/caption-ft  # train the backbone's last 2 blocks too
   python recipes/caption.py --resume runs/caption              # continue an interrupted run exactly
+  python recipes/caption.py --scst-steps 200                     # then self-critical training for CIDEr-D
   python -m captioning.caption --checkpoint runs/caption/best.pt picture.png
 """
 TASK = "captioning"
@@ -66,8 +78,13 @@ FLAGS = FlagTable(
     apart=(
         ("corpus", "lang", "--lang picks the language of the Tux Paint captions; your corpus has its own"),
         ("resume", "overwrite", "--resume goes on with a run, --overwrite starts one afresh"),
+        ("init_from", "resume", "--init-from starts a run from a model, --resume goes on with one"),
     ),
-    needs=(("images", "corpus"),),
+    needs=(
+        ("images", "corpus"),
+        ("init_from", "scst_steps"),
+        *((name, "scst_steps") for name in ("scst_lr", "scst_samples", "scst_baseline")),
+    ),
     # the checkpoint fixes the model (backbone weights included), its vocabulary and its data
     kept=(*(f.name for c in CONFIGS.values() for f in fields(c)), "min_count", "corpus", "images", "lang", "weights"),
 )
@@ -128,13 +145,39 @@ def build_parser() -> argparse.ArgumentParser:
         steps=600, lr=1e-3, warmup_steps=50, valid_every=100, label_smoothing=0.1, min_lr=1e-5, weight_decay=0.01
     )
     add_config_flags(p, training, "training")
+    add_self_critical_flags(p)
     return p
+
+
+def add_self_critical_flags(parser: argparse.ArgumentParser) -> None:
+    scst = parser.add_argument_group("self-critical training (after cross-entropy; core.self_critical)")
+    scst.add_argument(
+        "--scst-steps",
+        type=int,
+        default=0,
+        help="steps of self-critical training with CIDEr-D as the reward, from the best cross-entropy "
+        "checkpoint, in --out/scst (default: %(default)s, off)",
+    )
+    scst.add_argument("--scst-lr", type=float, default=5e-5, help="its constant learning rate (default: %(default)s)")
+    scst.add_argument("--scst-samples", type=int, default=5, help="captions drawn per picture (default: %(default)s)")
+    scst.add_argument(
+        "--scst-baseline",
+        choices=SelfCritical.CHOICES["baseline"],
+        default="greedy",
+        help="greedy: the greedy caption's reward; mean: the other samples' (default: %(default)s)",
+    )
+    scst.add_argument(
+        "--init-from",
+        type=path_arg(),
+        help="a captioning checkpoint to start from: no cross-entropy phase, self-critical training only, in --out",
+    )
 
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_flags(build_parser(), argv, FLAGS, TASK)
     resume = resume_checkpoint(args.resume) if args.resume else None
-    resumed = read_task(resume, TASK, CONFIGS) if resume else None  # a checkpoint's contents checked
+    start = resume or args.init_from  # the checkpoint whose model the run trains
+    resumed = read_task(start, TASK, CONFIGS) if start else None  # a checkpoint's contents checked
     image_config, decoder_config, train_config = check_settings(args, resumed)
     out = run_folder(args.out, args.resume, args.overwrite, default="runs/caption")
     world, device = distributed.setup(check_device("--device", args.device))
@@ -148,7 +191,7 @@ def main(argv: list[str] | None = None) -> dict:
             raise UserError(f"the {name} split has no pictures ({counts}): give more data")
 
     torch.manual_seed(train_config.seed)
-    model = build_model(args, splits, image_config, decoder_config, resumed)
+    model = build_model(args, splits, image_config, decoder_config, start, resumed)
     frozen = image_config.fine_tune == 0
     with world.main_first():  # features of the weights the model holds (a resumed run's, from its checkpoint)
         regions = (
@@ -157,7 +200,7 @@ def main(argv: list[str] | None = None) -> dict:
             else dict.fromkeys(SPLITS)
         )
     trainer = make_trainer(args, model, splits, regions, train_config, out, device)
-    if resume:
+    if resume and not args.init_from:  # (a run started --init-from has no cross-entropy phase to resume)
         trainer.resume(resume, task=TASK)
     if world.main:
         counts = {n: len(splits[n]) for n in SPLITS}
@@ -171,20 +214,57 @@ def main(argv: list[str] | None = None) -> dict:
             data={"corpus": args.corpus or f"tuxpaint-{args.lang}", **counts},
         )
     started = time.perf_counter()
-    trainer.fit()
+    checkpoint = Path(args.init_from) if args.init_from else out / "best.pt"
+    if not args.init_from:
+        fit(trainer, out)
+    if args.scst_steps:
+        checkpoint = self_critical_phase(args, model, splits, regions, train_config, out, device, checkpoint)
     seconds = time.perf_counter() - started
-    if trainer.interrupted:
-        raise Interrupted(f"interrupted; continue with --resume {out}" if world.main else "")
     if not world.main:
         return {}
-    results = evaluate(Captioner.load(out / "best.pt", device=device), splits, regions, args, out)
+    results = evaluate(Captioner.load(checkpoint, device=device), splits, regions, args, out)
     results.update(train_seconds=round(seconds, 1), steps=trainer.step, best_valid_cider_d=trainer.best)
+    results.update(checkpoint=str(checkpoint))
     write_text(out / "results.json", json.dumps(results, indent=2) + "\n")
     print(
-        f"\ncheckpoint: {out / 'best.pt'}   caption more: python -m captioning.caption --checkpoint "
-        f"{out / 'best.pt'} PICTURE..."
+        f"\ncheckpoint: {checkpoint}   caption more: python -m captioning.caption --checkpoint {checkpoint} PICTURE..."
     )
     return results
+
+
+def fit(trainer: Trainer, out: Path) -> None:
+    trainer.fit()
+    if trainer.interrupted:
+        raise Interrupted(f"interrupted; continue with --resume {out}" if trainer.world.main else "")
+
+
+def self_critical_phase(
+    args: argparse.Namespace,
+    model: Captioner,
+    splits: dict,
+    regions: dict,
+    config: TrainConfig,
+    out: Path,
+    device: torch.device,
+    start: Path,
+) -> Path:
+    """--scst-steps of self-critical training (CIDEr-D as the reward) from the weights of `start`, in out/scst (in
+    out itself when the run has no cross-entropy phase, --init-from): its best checkpoint by validation CIDEr-D, or
+    `start` when no validation beat it."""
+    load_weights(start, model, load_checkpoint(start, task=TASK, map_location=device)["model"])
+    phase = replace(config, steps=args.scst_steps, lr=args.scst_lr, schedule="constant", warmup_steps=0,
+                    label_smoothing=0.0, ema_decay=0.0, snapshots=0)  # fmt: skip
+    sequence_level = SelfCritical(
+        samples=args.scst_samples, baseline=args.scst_baseline, max_len=DEFAULT_SEARCH.max_len
+    )
+    folder = out if args.init_from else out / "scst"
+    trainer = make_trainer(args, model, splits, regions, phase, folder, device, sequence_level)
+    if args.resume and (folder / "last.pt").exists():
+        trainer.resume(folder / "last.pt", task=TASK)
+    else:
+        trainer.best = trainer.evaluate()["valid_cider_d"]  # where it starts: a checkpoint must beat it
+    fit(trainer, out)
+    return folder / "best.pt" if (folder / "best.pt").exists() else start
 
 
 def check_settings(args: argparse.Namespace, resumed: tuple | None) -> tuple[ImageConfig, DecoderConfig, TrainConfig]:
@@ -197,6 +277,9 @@ def check_settings(args: argparse.Namespace, resumed: tuple | None) -> tuple[Ima
     ):
         check_range(flag, value, low=1)
     check_range("--attention-penalty", args.attention_penalty, low=0)
+    check_range("--scst-steps", args.scst_steps, low=0)
+    check_range("--scst-lr", args.scst_lr, low=0, low_open=True)
+    check_range("--scst-samples", args.scst_samples, low=2 if args.scst_baseline == "mean" else 1)
     if resumed is not None:
         return resumed[1]["image"], resumed[1]["decoder"], config_from_args(TrainConfig, args)
     return (
@@ -207,7 +290,12 @@ def check_settings(args: argparse.Namespace, resumed: tuple | None) -> tuple[Ima
 
 
 def build_model(
-    args: argparse.Namespace, splits: dict, image: ImageConfig, decoder: DecoderConfig, resumed: tuple | None
+    args: argparse.Namespace,
+    splits: dict,
+    image: ImageConfig,
+    decoder: DecoderConfig,
+    start: str | Path | None,
+    resumed: tuple | None,
 ) -> Captioner:
     """The captioner to train: a new vocabulary of the training captions, or a resumed run's with its weights
     (the backbone's included) from the checkpoint, so that features are extracted with the run's own weights."""
@@ -216,7 +304,7 @@ def build_model(
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # built with random weights, at once replaced by the checkpoint's
             model = Captioner(tokenizers["captions"], image, decoder, weights=None)
-        load_weights(args.resume, model, ckpt["model"])
+        load_weights(start or "", model, ckpt["model"])
         return model
     tokenizer = train_word_tokenizer([c for r in splits["train"] for c in r.captions], args.min_count)
     model = Captioner(tokenizer, image, decoder, weights=backbone_weights(args), data_dir=args.data_dir)
@@ -237,8 +325,10 @@ def make_trainer(
     config: TrainConfig,
     out: Path,
     device: torch.device,
+    sequence_level: SelfCritical | None = None,
 ) -> Trainer:
-    """The trainer: batches of regions (a frozen backbone) or pictures, CIDEr-D of the validation pictures."""
+    """The trainer: batches of regions (a frozen backbone) or pictures, CIDEr-D of the validation pictures; with
+    `sequence_level`, self-critical training on batches of pictures with CIDEr-D as the reward."""
     batches = {}
     for name in SPLITS:
         examples = examples_of(model, splits[name], args.max_caption_len if name == "train" else None)
@@ -247,6 +337,11 @@ def make_trainer(
     valid_inputs = regions["valid"] if regions["valid"] is not None else [r.image for r in splits["valid"]]
     validation = validation_cider(valid_inputs, [r.captions for r in splits["valid"]])
     step = partial(caption_forward, attention_penalty=args.attention_penalty)
+    objective = None
+    if sequence_level is not None:
+        inputs = picture_inputs(model, splits["train"], regions["train"])
+        batches["train"] = PictureBatches(splits["train"], inputs, args.batch_size, config.seed)
+        objective = self_critical(caption_episode, cider_reward(model, splits["train"]), sequence_level)
     return Trainer(
         model,
         step,
@@ -259,6 +354,8 @@ def make_trainer(
         select="valid_cider_d",
         maximize=True,
         device=device,
+        label="train" if objective is None else "scst",
+        objective=objective,
     )
 
 

@@ -33,6 +33,7 @@ from core.datasets import SPLITS
 from core.decoder import DecoderConfig
 from core.errors import UserError, check_device, flag_name
 from core.runs import hold_run, save_config
+from core.self_critical import SelfCritical
 from core.task import read_task
 from core.tokenizers import SentencePieceTokenizer, Tokenizer, WordTokenizer
 from core.train_config import TrainConfig
@@ -51,6 +52,7 @@ from seq2seq.data import (
 from seq2seq.encoded import encode_pairs
 from seq2seq.evaluation import evaluate
 from seq2seq.rerank import add_rerank_score_flags
+from seq2seq.rewards import REWARDS
 from seq2seq.training import (
     DEFAULT_OUT,
     RunSetup,
@@ -92,7 +94,11 @@ FLAGS = FlagTable(
         ),
         ("resume", "overwrite", "--resume goes on with a run, --overwrite starts one afresh"),
     ),
-    needs=(("rerank_weight", "reverse_members"), ("rerank_r2l_weight", "r2l_members")),
+    needs=(
+        ("rerank_weight", "reverse_members"),
+        ("rerank_r2l_weight", "r2l_members"),
+        *((name, "seq_steps") for name in ("seq_lr", "seq_samples", "seq_baseline", "reward")),
+    ),
     # the checkpoints fix the models, their vocabulary and their data; the languages are compared with the
     # checkpoint (`resumed_configs`: the recipe fills them in for its own corpora)
     kept=(
@@ -245,6 +251,27 @@ def add_ensemble_flags(parser: argparse.ArgumentParser) -> None:
     )
     add_rerank_score_flags(parser)  # with --reverse-members or --r2l-members
     parser.add_argument("--valid-sentences", type=int, default=500, help="validation sentences decoded for BLEU")
+    add_sequence_level_flags(parser)
+
+
+def add_sequence_level_flags(parser: argparse.ArgumentParser) -> None:
+    seq = parser.add_argument_group("sequence-level training (after cross-entropy; core.self_critical)")
+    seq.add_argument(
+        "--seq-steps",
+        type=int,
+        default=0,
+        help="steps of self-critical training of each forward member from its best checkpoint, in its folder's "
+        "seq/, the sentence metric --reward as the reward (default: %(default)s, off)",
+    )
+    seq.add_argument("--reward", choices=REWARDS, default="bleu", help="smoothed sentence BLEU, or chrF")
+    seq.add_argument("--seq-lr", type=float, default=5e-5, help="its constant learning rate (default: %(default)s)")
+    seq.add_argument("--seq-samples", type=int, default=5, help="translations drawn per sentence (default: 5)")
+    seq.add_argument(
+        "--seq-baseline",
+        choices=SelfCritical.CHOICES["baseline"],
+        default="greedy",
+        help="greedy: the greedy translation's reward; mean: the other samples' (default: %(default)s)",
+    )
 
 
 def load_pairs(args: argparse.Namespace) -> dict[str, list[tuple[str, str]]]:

@@ -14,9 +14,12 @@ from pathlib import Path
 import torch
 
 from core import distributed
+from core.checkpoint import load_checkpoint
 from core.decoder import DecoderConfig
 from core.errors import MAX_SEED, Interrupted, UserError, check_range
 from core.runs import hold_run, run_folder, snapshots_in
+from core.self_critical import SelfCritical, self_critical
+from core.task import load_weights
 from core.tokenizers import MIN_VOCAB, tokenizer_from_dict
 from core.train_config import TrainConfig
 from core.trainer import Trainer
@@ -25,6 +28,7 @@ from seq2seq.encoded import EncodedPairs, Examples, encode_pairs, trainable
 from seq2seq.metrics import score_files
 from seq2seq.parallel import most_side_by_side, run_side_by_side
 from seq2seq.rerank import check_rerank_score_flags
+from seq2seq.rewards import sentence_reward, translation_episode
 from seq2seq.translator import EncoderConfig, Translator, seq2seq_forward
 
 DEFAULT_OUT = "runs/translate"
@@ -233,6 +237,29 @@ def train_member(run: RunSetup, member: int, position: int, folder: Path, resume
     if resume:
         trainer.resume(resume, task="translation")
     trainer.fit()
+    if trainer.interrupted or not (args.seq_steps and run.kind == "forward"):
+        return not trainer.interrupted
+    return sequence_phase(run, trainer, model, folder, resume is not None)
+
+
+def sequence_phase(run: RunSetup, ce: Trainer, model: Translator, folder: Path, resumed: bool) -> bool:
+    """--seq-steps of self-critical training (the sentence metric --reward as the reward) from the best weights of
+    `model`'s cross-entropy trainer `ce`, in folder/seq, validated and kept by the same BLEU; False when Ctrl-C stopped
+    it. Its best.pt exists only where a validation beat the cross-entropy checkpoint's."""
+    args, best = run.args, folder / "best.pt"
+    load_weights(best, model, load_checkpoint(best, task="translation", map_location=ce.device)["model"])
+    config = replace(ce.config, steps=args.seq_steps, lr=args.seq_lr, schedule="constant", warmup_steps=0,
+                     label_smoothing=0.0, ema_decay=0.0, snapshots=0)  # fmt: skip
+    sequence_level = SelfCritical(samples=args.seq_samples, baseline=args.seq_baseline, max_len=args.max_target_len)
+    objective = self_critical(translation_episode, sentence_reward(model, args.reward), sequence_level)
+    trainer = Trainer(model, seq2seq_forward, ce.train_data, config, folder / "seq", model.payload, valid=ce.valid_data,
+                      metrics_fn=ce.metrics_fn, select="bleu", maximize=True, device=ce.device, world=ce.world,
+                      label=f"{ce.label}, seq", bar_position=int(ce.bar["position"]), objective=objective)  # fmt: skip
+    if resumed and (folder / "seq" / "last.pt").is_file():
+        trainer.resume(folder / "seq" / "last.pt", task="translation")
+    else:
+        trainer.best = ce.best  # where it starts: a checkpoint must beat it
+    trainer.fit()
     return not trainer.interrupted
 
 
@@ -260,9 +287,13 @@ def trainable_pairs(
 
 def ensemble_checkpoints(args: argparse.Namespace, folders: list[Path]) -> list[Path]:
     """The checkpoints the test translates (or reranks) with: every member's last --snapshots snapshots, or
-    (with --snapshots 0, or a run resumed from before snapshots were kept) its best checkpoint."""
+    (with --snapshots 0, or a run resumed from before snapshots were kept) its best checkpoint; the best of its
+    sequence-level training instead where that beat them."""
     paths = []
     for folder in folders:
+        if (folder / "seq" / "best.pt").is_file():  # sequence-level training beat the cross-entropy checkpoints
+            paths.append(folder / "seq" / "best.pt")
+            continue
         snapshots = [path for _, path in snapshots_in(folder)][-args.snapshots :] if args.snapshots else []
         paths += snapshots or [folder / "best.pt"]
     return [path.absolute() for path in paths]  # ensemble.args then works from any working directory
@@ -283,6 +314,8 @@ def check_run_flags(args: argparse.Namespace) -> None:
         ("--vocab-size", args.vocab_size, MIN_VOCAB),
         ("--length-penalty", args.length_penalty, None),
         ("--valid-sentences", args.valid_sentences, 1),
+        ("--seq-steps", args.seq_steps, 0),
+        ("--seq-samples", args.seq_samples, 2 if args.seq_baseline == "mean" else 1),
         ("--max-valid-pairs", args.max_valid_pairs, 1),
         ("--max-test-pairs", args.max_test_pairs, 1),
         ("--tokenizer-pairs", args.tokenizer_pairs, 1),
