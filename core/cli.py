@@ -9,7 +9,7 @@ import dataclasses
 import json
 import typing
 import warnings
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,12 +34,13 @@ class FlagTable:
     needs: tuple[tuple[str, str], ...] = ()
     kept: tuple[str, ...] = ()
 
-    def check(self, given: set[str]) -> None:
+    def check(self, given: set[str], settled: Collection[str] = ()) -> None:
+        """`settled`: what a resumed run set when it started, which a flag given now may need."""
         for flag, other, why in self.apart:
             if flag in given and other in given:
                 raise UserError(f"{flag_name(flag)} does not go with {flag_name(other)}: {why}")
         for flag, other in self.needs:
-            if flag in given and other not in given:
+            if flag in given and other not in given and other not in settled:
                 raise UserError(f"{flag_name(flag)} is used only with {flag_name(other)}; give both, or leave it out")
 
 
@@ -181,14 +182,16 @@ def parse_flags(
     it has."""
     args = parser.parse_args(argv)
     known = vars(parser.parse_args([])) if hasattr(args, "resume") else vars(args)
-    table.check(given_flags(parser, argv, known))
-    if not getattr(args, "resume", None):
+    given, resuming = given_flags(parser, argv, known), bool(getattr(args, "resume", None))
+    table.check(given, set(known) if resuming else ())  # with --resume, what a flag needs may be the run's own
+    if not resuming:
         return args
     config = resume_checkpoint(args.resume).parent / "config.json"
-    saved = _saved_flags(config, args.resume, task)
-    if saved is None:
+    saved = {k: v for k, v in (_saved_flags(config, args.resume, task) or {}).items() if k in known}
+    saved = {k: v for k, v in saved.items() if k not in WHERE_FLAGS}
+    table.check(given, {k for k, v in saved.items() if v != known[k]})
+    if not saved:
         return args
-    saved = {k: v for k, v in saved.items() if k in known and k not in WHERE_FLAGS}
     for action in parser._actions:  # a value edited by hand would otherwise fail far from here, or not at all
         if action.dest in saved and not _fits(saved[action.dest], action, known[action.dest]):
             raise UserError(
@@ -197,7 +200,6 @@ def parse_flags(
             )
     parser.set_defaults(**saved)
     args = parser.parse_args(argv)
-    given = given_flags(parser, argv, known)
     for name in table.kept:  # (a run from before a flag existed did not save it: nothing to compare with)
         if name in given and name in saved and getattr(args, name) != saved[name]:
             flag = flag_name(name)

@@ -45,18 +45,19 @@ def plot_rewards(records: list[dict], path: Path, select: str) -> Path | None:
     if not train:
         return None
     plt = pyplot()
-    fig, ax = plt.subplots(figsize=(7, 4))
-    for name in ("reward", "baseline", "greedy_reward"):
-        ax.plot([r["step"] for r in train], _smoothed([r[name] for r in train]), label=f"train {name}")
-    valid = [(r["step"], r[select]) for r in records if r["split"] == "valid" and select in r]
-    if valid:
-        ax.twinx().plot(*zip(*valid), marker="o", color="black", label=select)
-        fig.legend(loc="lower right")
-    else:
-        ax.legend()
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    for name, style in (("reward", "-"), ("greedy_reward", "-"), ("baseline", "--")):
+        ax.plot([r["step"] for r in train], _smoothed([r[name] for r in train]), style, label=f"train {name}")
     ax.set_xlabel("step")
-    ax.set_ylabel("reward")
+    ax.set_ylabel("reward (train batches)")
     ax.grid(alpha=0.3)
+    valid = [(r["step"], r[select]) for r in records if r["split"] == "valid" and select in r]
+    lines = ax.get_lines()
+    if valid:
+        twin = ax.twinx()
+        lines += twin.plot(*zip(*valid), "o-", color="black", label=select)
+        twin.set_ylabel(select)
+    ax.legend(lines, [line.get_label() for line in lines], loc="best", fontsize=8)
     fig.tight_layout()
     return save_figure(fig, path)
 

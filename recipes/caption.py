@@ -79,6 +79,14 @@ FLAGS = FlagTable(
         ("corpus", "lang", "--lang picks the language of the Tux Paint captions; your corpus has its own"),
         ("resume", "overwrite", "--resume goes on with a run, --overwrite starts one afresh"),
         ("init_from", "resume", "--init-from starts a run from a model, --resume goes on with one"),
+        *(
+            (name, "init_from", "the checkpoint --init-from names fixes the model, its backbone and its vocabulary")
+            for name in (
+                *(f.name for c in CONFIGS.values() for f in fields(c) if f.name != "weights_id"),
+                "min_count",
+                "weights",
+            )
+        ),
     ),
     needs=(
         ("images", "corpus"),

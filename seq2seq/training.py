@@ -220,9 +220,11 @@ def train_member(run: RunSetup, member: int, position: int, folder: Path, resume
     bleu_pairs = valid_pairs[: args.valid_sentences]
 
     def valid_bleu(m: Translator) -> dict[str, float]:
-        # real decoding (greedy, fast), never teacher forcing: the figure early stopping follows
+        # real decoding (greedy, fast), never teacher forcing: BLEU is the figure early stopping follows, and
+        # sequence-level training for chrF follows chrF
         hyps = m.translate([s for s, _ in bleu_pairs], method="greedy", batch_size=128)
-        return {"bleu": score_files(hyps, [[t for _, t in bleu_pairs]], metrics=["bleu"])[0]["score"]}
+        bleu, chrf = score_files(hyps, [[t for _, t in bleu_pairs]], metrics=["bleu", "chrf"])
+        return {"bleu": bleu["score"], "chrf": chrf["score"]}
 
     device = run.device
     if device.type == "cuda" and device.index is None and total_models(args) > 1:  # share the GPUs
@@ -244,8 +246,9 @@ def train_member(run: RunSetup, member: int, position: int, folder: Path, resume
 
 def sequence_phase(run: RunSetup, ce: Trainer, model: Translator, folder: Path, resumed: bool) -> bool:
     """--seq-steps of self-critical training (the sentence metric --reward as the reward) from the best weights of
-    `model`'s cross-entropy trainer `ce`, in folder/seq, validated and kept by the same BLEU; False when Ctrl-C stopped
-    it. Its best.pt exists only where a validation beat the cross-entropy checkpoint's."""
+    `model`'s cross-entropy trainer `ce`, in folder/seq; False when Ctrl-C stopped it. Validation follows the
+    metric trained for (corpus BLEU or chrF of greedy translations); the phase's best.pt exists only where it beat
+    the cross-entropy checkpoint's."""
     args, best = run.args, folder / "best.pt"
     load_weights(best, model, load_checkpoint(best, task="translation", map_location=ce.device)["model"])
     config = replace(ce.config, steps=args.seq_steps, lr=args.seq_lr, schedule="constant", warmup_steps=0,
@@ -253,12 +256,12 @@ def sequence_phase(run: RunSetup, ce: Trainer, model: Translator, folder: Path, 
     sequence_level = SelfCritical(samples=args.seq_samples, baseline=args.seq_baseline, max_len=args.max_target_len)
     objective = self_critical(translation_episode, sentence_reward(model, args.reward), sequence_level)
     trainer = Trainer(model, seq2seq_forward, ce.train_data, config, folder / "seq", model.payload, valid=ce.valid_data,
-                      metrics_fn=ce.metrics_fn, select="bleu", maximize=True, device=ce.device, world=ce.world,
+                      metrics_fn=ce.metrics_fn, select=args.reward, maximize=True, device=ce.device, world=ce.world,
                       label=f"{ce.label}, seq", bar_position=int(ce.bar["position"]), objective=objective)  # fmt: skip
     if resumed and (folder / "seq" / "last.pt").is_file():
         trainer.resume(folder / "seq" / "last.pt", task="translation")
     else:
-        trainer.best = ce.best  # where it starts: a checkpoint must beat it
+        trainer.best = trainer.evaluate()[args.reward]  # where it starts: a checkpoint must beat it
     trainer.fit()
     return not trainer.interrupted
 

@@ -37,13 +37,17 @@ def test_both_phases_log_rewards_and_test_the_best_checkpoint(shapes, tmp_path):
     assert results["checkpoint"] == str(out / "scst" / "best.pt" if beaten else out / "best.pt")
     assert (out / "scst" / "best.pt").exists() == beaten
     assert json.loads((out / "results.json").read_text())["checkpoint"] == results["checkpoint"]
+    # a resumed run keeps the --scst-steps it started with: its other phase flags need not repeat it
+    again = recipe.main(["--resume", str(out), "--scst-samples", "3"])
+    assert again["checkpoint"] == results["checkpoint"] and again["scores"] == results["scores"]
 
 
 def test_init_from_trains_a_checkpoint_self_critically_and_resumes_exactly(shapes, tmp_path, monkeypatch):  # noqa: F811
     _, flags, _ = shapes
     start = tmp_path / "ce"
     recipe.main([*flags, "--out", str(start), "--steps", "20", "--valid-every", "20"])
-    argv = [*flags, "--init-from", str(start / "best.pt"), "--scst-steps", "6", "--valid-every", "3",
+    data = flags[: flags.index("--data-dir") + 2]  # the model comes from the checkpoint: no model flags
+    argv = [*data, "--init-from", str(start / "best.pt"), "--scst-steps", "6", "--valid-every", "3",
             "--scst-samples", "2", "--scst-baseline", "mean", "--scst-lr", "1e-3"]  # fmt: skip
     straight = recipe.main([*argv, "--out", str(tmp_path / "straight")])
     assert not (tmp_path / "straight" / "scst").exists(), "no cross-entropy phase: the run is the phase"
@@ -74,6 +78,10 @@ def test_init_from_trains_a_checkpoint_self_critically_and_resumes_exactly(shape
     "extra, message",
     [
         (["--init-from", "x.pt"], "--init-from is used only with --scst-steps"),
+        (
+            ["--init-from", "x.pt", "--scst-steps", "2", "--hidden-dim", "8"],
+            "--hidden-dim does not go with --init-from",
+        ),
         (["--scst-samples", "3"], "--scst-samples is used only with --scst-steps"),
         (["--scst-steps", "2", "--scst-samples", "1", "--scst-baseline", "mean"], "--scst-samples"),
         (["--scst-steps", "-1"], "--scst-steps"),

@@ -349,7 +349,12 @@ def flag_table_cases() -> list[tuple]:
     values = {"corpus": "{d}/pairs.tsv", "data_dir": "{d}/data", "resume": "{d}/run", "dataset": "bible",
               "lang": "de", "images": "{d}/folder", "prompt": "x", "prompt_file": "{d}/one.txt",
               "rerank_weight": "0.3", "rerank_r2l_weight": "0.3", **{f"{p}_{s}": "{d}/one.txt" for p in
-              ("train", "valid", "test") for s in ("src", "tgt")}}  # fmt: skip
+              ("train", "valid", "test") for s in ("src", "tgt")}, "init_from": "{d}/run/best.pt",
+              **dict.fromkeys(("seq_lr", "scst_lr"), "1e-4"), **dict.fromkeys(("seq_samples", "scst_samples"), "3"),
+              **dict.fromkeys(("seq_baseline", "scst_baseline"), "mean"), "reward": "chrf", "backbone": "resnet18",
+              "image_size": "64", "fit": "pad", "fine_tune": "1", "emb_dim": "8", "hidden_dim": "8",
+              "num_layers": "2", "cell": "gru", "attention": "luong", "dropout": "0.1", "word_dropout": "0.1",
+              "tie_embeddings": "true", "input_feeding": "true", "min_count": "2", "weights": "none"}  # fmt: skip
     prefix = {generate: "--checkpoint {d}/run/best.pt ", textgen: "", translate: "", caption: ""}
     cases = []
     for module in (generate, textgen, translate, caption):
