@@ -41,6 +41,7 @@ from benchmarks.common import (  # noqa: E402
     run_greedy,
     timed,
 )
+from benchmarks.peers_timing import peak_rss_growth  # noqa: E402
 from benchmarks.profiling import profile_decode  # noqa: E402
 from benchmarks.tricks import disable_from_env  # noqa: E402
 from core import Context, RNNDecoder  # noqa: E402
@@ -96,12 +97,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 # ---- the model and its inputs ------------------------------------------------------------------------
 
 
-def _status_bytes(field: str) -> int:
-    """VmRSS or VmHWM (peak RSS of this process image) from /proc/self/status, in bytes."""
-    with open("/proc/self/status") as f:
-        return next(int(line.split()[1]) * 1024 for line in f if line.startswith(field + ":"))
-
-
 def tensor_peak_bytes(fn: Callable[[], Any]) -> int:
     """Peak of live CPU tensor bytes allocated while fn runs, above what was live when it started.
 
@@ -125,27 +120,12 @@ def tensor_peak_bytes(fn: Callable[[], Any]) -> int:
 
 
 def rss_child(args: argparse.Namespace) -> dict:
-    """Run in a fresh process: how far one cold beam search raises the peak RSS above the RSS before it.
-
-    VmHWM rather than ru_maxrss: after fork + exec, ru_maxrss keeps the parent's high-water mark. Writing 5 to
-    /proc/self/clear_refs resets VmHWM to the current RSS, so the model build's own peak does not hide ours."""
+    """Run in a fresh process: how far one cold beam search raises the peak RSS above the RSS before it (VmHWM,
+    reset first: `benchmarks.peers_timing.peak_rss_growth`)."""
     decoder, ctx, start = build(args)
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        reset = True
-    except OSError:
-        reset = False
     with torch.no_grad():
-        rss_before = _status_bytes("VmRSS")
-        peak_before = _status_bytes("VmHWM")
-        run_beam(decoder, ctx, start, args.steps, args.rss_child)
-        peak_after = _status_bytes("VmHWM")
-    return {
-        "beam": args.rss_child,
-        "rss_extra_bytes": peak_after - max(rss_before, peak_before) if not reset else peak_after - rss_before,
-        "hwm_reset": reset,
-    }
+        _, grown = peak_rss_growth(lambda: run_beam(decoder, ctx, start, args.steps, args.rss_child))
+    return {"beam": args.rss_child, "rss_extra_bytes": grown["peak_growth_mb"] * 2**20, "hwm_reset": grown["hwm_reset"]}
 
 
 def size_flags(args: argparse.Namespace) -> list[str]:
