@@ -6,6 +6,7 @@ from __future__ import annotations
 import socket
 import subprocess
 import sys
+import time
 import warnings
 from pathlib import Path
 
@@ -72,6 +73,21 @@ def serve(*argv: str) -> subprocess.Popen:
     """`python recipes/serve.py ARGV` as a process of its own, its output readable."""
     return subprocess.Popen([sys.executable, str(ROOT / "recipes" / "serve.py"), *argv], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)  # fmt: skip
+
+
+def wait_until_up(process: subprocess.Popen, address: str, seconds: float = 60) -> None:
+    """Until the server at `address` answers /api/health: it prints its address just before uvicorn binds."""
+    import httpx2 as httpx
+
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        assert process.poll() is None, f"the server exited: {process.stderr.read() if process.stderr else ''}"
+        try:
+            if httpx.get(address + "/api/health", timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            time.sleep(0.1)
+    raise AssertionError(f"no answer from {address} in {seconds} s")
 
 
 def free_port() -> int:

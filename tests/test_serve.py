@@ -16,7 +16,7 @@ pytest.importorskip("fastapi", reason="the serve extra is not installed (pip ins
 import httpx2 as httpx
 from fastapi.testclient import TestClient
 from PIL import Image
-from served_models import free_port, serve
+from served_models import free_port, serve, wait_until_up
 
 from captioning.captioner import Captioner
 from core import LanguageModel
@@ -434,6 +434,7 @@ def test_sigterm_answers_the_requests_in_flight_then_exits_0(served_checkpoints)
     process = serve("--textgen", str(served_checkpoints["textgen"]), "--port", str(port), "--max-len", "5000")
     assert process.stdout is not None
     assert process.stdout.readline().strip() == f"serving textgen at http://127.0.0.1:{port}/ (API: /docs)"
+    wait_until_up(process, f"http://127.0.0.1:{port}")
     body = {"prompt": "Thou", "num_samples": 4, "seed": 1, "max_len": 5000}
     answer: list = []
 

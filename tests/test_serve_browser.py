@@ -18,7 +18,7 @@ from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support.ui import WebDriverWait
-from served_models import ROOT, free_port, serve
+from served_models import ROOT, free_port, serve, wait_until_up
 from shapes import COLOURS, draw
 
 SHOTS = ROOT / "docs"
@@ -35,6 +35,7 @@ def address(served_checkpoints):
               "--caption", served_checkpoints["captioning"]]  # fmt: skip
     process = serve(*map(str, models), "--port", str(port), "--device", "cpu")
     assert process.stdout is not None and process.stdout.readline().startswith("serving")
+    wait_until_up(process, f"http://127.0.0.1:{port}")
     yield f"http://127.0.0.1:{port}"
     process.send_signal(signal.SIGTERM)
     assert process.wait(60) == 0
