@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import signal
+import socket
 import sys
 from pathlib import Path
 
@@ -79,6 +80,16 @@ def load(args: argparse.Namespace, limits: Limits) -> dict[str, Served]:
     return served
 
 
+def listen(host: str, port: int) -> socket.socket:
+    """A socket bound to host:port and listening, or one line saying why not (a port in use, an address that is
+    not this machine's)."""
+    try:
+        return socket.create_server((host, port), family=socket.AF_INET6 if ":" in host else socket.AF_INET)
+    except OSError as err:
+        reason = str(err.strerror or err).split(" (while attempting")[0]  # (create_server adds the address tried)
+        raise UserError(f"cannot listen on {host}:{port}: {reason}") from None
+
+
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     if not (args.textgen or args.translate or args.caption):
@@ -89,10 +100,12 @@ def main(argv: list[str] | None = None) -> None:
     keep_freed_memory()
     served = load(args, limits)
     app = create_app(served, limits)
-    print(f"serving {', '.join(served)} at http://{args.host}:{args.port}/ (API: /docs)", flush=True)
+    listening = listen(args.host, args.port)  # before the address is printed: whoever reads it may connect at once
+    port = listening.getsockname()[1]  # (--port 0: the one the system chose)
+    print(f"serving {', '.join(served)} at http://{args.host}:{port}/ (API: /docs)", flush=True)
     for number in (signal.SIGINT, signal.SIGTERM):  # uvicorn raises the signal again once it has stopped cleanly
         signal.signal(number, lambda *_: None)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=[listening])
     print("stopped: every request in flight was answered", flush=True)
 
 

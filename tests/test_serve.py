@@ -7,6 +7,7 @@ import asyncio
 import io
 import json
 import signal
+import socket
 import threading
 import time
 
@@ -427,6 +428,25 @@ def test_serve_with_no_model_says_so_in_one_line():
     assert process.returncode == 2 and err.strip().splitlines() == [
         "error: no model to serve: give --textgen, --translate or --caption (or several)"
     ]
+
+
+def test_a_port_in_use_is_one_line_and_port_0_prints_the_port_chosen(served_checkpoints):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        process = serve("--textgen", str(served_checkpoints["textgen"]), "--port", str(port))
+        out, err = process.communicate(timeout=120)
+    assert process.returncode == 2 and err.strip().splitlines() == [
+        f"error: cannot listen on 127.0.0.1:{port}: Address already in use"
+    ]
+    process = serve("--textgen", str(served_checkpoints["textgen"]), "--port", "0")
+    assert process.stdout is not None
+    address = process.stdout.readline().split()[3].rstrip("/")
+    assert not address.endswith(":0")
+    assert httpx.get(address + "/api/health", timeout=10).status_code == 200  # answered at once: bound before
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(60) == 0
 
 
 def test_sigterm_answers_the_requests_in_flight_then_exits_0(served_checkpoints):
