@@ -159,10 +159,10 @@ def caption_episode(model: Captioner, batch: tuple[Tensor, list[list[str]]]) -> 
     return Episode(model.decoder, model.context(inputs), starts, references, EOS, forbid=NEVER_WRITTEN, min_len=1)
 
 
-def cider_reward(model: Captioner, train_records: Sequence[ImageCaptions]) -> Reward:
+def cider_reward(model: Captioner, train_references: Sequence[Sequence[str]]) -> Reward:
     """Each caption's CIDEr-D (x1, as Rennie et al. use it) against its picture's references, with the document
-    frequencies of the training references."""
-    scorer = CiderD([[tokenized(caption) for caption in record.captions] for record in train_records])
+    frequencies of the training references (tokenized, as `PictureBatches.references` holds them)."""
+    scorer = CiderD(train_references)
 
     def reward(hypotheses: list[list[int]], references: list) -> Tensor:
         captions = [tokenized(model.tokenizer.decode(tokens)) for tokens in hypotheses]

@@ -348,8 +348,9 @@ def make_trainer(
     objective = None
     if sequence_level is not None:
         inputs = picture_inputs(model, splits["train"], regions["train"])
-        batches["train"] = PictureBatches(splits["train"], inputs, args.batch_size, config.seed)
-        objective = self_critical(caption_episode, cider_reward(model, splits["train"]), sequence_level)
+        pictures = PictureBatches(splits["train"], inputs, args.batch_size, config.seed)
+        batches["train"] = pictures
+        objective = self_critical(caption_episode, cider_reward(model, pictures.references), sequence_level)
     return Trainer(
         model,
         step,
