@@ -8,7 +8,7 @@ output's reward ("greedy", Rennie et al.) or the mean reward of the example's ot
 2019, "Buy 4 REINFORCE samples, get a baseline for free"). Both searches run under no_grad through the ordinary
 search; the log-probabilities come from one teacher-forced pass over the samples, so decoder and search stay as
 they are. The whole step runs in eval mode: the policy trained is the one that decodes (no dropout), and the
-teacher-forced pass scores exactly the distribution the samples were drawn from.
+teacher-forced pass scores the model the samples came from (the search's rules, such as forbidden tokens, aside).
 """
 
 from __future__ import annotations
