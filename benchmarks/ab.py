@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-FIGURES = ("sentences_per_s", "batched_over_one_at_a_time", "pictures_per_s", "captions_per_s")
+FIGURES = ("sentences_per_s", "batched_over_one_at_a_time", "pictures_per_s", "captions_per_s", "tokens_per_s")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

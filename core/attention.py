@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from core import speedups
+from core.step_weights import DecoderLoop
 
 
 class BahdanauAttention(nn.Module):
@@ -22,12 +23,14 @@ class BahdanauAttention(nn.Module):
         """(B, S, M) -> (B, S, A)."""
         return self.key_proj(memory)
 
-    def forward(self, query: Tensor, keys: Tensor, memory: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor]:
+    def forward(
+        self, query: Tensor, keys: Tensor, memory: Tensor, mask: Tensor | None, loop: DecoderLoop | None = None
+    ) -> tuple[Tensor, Tensor]:
         """query (N, T, Q), keys (B, S, A), memory (B, S, M), mask (B, S) -> context (N, T, M), weights (N, T, S);
         N = B, or k * B for k beams per example (`per_example`)."""
-        queries = per_example(self.query_proj(query), memory)  # (B, kT, A)
+        queries = per_example(self.query_proj(query) if loop is None else loop.query.linear(query), memory)
         scores = speedups.additive_scores(self, queries, keys, self.energy.weight.view(-1))  # (B, kT, S)
-        return _attend(scores, memory, mask, query.size(0))
+        return _attend(scores, memory, mask, query.size(0), loop)
 
 
 class LuongAttention(nn.Module):
@@ -42,12 +45,14 @@ class LuongAttention(nn.Module):
     def keys(self, memory: Tensor) -> Tensor:
         return memory
 
-    def forward(self, query: Tensor, keys: Tensor, memory: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor]:
+    def forward(
+        self, query: Tensor, keys: Tensor, memory: Tensor, mask: Tensor | None, loop: DecoderLoop | None = None
+    ) -> tuple[Tensor, Tensor]:
         """query (N, T, Q), keys = memory (B, S, M), mask (B, S) -> context (N, T, M), weights (N, T, S);
         N = B, or k * B for k beams per example (`per_example`)."""
-        queries = per_example(self.query_proj(query), memory)  # (B, kT, M)
-        scores = torch.bmm(queries, keys.transpose(1, 2)) * self.scale  # (B, kT, S)
-        return _attend(scores, memory, mask, query.size(0))
+        queries = per_example(self.query_proj(query) if loop is None else loop.query.linear(query), memory)
+        scores = torch.bmm(queries, keys.transpose(1, 2)) if loop is None else loop.memory.scores(queries)
+        return _attend(scores * self.scale, memory, mask, query.size(0), loop)  # (B, kT, S)
 
 
 def per_example(queries: Tensor, memory: Tensor) -> Tensor:
@@ -63,12 +68,14 @@ def per_example(queries: Tensor, memory: Tensor) -> Tensor:
     return queries.reshape(B, N // B * T, D)
 
 
-def _attend(scores: Tensor, memory: Tensor, mask: Tensor | None, rows: int) -> tuple[Tensor, Tensor]:
+def _attend(
+    scores: Tensor, memory: Tensor, mask: Tensor | None, rows: int, loop: DecoderLoop | None = None
+) -> tuple[Tensor, Tensor]:
     """scores (B, kT, S) -> context (rows, T, M), weights (rows, T, S), rows = k * B."""
     if mask is not None:
         scores = scores.masked_fill(~mask.unsqueeze(1), float("-inf"))
     weights = F.softmax(scores, dim=-1)  # padding gets exactly 0
-    context = torch.bmm(weights, memory)
+    context = torch.bmm(weights, memory) if loop is None else loop.memory.read(weights)
     return context.view(rows, -1, context.size(2)), weights.view(rows, -1, weights.size(2))
 
 

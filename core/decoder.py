@@ -13,6 +13,7 @@ from core import speedups
 from core.attention import ATTENTIONS
 from core.context import Context
 from core.errors import check_int, check_range
+from core.step_weights import DecoderLoop, StepMemory, StepWeight
 from core.tokenizers import PAD
 
 CELLS = {"gru": nn.GRU, "lstm": nn.LSTM}
@@ -208,14 +209,27 @@ class RNNDecoder(nn.Module):
             output, state, weights = self._advance(tokens, state, ctx)
             return self._logits(output), state, weights
         outputs, steps = [], []
+        # one lookup for every step: per-step lookups would each add a vocabulary-sized gradient in backward
+        embedded = self.embedding(tokens).unbind(1)
+        loop = self._step_weights(ctx) if torch.is_grad_enabled() and tokens.device.type == "cpu" else None
         for t in range(tokens.size(1)):  # input feeding makes each step depend on the last one's output
-            output, state, step_weights = self._advance(tokens[:, t : t + 1], state, ctx)
+            output, state, step_weights = self._advance(
+                tokens[:, t : t + 1], state, ctx, embedded[t].unsqueeze(1), loop
+            )
             outputs.append(output)
             steps.append(step_weights)  # (B, 1, S): input feeding comes with attention
         return self._logits(torch.cat(outputs, dim=1)), state, torch.cat([w for w in steps if w is not None], dim=1)
 
-    def _advance(self, tokens: Tensor, state: DecoderState, ctx: Context) -> tuple[Tensor, DecoderState, Tensor | None]:
-        """Run over tokens (B, T) (T = 1 with input feeding): outputs (B, T, H), the state, attention (B, T, S)."""
+    def _advance(
+        self,
+        tokens: Tensor,
+        state: DecoderState,
+        ctx: Context,
+        embedded: Tensor | None = None,
+        loop: DecoderLoop | None = None,
+    ) -> tuple[Tensor, DecoderState, Tensor | None]:
+        """Run over tokens (B, T) (T = 1 with input feeding), whose embeddings (B, T, E) may be given, reading
+        the weights through `loop` if given: outputs (B, T, H), the state, attention (B, T, S)."""
         fast = (
             speedups.rnn_step(self.rnn, self.embedding, tokens[:, 0], state.feed, state.h, state.c)
             if tokens.size(1) == 1
@@ -225,24 +239,63 @@ class RNNDecoder(nn.Module):
             h, c = fast
             out = h[:, -1:]  # (B, 1, H): the top layer
         else:
-            emb = self.dropout(drop_words(self.embedding(tokens), self.word_dropout, self.training))  # (B, T, E)
+            emb = self.embedding(tokens) if embedded is None else embedded
+            emb = self.dropout(drop_words(emb, self.word_dropout, self.training))  # (B, T, E)
             if state.feed is not None:  # input feeding
                 emb = torch.cat([emb, state.feed.unsqueeze(1)], dim=2)  # (B, 1, E + H)
-            h = state.h.transpose(0, 1).contiguous()  # (L, B, H), the layout nn.RNN wants
-            if state.c is not None:  # an LSTM
-                out, (h, c) = self.rnn(emb, (h, state.c.transpose(0, 1).contiguous()))
-                c = c.transpose(0, 1)
+            if loop is not None:  # one step as nn.GRU/nn.LSTM computes it, the weights read through the loop
+                h, c = self._rnn_step(emb[:, 0], state, loop)
+                out = h[:, -1:]
             else:
-                out, h = self.rnn(emb, h)
-                c = None
-            h = h.transpose(0, 1)  # (B, L, H)
+                out, h, c = self._rnn(emb, state)
         if self.attention is None or self.combine is None or ctx.memory is None:  # (start checked the memory)
             return out, DecoderState(h, c, None, None), None
         keys = ctx.keys if ctx.keys is not None else self.attention.keys(ctx.memory)  # (B, S, A)
-        context, weights = self.attention(out, keys, ctx.memory, ctx.memory_mask)  # (B, T, M), (B, T, S)
-        attentional = torch.tanh(speedups.linear(self.combine, torch.cat([out, context], dim=2)))  # (B, T, H)
+        context, weights = self.attention(out, keys, ctx.memory, ctx.memory_mask, loop)  # (B, T, M), (B, T, S)
+        both = torch.cat([out, context], dim=2)
+        combined = (
+            speedups.linear(self.combine, both) if loop is None else loop.combine.linear(both) + self.combine.bias
+        )
+        attentional = torch.tanh(combined)  # (B, T, H)
         feed = attentional[:, -1] if self.input_feeding else None
         return attentional, DecoderState(h, c, feed, weights[:, -1]), weights
+
+    def _rnn(self, x: Tensor, state: DecoderState) -> tuple[Tensor, Tensor, Tensor | None]:
+        """self.rnn over x (B, T, F) from `state`: outputs (B, T, H) and the new h, c (B, L, H)."""
+        h = state.h.transpose(0, 1).contiguous()  # (L, B, H), the layout nn.RNN wants
+        if state.c is None:
+            out, h = self.rnn(x, h)
+            return out, h.transpose(0, 1), None
+        out, (h, c) = self.rnn(x, (h, state.c.transpose(0, 1).contiguous()))
+        return out, h.transpose(0, 1), c.transpose(0, 1)
+
+    def _step_weights(self, ctx: Context) -> DecoderLoop | None:
+        """The weights every step of a training loop reads, each to get its gradient in one product."""
+        if self.attention is None or self.combine is None or ctx.memory is None:
+            return None
+        layers = range(self.num_layers)
+        return DecoderLoop(
+            [StepWeight(self.rnn.get_parameter(f"weight_ih_l{i}")) for i in layers],
+            [StepWeight(self.rnn.get_parameter(f"weight_hh_l{i}")) for i in layers],
+            StepWeight(self.attention.get_parameter("query_proj.weight")),
+            StepMemory(ctx.memory),
+            StepWeight(self.combine.weight),
+        )
+
+    def _rnn_step(self, x: Tensor, state: DecoderState, loop: DecoderLoop) -> tuple[Tensor, Tensor | None]:
+        """One step of self.rnn on x (B, F) from `state`: h, c (B, L, H), the weights read through `loop`."""
+        hs: list[Tensor] = []
+        cs: list[Tensor] = []
+        for layer in range(self.num_layers):
+            if layer:  # nn.GRU/nn.LSTM's dropout between layers
+                x = F.dropout(x, self.rnn.dropout, self.training)
+            gx = loop.w_ih[layer].linear(x) + self.rnn.get_parameter(f"bias_ih_l{layer}")
+            gh = loop.w_hh[layer].linear(state.h[:, layer]) + self.rnn.get_parameter(f"bias_hh_l{layer}")
+            x, cell = speedups.cell_update(gx, gh, state.h[:, layer], None if state.c is None else state.c[:, layer])
+            hs.append(x)
+            if cell is not None:
+                cs.append(cell)
+        return torch.stack(hs, dim=1), torch.stack(cs, dim=1) if cs else None
 
     def _logits(self, output: Tensor) -> Tensor:
         output = self.dropout(output)

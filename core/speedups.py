@@ -8,6 +8,7 @@ back to it where it does not apply: training, autograd, CUDA, dtypes oneDNN lack
   from a per-token table);
 - `topk`: beam search's candidates sought in the blocks with the largest maxima first;
 - `additive_scores`: Bahdanau's scores a cache-sized chunk of beams at a time.
+Training's counterpart, for the decoder's loop over the target: `core.step_weights`.
 What each buys, measured: benchmarks/README.md.
 """
 
@@ -110,19 +111,24 @@ def rnn_step(
         else:
             gx = linear(rnn, hs[-1], weight=f"weight_ih_l{layer}", bias=f"bias_ih_l{layer}")  # (B, G)
         gh = linear(rnn, h[:, layer], weight=f"weight_hh_l{layer}", bias=f"bias_hh_l{layer}")  # (B, G)
-        if isinstance(rnn, nn.GRU):
-            xr, xz, xn = gx.chunk(3, dim=1)
-            hr, hz, hn = gh.chunk(3, dim=1)
-            reset, update = torch.sigmoid(xr + hr), torch.sigmoid(xz + hz)
-            new = torch.tanh(xn + reset * hn)
-            x = new + update * (h[:, layer] - new)
-        else:
-            assert c is not None, "an LSTM's state holds its cells"
-            i, f, g, o = (gx + gh).chunk(4, dim=1)
-            cs.append(torch.sigmoid(f) * c[:, layer] + torch.sigmoid(i) * torch.tanh(g))
-            x = torch.sigmoid(o) * torch.tanh(cs[-1])
+        x, cell = cell_update(gx, gh, h[:, layer], None if c is None else c[:, layer])
         hs.append(x)  # no dropout between layers: this path runs in eval mode only
+        if cell is not None:
+            cs.append(cell)
     return torch.stack(hs, dim=1), torch.stack(cs, dim=1) if cs else None
+
+
+def cell_update(gx: Tensor, gh: Tensor, h: Tensor, c: Tensor | None) -> tuple[Tensor, Tensor | None]:
+    """nn.GRU's (c None) or nn.LSTM's equations from the input and hidden gates (B, G): the new h, c (B, H)."""
+    if c is None:
+        xr, xz, xn = gx.chunk(3, dim=1)
+        hr, hz, hn = gh.chunk(3, dim=1)
+        reset, update = torch.sigmoid(xr + hr), torch.sigmoid(xz + hz)
+        new = torch.tanh(xn + reset * hn)
+        return new + update * (h - new), None
+    i, f, g, o = (gx + gh).chunk(4, dim=1)
+    c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+    return torch.sigmoid(o) * torch.tanh(c), c
 
 
 def _input_gates(rnn: nn.RNNBase, embedding: nn.Embedding, tokens: Tensor, feed: Tensor | None) -> Tensor:

@@ -344,6 +344,35 @@ def test_input_gate_table_follows_embedding_updates(monkeypatch):
     assert torch.allclose(after, dec(tokens, ctx).log_softmax(-1), atol=1e-5)
 
 
+@pytest.mark.parametrize(
+    "cell, layers, attention", [("gru", 1, "bahdanau"), ("gru", 2, "luong"), ("lstm", 2, "bahdanau")]
+)
+def test_training_loop_with_step_weights_equals_the_rnn_modules(monkeypatch, cell, layers, attention):
+    """Teacher forcing with grad on a CPU reads the weights through speedups.StepWeight (one gradient product
+    per weight): the same logits and gradients as nn.GRU/nn.LSTM per step, dropout's draws included, and the
+    same again from a second backward over a retained graph."""
+    torch.manual_seed(0)
+    dec = make_decoder(cell, layers, attention, dropout=0.3, word_dropout=0.2).train()
+    ctx = make_context(dec, [5, 3, 4])
+    memory = ctx.memory.requires_grad_()
+    tokens = random_tokens(3, 6)
+
+    def logits_and_gradients(backwards: int = 1) -> list[torch.Tensor]:
+        torch.manual_seed(1)
+        logits = dec(tokens, ctx)
+        loss = (logits.log_softmax(-1)[..., 5] * torch.arange(6.0)).sum()
+        inputs = [memory, *dec.parameters()]
+        grads = [torch.autograd.grad(loss, inputs, retain_graph=True) for _ in range(backwards)]
+        return [logits, *grads[0], *grads[-1]]
+
+    stepped = logits_and_gradients(backwards=2)
+    monkeypatch.setattr(RNNDecoder, "_step_weights", lambda self, ctx: None)
+    per_step = logits_and_gradients()
+    assert len(stepped) == len(per_step)
+    for a, b in zip(stepped, per_step):
+        assert torch.allclose(a, b, atol=1e-6)
+
+
 def test_word_dropout_zeroes_whole_tokens_while_training_only():
     torch.manual_seed(0)
     emb = torch.randn(40, 50, 8) + 3.0  # no exact zeros of its own

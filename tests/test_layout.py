@@ -22,8 +22,9 @@ ALLOWED = {
 }
 MAX_FILE_LINES, MAX_FUNCTION_LINES, MAX_README_BYTES = 400, 60, 15_000
 # core's lines (as `ruff format` writes them) and those of its reading path: they may fall, never rise; core's
-# were 4,100 before sequence-level training (core/self_critical.py, the trainer's objective, the reward plot)
-MAX_CORE_LINES, MAX_READING_PATH_LINES = 4_240, 1_600
+# were 4,100 before sequence-level training (core/self_critical.py, the trainer's objective, the reward plot),
+# 4,240 and 1,600 before the training loops' speed paths (core/step_weights.py, the decoder's loop)
+MAX_CORE_LINES, MAX_READING_PATH_LINES = 4_415, 1_665
 READING_PATH = ("tokenizers", "context", "attention", "decoder", "search", "search_config", "search_rules",
                 "ensemble", "speedups")  # fmt: skip
 
