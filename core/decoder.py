@@ -143,7 +143,8 @@ class RNNDecoder(nn.Module):
                 self.embedding.weight[PAD].zero_()
 
     def train(self, mode: bool = True) -> RNNDecoder:
-        speedups.forget(self)  # switching modes brackets every weight update a version counter could miss
+        if mode != self.training:  # a switch brackets every weight update a version counter could miss
+            speedups.forget(self)
         return super().train(mode)
 
     def _apply(self, fn, *args, **kwargs):  # .to(), .cuda(), .bfloat16(), ...: new weights, maybe at old addresses
