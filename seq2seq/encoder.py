@@ -63,7 +63,8 @@ class RNNEncoder(nn.Module):
         emb = self.dropout(drop_words(self.embedding(src), self.word_dropout, self.training))  # (B, S, E)
         # packed sequences skip the padding, but on a CPU their backward pass costs more than the padding
         read = self.read_padded if torch.is_grad_enabled() and not emb.is_cuda else self.read_packed
-        memory, top = read(emb, src_lengths.to(src.device))  # (B, S, 2H), (B, 2H)
+        lengths = src_lengths.to(src.device)
+        memory, top = read(emb, lengths)  # (B, S, 2H), (B, 2H)
         if self.bridge is not None:  # learned
             h0 = torch.tanh(self.bridge(top))
         elif self.bridge_kind == "last":
@@ -71,7 +72,7 @@ class RNNEncoder(nn.Module):
         else:
             h0 = top.new_zeros(top.size(0), self.decoder_hidden)
         h0 = h0.unsqueeze(0).expand(self.decoder_layers, -1, -1).contiguous()  # (layers, B, H_dec)
-        mask = torch.arange(src.size(1), device=src.device).unsqueeze(0) < src_lengths.to(src.device).unsqueeze(1)
+        mask = torch.arange(src.size(1), device=src.device).unsqueeze(0) < lengths.unsqueeze(1)
         return Context(h0, None, self.dropout(memory), mask)  # an LSTM decoder starts its cell state at zero
 
     def read_packed(self, emb: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
